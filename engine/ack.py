@@ -1,0 +1,205 @@
+"""Outcome to ACK bytes, exactly as HL7-SPEC §3 says.
+
+* Original mode (MSH-15 and MSH-16 empty): one ACK, MSA-1 AA, AE or AR.
+* Enhanced mode (either valued): an accept ACK (CA/CE/CR) when MSH-15 asks for it, then, for a
+  committed message, an application ACK (AA/AE/AR) when MSH-16 asks for it, on the same connection.
+  Table 0155: AL always, NE never, ER only on error/reject, SU only on success.  Decision: an empty
+  MSH-15 in enhanced mode means AL, an empty MSH-16 means NE (one ACK, the commit one).
+* ERR by version: >= 2.5 ERR-2 (location), ERR-3 (0357 code), ERR-4 (severity), ERR-8 (text);
+  < 2.5 ERR-1 (`seg^seq^field^code&text&HL70357`) plus MSA-3 text.
+* The ACK's MSH: ours (or inbound MSH-5/6) in MSH-3/4, inbound MSH-3/4 in MSH-5/6, MSH-9
+  `ACK^<trigger>^ACK` (no third component for v2.3), a new MSH-10, MSH-11/12 echoed.  Standard
+  delimiters `|^~\\&`, encoded in the inbound charset (MSH-18 echoed when the sender declared it).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from engine.errors import TABLE_0357, Disposition, Location
+from engine.parsing.escape import escape, unescape
+from engine.parsing.message import STANDARD, Delimiters, InboundMessage
+
+GARBAGE_VERSION = "2.5.1"  # MSH-12 of an ACK to bytes that had no MSH to echo
+
+
+class Stage(enum.Enum):
+    """Where a verdict was reached; it picks the enhanced-mode accept code."""
+
+    HEADER = "header"  # MSH unusable or unsupported: CR
+    COMMIT = "commit"  # not committed: CE
+    CONTENT = "content"  # committed: CA, then the application code
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the engine decided about one message, enough to (re)build its ACKs."""
+
+    disposition: Disposition
+    stage: Stage = Stage.CONTENT
+    code: str = ""  # table 0357; "" when accepted
+    location: Location | None = None
+    text: str = ""  # why, without patient data
+
+    @property
+    def accepted(self) -> bool:
+        return self.disposition is Disposition.ACCEPTED
+
+
+ACCEPTED = Verdict(Disposition.ACCEPTED)
+
+_ORIGINAL = {Disposition.ACCEPTED: "AA", Disposition.ERRORED: "AE", Disposition.REJECTED: "AR"}
+
+
+def ack_codes(verdict: Verdict, msh15: str, msh16: str) -> list[str]:
+    """The MSA-1 of every ACK to send, in order (none for NE/NE)."""
+    if not msh15 and not msh16:
+        return [_ORIGINAL[verdict.disposition]]
+    if verdict.stage is Stage.HEADER:
+        accept = "CR"
+    elif verdict.stage is Stage.COMMIT:
+        accept = "CE"
+    else:
+        accept = "CA"
+    codes = [accept] if _wanted(msh15 or "AL", accept) else []
+    if accept == "CA":
+        app = _ORIGINAL[verdict.disposition]
+        if _wanted(msh16 or "NE", app):
+            codes.append(app)
+    return codes
+
+
+def _wanted(condition: str, code: str) -> bool:
+    ok = code in ("AA", "CA")
+    return {"NE": False, "ER": not ok, "SU": ok}.get(condition.upper(), True)
+
+
+class ControlIds:
+    """Unique MSH-10 values for our ACKs: a base-36 millisecond stamp taken at start plus a
+    counter, at most 20 characters (the ST length of v2.3)."""
+
+    def __init__(self, prefix: str = "A") -> None:
+        self._prefix = prefix + _base36(int(time.time() * 1000)) + _base36(os.getpid() % 1296)
+        self._count: Iterator[int] = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count)}"
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
+@dataclass(frozen=True, slots=True)
+class AckBuilder:
+    """Builds ACK bytes.  `application`/`facility` empty means echo inbound MSH-5/6."""
+
+    application: str = ""
+    facility: str = ""
+    control_ids: Callable[[], str] = ControlIds()
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def build(self, msg: InboundMessage | None, verdict: Verdict) -> list[bytes]:
+        """Every ACK for this message (or garbage, when `msg` is None), encoded and unframed."""
+        if msg is None:
+            codes = ack_codes(verdict, "", "")
+        else:
+            codes = ack_codes(verdict, msg.get("MSH.15"), msg.get("MSH.16"))
+        return [self._one(msg, verdict, code) for code in codes]
+
+    def _one(self, msg: InboundMessage | None, verdict: Verdict, code: str) -> bytes:
+        version = (msg.get("MSH.12") if msg else "") or GARBAGE_VERSION
+        modern = _version_tuple(version) >= (2, 5)
+        erring = code not in ("AA", "CA")
+        segments = [self._msh(msg, version)]
+        msa = ["MSA", code, _echo(msg, "MSH.10")]
+        if erring and not modern:
+            msa.append(_esc(_describe(verdict)))
+        segments.append("|".join(msa))
+        if erring:
+            segments.append(_err(verdict, modern))
+        text = "\r".join(segments) + "\r"
+        charset = msg.charset if msg else "ascii"
+        return text.encode(charset, errors="replace")
+
+    def _msh(self, msg: InboundMessage | None, version: str) -> str:
+        trigger = _echo(msg, "MSH.9.2")
+        msg_type = "ACK" if version in ("2.3", "2.3.0") else "ACK^^ACK"
+        if trigger:
+            msg_type = f"ACK^{trigger}" + ("" if version in ("2.3", "2.3.0") else "^ACK")
+        fields = [
+            "MSH", "^~\\&",
+            _esc(self.application) if self.application else _echo(msg, "MSH.5"),
+            _esc(self.facility) if self.facility else _echo(msg, "MSH.6"),
+            _echo(msg, "MSH.3"), _echo(msg, "MSH.4"),
+            self.clock().strftime("%Y%m%d%H%M%S%z"), "", msg_type,
+            _esc(self.control_ids()),
+            _echo(msg, "MSH.11") if msg else "P",
+            _echo(msg, "MSH.12") if msg else GARBAGE_VERSION,
+        ]
+        declared = _echo(msg, "MSH.18")
+        if declared:
+            fields += [""] * 5 + [declared]
+        return "|".join(fields)
+
+
+def _err(verdict: Verdict, modern: bool) -> str:
+    code = verdict.code or "207"
+    label = TABLE_0357.get(code, "")
+    loc = verdict.location.erl() if verdict.location else ()
+    if modern:
+        cwe = f"{code}^{label}^HL70357"
+        text = _esc(verdict.text) if verdict.text else ""
+        return "|".join(["ERR", "", "^".join(loc), cwe, "E", "", "", "", text]).rstrip("|")
+    eld = list(loc) + [""] * (3 - len(loc)) + [f"{code}&{label}&HL70357"]
+    return "ERR|" + "^".join(eld)
+
+
+def _describe(verdict: Verdict) -> str:
+    label = TABLE_0357.get(verdict.code or "207", "")
+    return f"{label}: {verdict.text}" if verdict.text else label
+
+
+def _esc(value: str) -> str:
+    return escape(value, STANDARD)
+
+
+def _echo(msg: InboundMessage | None, path: str) -> str:
+    """An inbound element re-encoded with the standard delimiters."""
+    if msg is None:
+        return ""
+    raw = msg.raw(path)
+    if not raw or msg.delimiters == STANDARD:
+        return raw
+    return transcode(raw, msg.delimiters, STANDARD, msg.charset)
+
+
+def transcode(raw: str, src: Delimiters, dst: Delimiters, charset: str = "utf-8") -> str:
+    """Re-encode one field's wire text from one delimiter set to another, leaf by leaf."""
+    return dst.repetition.join(
+        dst.component.join(
+            dst.subcomponent.join(escape(unescape(leaf, src, charset), dst)
+                                  for leaf in comp.split(src.subcomponent))
+            for comp in rep.split(src.component))
+        for rep in raw.split(src.repetition))
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in version.split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts) or (2, 5)

@@ -1,0 +1,282 @@
+"""`hl7-engine`: the operator's command line (DESIGN.md "Operator interface").
+
+The only module that imports the global reactor.  Every command takes `--config PATH` (default
+`channels.yaml`) and `--database URL` (overrides the config's `database`).  Exit codes: 0 done,
+1 a message was not accepted or not found, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.config import Config, ConfigError, Database, load_config
+
+EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="channels.yaml", metavar="PATH",
+                        help="channels.yaml to use (default: %(default)s)")
+    common.add_argument("--database", metavar="URL",
+                        help="database URL, overriding the config (sqlite:///FILE or "
+                             "postgresql+psycopg://USER@HOST/DB)")
+    p = argparse.ArgumentParser(prog="hl7-engine", parents=[common],
+                                description="HL7 v2 interface engine that tracks referrals.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common], help="start every channel's MLLP listener")
+    run.add_argument("--quiet", action="store_true",
+                     help="terminal shows warnings only (the log file keeps everything)")
+    sub.add_parser("check-config", parents=[common],
+                   help="validate the configuration, print every problem with its YAML path")
+    send = sub.add_parser("send", parents=[common], help="send HL7 files over MLLP, print ACKs")
+    send.add_argument("files", nargs="+", metavar="FILE")
+    send.add_argument("--to", required=True, metavar="HOST:PORT")
+    send.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                      help="seconds to wait for each ACK (default: %(default)s)")
+    send.add_argument("--as-is", action="store_true",
+                      help="send the bytes unchanged (default: LF and CRLF become CR)")
+    tail = sub.add_parser("tail", parents=[common], help="the message log, newest last")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new messages")
+    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    tail.add_argument("--channel")
+    tail.add_argument("--type", metavar="TYPE^TRIGGER", help="e.g. REF^I12")
+    tail.add_argument("--status", choices=["accepted", "errored", "rejected"])
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = sub.add_parser("show", parents=[common], help="one stored message, with its ACK")
+    show.add_argument("id", type=int)
+    show.add_argument("--raw", action="store_true",
+                      help="also print the message body (writes an audit event)")
+    show.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        "run": cmd_run, "check-config": cmd_check_config, "send": cmd_send,
+        "tail": cmd_tail, "show": cmd_show,
+    }[args.command]
+    try:
+        return int(handler(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# --- configuration and database --------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.database:
+        d = config.database
+        config = Config(config.channels, Database(args.database, d.sqlite_synchronous,
+                                                  d.group_commit_max), config.log, config.source)
+    return config
+
+
+def _database_only(args: argparse.Namespace) -> tuple[Database, str]:
+    """For read commands: the config's database (and log file), or --database alone."""
+    if args.database and not Path(args.config).exists():
+        return Database(args.database), ""
+    config = _config(args)
+    return config.database, config.log.file
+
+
+def _open(database: Database) -> Any:
+    from engine.store.database import open_database
+
+    return open_database(database.url, database.sqlite_synchronous)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for ch in config.channels:
+        print(f"channel {ch.name}: listens on {ch.host}:{ch.port}, accepts "
+              f"{len(ch.accept)} message types, versions {', '.join(ch.versions)}")
+    print(f"{args.config}: OK ({len(config.channels)} channel(s), database {config.database.url})")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from engine.logs import configure_logging
+    from engine.service import make_service
+
+    config = _config(args)
+    configure_logging(config.log.file, config.log.level,
+                      console_level="warning" if args.quiet else config.log.level)
+    db = _open(config.database)
+    top = make_service(config, reactor, db)
+    r: Any = reactor
+    r.callWhenRunning(top.startService)
+    r.addSystemEventTrigger("before", "shutdown", top.stopService)
+    r.run()
+    db.dispose()
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from engine.mllp.client import MLLPClient
+
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"--to: expected HOST:PORT, got {args.to!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    worst = EXIT_OK
+    with MLLPClient(host, int(port), args.timeout) as client:
+        for name in args.files:
+            payload = Path(name).read_bytes()
+            if not args.as_is:
+                payload = payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+            expected = _expected_acks(payload)
+            acks = client.exchange(payload, 1, args.timeout if expected else min(args.timeout, 1.0))
+            if acks and expected > 1 and _ack_fields(acks[0])[0] == "CA":
+                acks += client.receive(1, args.timeout)  # the application ACK follows a CA
+            if not acks:
+                print(f"{name}: no ACK" + (" (MSH-15/16 ask for none)" if not expected
+                                           else f" within {args.timeout:g} s"))
+                worst = worst if not expected else EXIT_NOT_OK
+            for ack in acks:
+                msa1, msa2, err3 = _ack_fields(ack)
+                print(f"{name}: {msa1} {msa2} {err3}".rstrip())
+                if msa1 not in ("AA", "CA"):
+                    worst = EXIT_NOT_OK
+    return worst
+
+
+def _expected_acks(payload: bytes) -> int:
+    from engine.ack import ACCEPTED, ack_codes
+    from engine.errors import HL7Error
+    from engine.parsing import parse
+
+    try:
+        msg = parse(payload)
+    except HL7Error:
+        return 1
+    msh15, msh16 = msg.get("MSH.15"), msg.get("MSH.16")
+    if not msh15 and not msh16:
+        return 1
+    # The most ACKs the receiver may send: accept ACK unless NE, application ACK unless NE.
+    return len(ack_codes(ACCEPTED, msh15 or "AL", "AL" if msh16 not in ("", "NE") else "NE")) \
+        if msh15 != "NE" else int(msh16 not in ("", "NE"))
+
+
+def _ack_fields(ack: bytes) -> tuple[str, str, str]:
+    from engine.errors import HL7Error
+    from engine.parsing import parse
+
+    try:
+        msg = parse(ack)
+    except HL7Error:
+        return "?", "", "(unreadable ACK)"
+    return msg.get("MSA.1"), msg.get("MSA.2"), msg.get("ERR.3") or msg.get("ERR.1.4")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from engine.store.messages import log_rows
+
+    database, _ = _database_only(args)
+    db = _open(database)
+    filters = dict(channel=args.channel, message_type=args.type, status=args.status)
+    with db.connect() as conn:
+        rows = log_rows(conn, limit=args.lines, newest=True, **filters)
+    last = 0
+    for row in rows:
+        print(_log_line(row, args.json), flush=True)
+        last = row.id
+    if not args.follow:
+        return EXIT_OK
+    if not rows:
+        with db.connect() as conn:
+            newest = log_rows(conn, limit=1, newest=True)
+            last = newest[-1].id if newest else 0
+    while True:
+        time.sleep(0.2)
+        with db.connect() as conn:
+            rows = log_rows(conn, after_id=last, limit=1000, **filters)
+        for row in rows:
+            print(_log_line(row, args.json), flush=True)
+            last = row.id
+
+
+def _log_record(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "received_at": _iso(row.received_at),
+        "channel": row.channel,
+        "peer": row.peer,
+        "sender": f"{row.sending_application}^{row.sending_facility}".strip("^"),
+        "type": row.message_type,
+        "control_id": row.control_id,
+        "version": row.version,
+        "size": row.size,
+        "digest": row.digest,
+        "status": row.status,
+        "ack": row.ack_codes,
+        "error_code": row.error_code,
+        "error_location": row.error_location,
+        "error_text": row.error_text,
+        "control_id_reused": bool(row.control_id_reused),
+        "retransmissions": row.retransmissions,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+def _log_line(row: Any, as_json: bool) -> str:
+    rec = _log_record(row)
+    if as_json:
+        return json.dumps(rec)
+    error = f" {rec['error_code']} {rec['error_location']}".rstrip() if rec["error_code"] else ""
+    flags = " reused-control-id" if rec["control_id_reused"] else ""
+    flags += f" resent×{rec['retransmissions']}" if rec["retransmissions"] else ""
+    return (f"{rec['received_at']}  #{rec['id']:<6} {rec['channel']:<12} {rec['sender']:<24} "
+            f"{rec['type'] or '-':<9} {rec['control_id'] or '-':<20} {rec['ack'] or '-':<6} "
+            f"{rec['status']}{error}{flags}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from engine.logs import audit, configure_logging
+    from engine.store.messages import message_row
+
+    database, log_file = _database_only(args)
+    db = _open(database)
+    with db.connect() as conn:
+        row = message_row(conn, args.id, with_raw=args.raw)
+    if row is None:
+        print(f"no message with id {args.id}", file=sys.stderr)
+        return EXIT_NOT_OK
+    rec = _log_record(row)
+    if args.raw:
+        configure_logging(log_file or None, console=None)
+        audit("audit.message_body_read", message_id=args.id, digest=row.digest[:16])
+        rec["raw"] = row.raw.decode("utf-8", errors="replace")
+    if args.json:
+        print(json.dumps(rec, indent=2))
+        return EXIT_OK
+    width = max(len(k) for k in rec)
+    for key, value in rec.items():
+        if key != "raw":
+            print(f"{key:<{width}}  {value}")
+    if args.raw:
+        print()
+        print(rec["raw"].replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))
+    return EXIT_OK

@@ -1,0 +1,297 @@
+"""`channels.yaml`, parsed into frozen, validated objects (STYLE.md rule 8).
+
+Every problem is collected with its YAML path (`channels[0].listen.port: expected 1-65535`) and
+reported at once; unknown keys are errors; a half-valid configuration never starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import EngineError
+
+DEFAULT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
+DEFAULT_DATABASE = "sqlite:///var/engine.db"
+DEFAULT_LOG_FILE = "var/log/engine.log"
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_ACCEPT = re.compile(r"^([A-Z][A-Z0-9]{2})\^(\*|[A-Z0-9]{3}(?:-[A-Z0-9]{3})?)$")
+
+
+class ConfigError(EngineError):
+    """Every problem found in a configuration, each prefixed by its YAML path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame_bytes: int = 10 * 1024 * 1024
+    idle_timeout_s: float = 600.0
+    max_connections: int = 100
+    max_queued_frames: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AckConfig:
+    """MSH-3/4 of our ACKs; empty means echo the inbound MSH-5/6."""
+
+    application: str = ""
+    facility: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str
+    host: str
+    port: int
+    accept: frozenset[tuple[str, str]]  # (type, trigger); trigger "*" means any
+    versions: tuple[str, ...] = DEFAULT_VERSIONS
+    processing_ids: tuple[str, ...] = ("P",)
+    ack: AckConfig = AckConfig()
+    limits: Limits = Limits()
+    tolerate_missing_cr: bool = True
+
+    def accepts_type(self, msg_type: str) -> bool:
+        return any(t == msg_type for t, _ in self.accept)
+
+    def accepts(self, msg_type: str, trigger: str) -> bool:
+        return (msg_type, trigger) in self.accept or (msg_type, "*") in self.accept
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    url: str = DEFAULT_DATABASE
+    sqlite_synchronous: str = "FULL"
+    group_commit_max: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Logging:
+    file: str = DEFAULT_LOG_FILE
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    channels: tuple[Channel, ...]
+    database: Database = Database()
+    log: Logging = Logging()
+    source: str = ""
+
+
+@dataclass(slots=True)
+class _Reader:
+    """Walks the YAML tree, collecting problems instead of stopping at the first."""
+
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, path: str, text: str) -> None:
+        self.problems.append(f"{path}: {text}")
+
+    def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping, got {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.problem(f"{path}.{key}" if path else str(key),
+                             f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return value
+
+    def string(self, value: Any, path: str, default: str | None = None) -> str:
+        if value is None and default is not None:
+            return default
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        self.problem(path, "expected a non-empty string")
+        return default or ""
+
+    def number(self, value: Any, path: str, default: float, lo: float, hi: float,
+               integer: bool = True) -> Any:
+        if value is None:
+            return default
+        ok = isinstance(value, int) if integer else isinstance(value, int | float)
+        if not ok or isinstance(value, bool) or not lo <= value <= hi:
+            kind = "an integer" if integer else "a number"
+            self.problem(path, f"expected {kind} in {lo:g}-{hi:g}, got {value!r}")
+            return default
+        return value
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(path, f"expected true or false, got {value!r}")
+            return default
+        return value
+
+    def strings(self, value: Any, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        if value is None:
+            return default
+        if not isinstance(value, list) or not value:
+            self.problem(path, "expected a non-empty list")
+            return default
+        return tuple(self.string(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean"}.get(type(value), type(value).__name__)
+
+
+def _expand_accept(entry: str, path: str, r: _Reader) -> list[tuple[str, str]]:
+    m = _ACCEPT.match(entry.upper())
+    if not m:
+        r.problem(path, f"expected TYPE^TRIGGER, TYPE^* or TYPE^S12-S26, got {entry!r}")
+        return []
+    msg_type, trig = m.groups()
+    if "-" not in trig:
+        return [(msg_type, trig)]
+    first, last = trig.split("-")
+    if first[0] != last[0] or not (first[1:].isdigit() and last[1:].isdigit()) or first > last:
+        r.problem(path, f"a trigger range is like S12-S26 (same letter, ascending), got {trig!r}")
+        return []
+    width = len(first) - 1
+    return [(msg_type, f"{first[0]}{n:0{width}d}") for n in range(int(first[1:]), int(last[1:]) + 1)]
+
+
+def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
+    keys = {"name", "listen", "accept", "versions", "processing_ids", "ack", "limits", "framing"}
+    m = r.mapping(raw, path, keys)
+    if not m and not isinstance(raw, dict):
+        return None
+    name = r.string(m.get("name"), f"{path}.name")
+    if "listen" not in m:
+        r.problem(f"{path}.listen", "required (listen: {host: 0.0.0.0, port: 2575})")
+    listen = r.mapping(m.get("listen"), f"{path}.listen", {"host", "port"})
+    host = r.string(listen.get("host"), f"{path}.listen.host", "0.0.0.0")
+    if "port" not in listen and "listen" in m:
+        r.problem(f"{path}.listen.port", "required, expected 1-65535 (0 picks a free port)")
+    port = r.number(listen.get("port"), f"{path}.listen.port", 0, 0, 65535)
+    if m.get("accept") is None:
+        r.problem(f"{path}.accept", "required: the message types this channel takes, e.g. [REF^I12]")
+    accept: set[tuple[str, str]] = set()
+    for i, entry in enumerate(r.strings(m.get("accept"), f"{path}.accept", ())):
+        accept.update(_expand_accept(entry, f"{path}.accept[{i}]", r))
+    ack = r.mapping(m.get("ack"), f"{path}.ack", {"application", "facility"})
+    lim = r.mapping(m.get("limits"), f"{path}.limits", set(Limits.__dataclass_fields__))
+    d = Limits()
+    limits = Limits(
+        r.number(lim.get("max_frame_bytes"), f"{path}.limits.max_frame_bytes",
+                 d.max_frame_bytes, 1024, 1 << 30),
+        float(r.number(lim.get("idle_timeout_s"), f"{path}.limits.idle_timeout_s",
+                       d.idle_timeout_s, 0, 86400 * 7, integer=False)),
+        r.number(lim.get("max_connections"), f"{path}.limits.max_connections",
+                 d.max_connections, 1, 100000),
+        r.number(lim.get("max_queued_frames"), f"{path}.limits.max_queued_frames",
+                 d.max_queued_frames, 1, 100000),
+    )
+    framing = r.mapping(m.get("framing"), f"{path}.framing", {"tolerate_missing_cr"})
+    versions = r.strings(m.get("versions"), f"{path}.versions", DEFAULT_VERSIONS)
+    for i, v in enumerate(versions):
+        if not re.fullmatch(r"2\.\d+(\.\d+)?", v):
+            r.problem(f"{path}.versions[{i}]", f"expected an HL7 v2 version like 2.5.1, got {v!r}")
+    return Channel(
+        name=name,
+        host=host,
+        port=port,
+        accept=frozenset(accept),
+        versions=versions,
+        processing_ids=r.strings(m.get("processing_ids"), f"{path}.processing_ids", ("P",)),
+        ack=AckConfig(r.string(ack.get("application"), f"{path}.ack.application", ""),
+                      r.string(ack.get("facility"), f"{path}.ack.facility", "")),
+        limits=limits,
+        tolerate_missing_cr=r.boolean(framing.get("tolerate_missing_cr"),
+                                      f"{path}.framing.tolerate_missing_cr", True),
+    )
+
+
+def _database(raw: Any, r: _Reader) -> Database:
+    if raw is None:
+        return Database()
+    if isinstance(raw, str):
+        return Database(url=r.string(raw, "database"))
+    m = r.mapping(raw, "database", {"url", "sqlite_synchronous", "group_commit_max"})
+    sync = r.string(m.get("sqlite_synchronous"), "database.sqlite_synchronous", "FULL").upper()
+    if sync not in SYNCHRONOUS:
+        r.problem("database.sqlite_synchronous", f"expected one of {', '.join(SYNCHRONOUS)}")
+        sync = "FULL"
+    return Database(
+        url=r.string(m.get("url"), "database.url", DEFAULT_DATABASE),
+        sqlite_synchronous=sync,
+        group_commit_max=r.number(m.get("group_commit_max"), "database.group_commit_max",
+                                  1000, 1, 100000),
+    )
+
+
+def parse_config(data: Any, source: str = "") -> Config:
+    """Validate a loaded YAML document.  Raises `ConfigError` listing every problem."""
+    r = _Reader()
+    top = r.mapping(data, "", {"database", "log", "channels"})
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(r.problems)
+    channels: list[Channel] = []
+    raw_channels = top.get("channels")
+    if not isinstance(raw_channels, list) or not raw_channels:
+        r.problem("channels", "expected a non-empty list of channels")
+        raw_channels = []
+    for i, raw in enumerate(raw_channels):
+        ch = _channel(raw, f"channels[{i}]", r)
+        if ch is not None:
+            channels.append(ch)
+    _check_unique(channels, r)
+    log = r.mapping(top.get("log"), "log", {"file", "level"})
+    level = r.string(log.get("level"), "log.level", "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        r.problem("log.level", "expected debug, info, warning or error")
+    config = Config(
+        channels=tuple(channels),
+        database=_database(top.get("database"), r),
+        log=Logging(r.string(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
+        source=source,
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def _check_unique(channels: list[Channel], r: _Reader) -> None:
+    seen_names: dict[str, int] = {}
+    seen_ports: dict[tuple[str, int], int] = {}
+    for i, ch in enumerate(channels):
+        if ch.name in seen_names:
+            r.problem(f"channels[{i}].name", f"duplicate of channels[{seen_names[ch.name]}].name")
+        seen_names.setdefault(ch.name, i)
+        key = (ch.host, ch.port)
+        if ch.port and key in seen_ports:
+            r.problem(f"channels[{i}].listen.port",
+                      f"already used by channels[{seen_ports[key]}]")
+        seen_ports.setdefault(key, i)
+
+
+def load_config(path: str | Path, reader: Callable[[Path], str] | None = None) -> Config:
+    """Read and validate `channels.yaml`.  Raises `ConfigError` (also for unreadable YAML)."""
+    p = Path(path)
+    try:
+        text = reader(p) if reader else p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read ({exc.strerror})"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError([f"{p}: not valid YAML at {where}"]) from exc
+    return parse_config(data, str(p))

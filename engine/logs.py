@@ -1,0 +1,106 @@
+"""The message log: structlog events as JSON lines in a file, and readable lines on a terminal.
+
+Event names are stable and dotted (`mllp.connection_opened`, `message.stored`); keys are flat.
+Never log patient data (STYLE.md rule 11): channel, peer, control id, type, size, digest, codes.
+The file is created 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class TeeLogger:
+    """Writes each event dict as one JSON line to a file and, optionally, a readable line."""
+
+    def __init__(self, file: TextIO | None, console: TextIO | None, level: int) -> None:
+        self._file = file
+        self._console = console
+        self._level = level
+        self._lock = threading.Lock()
+        self._render = structlog.dev.ConsoleRenderer(colors=False) if console else None
+
+    def msg(self, event: dict[str, Any]) -> None:
+        if LEVELS.get(str(event.get("level", "info")), 20) < self._level:
+            return
+        with self._lock:
+            if self._file is not None:
+                self._file.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+                self._file.flush()
+            if self._console is not None and self._render is not None:
+                self._console.write(str(self._render(None, "", dict(event))) + "\n")
+                self._console.flush()
+
+    debug = info = warning = error = critical = exception = log = msg
+
+
+def _timestamp(_logger: Any, _name: str,
+               event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return event
+
+
+def _hand_over(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+    return (event,), {}
+
+
+def configure_logging(file: str | None, level: str = "info", console: TextIO | None = sys.stderr,
+                      console_level: str | None = None) -> None:
+    """Send events to `file` (JSON lines, 0600) and to `console` (readable), filtered by level."""
+    out: TextIO | None = None
+    if file:
+        path = Path(file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        out = os.fdopen(fd, "a", encoding="utf-8")
+    lowest = LEVELS.get(level, 20)
+    logger = TeeLogger(out, console, lowest)
+    if console is not None and console_level:
+        logger = _Split(out, console, lowest, LEVELS.get(console_level, 20))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _timestamp,
+            _hand_over,
+        ],
+        logger_factory=lambda *_args: logger,
+        cache_logger_on_first_use=True,
+    )
+
+
+class _Split(TeeLogger):
+    """A TeeLogger whose console shows only events at or above its own level."""
+
+    def __init__(self, file: TextIO | None, console: TextIO, level: int, console_level: int) -> None:
+        super().__init__(file, None, level)
+        self._console_only = TeeLogger(None, console, console_level)
+
+    def msg(self, event: dict[str, Any]) -> None:
+        super().msg(event)
+        self._console_only.msg(event)
+
+    debug = info = warning = error = critical = exception = log = msg
+
+
+def audit(event: str, **fields: Any) -> None:
+    """An operator action that read a body or changed state."""
+    structlog.get_logger("engine.audit").warning(event, audit=True, user=_user(), **fields)
+
+
+def _user() -> str:
+    try:
+        return os.getlogin()
+    except OSError:
+        return os.environ.get("USER", "?")

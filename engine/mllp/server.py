@@ -1,0 +1,151 @@
+"""The MLLP listener: a thin Twisted protocol over `FrameDecoder` (HL7-SPEC §1, STYLE.md rule 2).
+
+Per connection, frames are handed to the handler strictly one at a time, in arrival order, and each
+frame's ACKs are written before the next frame is handed over.  Frames that arrive while one is in
+work wait in a bounded queue; past `max_queued_frames` the connection stops reading (back-pressure)
+until the queue drains.  Abuse (an oversized frame, too many connections) goes to one policy: log
+and drop the connection.  An idle connection is closed after `idle_timeout_s`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from engine.config import Channel
+from engine.mllp.framing import FrameDecoder, FrameTooLarge
+
+START, END = b"\x0b", b"\x1c\r"
+
+Handler = Callable[[bytes, str], "defer.Deferred[list[bytes]]"]
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap one payload in the MLLP envelope."""
+    return START + payload + END
+
+
+def peer_text(address: IAddress) -> str:
+    host, port = getattr(address, "host", "?"), getattr(address, "port", "")
+    return f"{host}:{port}" if port != "" else str(host)
+
+
+class MLLPServerProtocol(Protocol, TimeoutMixin):
+    transport: Any
+
+    def __init__(self, factory: MLLPServerFactory) -> None:
+        self.factory = factory
+        self.channel = factory.channel
+        self.decoder = FrameDecoder(self.channel.limits.max_frame_bytes,
+                                    self.channel.tolerate_missing_cr)
+        self.queue: deque[bytes] = deque()
+        self.busy = False
+        self.paused = False
+        self.open = False
+        self.peer = "?"
+        self.log: Any = factory.log
+
+    def connectionMade(self) -> None:
+        self.peer = peer_text(self.transport.getPeer())
+        self.log = self.factory.log.bind(peer=self.peer)
+        if self.factory.connections >= self.channel.limits.max_connections:
+            self.log.warning("mllp.connection_refused", reason="max_connections",
+                             limit=self.channel.limits.max_connections)
+            self.transport.loseConnection()
+            return
+        self.open = True
+        self.factory.connections += 1
+        self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
+        if self.channel.limits.idle_timeout_s:
+            self.setTimeout(self.channel.limits.idle_timeout_s)
+        self.log.info("mllp.connection_opened", connections=self.factory.connections)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        junk = self.decoder.junk_bytes
+        try:
+            frames = self.decoder.feed(data)
+        except FrameTooLarge as exc:
+            self.log.warning("mllp.frame_too_large", size=exc.size, limit=exc.limit)
+            self.transport.abortConnection()
+            return
+        self._junk(junk)
+        if frames:
+            self.queue.extend(frames)
+            self._next()
+        if len(self.queue) > self.channel.limits.max_queued_frames and not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def _junk(self, before: int) -> None:
+        if self.decoder.junk_bytes != before:
+            self.log.warning("mllp.junk_discarded", bytes=self.decoder.junk_bytes - before)
+
+    def _next(self) -> None:
+        if self.busy or not self.queue:
+            return
+        self.busy = True
+        payload = self.queue.popleft()
+        d = self.factory.handler(payload, self.peer)
+        d.addCallbacks(self._reply, self._failed)
+
+    def _reply(self, acks: list[bytes]) -> None:
+        if self.transport is not None:
+            for ack in acks:
+                self.transport.write(frame(ack))
+        self.busy = False
+        if (self.paused and self.transport is not None
+                and len(self.queue) <= self.channel.limits.max_queued_frames // 2):
+            self.paused = False
+            self.transport.resumeProducing()
+        self._next()
+
+    def _failed(self, failure: Failure) -> None:
+        # The handler answers every frame itself; reaching here is a bug, and the connection
+        # must not hang on it.
+        self.log.error("mllp.handler_failed", error=failure.type.__name__ if failure.type else "?")
+        self._reply([])
+
+    def timeoutConnection(self) -> None:
+        self.log.info("mllp.idle_timeout", idle_timeout_s=self.channel.limits.idle_timeout_s)
+        TimeoutMixin.timeoutConnection(self)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self.setTimeout(None)
+        if not self.open:
+            return
+        self.open = False
+        self.factory.connections -= 1
+        junk = self.decoder.junk_bytes
+        tail = self.decoder.eof()
+        self._junk(junk)
+        # Frames complete before the close are still stored: nothing received is dropped.
+        self.queue.extend(tail)
+        self.transport = None
+        self._next()
+        self.log.info("mllp.connection_closed", connections=self.factory.connections,
+                      pending=len(self.queue))
+
+
+class MLLPServerFactory(Factory):
+    """One per channel: the channel's limits, its handler, a clock, and a connection count."""
+
+    protocol = MLLPServerProtocol  # type: ignore[assignment]
+
+    def __init__(self, channel: Channel, handler: Handler, clock: Any, log: Any = None) -> None:
+        self.channel = channel
+        self.handler = handler
+        self.clock = clock
+        self.connections = 0
+        self.log = log or structlog.get_logger("engine.mllp").bind(channel=channel.name)
+
+    def buildProtocol(self, addr: IAddress | None) -> MLLPServerProtocol:
+        return MLLPServerProtocol(self)

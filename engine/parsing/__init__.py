@@ -1,0 +1,9 @@
+"""Raw bytes to a frozen `InboundMessage`: charset, delimiters, segments, escapes (HL7-SPEC §2)."""
+
+from __future__ import annotations
+
+from engine.parsing.escape import escape, unescape
+from engine.parsing.message import Delimiters, InboundMessage
+from engine.parsing.parser import parse
+
+__all__ = ["Delimiters", "InboundMessage", "escape", "parse", "unescape"]

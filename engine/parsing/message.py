@@ -1,0 +1,165 @@
+"""The frozen `InboundMessage` and its 1-based HL7 path access (STYLE.md rules 3-4).
+
+A path names a segment, field, repetition, component and subcomponent, all 1-based:
+`PID.3` (first PID, field 3), `PID.3[2].1` (second repetition, first component), `OBX[2].5.1.2`
+(second OBX).  As in HAPI's Terser, omitted indexes mean 1, so `msg["MSH.9"]` is the first
+component of MSH-9.  `msg[path]` gives a decoded leaf; `msg.raw(path)` gives the element's text as
+it was on the wire, escapes and inner delimiters kept.
+
+MSH is numbered as the standard numbers it: MSH-1 *is* the field separator and MSH-2 the encoding
+characters, so neither is split further.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from engine.parsing.escape import unescape
+
+_PATH = re.compile(
+    r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<segrep>\d+)\])?"
+    r"(?:\.(?P<field>\d+)(?:\[(?P<rep>\d+)\])?"
+    r"(?:\.(?P<comp>\d+)(?:\.(?P<sub>\d+))?)?)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delimiters:
+    """MSH-1 and MSH-2: field, component, repetition, escape, subcomponent, and v2.7+ truncation."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+    truncation: str = ""
+
+    @property
+    def encoding_characters(self) -> str:
+        """MSH-2 as written."""
+        return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
+
+
+STANDARD = Delimiters()
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """A parsed HL7 path; every index is 1-based."""
+
+    segment: str
+    seg_rep: int = 1
+    field: int = 0
+    rep: int = 1
+    comp: int = 0
+    sub: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Path:
+        m = _PATH.match(text)
+        if not m:
+            raise KeyError(f"not an HL7 path: {text!r} (expected e.g. PID.3[2].1)")
+        return cls(
+            m["seg"],
+            int(m["segrep"] or 1),
+            int(m["field"] or 0),
+            int(m["rep"] or 1),
+            int(m["comp"] or 0),
+            int(m["sub"] or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One parsed message.  `segments[i][n]` is field n of segment i (`[0]` is the segment name)."""
+
+    segments: tuple[tuple[str, ...], ...]
+    delimiters: Delimiters = STANDARD
+    charset: str = "utf-8"
+    _index: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[int]] = {}
+        for i, seg in enumerate(self.segments):
+            index.setdefault(seg[0], []).append(i)
+        self._index.update({name: tuple(where) for name, where in index.items()})
+
+    # --- segments ---------------------------------------------------------------------------
+
+    @property
+    def segment_names(self) -> tuple[str, ...]:
+        return tuple(seg[0] for seg in self.segments)
+
+    def count(self, name: str) -> int:
+        """How many segments of this name the message has."""
+        return len(self._index.get(name, ()))
+
+    def segment(self, name: str, seq: int = 1) -> tuple[str, ...] | None:
+        """The fields of the seq-th segment of that name, or None."""
+        where = self._index.get(name, ())
+        return self.segments[where[seq - 1]] if 0 < seq <= len(where) else None
+
+    # --- fields -----------------------------------------------------------------------------
+
+    def raw(self, path: str) -> str:
+        """The element at `path` as on the wire (escapes kept), or "" when absent."""
+        return self._resolve(Path.parse(path))
+
+    def repetitions(self, path: str) -> tuple[str, ...]:
+        """Every repetition of the field at `path` (MSH-1/2 never repeat), as wire text."""
+        p = Path.parse(path)
+        text = self._field_text(p)
+        if not text:
+            return ()
+        if p.segment == "MSH" and p.field <= 2:
+            return (text,)
+        return tuple(text.split(self.delimiters.repetition))
+
+    def get(self, path: str, default: str = "") -> str:
+        """The decoded leaf at `path` (omitted indexes mean 1), or `default` when empty."""
+        p = Path.parse(path)
+        if p.field and not (p.segment == "MSH" and p.field <= 2):
+            p = Path(p.segment, p.seg_rep, p.field, p.rep, p.comp or 1, p.sub or 1)
+        value = self._resolve(p)
+        if not value:
+            return default
+        return unescape(value, self.delimiters, self.charset)
+
+    def __getitem__(self, path: str) -> str:
+        return self.get(path)
+
+    def _field_text(self, p: Path) -> str:
+        seg = self.segment(p.segment, p.seg_rep)
+        if seg is None or p.field >= len(seg):
+            return ""
+        return seg[p.field]
+
+    def _resolve(self, p: Path) -> str:
+        seg = self.segment(p.segment, p.seg_rep)
+        if seg is None:
+            return ""
+        if not p.field:
+            return self.delimiters.field.join(seg if p.segment != "MSH" else _msh_line(seg))
+        text = seg[p.field] if p.field < len(seg) else ""
+        if not text or (p.segment == "MSH" and p.field <= 2):
+            return text
+        d = self.delimiters
+        text = _nth(text, d.repetition, p.rep)
+        if p.comp:
+            text = _nth(text, d.component, p.comp)
+            if p.sub:
+                text = _nth(text, d.subcomponent, p.sub)
+        return text
+
+
+def _nth(text: str, sep: str, n: int) -> str:
+    if sep not in text:
+        return text if n == 1 else ""
+    parts = text.split(sep)
+    return parts[n - 1] if n <= len(parts) else ""
+
+
+def _msh_line(seg: tuple[str, ...]) -> tuple[str, ...]:
+    # MSH-1 is the separator itself, so the line joins without it.
+    return (seg[0], *seg[2:])

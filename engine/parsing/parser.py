@@ -1,0 +1,110 @@
+"""The hot-path parser: bytes to `InboundMessage` with `str.split`, nothing more (HL7-SPEC §1-2).
+
+Order matters: strip a UTF-8 BOM, read the delimiters and MSH-18 from the ASCII MSH, decode the
+whole payload in that charset, then split segments (CR, LF or CRLF), then fields.  Components,
+repetitions and escapes are resolved lazily, per leaf, by `InboundMessage`.
+"""
+
+from __future__ import annotations
+
+from engine.errors import BadEncodingCharacters, Location, NotHL7, UnsupportedCharset
+from engine.parsing.message import Delimiters, InboundMessage
+
+BOM = b"\xef\xbb\xbf"
+
+# Table 0211 (and the spellings real senders use) to Python codecs.  "" is the empty MSH-18.
+CHARSETS: dict[str, str] = {
+    "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    "8859/1": "latin-1",
+    "ISO IR100": "latin-1",
+    "8859/2": "iso8859-2",
+    "8859/3": "iso8859-3",
+    "8859/4": "iso8859-4",
+    "8859/5": "iso8859-5",
+    "8859/6": "iso8859-6",
+    "8859/7": "iso8859-7",
+    "8859/8": "iso8859-8",
+    "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+    "ISO IR192": "utf-8",
+    "GB 18030-2000": "gb18030",
+    "KS X 1001": "euc-kr",
+    "BIG-5": "big5",
+    "WINDOWS-1252": "cp1252",
+    "CP1252": "cp1252",
+}
+FALLBACK = "cp1252"
+
+
+def parse(raw: bytes) -> InboundMessage:
+    """Parse one MLLP payload.  Raises `NotHL7`, `BadEncodingCharacters` or `UnsupportedCharset`."""
+    data = raw[3:] if raw.startswith(BOM) else raw
+    data = data.lstrip(b"\r\n\t \x00")
+    if not data.startswith(b"MSH") or len(data) < 8:
+        raise NotHL7("no MSH segment at the start of the message")
+    delims = _delimiters(data)
+    text, codec = _decode(data, _charset(data, delims))
+    return InboundMessage(_split(text, delims), delims, codec)
+
+
+def _delimiters(data: bytes) -> Delimiters:
+    where = Location("MSH", 1, 2)
+    fs = chr(data[3])
+    end = data.find(data[3:4], 4)
+    line_end = min((i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0), default=len(data))
+    if end < 0 or end > line_end:
+        end = line_end
+    enc = data[4:end].decode("ascii", errors="replace")
+    chars = fs + enc
+    if len(enc) not in (4, 5) or len(set(chars)) != len(chars) or any(
+        c.isalnum() or c in "\r\n \ufffd" for c in chars
+    ):
+        raise BadEncodingCharacters("MSH-1/MSH-2 must be 5 or 6 distinct delimiters", where)
+    return Delimiters(fs, enc[0], enc[1], enc[2], enc[3], enc[4] if len(enc) == 5 else "")
+
+
+def _charset(data: bytes, delims: Delimiters) -> str:
+    line_end = min((i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0), default=len(data))
+    fields = data[:line_end].split(delims.field.encode("ascii"))
+    if len(fields) < 18:
+        return ""
+    declared = fields[17].split(delims.repetition.encode("ascii"))[0]
+    name = declared.split(delims.component.encode("ascii"))[0].decode("ascii", "replace").strip()
+    if not name:
+        return ""
+    codec = CHARSETS.get(name.upper())
+    if codec is None:
+        raise UnsupportedCharset("MSH-18 names a character set this engine does not read",
+                                 Location("MSH", 1, 18))
+    return codec
+
+
+def _decode(data: bytes, charset: str) -> tuple[str, str]:
+    """The text and the codec that read it: an empty or ASCII MSH-18 tries strict UTF-8 or
+    ASCII first and falls back to cp1252, which reads any byte."""
+    if charset in ("", "ascii"):
+        strict = charset or "utf-8"
+        try:
+            return data.decode(strict), strict
+        except UnicodeDecodeError:
+            return data.decode(FALLBACK, errors="replace"), FALLBACK
+    return data.decode(charset, errors="replace"), charset
+
+
+def _split(text: str, delims: Delimiters) -> tuple[tuple[str, ...], ...]:
+    # With any CR present, CR ends segments and one LF right after it is dropped; a lone LF is data.
+    lines = text.replace("\r\n", "\r").split("\r") if "\r" in text else text.split("\n")
+    fs = delims.field
+    segments: list[tuple[str, ...]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        parts = line.split(fs)
+        if parts[0] == "MSH":
+            segments.append(("MSH", fs, *parts[1:]))
+        else:
+            segments.append(tuple(parts))
+    return tuple(segments)

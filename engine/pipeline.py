@@ -1,0 +1,174 @@
+"""One frame's way through the engine, on the writer thread: parse ▸ validate ▸ dedupe ▸ store ▸ ACK.
+
+`Pipeline.process_batch` is the group-commit unit: every frame waiting is prepared (pure), then
+recorded in one transaction, and only after the commit are ACKs built.  If the commit fails,
+every frame of the batch is answered AE/CE 207 and nothing is promised (HL7-SPEC §3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
+from engine.config import Channel
+from engine.errors import CommitFailed, Disposition, HL7Error, Location
+from engine.parsing import InboundMessage, parse
+from engine.store.messages import Stored, record_batch
+from engine.validate import check_header
+
+log = structlog.get_logger("engine.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A frame as the listener received it."""
+
+    channel: Channel
+    raw: bytes
+    peer: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What goes back to the listener: the ACKs to write and what to log."""
+
+    acks: list[bytes]
+    verdict: Verdict
+    message_id: int | None
+    control_id: str
+    message_type: str
+    digest: str
+    retransmission: bool = False
+    reused: bool = False
+    committed: bool = True
+
+
+@dataclass(slots=True)
+class _Prepared:
+    job: Job
+    msg: InboundMessage | None
+    verdict: Verdict
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Holds one ACK builder per channel and the database engine."""
+
+    def __init__(self, db: Engine, builders: dict[str, AckBuilder],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._db = db
+        self._builders = builders
+        self._clock = clock
+
+    def process_batch(self, jobs: list[Job]) -> list[Result]:
+        """Prepare, commit in one transaction, then build every ACK."""
+        prepared = [prepare(job) for job in jobs]
+        now = self._clock().replace(tzinfo=None)
+        try:
+            with self._db.begin() as conn:
+                stored = record_batch(conn, [p.row for p in prepared], now)
+        except SQLAlchemyError as exc:
+            log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
+            return [self._uncommitted(p) for p in prepared]
+        return [self._finish(p, s) for p, s in zip(prepared, stored, strict=True)]
+
+    def _finish(self, p: _Prepared, stored: Stored) -> Result:
+        verdict = p.verdict
+        if stored.retransmission and stored.original is not None:
+            verdict = _verdict_of(stored.original)
+        builder = self._builders[p.job.channel.name]
+        return Result(
+            acks=builder.build(p.msg, verdict),
+            verdict=verdict,
+            message_id=stored.message_id,
+            control_id=p.row["control_id"],
+            message_type=p.row["message_type"],
+            digest=p.row["digest"],
+            retransmission=stored.retransmission,
+            reused=stored.reused,
+        )
+
+    def _uncommitted(self, p: _Prepared) -> Result:
+        error = CommitFailed("the message could not be stored; send it again")
+        verdict = Verdict(Disposition.ERRORED, Stage.COMMIT, error.code, None, error.reason)
+        builder = self._builders[p.job.channel.name]
+        return Result(builder.build(p.msg, verdict), verdict, None, p.row["control_id"],
+                      p.row["message_type"], p.row["digest"], committed=False)
+
+
+def prepare(job: Job) -> _Prepared:
+    """Parse and check one frame, and lay out its row.  Never raises on input."""
+    msg: InboundMessage | None = None
+    try:
+        msg = parse(job.raw)
+        verdict = check_header(msg, job.channel) or ACCEPTED
+    except HL7Error as exc:
+        verdict = Verdict(exc.disposition, Stage.HEADER, exc.code, exc.location, exc.reason)
+    p = _Prepared(job, msg, verdict)
+    p.row = _row(p)
+    # The codes the ACKs will carry once committed; a failed commit stores nothing.
+    msh15, msh16 = (msg.get("MSH.15"), msg.get("MSH.16")) if msg else ("", "")
+    p.row["ack_codes"] = " ".join(ack_codes(verdict, msh15, msh16))
+    return p
+
+
+def _row(p: _Prepared) -> dict[str, Any]:
+    msg, v, job = p.msg, p.verdict, p.job
+    get = msg.raw if msg is not None else (lambda _path: "")
+    control_id = get("MSH.10")
+    sender = (get("MSH.3"), get("MSH.4"))
+    msg_type = "^".join(x for x in (msg.get("MSH.9.1"), msg.get("MSH.9.2")) if x) if msg else ""
+    return {
+        "channel": job.channel.name,
+        "received_at": job.received_at.replace(tzinfo=None),
+        "peer": job.peer,
+        "sending_application": sender[0],
+        "sending_facility": sender[1],
+        "control_id": control_id,
+        "dedupe_key": "|".join((*sender, control_id)) if control_id else None,
+        "message_type": msg_type,
+        "version": msg.get("MSH.12") if msg else "",
+        "processing_id": msg.get("MSH.11") if msg else "",
+        "size": len(job.raw),
+        "digest": hashlib.sha256(job.raw).hexdigest(),
+        "raw": job.raw,
+        "status": v.disposition.value,
+        "stage": v.stage.value,
+        "error_code": v.code,
+        "error_location": str(v.location) if v.location else "",
+        "error_text": v.text,
+        "ack_codes": "",
+        "control_id_reused": False,
+        "retransmissions": 0,
+    }
+
+
+def _verdict_of(row: dict[str, Any]) -> Verdict:
+    """The verdict a stored message got, to answer its retransmission the same way."""
+    if row["status"] == Disposition.ACCEPTED.value:
+        return ACCEPTED
+    return Verdict(Disposition(row["status"]), Stage(row["stage"]), row["error_code"],
+                   Location.parse(row["error_location"]), row["error_text"])
+
+
+def failed(builders: dict[str, AckBuilder]) -> Callable[[Job, BaseException], Result]:
+    """The answer for a job whose batch raised before committing: AE/CE 207, nothing promised."""
+
+    def answer(job: Job, _exc: BaseException) -> Result:
+        p = prepare(job)
+        error = CommitFailed("internal error while storing the message; send it again")
+        verdict = Verdict(Disposition.ERRORED, Stage.COMMIT, error.code, None, error.reason)
+        return Result(builders[job.channel.name].build(p.msg, verdict), verdict, None,
+                      p.row["control_id"], p.row["message_type"], p.row["digest"],
+                      committed=False)
+
+    return answer

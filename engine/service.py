@@ -1,0 +1,120 @@
+"""The Twisted service tree: the group-commit writer and one MLLP listener per channel.
+
+`make_service(config, reactor, db)` builds it (STYLE.md rule 10); only `engine/cli.py` imports the
+global reactor.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+from twisted.application import service
+from twisted.internet import defer
+
+from engine.ack import AckBuilder
+from engine.config import Channel, Config
+from engine.mllp.server import Handler, MLLPServerFactory
+from engine.pipeline import Job, Pipeline, Result, failed
+from engine.store.writer import GroupCommitWriter
+
+log = structlog.get_logger("engine.service")
+
+
+class WriterService(service.Service):
+    """Runs the writer thread for the life of the service tree; stopping drains it."""
+
+    def __init__(self, writer: GroupCommitWriter[Job, Result]) -> None:
+        self.writer = writer
+
+    def startService(self) -> None:
+        super().startService()
+        self.writer.start()
+
+    def stopService(self) -> Any:
+        self.writer.stop()
+        log.info("writer.stopped", batches=self.writer.batches, messages=self.writer.jobs)
+        return super().stopService()
+
+
+class ListenerService(service.Service):
+    """Listens on one channel's host and port; `port` is the bound port once started."""
+
+    def __init__(self, channel: Channel, factory: MLLPServerFactory, reactor: Any) -> None:
+        self.channel = channel
+        self.factory = factory
+        self.reactor = reactor
+        self.listening: Any = None
+        self.port = 0
+
+    def startService(self) -> None:
+        super().startService()
+        self.listening = self.reactor.listenTCP(self.channel.port, self.factory,
+                                                interface=self.channel.host)
+        self.port = self.listening.getHost().port
+        log.info("mllp.listening", channel=self.channel.name, host=self.channel.host,
+                 port=self.port)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.listening is not None:
+            return self.listening.stopListening()
+        return None
+
+
+def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiService:
+    """The whole engine as one MultiService: writer first, then the listeners."""
+    builders = {ch.name: AckBuilder(ch.ack.application, ch.ack.facility) for ch in config.channels}
+    pipeline = Pipeline(db, builders)
+    writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
+        pipeline.process_batch, reactor.callFromThread, failed(builders),
+        max_batch=config.database.group_commit_max)
+    top = service.MultiService()
+    WriterService(writer).setServiceParent(top)
+    for ch in config.channels:
+        factory = MLLPServerFactory(ch, _handler(ch, writer), reactor)
+        ListenerService(ch, factory, reactor).setServiceParent(top)
+    return top
+
+
+def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result]) -> Handler:
+    mlog = structlog.get_logger("engine.message").bind(channel=channel.name)
+
+    def handle(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
+        d: defer.Deferred[list[bytes]] = defer.Deferred()
+        started = time.perf_counter()
+
+        def done(result: Result) -> None:
+            _log_result(mlog, result, peer, len(payload), time.perf_counter() - started)
+            d.callback(result.acks)
+
+        writer.submit(Job(channel, payload, peer, datetime.now(UTC)), done)
+        return d
+
+    return handle
+
+
+def _log_result(mlog: Any, r: Result, peer: str, size: int, seconds: float) -> None:
+    codes = " ".join(_msa1(a) for a in r.acks)
+    event = ("message.retransmission" if r.retransmission
+             else "message.stored" if r.committed else "message.not_stored")
+    fields = dict(peer=peer, id=r.message_id, control_id=r.control_id, type=r.message_type,
+                  size=size, digest=r.digest[:16], ack=codes, status=r.verdict.disposition.value,
+                  ms=round(seconds * 1000, 2))
+    if r.verdict.code:
+        fields["error_code"] = r.verdict.code
+        fields["error_location"] = str(r.verdict.location or "")
+    if r.reused:
+        mlog.warning("message.control_id_reused", **fields)
+    elif not r.committed:
+        mlog.error(event, **fields)
+    else:
+        mlog.info(event, **fields)
+
+
+def _msa1(ack: bytes) -> str:
+    at = ack.find(b"\rMSA")
+    return ack[at + 5: at + 7].decode("ascii", "replace") if at >= 0 else "?"

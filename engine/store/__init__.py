@@ -1,0 +1,1 @@
+"""The durable store: schema, migrations, connections and the group-commit writer (SQLAlchemy only here)."""

@@ -1,0 +1,62 @@
+"""Opening the database: URL, SQLite pragmas (WAL, synchronous), file mode 0600, migrations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def open_database(url: str, synchronous: str = "FULL", migrate: bool = True) -> Engine:
+    """An Engine for `url`.  SQLite files are created 0600 with WAL and the given synchronous
+    level; PostgreSQL needs `postgresql+psycopg://`.  With `migrate`, the schema is upgraded to
+    the newest revision first."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql" or parsed.drivername == "postgres":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite_file(parsed.database)
+        kwargs["connect_args"] = {"timeout": 30}
+    # Exception text must never carry message bytes (STYLE.md rule 11).
+    engine = create_engine(parsed, hide_parameters=True, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _sqlite_pragmas(engine, synchronous)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def _prepare_sqlite_file(database: str | None) -> None:
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

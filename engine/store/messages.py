@@ -1,0 +1,127 @@
+"""The message store's queries: record a batch (with duplicate detection), read the log back.
+
+Plain synchronous functions `f(connection, ...) -> plain values` (STYLE.md rule 9), run by the writer
+thread or by a CLI command.  Nothing here knows HL7 beyond the columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from engine.store.schema import messages
+
+LOG_COLUMNS = [c for c in messages.c if c.name != "raw"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the store made of one prepared row."""
+
+    message_id: int
+    retransmission: bool = False  # same sender, MSH-10 and bytes as `message_id`: not stored again
+    reused: bool = False  # same sender and MSH-10, other bytes: stored and flagged
+    original: dict[str, Any] | None = None  # for a retransmission, the first row's outcome
+
+
+def record_batch(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> list[Stored]:
+    """Insert every row not already stored, in order, inside the caller's transaction.
+
+    A row whose dedupe key and digest match a stored row (or one earlier in this batch) is a
+    retransmission (HL7-SPEC §8): it is not inserted, and the stored row's counter goes up.
+    """
+    keys = {r["dedupe_key"] for r in rows if r["dedupe_key"]}
+    known: dict[str, list[dict[str, Any]]] = {}
+    if keys:
+        query = select(*_OUTCOME).where(messages.c.dedupe_key.in_(keys))
+        for found in conn.execute(query).mappings():
+            known.setdefault(found["dedupe_key"], []).append(dict(found))
+    plan: list[tuple[int, dict[str, Any] | None, bool]] = []  # (row index, original, reused)
+    fresh: list[dict[str, Any]] = []
+    for row in rows:
+        key = row["dedupe_key"]
+        earlier = known.get(key, []) if key else []
+        original = next((e for e in earlier if e["digest"] == row["digest"]), None)
+        if original is not None:
+            plan.append((-1, original, False))
+            continue
+        reused = bool(earlier)
+        row["control_id_reused"] = reused
+        plan.append((len(fresh), None, reused))
+        fresh.append(row)
+        if key:
+            known.setdefault(key, []).append(row)
+    ids = _insert(conn, fresh)
+    for i, row in enumerate(fresh):
+        row["id"] = ids[i]
+    _count_retransmissions(conn, [o for _, o, _ in plan if o is not None], now)
+    out: list[Stored] = []
+    for index, original, reused in plan:
+        if original is not None:
+            out.append(Stored(int(original["id"]), retransmission=True, original=original))
+        else:
+            out.append(Stored(ids[index], reused=reused))
+    return out
+
+
+_OUTCOME = [messages.c[n] for n in (
+    "id", "dedupe_key", "digest", "status", "stage", "error_code", "error_location",
+    "error_text", "ack_codes")]
+
+
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    if not rows:
+        return []
+    cols = [c.name for c in messages.c if c.name != "id" and c.name in rows[0]]
+    params = [{c: r[c] for c in cols} for r in rows]
+    result = conn.execute(
+        messages.insert().returning(messages.c.id, sort_by_parameter_order=True), params
+    )
+    return [int(i) for i in result.scalars()]
+
+
+def _count_retransmissions(conn: Connection, originals: list[dict[str, Any]], now: datetime) -> None:
+    counts: dict[int, int] = {}
+    for o in originals:
+        if "id" in o:
+            counts[int(o["id"])] = counts.get(int(o["id"]), 0) + 1
+    for message_id, n in counts.items():
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(retransmissions=messages.c.retransmissions + n, last_retransmission_at=now)
+        )
+
+
+def log_rows(
+    conn: Connection,
+    *,
+    after_id: int = 0,
+    limit: int = 20,
+    channel: str | None = None,
+    message_type: str | None = None,
+    status: str | None = None,
+    newest: bool = False,
+) -> list[Row[Any]]:
+    """Message log rows (no bodies), oldest first.  `newest` takes the last `limit` instead."""
+    q = select(*LOG_COLUMNS).where(messages.c.id > after_id)
+    if channel:
+        q = q.where(messages.c.channel == channel)
+    if message_type:
+        q = q.where(messages.c.message_type == message_type)
+    if status:
+        q = q.where(messages.c.status == status)
+    if newest:
+        rows = list(conn.execute(q.order_by(messages.c.id.desc()).limit(limit)))
+        return rows[::-1]
+    return list(conn.execute(q.order_by(messages.c.id).limit(limit)))
+
+
+def message_row(conn: Connection, message_id: int, *, with_raw: bool = False) -> Row[Any] | None:
+    """One stored message, with its body only when asked."""
+    cols = list(messages.c) if with_raw else LOG_COLUMNS
+    return conn.execute(select(*cols).where(messages.c.id == message_id)).first()

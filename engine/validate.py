@@ -1,0 +1,55 @@
+"""Structural (header) checks of a parsed message against its channel (HL7-SPEC §3, header rows).
+
+Checked in the table's order: MSH-9 present, type, trigger, MSH-10 present, processing id,
+version.  Per-message-type content rules belong to the ledger and plug into the same ACK table.
+"""
+
+from __future__ import annotations
+
+from engine.ack import Stage, Verdict
+from engine.config import Channel
+from engine.errors import (
+    HL7Error,
+    Location,
+    RequiredHeaderFieldMissing,
+    UnsupportedMessageType,
+    UnsupportedProcessingId,
+    UnsupportedTrigger,
+    UnsupportedVersion,
+)
+from engine.parsing import InboundMessage
+
+
+def check_header(msg: InboundMessage, channel: Channel) -> Verdict | None:
+    """None when the header is acceptable, else the rejecting verdict."""
+    error = _first_problem(msg, channel)
+    if error is None:
+        return None
+    return Verdict(error.disposition, Stage.HEADER, error.code, error.location, error.reason)
+
+
+def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
+    msh9 = Location("MSH", 1, 9)
+    msg_type, trigger = msg.get("MSH.9.1"), msg.get("MSH.9.2")
+    if not msg_type:
+        return RequiredHeaderFieldMissing("MSH-9 message type is empty", msh9)
+    if not channel.accepts_type(msg_type):
+        return UnsupportedMessageType(f"message type {msg_type} is not accepted by channel "
+                                      f"{channel.name}", msh9)
+    if not channel.accepts(msg_type, trigger):
+        return UnsupportedTrigger(f"trigger event {msg_type}^{trigger or '(empty)'} is not accepted "
+                                  f"by channel {channel.name}", msh9)
+    if not msg.get("MSH.10"):
+        return RequiredHeaderFieldMissing("MSH-10 message control id is empty",
+                                          Location("MSH", 1, 10))
+    processing = msg.get("MSH.11")
+    if processing not in channel.processing_ids:
+        return UnsupportedProcessingId(f"processing id {processing or '(empty)'} is not accepted "
+                                       f"(accepted: {', '.join(channel.processing_ids)})",
+                                       Location("MSH", 1, 11))
+    version = msg.get("MSH.12")
+    if version not in channel.versions:
+        return UnsupportedVersion(f"version {version or '(empty)'} is not accepted "
+                                  f"(accepted: {', '.join(channel.versions)})",
+                                  Location("MSH", 1, 12))
+    return None

@@ -1,0 +1,95 @@
+"""Run the real engine as a subprocess for end-to-end tests: config in a temp dir, port 0, the
+bound port read back from the JSON log (`mllp.listening`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def write_config(directory: Path, database: str, **channel: Any) -> Path:
+    """A one-channel config like the shipped `referrals` channel, listening on a free port."""
+    shipped = yaml.safe_load((ROOT / "channels.yaml").read_text())
+    ch = dict(shipped["channels"][0])
+    ch["listen"] = {"host": "127.0.0.1", "port": 0}
+    ch.update(channel)
+    config = {
+        "database": {"url": database, "sqlite_synchronous": "FULL"},
+        "log": {"file": str(directory / "engine.log"), "level": "info"},
+        "channels": [ch],
+    }
+    path = directory / "channels.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Engine:
+    """`hl7-engine run` in a subprocess.  `port` is known once `start()` returns."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log_file = Path(yaml.safe_load(config.read_text())["log"]["file"])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 30.0) -> Engine:
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "run", "--config", str(self.config), "--quiet"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events(offset):
+                if event.get("event") == "mllp.listening":
+                    self.port = int(event["port"])
+                    return self
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"engine exited with {self.proc.returncode}: {err}")
+            time.sleep(0.05)
+        raise RuntimeError("engine did not start listening in time")
+
+    def events(self, offset: int = 0) -> list[dict[str, Any]]:
+        """Every JSON event in the log file after `offset` bytes."""
+        if not self.log_file.exists():
+            return []
+        with self.log_file.open("rb") as f:
+            f.seek(offset)
+            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the engine drains its writer and exits 0."""
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self.proc = None
+        return code
+
+
+def sample_payload(name: str) -> bytes:
+    """A sample as `hl7-engine send` sends it: LF and CRLF become CR, except the CRLF sample."""
+    data = (SAMPLES / name).read_bytes()
+    if name == "crlf_terminators.hl7":
+        return data
+    return data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
