@@ -94,7 +94,7 @@ class _Reader:
     problems: list[str] = field(default_factory=list)
 
     def problem(self, path: str, text: str) -> None:
-        self.problems.append(f"{path}: {text}")
+        self.problems.append(f"{path or '(top level)'}: {text}")
 
     def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
         if value is None:
@@ -125,7 +125,7 @@ class _Reader:
         ok = isinstance(value, int) if integer else isinstance(value, int | float)
         if not ok or isinstance(value, bool) or not lo <= value <= hi:
             kind = "an integer" if integer else "a number"
-            self.problem(path, f"expected {kind} in {lo:g}-{hi:g}, got {value!r}")
+            self.problem(path, f"expected {kind} in {lo}-{hi}, got {value!r}")
             return default
         return value
 
@@ -170,7 +170,9 @@ def _expand_accept(entry: str, path: str, r: _Reader) -> list[tuple[str, str]]:
 def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
     keys = {"name", "listen", "accept", "versions", "processing_ids", "ack", "limits", "framing"}
     m = r.mapping(raw, path, keys)
-    if not m and not isinstance(raw, dict):
+    if not isinstance(raw, dict):
+        if raw is None:
+            r.problem(path, "expected a mapping, got nothing")
         return None
     name = r.string(m.get("name"), f"{path}.name")
     if "listen" not in m:
@@ -242,7 +244,7 @@ def parse_config(data: Any, source: str = "") -> Config:
     top = r.mapping(data, "", {"database", "log", "channels"})
     if data is not None and not isinstance(data, dict):
         raise ConfigError(r.problems)
-    channels: list[Channel] = []
+    channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
     raw_channels = top.get("channels")
     if not isinstance(raw_channels, list) or not raw_channels:
         r.problem("channels", "expected a non-empty list of channels")
@@ -250,14 +252,14 @@ def parse_config(data: Any, source: str = "") -> Config:
     for i, raw in enumerate(raw_channels):
         ch = _channel(raw, f"channels[{i}]", r)
         if ch is not None:
-            channels.append(ch)
+            channels.append((i, ch))
     _check_unique(channels, r)
     log = r.mapping(top.get("log"), "log", {"file", "level"})
     level = r.string(log.get("level"), "log.level", "info").lower()
     if level not in ("debug", "info", "warning", "error"):
         r.problem("log.level", "expected debug, info, warning or error")
     config = Config(
-        channels=tuple(channels),
+        channels=tuple(ch for _, ch in channels),
         database=_database(top.get("database"), r),
         log=Logging(r.string(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
         source=source,
@@ -267,10 +269,10 @@ def parse_config(data: Any, source: str = "") -> Config:
     return config
 
 
-def _check_unique(channels: list[Channel], r: _Reader) -> None:
+def _check_unique(channels: list[tuple[int, Channel]], r: _Reader) -> None:
     seen_names: dict[str, int] = {}
     seen_ports: dict[tuple[str, int], int] = {}
-    for i, ch in enumerate(channels):
+    for i, ch in channels:
         if ch.name in seen_names:
             r.problem(f"channels[{i}].name", f"duplicate of channels[{seen_names[ch.name]}].name")
         seen_names.setdefault(ch.name, i)
@@ -288,6 +290,8 @@ def load_config(path: str | Path, reader: Callable[[Path], str] | None = None) -
         text = reader(p) if reader else p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{p}: cannot read ({exc.strerror})"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{p}: cannot read (not UTF-8 at byte {exc.start})"]) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

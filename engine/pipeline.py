@@ -149,6 +149,7 @@ def _row(p: _Prepared) -> dict[str, Any]:
         "ack_codes": "",
         "control_id_reused": False,
         "retransmissions": 0,
+        "last_retransmission_at": None,
     }
 
 

@@ -48,6 +48,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
                                     self.channel.tolerate_missing_cr)
         self.queue: deque[bytes] = deque()
         self.busy = False
+        self.draining = False  # in _next's loop: a handler answering at once must not recurse
         self.paused = False
         self.open = False
         self.peer = "?"
@@ -90,12 +91,16 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             self.log.warning("mllp.junk_discarded", bytes=self.decoder.junk_bytes - before)
 
     def _next(self) -> None:
-        if self.busy or not self.queue:
+        if self.draining:
             return
-        self.busy = True
-        payload = self.queue.popleft()
-        d = self.factory.handler(payload, self.peer)
-        d.addCallbacks(self._reply, self._failed)
+        self.draining = True
+        try:
+            while not self.busy and self.queue:
+                self.busy = True
+                d = self.factory.handler(self.queue.popleft(), self.peer)
+                d.addCallbacks(self._reply, self._failed)
+        finally:
+            self.draining = False
 
     def _reply(self, acks: list[bytes]) -> None:
         if self.transport is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from engine.parsing.escape import unescape
 
@@ -55,19 +56,34 @@ class Path:
     comp: int = 0
     sub: int = 0
 
-    @classmethod
-    def parse(cls, text: str) -> Path:
-        m = _PATH.match(text)
-        if not m:
-            raise KeyError(f"not an HL7 path: {text!r} (expected e.g. PID.3[2].1)")
-        return cls(
-            m["seg"],
-            int(m["segrep"] or 1),
-            int(m["field"] or 0),
-            int(m["rep"] or 1),
-            int(m["comp"] or 0),
-            int(m["sub"] or 0),
-        )
+    @staticmethod
+    def parse(text: str) -> Path:
+        """Paths in code are constants: each is parsed once."""
+        return _parse_path(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_path(text: str) -> Path:
+    m = _PATH.match(text)
+    if not m:
+        raise KeyError(f"not an HL7 path: {text!r} (expected e.g. PID.3[2].1)")
+    return Path(
+        m["seg"],
+        int(m["segrep"] or 1),
+        int(m["field"] or 0),
+        int(m["rep"] or 1),
+        int(m["comp"] or 0),
+        int(m["sub"] or 0),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _leaf_path(text: str) -> Path:
+    """Terser rule: omitted component and subcomponent indexes mean 1 (MSH-1/2 are leaves)."""
+    p = _parse_path(text)
+    if p.field and not (p.segment == "MSH" and p.field <= 2):
+        return Path(p.segment, p.seg_rep, p.field, p.rep, p.comp or 1, p.sub or 1)
+    return p
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,9 @@ class InboundMessage:
     delimiters: Delimiters = STANDARD
     charset: str = "utf-8"
     _index: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+    # Decoded leaves already asked for: the pipeline, the header checks and the ACK builder all
+    # read the same MSH fields.
+    _memo: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[int]] = {}
@@ -104,7 +123,11 @@ class InboundMessage:
 
     def raw(self, path: str) -> str:
         """The element at `path` as on the wire (escapes kept), or "" when absent."""
-        return self._resolve(Path.parse(path))
+        key = "raw " + path
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = self._resolve(Path.parse(path))
+        return value
 
     def repetitions(self, path: str) -> tuple[str, ...]:
         """Every repetition of the field at `path` (MSH-1/2 never repeat), as wire text."""
@@ -118,13 +141,13 @@ class InboundMessage:
 
     def get(self, path: str, default: str = "") -> str:
         """The decoded leaf at `path` (omitted indexes mean 1), or `default` when empty."""
-        p = Path.parse(path)
-        if p.field and not (p.segment == "MSH" and p.field <= 2):
-            p = Path(p.segment, p.seg_rep, p.field, p.rep, p.comp or 1, p.sub or 1)
-        value = self._resolve(p)
-        if not value:
-            return default
-        return unescape(value, self.delimiters, self.charset)
+        value = self._memo.get(path)
+        if value is None:
+            value = self._resolve(_leaf_path(path))
+            if value:
+                value = unescape(value, self.delimiters, self.charset)
+            self._memo[path] = value
+        return value or default
 
     def __getitem__(self, path: str) -> str:
         return self.get(path)

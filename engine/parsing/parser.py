@@ -52,7 +52,7 @@ def parse(raw: bytes) -> InboundMessage:
 
 def _delimiters(data: bytes) -> Delimiters:
     where = Location("MSH", 1, 2)
-    fs = chr(data[3])
+    fs = data[3:4].decode("ascii", errors="replace")  # a non-ASCII MSH-1 byte is no delimiter
     end = data.find(data[3:4], 4)
     line_end = min((i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0), default=len(data))
     if end < 0 or end > line_end:
