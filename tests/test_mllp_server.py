@@ -1,0 +1,498 @@
+"""The MLLP listener protocol (HL7-SPEC §1, STYLE.md rule 2): ordering, framing, limits, close.
+
+Everything runs on a `StringTransport` and a `task.Clock`; the handler is a fake whose Deferreds
+the tests fire by hand, so the order in which frames are handed over and ACKs are written is
+observable step by step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from engine.config import Channel, Limits
+from engine.mllp.server import MLLPServerFactory, MLLPServerProtocol, frame
+
+PEER = "10.1.2.3:40000"
+CLOSED = Failure(ConnectionDone("peer closed"))
+Logs = list[MutableMapping[str, Any]]
+
+
+def msg(n: int) -> bytes:
+    """A small REF^I12 payload with control id MSG000n."""
+    return (b"MSH|^~\\&|PCPEHR|NORTH|REFTRACK|HUB|20260101120000||REF^I12^REF_I12|MSG%04d|P|2.5.1\r"
+            b"RF1|P^Pending|R^Routine|Med|||REF-%d\r" % (n, n))
+
+
+def ack(n: int, code: bytes = b"AA") -> bytes:
+    """The ACK for `msg(n)` with MSA-1 = `code`."""
+    return (b"MSH|^~\\&|REFTRACK|HUB|PCPEHR|NORTH|20260101120001||ACK^I12^ACK|ACK%04d|P|2.5.1\r"
+            b"MSA|%s|MSG%04d\r" % (n, code, n))
+
+
+@dataclass
+class Call:
+    """One hand-over to the handler: what it got, and what was on the wire at that moment."""
+
+    payload: bytes
+    peer: str
+    written: bytes
+    deferred: defer.Deferred[list[bytes]]
+
+
+@dataclass
+class FakeHandler:
+    """Records each call and returns a Deferred the test fires; `prepared` ones are used first."""
+
+    transports: list[StringTransport] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    prepared: deque[defer.Deferred[list[bytes]]] = field(default_factory=deque)
+
+    def __call__(self, payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
+        d: defer.Deferred[list[bytes]] = (self.prepared.popleft() if self.prepared
+                                          else defer.Deferred())
+        written = self.transports[-1].value() if self.transports else b""
+        self.calls.append(Call(payload, peer, written, d))
+        return d
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [c.payload for c in self.calls]
+
+
+def channel(tolerate_missing_cr: bool = True, **limits: Any) -> Channel:
+    """A test channel; `limits` override small, test-friendly defaults."""
+    values: dict[str, Any] = dict(max_frame_bytes=1024, idle_timeout_s=30.0, max_connections=2,
+                                  max_queued_frames=4)
+    values.update(limits)
+    return Channel(name="test", host="127.0.0.1", port=0, accept=frozenset({("REF", "I12")}),
+                   limits=Limits(**values), tolerate_missing_cr=tolerate_missing_cr)
+
+
+def connect(factory: MLLPServerFactory, handler: FakeHandler | None = None,
+            port: int = 40000) -> tuple[MLLPServerProtocol, StringTransport]:
+    """Build a protocol from `factory` and connect it to a fresh StringTransport."""
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.2.3", port))
+    if handler is not None:
+        handler.transports.append(transport)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def answer_at_once(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
+    """A handler that has its answer ready before it returns: one AA echoing MSH-10."""
+    control = payload.split(b"|")[9]
+    return defer.succeed([b"MSA|AA|" + control + b"\r"])
+
+
+def at_once_ack(n: int) -> bytes:
+    return frame(b"MSA|AA|MSG%04d\r" % n)
+
+
+@pytest.fixture(name="logs")
+def logs_fixture() -> Iterator[Logs]:
+    """Every structlog event emitted during the test (factories are built inside the capture)."""
+    with capture_logs() as entries:
+        yield entries
+
+
+@pytest.fixture(name="clock")
+def clock_fixture() -> task.Clock:
+    return task.Clock()
+
+
+@pytest.fixture(name="handler")
+def handler_fixture() -> FakeHandler:
+    return FakeHandler()
+
+
+@pytest.fixture(name="factory")
+def factory_fixture(logs: Logs, handler: FakeHandler,
+                    clock: task.Clock) -> MLLPServerFactory:
+    """The default test channel, with the fake handler and the test clock."""
+    return MLLPServerFactory(channel(), handler, clock)
+
+
+@pytest.fixture(name="conn")
+def conn_fixture(factory: MLLPServerFactory,
+                 handler: FakeHandler) -> tuple[MLLPServerProtocol, StringTransport]:
+    return connect(factory, handler)
+
+
+def events(logs: Logs, name: str) -> Logs:
+    return [e for e in logs if e["event"] == name]
+
+
+# --- framing and ordering -------------------------------------------------------------------
+
+
+def test_frame_wraps_payload_in_mllp_envelope() -> None:
+    """`frame()` is 0x0B + payload + 0x1C 0x0D, byte for byte."""
+    assert frame(b"MSH|^~\\&|A\r") == b"\x0bMSH|^~\\&|A\r\x1c\x0d"
+    assert frame(b"") == b"\x0b\x1c\x0d"
+
+
+def test_one_frame_handed_over_and_its_ack_written(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """A frame is handed to the handler with the peer; its ACK is written framed, nothing else."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)))
+    assert [(c.payload, c.peer) for c in handler.calls] == [(msg(1), PEER)]
+    assert transport.value() == b""
+    handler.calls[0].deferred.callback([ack(1)])
+    assert transport.value() == frame(ack(1))
+
+
+def test_frames_in_one_read_handed_over_one_at_a_time(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """Three frames in one read: the next is handed over only once the previous ACK is written."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)) + frame(msg(2)) + frame(msg(3)))
+    assert handler.payloads == [msg(1)]
+    handler.calls[0].deferred.callback([ack(1)])
+    assert handler.payloads == [msg(1), msg(2)]
+    assert handler.calls[1].written == frame(ack(1))
+    handler.calls[1].deferred.callback([ack(2)])
+    assert handler.payloads == [msg(1), msg(2), msg(3)]
+    assert handler.calls[2].written == frame(ack(1)) + frame(ack(2))
+    handler.calls[2].deferred.callback([ack(3)])
+    assert transport.value() == frame(ack(1)) + frame(ack(2)) + frame(ack(3))
+
+
+def test_acks_in_arrival_order_when_answers_complete_out_of_order(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """Answers ready in order 3, 2, 1 still go out as ACK 1, 2, 3, each before the next hand-over."""
+    protocol, transport = conn
+    first, second, third = (defer.Deferred[list[bytes]]() for _ in range(3))
+    handler.prepared.extend([first, second, third])
+    third.callback([ack(3)])
+    second.callback([ack(2)])
+    protocol.dataReceived(frame(msg(1)) + frame(msg(2)) + frame(msg(3)))
+    assert handler.payloads == [msg(1)]
+    assert transport.value() == b""
+    first.callback([ack(1)])
+    assert handler.payloads == [msg(1), msg(2), msg(3)]
+    assert [c.written for c in handler.calls] == [b"", frame(ack(1)),
+                                                  frame(ack(1)) + frame(ack(2))]
+    assert transport.value() == frame(ack(1)) + frame(ack(2)) + frame(ack(3))
+
+
+def test_frames_arriving_while_busy_wait_their_turn(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """Frames arriving in later reads while one is in work are queued, not handed over early."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)))
+    protocol.dataReceived(frame(msg(2)))
+    protocol.dataReceived(frame(msg(3)))
+    assert handler.payloads == [msg(1)]
+    for n, call in enumerate(handler.calls, start=1):  # grows as each ACK is written
+        call.deferred.callback([ack(n)])
+    assert handler.payloads == [msg(1), msg(2), msg(3)]
+    assert transport.value() == frame(ack(1)) + frame(ack(2)) + frame(ack(3))
+
+
+def test_frame_split_byte_by_byte(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """A frame fed one byte per read is handed over when, and only when, its final CR arrives."""
+    protocol, transport = conn
+    stream = frame(msg(1))
+    for i in range(len(stream) - 1):
+        protocol.dataReceived(stream[i : i + 1])
+    assert handler.calls == []
+    protocol.dataReceived(stream[-1:])
+    assert handler.payloads == [msg(1)]
+    handler.calls[0].deferred.callback([ack(1)])
+    assert transport.value() == frame(ack(1))
+
+
+def test_every_chunk_size_gives_every_frame_and_ack(logs: Logs,
+                                                    clock: task.Clock) -> None:
+    """Three frames replayed at every read size 1..N give the same three ACKs, byte-exact."""
+    stream = frame(msg(1)) + frame(msg(2)) + frame(msg(3))
+    expected = at_once_ack(1) + at_once_ack(2) + at_once_ack(3)
+    for size in range(1, len(stream) + 1):
+        protocol, transport = connect(MLLPServerFactory(channel(), answer_at_once, clock))
+        for i in range(0, len(stream), size):
+            protocol.dataReceived(stream[i : i + size])
+        assert transport.value() == expected, size
+    assert events(logs, "mllp.junk_discarded") == []
+
+
+def test_many_frames_in_one_read_with_handler_answering_at_once(
+        logs: Logs, clock: task.Clock) -> None:
+    """A handler whose Deferreds have already fired is fed 2000 frames of one read, all ACKed.
+
+    Regression: each synchronous answer used to recurse into the next hand-over, so a few hundred
+    frames raised RecursionError inside a callback and the connection hung with no ACK.
+    """
+    count = 2000
+    factory = MLLPServerFactory(channel(max_queued_frames=count), answer_at_once, clock)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"".join(frame(msg(n)) for n in range(count)))
+    assert transport.value() == b"".join(at_once_ack(n) for n in range(count))
+    assert events(logs, "mllp.handler_failed") == []
+
+
+def test_zero_acks_writes_nothing_and_serves_next(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """A handler answering with no ACK (MSH-15/16 = NE/NE) writes nothing; the next frame goes on."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)) + frame(msg(2)))
+    handler.calls[0].deferred.callback([])
+    assert transport.value() == b""
+    assert handler.payloads == [msg(1), msg(2)]
+    handler.calls[1].deferred.callback([ack(2)])
+    assert transport.value() == frame(ack(2))
+
+
+def test_two_acks_written_as_two_frames_in_order(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """Enhanced mode: an accept ACK (CA) then an application ACK (AA) are two frames, in order."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)))
+    handler.calls[0].deferred.callback([ack(1, b"CA"), ack(1, b"AA")])
+    assert transport.value() == frame(ack(1, b"CA")) + frame(ack(1, b"AA"))
+
+
+# --- back-pressure and abuse ----------------------------------------------------------------
+
+
+def test_queue_at_limit_keeps_reading(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """Exactly `max_queued_frames` (4) waiting behind the one in work does not pause reading."""
+    protocol, transport = conn
+    protocol.dataReceived(b"".join(frame(msg(n)) for n in range(1, 6)))
+    assert handler.payloads == [msg(1)]
+    assert transport.producerState == "producing"
+
+
+def test_back_pressure_pauses_then_resumes_after_draining(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """More than 4 waiting pauses the transport; it resumes once at most 4 // 2 are waiting."""
+    protocol, transport = conn
+    protocol.dataReceived(b"".join(frame(msg(n)) for n in range(1, 7)))
+    assert handler.payloads == [msg(1)]  # 5 waiting
+    assert transport.producerState == "paused"
+    states = []
+    for n in range(1, 7):
+        handler.calls[n - 1].deferred.callback([ack(n)])
+        states.append(transport.producerState)
+    # Waiting before each ACK's resume check: 5, 4, 3, 2, 1, 0.
+    assert states == ["paused", "paused", "paused", "producing", "producing", "producing"]
+    assert handler.payloads == [msg(n) for n in range(1, 7)]
+    assert transport.value() == b"".join(frame(ack(n)) for n in range(1, 7))
+
+
+def test_oversized_frame_aborts_connection(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler,
+        logs: Logs) -> None:
+    """A frame whose payload passes `max_frame_bytes` (1024) aborts the connection, logged."""
+    protocol, transport = conn
+    protocol.dataReceived(b"\x0b" + b"A" * 1000)
+    assert not transport.disconnecting
+    protocol.dataReceived(b"A" * 25)
+    assert transport.disconnected  # abortConnection, not a graceful close
+    assert transport.disconnecting
+    assert handler.calls == []
+    assert events(logs, "mllp.frame_too_large") == [{
+        "event": "mllp.frame_too_large", "log_level": "warning", "channel": "test",
+        "peer": PEER, "size": 1025, "limit": 1024,
+    }]
+
+
+def test_frame_at_size_limit_is_accepted(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler,
+        logs: Logs) -> None:
+    """A payload of exactly `max_frame_bytes` is a normal frame."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(b"A" * 1024))
+    assert handler.payloads == [b"A" * 1024]
+    assert not transport.disconnecting
+    assert events(logs, "mllp.frame_too_large") == []
+
+
+def test_junk_before_start_block_logged_with_count(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler,
+        logs: Logs) -> None:
+    """NULs and an HTTP probe before 0x0B are discarded and logged with their byte count."""
+    protocol, _ = conn
+    junk = b"\x00\x00GET / HTTP/1.0\r\n\r\n"
+    protocol.dataReceived(junk + frame(msg(1)))
+    assert handler.payloads == [msg(1)]
+    assert events(logs, "mllp.junk_discarded") == [{
+        "event": "mllp.junk_discarded", "log_level": "warning", "channel": "test",
+        "peer": PEER, "bytes": len(junk),
+    }]
+
+
+def test_junk_logged_once_per_read(
+        conn: tuple[MLLPServerProtocol, StringTransport], logs: Logs) -> None:
+    """Junk is logged per read that discarded some; a read with none logs nothing."""
+    protocol, _ = conn
+    protocol.dataReceived(b"XYZ")
+    protocol.dataReceived(frame(msg(1)))
+    protocol.dataReceived(b"\x00")
+    assert [e["bytes"] for e in events(logs, "mllp.junk_discarded")] == [3, 1]
+
+
+# --- idle timeout ---------------------------------------------------------------------------
+
+
+def test_idle_timeout_closes_connection(
+        conn: tuple[MLLPServerProtocol, StringTransport], clock: task.Clock,
+        logs: Logs) -> None:
+    """With no data for `idle_timeout_s` (30 s on the clock) the connection is closed, logged."""
+    _, transport = conn
+    clock.advance(29.9)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    assert events(logs, "mllp.idle_timeout") == [{
+        "event": "mllp.idle_timeout", "log_level": "info", "channel": "test", "peer": PEER,
+        "idle_timeout_s": 30.0,
+    }]
+
+
+def test_data_resets_idle_timeout(
+        conn: tuple[MLLPServerProtocol, StringTransport], clock: task.Clock) -> None:
+    """Any bytes, even part of a frame, restart the idle countdown."""
+    protocol, transport = conn
+    clock.advance(20)
+    protocol.dataReceived(b"\x0bMSH|")
+    clock.advance(20)
+    assert not transport.disconnecting  # 40 s since connect, 20 s since data
+    clock.advance(10)
+    assert transport.disconnecting
+
+
+def test_close_cancels_idle_timer(
+        conn: tuple[MLLPServerProtocol, StringTransport], clock: task.Clock) -> None:
+    """Once the connection is lost no idle timer is left on the clock."""
+    protocol, _ = conn
+    assert len(clock.getDelayedCalls()) == 1
+    protocol.connectionLost(CLOSED)
+    assert clock.getDelayedCalls() == []
+
+
+def test_zero_idle_timeout_means_none(logs: Logs, clock: task.Clock,
+                                      handler: FakeHandler) -> None:
+    """`idle_timeout_s: 0` sets no timer: the connection stays open however long it idles."""
+    _, transport = connect(MLLPServerFactory(channel(idle_timeout_s=0.0), handler, clock), handler)
+    assert clock.getDelayedCalls() == []
+    clock.advance(86400)
+    assert not transport.disconnecting
+
+
+# --- connection limit -----------------------------------------------------------------------
+
+
+def test_max_connections_refuses_extra_and_count_goes_down(
+        factory: MLLPServerFactory, handler: FakeHandler, clock: task.Clock,
+        logs: Logs) -> None:
+    """A third connection over `max_connections` (2) is closed and logged; closes free a slot."""
+    first, first_t = connect(factory, handler, port=40001)
+    _, second_t = connect(factory, handler, port=40002)
+    assert factory.connections == 2
+    third, third_t = connect(factory, handler, port=40003)
+    assert third_t.disconnecting
+    assert not first_t.disconnecting and not second_t.disconnecting
+    assert factory.connections == 2
+    assert events(logs, "mllp.connection_refused") == [{
+        "event": "mllp.connection_refused", "log_level": "warning", "channel": "test",
+        "peer": "10.1.2.3:40003", "reason": "max_connections", "limit": 2,
+    }]
+    assert len(clock.getDelayedCalls()) == 2  # no idle timer for the refused one
+    third.connectionLost(CLOSED)
+    assert factory.connections == 2  # the refused connection was never counted
+    first.connectionLost(CLOSED)
+    assert factory.connections == 1
+    _, fourth_t = connect(factory, handler, port=40004)
+    assert not fourth_t.disconnecting
+    assert factory.connections == 2
+    assert [(e["event"], e["connections"]) for e in logs
+            if e["event"] in ("mllp.connection_opened", "mllp.connection_closed")] == [
+        ("mllp.connection_opened", 1), ("mllp.connection_opened", 2),
+        ("mllp.connection_closed", 1), ("mllp.connection_opened", 2),
+    ]
+
+
+# --- peer close -----------------------------------------------------------------------------
+
+
+def test_frames_complete_before_close_still_handed_over(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler,
+        logs: Logs) -> None:
+    """After the peer closes, queued frames and a final `0x1C`-without-CR frame are handled."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)) + frame(msg(2)) + b"\x0b" + msg(3) + b"\x1c")
+    assert handler.payloads == [msg(1)]
+    protocol.connectionLost(CLOSED)
+    assert events(logs, "mllp.connection_closed") == [{
+        "event": "mllp.connection_closed", "log_level": "info", "channel": "test",
+        "peer": PEER, "connections": 0, "pending": 2,
+    }]
+    handler.calls[0].deferred.callback([ack(1)])
+    assert handler.payloads == [msg(1), msg(2)]
+    handler.calls[1].deferred.callback([ack(2)])
+    assert handler.payloads == [msg(1), msg(2), msg(3)]
+    handler.calls[2].deferred.callback([ack(3)])
+    assert transport.value() == b""  # nowhere to write once closed
+    assert events(logs, "mllp.junk_discarded") == []
+
+
+def test_final_frame_without_cr_handed_over_when_idle(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """With nothing in work, a final frame cut after its 0x1C is handed over on close."""
+    protocol, _ = conn
+    protocol.dataReceived(b"\x0b" + msg(1) + b"\x1c")
+    assert handler.calls == []
+    protocol.connectionLost(CLOSED)
+    assert [(c.payload, c.peer) for c in handler.calls] == [(msg(1), PEER)]
+
+
+def test_final_frame_without_cr_dropped_in_strict_mode(
+        logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
+    """`tolerate_missing_cr: false`: a final frame without CR is junk, counted, not handed over."""
+    factory = MLLPServerFactory(channel(tolerate_missing_cr=False), handler, clock)
+    protocol, _ = connect(factory, handler)
+    partial = b"\x0b" + msg(2) + b"\x1c"
+    protocol.dataReceived(frame(msg(1)) + partial)
+    protocol.connectionLost(CLOSED)
+    handler.calls[0].deferred.callback([ack(1)])
+    assert handler.payloads == [msg(1)]
+    assert events(logs, "mllp.junk_discarded") == [{
+        "event": "mllp.junk_discarded", "log_level": "warning", "channel": "test",
+        "peer": PEER, "bytes": len(partial),
+    }]
+
+
+# --- handler failure ------------------------------------------------------------------------
+
+
+def test_handler_errback_does_not_hang_connection(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler,
+        logs: Logs) -> None:
+    """A failed handler Deferred is logged, writes nothing, and the next frame is served."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)) + frame(msg(2)))
+    handler.calls[0].deferred.errback(RuntimeError("boom"))
+    assert events(logs, "mllp.handler_failed") == [{
+        "event": "mllp.handler_failed", "log_level": "error", "channel": "test",
+        "peer": PEER, "error": "RuntimeError",
+    }]
+    assert transport.value() == b""
+    assert handler.payloads == [msg(1), msg(2)]
+    handler.calls[1].deferred.callback([ack(2)])
+    assert transport.value() == frame(ack(2))
+    assert not transport.disconnecting
