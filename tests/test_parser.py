@@ -547,3 +547,10 @@ def test_sample_header_matches_file(name: str) -> None:
         assert m["MSH.12"] == fields[12]
         assert m["MSH.1"] == fields[1]
         assert m["MSH.2"] == enc
+
+
+def test_blank_line_after_crlf_does_not_swallow_the_next_segment() -> None:
+    """CR LF LF between segments is a blank line: the next segment keeps its name."""
+    msg = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1\r\n\nPID|1||100001\r\n")
+    assert msg.segment_names == ("MSH", "PID")
+    assert msg["PID.3"] == "100001"

@@ -97,7 +97,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         try:
             while not self.busy and self.queue:
                 self.busy = True
-                d = self.factory.handler(self.queue.popleft(), self.peer)
+                d = defer.maybeDeferred(self.factory.handler, self.queue.popleft(), self.peer)
                 d.addCallbacks(self._reply, self._failed)
         finally:
             self.draining = False

@@ -102,6 +102,8 @@ def _split(text: str, delims: Delimiters) -> tuple[tuple[str, ...], ...]:
     for line in lines:
         if not line.strip():
             continue
+        if line[0] == "\n":  # CR LF LF: a blank line, never data before a segment name
+            line = line.lstrip("\n")
         parts = line.split(fs)
         if parts[0] == "MSH":
             segments.append(("MSH", fs, *parts[1:]))
