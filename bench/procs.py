@@ -1,0 +1,126 @@
+"""Server subprocesses for the bench, and what /proc says about them (Linux only).
+
+`/proc/<pid>/stat` fields 14 and 15 (utime, stime, in clock ticks) cover every thread of the
+process; `/proc/<pid>/task/<tid>/stat` gives the same per thread, so the reactor thread (tid ==
+pid) can be told from the others (the engine's writer thread).  `VmRSS` comes from
+`/proc/<pid>/status`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago: bind port 0, read it, close."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """CPU seconds used so far: the whole process, and its main (reactor) thread alone."""
+
+    total: float
+    main_thread: float
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.total - other.total, self.main_thread - other.main_thread)
+
+
+def _ticks(stat_path: Path) -> int:
+    text = stat_path.read_text()
+    # comm (field 2) may hold spaces; fields after its closing parenthesis start at field 3.
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # utime (14) + stime (15)
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """utime + stime of the process (all threads) and of its main thread, in seconds."""
+    proc = Path(f"/proc/{pid}")
+    return CpuTimes(_ticks(proc / "stat") / CLOCK_TICKS,
+                    _ticks(proc / "task" / str(pid) / "stat") / CLOCK_TICKS)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size (VmRSS) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class ServerProcess:
+    """A server subprocess listening on host:port; `with` starts it, waits, and stops it."""
+
+    def __init__(self, name: str, argv: Sequence[str], host: str, port: int, log: Path,
+                 cwd: Path | None = None, start_timeout: float = 60.0) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.host, self.port = host, port
+        self.log = log
+        self.cwd = cwd
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def __enter__(self) -> ServerProcess:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, cwd=self.cwd)
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _wait_listening(self) -> None:
+        """Poll-connect until the port accepts; fail early if the process exits."""
+        assert self.proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before "
+                                   f"listening:\n{self.output_tail()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not listening on {self.host}:{self.port} after "
+                           f"{self.start_timeout:g} s:\n{self.output_tail()}")
+
+    def output_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (a clean shutdown drains the engine's writer), then SIGKILL if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
