@@ -8,6 +8,7 @@ The only module that imports the global reactor.  Every command takes `--config 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -80,9 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     if args.database:
-        d = config.database
-        config = Config(config.channels, Database(args.database, d.sqlite_synchronous,
-                                                  d.group_commit_max), config.log, config.source)
+        database = dataclasses.replace(config.database, url=args.database)
+        config = dataclasses.replace(config, database=database)
     return config
 
 
@@ -114,8 +114,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
 
-    from engine.logs import configure_logging
+    from engine.logs import configure_logging, flush_logs
     from engine.service import make_service
 
     config = _config(args)
@@ -124,6 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     db = _open(config.database)
     top = make_service(config, reactor, db)
     r: Any = reactor
+    flusher = LoopingCall(flush_logs)
+    flusher.clock = r
+    r.callWhenRunning(flusher.start, 0.5, now=False)
     r.callWhenRunning(top.startService)
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
     r.run()

@@ -71,6 +71,7 @@ class Database:
     url: str = DEFAULT_DATABASE
     sqlite_synchronous: str = "FULL"
     group_commit_max: int = 1000
+    commit_delay_ms: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,8 @@ def _database(raw: Any, r: _Reader) -> Database:
         return Database()
     if isinstance(raw, str):
         return Database(url=r.string(raw, "database"))
-    m = r.mapping(raw, "database", {"url", "sqlite_synchronous", "group_commit_max"})
+    m = r.mapping(raw, "database", {"url", "sqlite_synchronous", "group_commit_max",
+                                    "commit_delay_ms"})
     sync = r.string(m.get("sqlite_synchronous"), "database.sqlite_synchronous", "FULL").upper()
     if sync not in SYNCHRONOUS:
         r.problem("database.sqlite_synchronous", f"expected one of {', '.join(SYNCHRONOUS)}")
@@ -235,6 +237,8 @@ def _database(raw: Any, r: _Reader) -> Database:
         sqlite_synchronous=sync,
         group_commit_max=r.number(m.get("group_commit_max"), "database.group_commit_max",
                                   1000, 1, 100000),
+        commit_delay_ms=float(r.number(m.get("commit_delay_ms"), "database.commit_delay_ms",
+                                       1.0, 0, 1000, integer=False)),
     )
 
 

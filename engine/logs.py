@@ -7,6 +7,8 @@ The file is created 0600.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import sys
@@ -36,8 +38,10 @@ class TeeLogger:
             return
         with self._lock:
             if self._file is not None:
+                # Buffered: `flush_logs` runs twice a second (and at exit), not once per event.
                 self._file.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
-                self._file.flush()
+                if LEVELS.get(str(event.get("level")), 20) >= 30:
+                    self._file.flush()
             if self._console is not None and self._render is not None:
                 self._console.write(str(self._render(None, "", dict(event))) + "\n")
                 self._console.flush()
@@ -64,13 +68,14 @@ def configure_logging(file: str | None, level: str = "info", console: TextIO | N
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         out = os.fdopen(fd, "a", encoding="utf-8")
+    if out is not None:
+        _OPEN_FILES.append(out)
     lowest = LEVELS.get(level, 20)
     logger = TeeLogger(out, console, lowest)
     if console is not None and console_level:
         logger = _Split(out, console, lowest, LEVELS.get(console_level, 20))
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _timestamp,
             _hand_over,
@@ -92,6 +97,19 @@ class _Split(TeeLogger):
         self._console_only.msg(event)
 
     debug = info = warning = error = critical = exception = log = msg
+
+
+_OPEN_FILES: list[TextIO] = []
+
+
+def flush_logs() -> None:
+    """Write out buffered log lines (the engine calls this twice a second and at exit)."""
+    for f in _OPEN_FILES:
+        with contextlib.suppress(OSError, ValueError):
+            f.flush()
+
+
+atexit.register(flush_logs)
 
 
 def audit(event: str, **fields: Any) -> None:

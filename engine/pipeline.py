@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
@@ -68,18 +68,38 @@ class Pipeline:
         self._db = db
         self._builders = builders
         self._clock = clock
+        self._conn: Connection | None = None  # the writer thread's own, kept between batches
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
         """Prepare, commit in one transaction, then build every ACK."""
         prepared = [prepare(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
         try:
-            with self._db.begin() as conn:
-                stored = record_batch(conn, [p.row for p in prepared], now)
+            if self._conn is None:
+                self._conn = self._db.connect()
+            with self._conn.begin():
+                stored = record_batch(self._conn, [p.row for p in prepared], now)
         except SQLAlchemyError as exc:
             log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
+            self._drop_connection()
             return [self._uncommitted(p) for p in prepared]
         return [self._finish(p, s) for p, s in zip(prepared, stored, strict=True)]
+
+    def _drop_connection(self) -> None:
+        """After a failure, start the next batch on a fresh connection."""
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+                self._conn.close()
+            except SQLAlchemyError:
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        """Release the connection (on the writer thread, when it stops)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _finish(self, p: _Prepared, stored: Stored) -> Result:
         verdict = p.verdict

@@ -71,11 +71,13 @@ def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiServi
     pipeline = Pipeline(db, builders)
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
-        max_batch=config.database.group_commit_max)
+        max_batch=config.database.group_commit_max, on_stop=pipeline.close,
+        commit_delay_s=config.database.commit_delay_ms / 1000)
+    factories = [MLLPServerFactory(ch, _handler(ch, writer), reactor) for ch in config.channels]
+    writer.expect(lambda: sum(f.connections for f in factories))
     top = service.MultiService()
     WriterService(writer).setServiceParent(top)
-    for ch in config.channels:
-        factory = MLLPServerFactory(ch, _handler(ch, writer), reactor)
+    for ch, factory in zip(config.channels, factories, strict=True):
         ListenerService(ch, factory, reactor).setServiceParent(top)
     return top
 

@@ -70,6 +70,16 @@ class Engine:
             f.seek(offset)
             return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
+    def wait_for(self, event: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The log's events named `event`, waiting until at least one is written (the log
+        file is flushed twice a second)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events() if e.get("event") == event]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
         if self.proc is not None:

@@ -89,8 +89,8 @@ def test_log_has_no_patient_data(running: Engine) -> None:
     """The JSON log names channel, peer, control id, type, size and digest, never field data."""
     _cli("send", str(SAMPLES / "ref_i12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
          config=running.config)
+    stored = running.wait_for("message.stored")
     text = running.log_file.read_text()
-    stored = [e for e in running.events() if e["event"] == "message.stored"]
     assert stored and stored[0]["control_id"] == "REF-I12-V251" and stored[0]["size"] > 800
     body = (SAMPLES / "ref_i12_v251.hl7").read_text()
     pid = next(line for line in body.splitlines() if line.startswith("PID"))

@@ -212,7 +212,7 @@ def test_unknown_keys_at_every_level() -> None:
         f"channels[0].limits.max_frames: unknown key (expected one of: {KEYS_LIMITS})",
         "channels[0].framing.lenient: unknown key (expected one of: tolerate_missing_cr)",
         "log.lvl: unknown key (expected one of: file, level)",
-        "database.uri: unknown key (expected one of: group_commit_max, sqlite_synchronous, url)",
+        "database.uri: unknown key (expected one of: commit_delay_ms, group_commit_max, sqlite_synchronous, url)",
     ]
 
 

@@ -57,7 +57,8 @@ def record_batch(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime
     out: list[Stored] = []
     for index, original, reused in plan:
         if original is not None:
-            out.append(Stored(int(original["id"]), retransmission=True, original=original))
+            out.append(Stored(int(original["id"]), retransmission=True,
+                              original=_outcome(conn, original)))
         else:
             out.append(Stored(ids[index], reused=reused))
     return out
@@ -75,22 +76,32 @@ _SQLITE_INSERT = (f"INSERT INTO messages ({', '.join(_INSERTED)}) "
 
 
 def _known(conn: Connection, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Stored outcomes by dedupe key, for every key of the batch."""
+    """Stored (id, digest) by dedupe key, for every key of the batch."""
     known: dict[str, list[dict[str, Any]]] = {}
     if not keys:
         return known
     if conn.dialect.name == "sqlite":
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         marks = ", ".join("?" * len(keys))
-        cursor.execute(f"SELECT {', '.join(_OUTCOME)} FROM messages "
+        cursor.execute(f"SELECT id, dedupe_key, digest FROM messages "
                        f"WHERE dedupe_key IN ({marks})", keys)
-        found: list[dict[str, Any]] = [dict(zip(_OUTCOME, r, strict=True)) for r in cursor]
+        found = cursor.fetchall()
     else:
-        query = select(*(messages.c[n] for n in _OUTCOME)).where(messages.c.dedupe_key.in_(keys))
-        found = [dict(r) for r in conn.execute(query).mappings()]
-    for row in found:
-        known.setdefault(row["dedupe_key"], []).append(row)
+        query = select(messages.c.id, messages.c.dedupe_key, messages.c.digest).where(
+            messages.c.dedupe_key.in_(keys))
+        found = list(conn.execute(query))
+    for message_id, key, digest in found:
+        known.setdefault(key, []).append({"id": message_id, "digest": digest})
     return known
+
+
+def _outcome(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+    """The stored outcome of an original, read only for a retransmission (rare)."""
+    if "status" in row:  # stored earlier in this same batch: the row itself
+        return row
+    found = conn.execute(select(*(messages.c[n] for n in _OUTCOME))
+                         .where(messages.c.id == row["id"])).mappings().one()
+    return dict(found)
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
