@@ -228,7 +228,10 @@ def _database(raw: Any, r: _Reader) -> Database:
         return Database(url=r.string(raw, "database"))
     m = r.mapping(raw, "database", {"url", "sqlite_synchronous", "group_commit_max",
                                     "commit_delay_ms"})
-    sync = r.string(m.get("sqlite_synchronous"), "database.sqlite_synchronous", "FULL").upper()
+    raw_sync = m.get("sqlite_synchronous")
+    if raw_sync is False:  # YAML reads an unquoted OFF as false
+        raw_sync = "OFF"
+    sync = r.string(raw_sync, "database.sqlite_synchronous", "FULL").upper()
     if sync not in SYNCHRONOUS:
         r.problem("database.sqlite_synchronous", f"expected one of {', '.join(SYNCHRONOUS)}")
         sync = "FULL"

@@ -79,7 +79,7 @@ class Pipeline:
                 self._conn = self._db.connect()
             with self._conn.begin():
                 stored = record_batch(self._conn, [p.row for p in prepared], now)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's or the driver's: nothing committed
             log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
             self._drop_connection()
             return [self._uncommitted(p) for p in prepared]

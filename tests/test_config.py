@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from engine.config import (
     DEFAULT_VERSIONS,
@@ -494,3 +495,11 @@ def test_cli_check_config_shipped_file_ok() -> None:
         "2.3, 2.3.1, 2.4, 2.5, 2.5.1, 2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2\n"
         "channels.yaml: OK (1 channel(s), database sqlite:///var/engine.db)\n"
     )
+
+
+def test_unquoted_off_is_sqlite_synchronous_off() -> None:
+    """YAML reads `sqlite_synchronous: OFF` as false; the engine takes it as OFF."""
+    config = parse_config(yaml.safe_load(
+        "database: {url: 'sqlite:///x.db', sqlite_synchronous: OFF}\n"
+        "channels: [{name: a, listen: {port: 0}, accept: [REF^I12]}]\n"))
+    assert config.database.sqlite_synchronous == "OFF"

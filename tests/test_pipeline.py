@@ -1,0 +1,73 @@
+"""The writer-thread pipeline against a real database: group commit, duplicates inside one
+batch, and a failed commit answered AE 207 with nothing promised."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from enginectl import sample_payload
+from sqlalchemy import func, select, text
+
+from engine.ack import AckBuilder
+from engine.config import parse_config
+from engine.parsing import parse
+from engine.pipeline import Job, Pipeline
+from engine.store.database import open_database
+from engine.store.schema import messages
+
+CHANNEL = parse_config({"channels": [{
+    "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12-I15", "SIU^S12-S26"],
+    "ack": {"application": "REFTRACK", "facility": "HUB"}}]}).channels[0]
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def _pipeline(url: str) -> tuple[Pipeline, object]:
+    db = open_database(url)
+    return Pipeline(db, {"referrals": AckBuilder("REFTRACK", "HUB")}, clock=lambda: NOW), db
+
+
+def _job(raw: bytes) -> Job:
+    return Job(CHANNEL, raw, "127.0.0.1:1", NOW)
+
+
+def _count(db: object) -> int:
+    with db.connect() as conn:  # type: ignore[attr-defined]
+        return int(conn.execute(select(func.count()).select_from(messages)).scalar_one())
+
+
+def test_one_batch_stores_each_message_once_and_spots_retransmissions(db_url: str) -> None:
+    """A batch holding a message, its exact retransmission and a reused control id stores two
+    rows: the retransmission is answered like the original and counted on its row."""
+    pipeline, db = _pipeline(db_url)
+    ref = sample_payload("ref_i12_v251.hl7")
+    reused = ref.replace(b"MFP-R-1001", b"MFP-R-2002")
+    results = pipeline.process_batch([_job(ref), _job(ref), _job(reused)])
+    assert [parse(r.acks[0])["MSA.1"] for r in results] == ["AA", "AA", "AA"]
+    assert [(r.retransmission, r.reused) for r in results] == [
+        (False, False), (True, False), (False, True)]
+    assert results[1].message_id == results[0].message_id
+    assert _count(db) == 2
+    with db.connect() as conn:  # type: ignore[attr-defined]
+        counts = conn.execute(select(messages.c.retransmissions).order_by(messages.c.id)).all()
+    assert [c[0] for c in counts] == [1, 0]
+    pipeline.close()
+
+
+def test_failed_commit_answers_ae_207_and_stores_nothing(sqlite_url: str) -> None:
+    """When the store cannot commit, every message of the batch gets AE with ERR-3 207 (CE in
+    enhanced mode), never AA; the next batch, once the store is back, is stored normally."""
+    pipeline, db = _pipeline(sqlite_url)
+    with db.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("ALTER TABLE messages RENAME TO messages_away"))
+    results = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7")),
+                                      _job(sample_payload("enhanced_al_al_v251.hl7"))])
+    assert [[parse(a)["MSA.1"] for a in r.acks] for r in results] == [["AE"], ["CE"]]
+    assert {parse(r.acks[0])["ERR.3"] for r in results} == {"207"}
+    assert not any(r.committed for r in results)
+    with db.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("ALTER TABLE messages_away RENAME TO messages"))
+    assert _count(db) == 0
+    (again,) = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7"))])
+    assert parse(again.acks[0])["MSA.1"] == "AA" and again.committed
+    assert _count(db) == 1
+    pipeline.close()
