@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from engine.errors import TABLE_0357, Disposition, Location
 from engine.parsing.escape import escape, unescape
+from engine.parsing.header import Header
 from engine.parsing.message import STANDARD, Delimiters, InboundMessage
 
 GARBAGE_VERSION = "2.5.1"  # MSH-12 of an ACK to bytes that had no MSH to echo
@@ -114,17 +116,18 @@ class AckBuilder:
     def build(self, msg: InboundMessage | None, verdict: Verdict) -> list[bytes]:
         """Every ACK for this message (or garbage, when `msg` is None), encoded and unframed."""
         if msg is None:
-            codes = ack_codes(verdict, "", "")
-        else:
-            codes = ack_codes(verdict, msg.get("MSH.15"), msg.get("MSH.16"))
-        return [self._one(msg, verdict, code) for code in codes]
+            return [self._one(None, None, verdict, code) for code in ack_codes(verdict, "", "")]
+        h = msg.header
+        return [self._one(msg, h, verdict, code)
+                for code in ack_codes(verdict, h.accept_ack, h.application_ack)]
 
-    def _one(self, msg: InboundMessage | None, verdict: Verdict, code: str) -> bytes:
-        version = (msg.get("MSH.12") if msg else "") or GARBAGE_VERSION
+    def _one(self, msg: InboundMessage | None, h: Header | None, verdict: Verdict,
+             code: str) -> bytes:
+        version = (h.version if h else "") or GARBAGE_VERSION
         modern = _version_tuple(version) >= (2, 5)
         erring = code not in ("AA", "CA")
-        segments = [self._msh(msg, version)]
-        msa = ["MSA", code, _echo(msg, "MSH.10")]
+        segments = [self._msh(msg, h, version)]
+        msa = ["MSA", code, _wire(msg, h.control_id_raw) if h else ""]
         if erring and not modern:
             msa.append(_esc(_describe(verdict)))
         segments.append("|".join(msa))
@@ -134,25 +137,31 @@ class AckBuilder:
         charset = msg.charset if msg else "ascii"
         return text.encode(charset, errors="replace")
 
-    def _msh(self, msg: InboundMessage | None, version: str) -> str:
-        trigger = _echo(msg, "MSH.9.2")
-        msg_type = "ACK" if version in ("2.3", "2.3.0") else "ACK^^ACK"
-        if trigger:
-            msg_type = f"ACK^{trigger}" + ("" if version in ("2.3", "2.3.0") else "^ACK")
+    def _msh(self, msg: InboundMessage | None, h: Header | None, version: str) -> str:
+        v23 = version in ("2.3", "2.3.0")
+        trigger = _wire(msg, h.trigger_raw) if h else ""
+        msg_type = f"ACK^{trigger}" + ("" if v23 else "^ACK") if trigger else (
+            "ACK" if v23 else "ACK^^ACK")
         fields = [
             "MSH", "^~\\&",
-            _esc(self.application) if self.application else _echo(msg, "MSH.5"),
-            _esc(self.facility) if self.facility else _echo(msg, "MSH.6"),
-            _echo(msg, "MSH.3"), _echo(msg, "MSH.4"),
-            self.clock().strftime("%Y%m%d%H%M%S%z"), "", msg_type,
+            _esc(self.application) if self.application
+            else _wire(msg, h.receiving_application if h else ""),
+            _esc(self.facility) if self.facility
+            else _wire(msg, h.receiving_facility if h else ""),
+            _wire(msg, h.sending_application if h else ""), _wire(msg, h.sending_facility if h else ""),
+            _stamp(self.clock().replace(microsecond=0)), "", msg_type,
             _esc(self.control_ids()),
-            _echo(msg, "MSH.11") if msg else "P",
-            _echo(msg, "MSH.12") if msg else GARBAGE_VERSION,
+            _wire(msg, h.processing_raw) if h else "P",
+            _wire(msg, h.version_raw) if h else GARBAGE_VERSION,
         ]
-        declared = _echo(msg, "MSH.18")
-        if declared:
-            fields += [""] * 5 + [declared]
+        if h and h.charset_raw:
+            fields += [""] * 5 + [_wire(msg, h.charset_raw)]
         return "|".join(fields)
+
+
+@lru_cache(maxsize=4)
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%d%H%M%S%z")
 
 
 def _err(verdict: Verdict, modern: bool) -> str:
@@ -173,16 +182,13 @@ def _describe(verdict: Verdict) -> str:
 
 
 def _esc(value: str) -> str:
-    return escape(value, STANDARD)
+    return value if value.isalnum() else escape(value, STANDARD)
 
 
-def _echo(msg: InboundMessage | None, path: str) -> str:
-    """An inbound element re-encoded with the standard delimiters."""
-    if msg is None:
-        return ""
-    raw = msg.raw(path)
-    if not raw or msg.delimiters == STANDARD:
-        return raw
+def _wire(msg: InboundMessage | None, raw: str | None) -> str:
+    """An inbound wire value re-encoded with the standard delimiters."""
+    if not raw or msg is None or msg.delimiters is STANDARD:
+        return raw or ""
     return transcode(raw, msg.delimiters, STANDARD, msg.charset)
 
 

@@ -24,25 +24,28 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 class TeeLogger:
-    """Writes each event dict as one JSON line to a file and, optionally, a readable line."""
+    """Writes each event dict as one JSON line to a file and, at its own level, a readable line
+    to the console."""
 
-    def __init__(self, file: TextIO | None, console: TextIO | None, level: int) -> None:
+    def __init__(self, file: TextIO | None, console: TextIO | None, level: int,
+                 console_level: int | None = None) -> None:
         self._file = file
         self._console = console
         self._level = level
+        self._console_level = level if console_level is None else console_level
         self._lock = threading.Lock()
         self._render = structlog.dev.ConsoleRenderer(colors=False) if console else None
+        self._dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
     def msg(self, event: dict[str, Any]) -> None:
-        if LEVELS.get(str(event.get("level", "info")), 20) < self._level:
-            return
+        level = LEVELS.get(event.get("level", "info"), 20)
         with self._lock:
-            if self._file is not None:
+            if self._file is not None and level >= self._level:
                 # Buffered: `flush_logs` runs twice a second (and at exit), not once per event.
-                self._file.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
-                if LEVELS.get(str(event.get("level")), 20) >= 30:
+                self._file.write(self._dumps(event) + "\n")
+                if level >= 30:
                     self._file.flush()
-            if self._console is not None and self._render is not None:
+            if self._render is not None and self._console and level >= self._console_level:
                 self._console.write(str(self._render(None, "", dict(event))) + "\n")
                 self._console.flush()
 
@@ -71,9 +74,8 @@ def configure_logging(file: str | None, level: str = "info", console: TextIO | N
     if out is not None:
         _OPEN_FILES.append(out)
     lowest = LEVELS.get(level, 20)
-    logger = TeeLogger(out, console, lowest)
-    if console is not None and console_level:
-        logger = _Split(out, console, lowest, LEVELS.get(console_level, 20))
+    logger = TeeLogger(out, console, lowest,
+                       LEVELS.get(console_level, 20) if console_level else None)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -83,20 +85,6 @@ def configure_logging(file: str | None, level: str = "info", console: TextIO | N
         logger_factory=lambda *_args: logger,
         cache_logger_on_first_use=True,
     )
-
-
-class _Split(TeeLogger):
-    """A TeeLogger whose console shows only events at or above its own level."""
-
-    def __init__(self, file: TextIO | None, console: TextIO, level: int, console_level: int) -> None:
-        super().__init__(file, None, level)
-        self._console_only = TeeLogger(None, console, console_level)
-
-    def msg(self, event: dict[str, Any]) -> None:
-        super().msg(event)
-        self._console_only.msg(event)
-
-    debug = info = warning = error = critical = exception = log = msg
 
 
 _OPEN_FILES: list[TextIO] = []

@@ -134,19 +134,18 @@ def prepare(job: Job) -> _Prepared:
     except HL7Error as exc:
         verdict = Verdict(exc.disposition, Stage.HEADER, exc.code, exc.location, exc.reason)
     p = _Prepared(job, msg, verdict)
-    p.row = _row(p)
-    # The codes the ACKs will carry once committed; a failed commit stores nothing.
-    msh15, msh16 = (msg.get("MSH.15"), msg.get("MSH.16")) if msg else ("", "")
-    p.row["ack_codes"] = " ".join(ack_codes(verdict, msh15, msh16))
+    p.row = _row(p)  # its ack_codes are what the ACKs will carry once committed
     return p
 
 
 def _row(p: _Prepared) -> dict[str, Any]:
-    msg, v, job = p.msg, p.verdict, p.job
-    get = msg.raw if msg is not None else (lambda _path: "")
-    control_id = get("MSH.10")
-    sender = (get("MSH.3"), get("MSH.4"))
-    msg_type = "^".join(x for x in (msg.get("MSH.9.1"), msg.get("MSH.9.2")) if x) if msg else ""
+    v, job = p.verdict, p.job
+    h = p.msg.header if p.msg is not None else None
+    control_id = h.control_id_raw if h else ""
+    sender = (h.sending_application, h.sending_facility) if h else ("", "")
+    msg_type = ""
+    if h is not None:
+        msg_type = f"{h.message_type}^{h.trigger}" if h.trigger else h.message_type
     return {
         "channel": job.channel.name,
         "received_at": job.received_at.replace(tzinfo=None),
@@ -156,8 +155,8 @@ def _row(p: _Prepared) -> dict[str, Any]:
         "control_id": control_id,
         "dedupe_key": "|".join((*sender, control_id)) if control_id else None,
         "message_type": msg_type,
-        "version": msg.get("MSH.12") if msg else "",
-        "processing_id": msg.get("MSH.11") if msg else "",
+        "version": h.version if h else "",
+        "processing_id": h.processing_id if h else "",
         "size": len(job.raw),
         "digest": hashlib.sha256(job.raw).hexdigest(),
         "raw": job.raw,
@@ -166,7 +165,8 @@ def _row(p: _Prepared) -> dict[str, Any]:
         "error_code": v.code,
         "error_location": str(v.location) if v.location else "",
         "error_text": v.text,
-        "ack_codes": "",
+        "ack_codes": " ".join(ack_codes(v, h.accept_ack, h.application_ack) if h
+                              else ack_codes(v, "", "")),
         "control_id_reused": False,
         "retransmissions": 0,
         "last_retransmission_at": None,

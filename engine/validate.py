@@ -29,8 +29,9 @@ def check_header(msg: InboundMessage, channel: Channel) -> Verdict | None:
 
 
 def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
+    h = msg.header
     msh9 = Location("MSH", 1, 9)
-    msg_type, trigger = msg.get("MSH.9.1"), msg.get("MSH.9.2")
+    msg_type, trigger = h.message_type, h.trigger
     if not msg_type:
         return RequiredHeaderFieldMissing("MSH-9 message type is empty", msh9)
     if not channel.accepts_type(msg_type):
@@ -39,17 +40,15 @@ def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
     if not channel.accepts(msg_type, trigger):
         return UnsupportedTrigger(f"trigger event {msg_type}^{trigger or '(empty)'} is not accepted "
                                   f"by channel {channel.name}", msh9)
-    if not msg.get("MSH.10"):
+    if not h.control_id:
         return RequiredHeaderFieldMissing("MSH-10 message control id is empty",
                                           Location("MSH", 1, 10))
-    processing = msg.get("MSH.11")
-    if processing not in channel.processing_ids:
-        return UnsupportedProcessingId(f"processing id {processing or '(empty)'} is not accepted "
-                                       f"(accepted: {', '.join(channel.processing_ids)})",
+    if h.processing_id not in channel.processing_ids:
+        return UnsupportedProcessingId(f"processing id {h.processing_id or '(empty)'} is not "
+                                       f"accepted (accepted: {', '.join(channel.processing_ids)})",
                                        Location("MSH", 1, 11))
-    version = msg.get("MSH.12")
-    if version not in channel.versions:
-        return UnsupportedVersion(f"version {version or '(empty)'} is not accepted "
+    if h.version not in channel.versions:
+        return UnsupportedVersion(f"version {h.version or '(empty)'} is not accepted "
                                   f"(accepted: {', '.join(channel.versions)})",
                                   Location("MSH", 1, 12))
     return None

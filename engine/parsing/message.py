@@ -15,8 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from engine.parsing.escape import unescape
+
+if TYPE_CHECKING:
+    from engine.parsing.header import Header
 
 _PATH = re.compile(
     r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<segrep>\d+)\])?"
@@ -93,16 +97,27 @@ class InboundMessage:
     segments: tuple[tuple[str, ...], ...]
     delimiters: Delimiters = STANDARD
     charset: str = "utf-8"
+    # Built on first use: segment positions by name, and the leaves already asked for.
     _index: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
-    # Decoded leaves already asked for: the pipeline, the header checks and the ACK builder all
-    # read the same MSH fields.
-    _memo: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
+    def _build_index(self) -> dict[str, tuple[int, ...]]:
         index: dict[str, list[int]] = {}
         for i, seg in enumerate(self.segments):
             index.setdefault(seg[0], []).append(i)
         self._index.update({name: tuple(where) for name, where in index.items()})
+        return self._index
+
+    @property
+    def header(self) -> Header:
+        """MSH, read once (the first segment is always MSH)."""
+        found = self._memo.get(" header")
+        if found is None:
+            from engine.parsing.header import read_header
+
+            found = self._memo[" header"] = read_header(self.segments[0], self.delimiters,
+                                                        self.charset)
+        return found
 
     # --- segments ---------------------------------------------------------------------------
 
@@ -112,11 +127,11 @@ class InboundMessage:
 
     def count(self, name: str) -> int:
         """How many segments of this name the message has."""
-        return len(self._index.get(name, ()))
+        return len((self._index or self._build_index()).get(name, ()))
 
     def segment(self, name: str, seq: int = 1) -> tuple[str, ...] | None:
         """The fields of the seq-th segment of that name, or None."""
-        where = self._index.get(name, ())
+        where = (self._index or self._build_index()).get(name, ())
         return self.segments[where[seq - 1]] if 0 < seq <= len(where) else None
 
     # --- fields -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ repetitions and escapes are resolved lazily, per leaf, by `InboundMessage`.
 from __future__ import annotations
 
 from engine.errors import BadEncodingCharacters, Location, NotHL7, UnsupportedCharset
-from engine.parsing.message import Delimiters, InboundMessage
+from engine.parsing.message import STANDARD, Delimiters, InboundMessage
 
 BOM = b"\xef\xbb\xbf"
 
@@ -42,33 +42,37 @@ FALLBACK = "cp1252"
 def parse(raw: bytes) -> InboundMessage:
     """Parse one MLLP payload.  Raises `NotHL7`, `BadEncodingCharacters` or `UnsupportedCharset`."""
     data = raw[3:] if raw.startswith(BOM) else raw
-    data = data.lstrip(b"\r\n\t \x00")
+    if data[:3] != b"MSH":
+        data = data.lstrip(b"\r\n\t \x00")
     if not data.startswith(b"MSH") or len(data) < 8:
         raise NotHL7("no MSH segment at the start of the message")
-    delims = _delimiters(data)
-    text, codec = _decode(data, _charset(data, delims))
+    line_end = data.find(b"\r")
+    lf = data.find(b"\n", 0, line_end if line_end >= 0 else len(data))
+    if lf >= 0:
+        line_end = lf
+    msh = data[:line_end] if line_end >= 0 else data
+    delims = _delimiters(msh)
+    text, codec = _decode(data, _charset(msh, delims))
     return InboundMessage(_split(text, delims), delims, codec)
 
 
-def _delimiters(data: bytes) -> Delimiters:
-    where = Location("MSH", 1, 2)
-    fs = data[3:4].decode("ascii", errors="replace")  # a non-ASCII MSH-1 byte is no delimiter
-    end = data.find(data[3:4], 4)
-    line_end = min((i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0), default=len(data))
-    if end < 0 or end > line_end:
-        end = line_end
-    enc = data[4:end].decode("ascii", errors="replace")
+def _delimiters(msh: bytes) -> Delimiters:
+    if msh[3:9] == b"|^~\\&|":
+        return STANDARD
+    fs = msh[3:4].decode("ascii", errors="replace")  # a non-ASCII MSH-1 byte is no delimiter
+    end = msh.find(msh[3:4], 4)
+    enc = msh[4:end if end >= 0 else len(msh)].decode("ascii", errors="replace")
     chars = fs + enc
     if len(enc) not in (4, 5) or len(set(chars)) != len(chars) or any(
         c.isalnum() or c in "\r\n \ufffd" for c in chars
     ):
-        raise BadEncodingCharacters("MSH-1/MSH-2 must be 5 or 6 distinct delimiters", where)
+        raise BadEncodingCharacters("MSH-1/MSH-2 must be 5 or 6 distinct delimiters",
+                                    Location("MSH", 1, 2))
     return Delimiters(fs, enc[0], enc[1], enc[2], enc[3], enc[4] if len(enc) == 5 else "")
 
 
-def _charset(data: bytes, delims: Delimiters) -> str:
-    line_end = min((i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0), default=len(data))
-    fields = data[:line_end].split(delims.field.encode("ascii"))
+def _charset(msh: bytes, delims: Delimiters) -> str:
+    fields = msh.split(delims.field.encode("ascii"), 18)
     if len(fields) < 18:
         return ""
     declared = fields[17].split(delims.repetition.encode("ascii"))[0]

@@ -1,0 +1,71 @@
+"""MSH read once: every value the header checks, the store row and the ACK builder need.
+
+Wire values (`*_raw`, and the sender/receiver fields) are the first repetition as sent, escapes
+kept, ready to echo; decoded values follow the path rules of `InboundMessage.get` (first
+repetition, first component unless named, escapes decoded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.parsing.escape import unescape
+from engine.parsing.message import Delimiters
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    sending_application: str  # MSH-3
+    sending_facility: str  # MSH-4
+    receiving_application: str  # MSH-5
+    receiving_facility: str  # MSH-6
+    message_type: str  # MSH-9.1
+    trigger: str  # MSH-9.2
+    trigger_raw: str
+    control_id: str  # MSH-10
+    control_id_raw: str
+    processing_id: str  # MSH-11.1
+    processing_raw: str  # MSH-11
+    version: str  # MSH-12.1
+    version_raw: str  # MSH-12
+    accept_ack: str  # MSH-15
+    application_ack: str  # MSH-16
+    charset_raw: str  # MSH-18
+
+
+def read_header(msh: tuple[str, ...], d: Delimiters, charset: str) -> Header:
+    """The header of an MSH segment tuple (`msh[n]` is MSH-n)."""
+    size, rep = len(msh), d.repetition
+    fields = {n: _first(msh[n], rep) if n < size else "" for n in _USED}
+    msh9 = fields[9].split(d.component)
+    trigger_raw = msh9[1] if len(msh9) > 1 else ""
+
+    def leaf(text: str) -> str:
+        text = text.split(d.component, 1)[0].split(d.subcomponent, 1)[0]
+        return unescape(text, d, charset) if d.escape in text else text
+
+    return Header(
+        sending_application=fields[3],
+        sending_facility=fields[4],
+        receiving_application=fields[5],
+        receiving_facility=fields[6],
+        message_type=leaf(msh9[0]),
+        trigger=leaf(trigger_raw),
+        trigger_raw=trigger_raw,
+        control_id=leaf(fields[10]),
+        control_id_raw=fields[10],
+        processing_id=leaf(fields[11]),
+        processing_raw=fields[11],
+        version=leaf(fields[12]),
+        version_raw=fields[12],
+        accept_ack=leaf(fields[15]),
+        application_ack=leaf(fields[16]),
+        charset_raw=fields[18],
+    )
+
+
+_USED = (3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)
+
+
+def _first(text: str, repetition: str) -> str:
+    return text.split(repetition, 1)[0] if repetition in text else text
