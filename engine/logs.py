@@ -76,6 +76,8 @@ def configure_logging(file: str | None, level: str = "info", console: TextIO | N
     lowest = LEVELS.get(level, 20)
     logger = TeeLogger(out, console, lowest,
                        LEVELS.get(console_level, 20) if console_level else None)
+    global _SINK
+    _SINK = logger
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -88,6 +90,20 @@ def configure_logging(file: str | None, level: str = "info", console: TextIO | N
 
 
 _OPEN_FILES: list[TextIO] = []
+_SINK: TeeLogger | None = None
+
+
+def emit(level: str, event: str, fields: dict[str, Any]) -> None:
+    """The per-message event, straight to the configured sink: the same JSON line as through
+    structlog's processor chain, at a third of the cost.  Unconfigured (tests), it goes
+    through structlog."""
+    if _SINK is None:
+        getattr(structlog.get_logger("engine.message"), level)(event, **fields)
+        return
+    fields["event"] = event
+    fields["level"] = level
+    fields["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    _SINK.msg(fields)
 
 
 def flush_logs() -> None:

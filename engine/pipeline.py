@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import Connection, Engine
@@ -27,9 +27,8 @@ from engine.validate import check_header
 log = structlog.get_logger("engine.pipeline")
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A frame as the listener received it."""
+class Job(NamedTuple):
+    """A frame as the listener received it (NamedTuples here: one of each per message)."""
 
     channel: Channel
     raw: bytes
@@ -37,8 +36,7 @@ class Job:
     received_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """What goes back to the listener: the ACKs to write and what to log."""
 
     acks: list[bytes]

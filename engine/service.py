@@ -17,6 +17,7 @@ from twisted.internet import defer
 
 from engine.ack import AckBuilder
 from engine.config import Channel, Config
+from engine.logs import emit
 from engine.mllp.server import Handler, MLLPServerFactory
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.store.writer import GroupCommitWriter
@@ -83,14 +84,12 @@ def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiServi
 
 
 def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result]) -> Handler:
-    mlog = structlog.get_logger("engine.message").bind(channel=channel.name)
-
     def handle(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
         d: defer.Deferred[list[bytes]] = defer.Deferred()
         started = time.perf_counter()
 
         def done(result: Result) -> None:
-            _log_result(mlog, result, peer, len(payload), time.perf_counter() - started)
+            _log_result(channel.name, result, peer, len(payload), time.perf_counter() - started)
             d.callback(result.acks)
 
         writer.submit(Job(channel, payload, peer, datetime.now(UTC)), done)
@@ -99,22 +98,23 @@ def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result]) -> Handle
     return handle
 
 
-def _log_result(mlog: Any, r: Result, peer: str, size: int, seconds: float) -> None:
-    codes = " ".join(_msa1(a) for a in r.acks)
+def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float) -> None:
     event = ("message.retransmission" if r.retransmission
              else "message.stored" if r.committed else "message.not_stored")
-    fields = dict(peer=peer, id=r.message_id, control_id=r.control_id, type=r.message_type,
-                  size=size, digest=r.digest[:16], ack=codes, status=r.verdict.disposition.value,
-                  ms=round(seconds * 1000, 2))
+    fields: dict[str, Any] = {
+        "channel": channel, "peer": peer, "id": r.message_id, "control_id": r.control_id,
+        "type": r.message_type, "size": size, "digest": r.digest[:16],
+        "ack": " ".join(_msa1(a) for a in r.acks), "status": r.verdict.disposition.value,
+        "ms": round(seconds * 1000, 2)}
     if r.verdict.code:
         fields["error_code"] = r.verdict.code
         fields["error_location"] = str(r.verdict.location or "")
     if r.reused:
-        mlog.warning("message.control_id_reused", **fields)
+        emit("warning", "message.control_id_reused", fields)
     elif not r.committed:
-        mlog.error(event, **fields)
+        emit("error", event, fields)
     else:
-        mlog.info(event, **fields)
+        emit("info", event, fields)
 
 
 def _msa1(ack: bytes) -> str:

@@ -7,14 +7,16 @@ repetition, first component unless named, escapes decoded).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from engine.parsing.escape import unescape
 from engine.parsing.message import Delimiters
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: it is built for every message, and a frozen
+    dataclass's __init__ costs several times more."""
+
     sending_application: str  # MSH-3
     sending_facility: str  # MSH-4
     receiving_application: str  # MSH-5

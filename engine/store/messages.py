@@ -7,9 +7,8 @@ thread or by a CLI command.  Nothing here knows HL7 beyond the columns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, select, update
 
@@ -18,8 +17,7 @@ from engine.store.schema import messages
 LOG_COLUMNS = [c for c in messages.c if c.name != "raw"]
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+class Stored(NamedTuple):
     """What the store made of one prepared row."""
 
     message_id: int
