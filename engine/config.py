@@ -283,11 +283,29 @@ def _check_unique(channels: list[tuple[int, Channel]], r: _Reader) -> None:
         if ch.name in seen_names:
             r.problem(f"channels[{i}].name", f"duplicate of channels[{seen_names[ch.name]}].name")
         seen_names.setdefault(ch.name, i)
-        key = (ch.host, ch.port)
-        if ch.port and key in seen_ports:
-            r.problem(f"channels[{i}].listen.port",
-                      f"already used by channels[{seen_ports[key]}]")
-        seen_ports.setdefault(key, i)
+        clash = next((j for (host, port), j in seen_ports.items() if port == ch.port and (
+            host == ch.host or WILDCARD in (host, ch.host))), None)
+        if ch.port and clash is not None:
+            r.problem(f"channels[{i}].listen.port", f"already used by channels[{clash}]")
+        seen_ports.setdefault((ch.host, ch.port), i)
+
+
+WILDCARD = "0.0.0.0"  # listens on every address, so it clashes with any host on its port
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping is an error, not a silent
+    override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path, reader: Callable[[Path], str] | None = None) -> Config:
@@ -300,9 +318,13 @@ def load_config(path: str | Path, reader: Callable[[Path], str] | None = None) -
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{p}: cannot read (not UTF-8 at byte {exc.start})"]) from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ConfigError([f"{p}: not valid YAML at {where}"]) from exc
+        problem = getattr(exc, "problem", None) or ""
+        if problem.startswith("duplicate key"):
+            raise ConfigError([f"{p}: {problem} at {where}"]) from exc
+        detail = f" ({problem})" if problem else ""
+        raise ConfigError([f"{p}: not valid YAML at {where}{detail}"]) from exc
     return parse_config(data, str(p))

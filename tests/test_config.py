@@ -394,14 +394,16 @@ def test_invalid_yaml_reported_with_line_and_column(tmp_path: Path) -> None:
     """A YAML syntax error names the file and the line and column where the parser stopped."""
     path = tmp_path / "channels.yaml"
     path.write_text("channels:\n  - name: a\n   listen: x\n")
-    assert load_problems(path) == [f"{path}: not valid YAML at line 3, column 4"]
+    assert load_problems(path) == [f"{path}: not valid YAML at line 3, column 4 "
+                                   "(expected <block end>, but found '<block mapping start>')"]
 
 
 def test_unclosed_flow_mapping_reported_where_parser_stopped(tmp_path: Path) -> None:
     """An unclosed `{` is reported at the token where PyYAML gave up (the next key's colon)."""
     path = tmp_path / "channels.yaml"
     path.write_text("channels:\n  - name: a\n    listen: {port: 2575\n    accept: [REF^I12]\n")
-    assert load_problems(path) == [f"{path}: not valid YAML at line 4, column 11"]
+    assert load_problems(path) == [f"{path}: not valid YAML at line 4, column 11 "
+                                   "(expected ',' or '}', but got ':')"]
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -503,3 +505,21 @@ def test_unquoted_off_is_sqlite_synchronous_off() -> None:
         "database: {url: 'sqlite:///x.db', sqlite_synchronous: OFF}\n"
         "channels: [{name: a, listen: {port: 0}, accept: [REF^I12]}]\n"))
     assert config.database.sqlite_synchronous == "OFF"
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
+    """A key given twice in one mapping is reported with its line, not silently overridden."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("channels:\n  - name: a\n    name: b\n    listen: {port: 1}\n"
+                    "    accept: [REF^I12]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{path}: duplicate key 'name' at line 3, column 5"]
+
+
+def test_wildcard_host_clashes_with_any_host_on_its_port() -> None:
+    """0.0.0.0:2575 and 127.0.0.1:2575 cannot both listen."""
+    assert problems({"channels": [
+        channel(name="a", listen={"host": "0.0.0.0", "port": 2575}),
+        channel(name="b", listen={"host": "127.0.0.1", "port": 2575})]}) == [
+        "channels[1].listen.port: already used by channels[0]"]
