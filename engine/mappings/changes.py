@@ -1,0 +1,152 @@
+"""The values mappers produce and the ledger applies.  Frozen, plain, no database.
+
+Identifiers are HL7 EI (`EI.1^EI.2`); patients are PID-3 (CX.1, CX.4.1) pairs (HL7-SPEC §8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from engine.errors import ContentError, Location
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class EI:
+    """An entity identifier: EI.1 (id) and EI.2 (namespace / assigning authority)."""
+
+    id: str
+    authority: str = ""
+
+    @property
+    def text(self) -> str:
+        """`EI.1^EI.2`, as the CLI prints it (`MFP-R-1001^PCPEHR`)."""
+        return f"{self.id}^{self.authority}" if self.authority else self.id
+
+    def matches(self, other: EI) -> bool:
+        """HL7-SPEC §6: EI.1 equal, and EI.2 equal when both sides have it."""
+        return self.id == other.id and (
+            not self.authority or not other.authority or self.authority == other.authority)
+
+    @classmethod
+    def parse(cls, text: str) -> EI:
+        ident, _, authority = text.partition("^")
+        return cls(ident, authority)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PatientId:
+    """PID-3 as a (CX.1, CX.4.1) pair; CX.4.2 (an OID) stands in when CX.4.1 is empty."""
+
+    id: str
+    authority: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.id}^{self.authority}"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A PRD (or ORC-12 / OBR-16) provider: role (table 0286 RP/RT/PP/CP/...), id, name, location."""
+
+    role: str
+    id: str = ""
+    name: str = ""
+    location: str = ""
+
+
+# Referral lifecycle events (HL7-SPEC §7).  The ledger decides the status; mappers name the event.
+OPEN = "open"  # REF I12, ORC NW
+ACCEPT = "accept"  # RF1-1 A on I13/RRI, ORC OK, OSU SC/IP, ORC SC with ORC-5 SC/IP
+REJECT = "reject"  # RF1-1 R, ORC UA
+CANCEL = "cancel"  # REF I14, ORC CA/OC/CR/DC/OD, OSU DC
+COMPLETE = "complete"  # ORC SC + ORC-5 CM
+CLOSE = "close"  # RRI/I13 carrying a final consult note
+EXPIRE = "expire"  # RF1-1 E
+MODIFY = "modify"  # I13 without a status change, ORC XO/XX/XR: details only
+NOTE = "note"  # recorded in history, no status change (I15 status request, ORC HD/RL, ...)
+
+REFERRAL_EVENTS = (OPEN, ACCEPT, REJECT, CANCEL, COMPLETE, CLOSE, EXPIRE, MODIFY, NOTE)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralChange:
+    """What one REF/RRI/ORM/OMG/OSU message says about one referral."""
+
+    event: str  # one of REFERRAL_EVENTS
+    source: str  # REF | ORM | OMG (the family that owns the key)
+    key: EI  # the originating key: RF1-6 (REF/RRI) or ORC-2 (orders)
+    key_location: Location  # where the key is (RF1^1^6, ORC^1^2), for 204/205
+    trigger: str  # MSH-9.1^MSH-9.2, for history
+    owner: str = ""  # MSH-3.1 of the sender: the system that owns the key
+    status_code: str = ""  # raw RF1-1 or ORC-1/ORC-5, for history
+    patient_ids: tuple[PatientId, ...] = ()
+    external_ids: tuple[EI, ...] = ()  # RF1-11 (repeating)
+    filler_order_number: EI | None = None  # ORC-3
+    priority: str = ""  # RF1-2 / ORC-7 / TQ1-9: S, A, R
+    specialty: str = ""
+    window_start: datetime | None = None  # RF1-7
+    window_end: datetime | None = None  # RF1-8 (or TQ1-8 "needed by")
+    providers: tuple[Provider, ...] = ()
+    diagnoses: tuple[str, ...] = ()  # DG1-3.1 codes
+
+
+# Appointment statuses (issue 3): booked, cancelled, deleted, noshow, complete.
+BOOKED, CANCELLED, DELETED, NOSHOW, COMPLETE_APPT = (
+    "booked", "cancelled", "deleted", "noshow", "complete")
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentChange:
+    """What one SIU message says about one appointment (HL7-SPEC §6)."""
+
+    trigger: str  # S12 ... S26
+    key: EI  # SCH-2, else SCH-1
+    status: str  # booked | cancelled | deleted | noshow | complete
+    rescheduled: bool = False  # S13: new time
+    filler_status: str = ""  # SCH-25.1 as sent (local words kept)
+    start: datetime | None = None  # SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8
+    duration_min: int | None = None
+    specialty: str = ""  # AIL-3.1, then AIS-3.1
+    placer_order_numbers: tuple[EI, ...] = ()  # SCH-26
+    filler_order_numbers: tuple[EI, ...] = ()  # SCH-27
+    patient_ids: tuple[PatientId, ...] = ()
+
+
+Change = ReferralChange | AppointmentChange
+
+
+# --- content errors (HL7-SPEC §3, AE rows) ---------------------------------------------------
+
+
+class RequiredSegmentMissing(ContentError):
+    code = "100"
+
+
+class RequiredFieldMissing(ContentError):
+    code = "101"
+
+
+class BadValue(ContentError):
+    """A date/time or number we need cannot be read."""
+
+    code = "102"
+
+
+class UnknownCode(ContentError):
+    """A coded value outside the table we act on (e.g. ORC-1)."""
+
+    code = "103"
+
+
+class UnknownKey(ContentError):
+    """An update or cancel for a referral or order its owner never sent."""
+
+    code = "204"
+
+
+class DuplicateKey(ContentError):
+    """A new referral or order whose key already exists."""
+
+    code = "205"
