@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--raw", action="store_true",
                       help="also print the message body (writes an audit event)")
     show.add_argument("--json", action="store_true")
+    refs = sub.add_parser("referrals", parents=[common], help="the referral ledger")
+    refs.add_argument("--status", help="only referrals in this status (e.g. pending)")
+    refs.add_argument("--overdue", action="store_true",
+                      help="only pending/accepted referrals past their deadline to be scheduled")
+    refs.add_argument("--json", action="store_true")
+    one = sub.add_parser("referral", parents=[common], help="one referral with its history")
+    one.add_argument("id", metavar="ID", help="any of its keys, as EI text: MFP-R-1001^PCPEHR")
+    one.add_argument("--json", action="store_true")
+    appts = sub.add_parser("appointments", parents=[common], help="appointments and their match")
+    appts.add_argument("--json", action="store_true")
+    work = sub.add_parser("worklist", parents=[common],
+                          help="unmatched and ambiguous appointments, oldest first")
+    work.add_argument("--json", action="store_true")
+    link = sub.add_parser("link", parents=[common],
+                          help="link an appointment to a referral by hand (history: via manual)")
+    link.add_argument("appointment", metavar="APPOINTMENT")
+    link.add_argument("referral", metavar="REFERRAL")
+    sub.add_parser("sweep", parents=[common],
+                   help="expire pending/accepted referrals past RF1-8 (run also daily by `run`)")
     return p
 
 
@@ -63,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
         "run": cmd_run, "check-config": cmd_check_config, "send": cmd_send,
-        "tail": cmd_tail, "show": cmd_show,
+        "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
+        "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
+        "link": cmd_link, "sweep": cmd_sweep,
     }[args.command]
     try:
         return int(handler(args))
@@ -129,10 +150,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     flusher.clock = r
     r.callWhenRunning(flusher.start, 0.5, now=False)
     r.callWhenRunning(top.startService)
+    sweeper = LoopingCall(_sweep_in_thread, r, db)
+    sweeper.clock = r
+    r.callWhenRunning(sweeper.start, 86400, now=True)  # at start, then daily
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
     r.run()
     db.dispose()
     return EXIT_OK
+
+
+def _sweep_in_thread(reactor: Any, db: Any) -> Any:
+    """The daily expiry sweep, off the reactor, on its own connection."""
+    from twisted.internet.threads import deferToThreadPool
+
+    from engine.ledger.apply import LedgerSettings, sweep
+    from engine.logs import emit
+
+    def work() -> None:
+        with db.begin() as conn:
+            expired = sweep(conn, _now(), LedgerSettings())
+        emit("info", "ledger.sweep", {"expired": len(expired)})
+
+    def failed(failure: Any) -> None:
+        emit("error", "ledger.sweep_failed", {"error": failure.type.__name__})
+
+    d = deferToThreadPool(reactor, reactor.getThreadPool(), work)
+    d.addErrback(failed)
+    return None
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -238,6 +282,7 @@ def _log_record(row: Any) -> dict[str, Any]:
         "error_text": row.error_text,
         "control_id_reused": bool(row.control_id_reused),
         "retransmissions": row.retransmissions,
+        "ledger_effect": row.ledger_effect,
     }
 
 
@@ -254,7 +299,8 @@ def _log_line(row: Any, as_json: bool) -> str:
     flags += f" resent×{rec['retransmissions']}" if rec["retransmissions"] else ""
     return (f"{rec['received_at']}  #{rec['id']:<6} {rec['channel']:<12} {rec['sender']:<24} "
             f"{rec['type'] or '-':<9} {rec['control_id'] or '-':<20} {rec['ack'] or '-':<6} "
-            f"{rec['status']}{error}{flags}")
+            f"{rec['status']}{error}{flags}"
+            + (f"  {rec['ledger_effect']}" if rec["ledger_effect"] else ""))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -283,4 +329,114 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.raw:
         print()
         print(rec["raw"].replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))
+    return EXIT_OK
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Aligned columns; lists joined with commas, None as '-'."""
+    def cell(value: Any) -> str:
+        if value is None or value == []:
+            return "-"
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    table = [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_referrals(args: argparse.Namespace) -> int:
+    from engine.ledger.views import list_referrals
+
+    db = _open(_database_only(args)[0])
+    with db.connect() as conn:
+        rows = list_referrals(conn, status=args.status,
+                              overdue_at=_now() if args.overdue else None)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["id", "status", "source", "priority", "specialty", "patient_ids",
+                            "appointments", "received_at", "due_at"])
+    return EXIT_OK
+
+
+def cmd_referral(args: argparse.Namespace) -> int:
+    from engine.ledger.views import find_referral
+    from engine.mappings.changes import EI
+
+    db = _open(_database_only(args)[0])
+    with db.connect() as conn:
+        found = find_referral(conn, EI.parse(args.id))
+    if found is None:
+        print(f"no referral {args.id}", file=sys.stderr)
+        return EXIT_NOT_OK
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return EXIT_OK
+    history = found.pop("history")
+    width = max(len(k) for k in found)
+    for key, value in found.items():
+        print(f"{key:<{width}}  {value}")
+    print()
+    _print_table(history, ["at", "event", "status_before", "status_after", "appointment",
+                           "control_id", "rule"])
+    return EXIT_OK
+
+
+def cmd_appointments(args: argparse.Namespace, worklist: bool = False) -> int:
+    from engine.ledger.views import list_appointments
+
+    db = _open(_database_only(args)[0])
+    with db.connect() as conn:
+        rows = list_appointments(conn, worklist=worklist)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["id", "status", "start", "duration_min", "specialty", "match",
+                            "referral", "via", "candidates"])
+    return EXIT_OK
+
+
+def cmd_worklist(args: argparse.Namespace) -> int:
+    return cmd_appointments(args, worklist=True)
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    from engine.ledger.apply import link_manually
+    from engine.logs import audit, configure_logging
+    from engine.mappings.changes import EI
+
+    database, log_file = _database_only(args)
+    db = _open(database)
+    try:
+        with db.begin() as conn:
+            effect = link_manually(conn, EI.parse(args.appointment), EI.parse(args.referral),
+                                   _now())
+    except LookupError as exc:
+        print(str(exc).strip("'\""), file=sys.stderr)
+        return EXIT_NOT_OK
+    configure_logging(log_file or None, console=None)
+    audit("audit.manual_link", appointment=args.appointment, referral=args.referral)
+    print(effect)
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine.ledger.apply import LedgerSettings, sweep
+
+    db = _open(_database_only(args)[0])
+    with db.begin() as conn:
+        effects = sweep(conn, _now(), LedgerSettings())
+    for line in effects:
+        print(line)
+    print(f"{len(effects)} referral(s) expired")
     return EXIT_OK

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from engine.errors import EngineError
+from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
 
 DEFAULT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
 DEFAULT_DATABASE = "sqlite:///var/engine.db"
@@ -58,6 +59,7 @@ class Channel:
     ack: AckConfig = AckConfig()
     limits: Limits = Limits()
     tolerate_missing_cr: bool = True
+    rules: MappingRules = MappingRules()
 
     def accepts_type(self, msg_type: str) -> bool:
         return any(t == msg_type for t, _ in self.accept)
@@ -169,7 +171,8 @@ def _expand_accept(entry: str, path: str, r: _Reader) -> list[tuple[str, str]]:
 
 
 def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
-    keys = {"name", "listen", "accept", "versions", "processing_ids", "ack", "limits", "framing"}
+    keys = {"name", "listen", "accept", "versions", "processing_ids", "ack", "limits", "framing",
+            "ledger"}
     m = r.mapping(raw, path, keys)
     if not isinstance(raw, dict):
         if raw is None:
@@ -218,7 +221,21 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
         limits=limits,
         tolerate_missing_cr=r.boolean(framing.get("tolerate_missing_cr"),
                                       f"{path}.framing.tolerate_missing_cr", True),
+        rules=_rules(m.get("ledger"), f"{path}.ledger", r),
     )
+
+
+def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
+    m = r.mapping(raw, path, {"order_specialties", "closing_codes"})
+    specialties: dict[str, str] = {}
+    table = m.get("order_specialties")
+    if table is not None and not isinstance(table, dict):
+        r.problem(f"{path}.order_specialties", "expected a mapping of OBR-4 code: specialty")
+    elif table:
+        for code, specialty in table.items():
+            specialties[str(code)] = r.string(specialty, f"{path}.order_specialties.{code}")
+    codes = r.strings(m.get("closing_codes"), f"{path}.closing_codes", ())
+    return MappingRules(specialties, frozenset(codes) | DEFAULT_CLOSING_CODES)
 
 
 def _database(raw: Any, r: _Reader) -> Database:

@@ -19,9 +19,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
 from engine.config import Channel
-from engine.errors import CommitFailed, Disposition, HL7Error, Location
+from engine.errors import CommitFailed, ContentError, Disposition, HL7Error, Location
+from engine.ledger import apply as ledger
+from engine.mappings.changes import Change
+from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
-from engine.store.messages import Stored, record_batch
+from engine.store.messages import Stored, record_batch, set_outcome
 from engine.validate import check_header
 
 log = structlog.get_logger("engine.pipeline")
@@ -56,6 +59,7 @@ class _Prepared:
     msg: InboundMessage | None
     verdict: Verdict
     row: dict[str, Any] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)  # what it says to the ledger
 
 
 class Pipeline:
@@ -67,6 +71,7 @@ class Pipeline:
         self._builders = builders
         self._clock = clock
         self._conn: Connection | None = None  # the writer thread's own, kept between batches
+        self._ledger = ledger.LedgerSettings()
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
         """Prepare, commit in one transaction, then build every ACK."""
@@ -77,11 +82,34 @@ class Pipeline:
                 self._conn = self._db.connect()
             with self._conn.begin():
                 stored = record_batch(self._conn, [p.row for p in prepared], now)
+                for p, s in zip(prepared, stored, strict=True):
+                    if p.changes and not s.retransmission:
+                        self._to_ledger(self._conn, p, s.message_id, now)
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's or the driver's: nothing committed
             log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
             self._drop_connection()
             return [self._uncommitted(p) for p in prepared]
         return [self._finish(p, s) for p, s in zip(prepared, stored, strict=True)]
+
+    def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime) -> None:
+        """Apply one accepted message's changes, in batch order; a 204/205 turns it into AE and
+        changes nothing (the check runs before any write)."""
+        try:
+            ledger.check(conn, p.changes)
+        except ContentError as exc:
+            p.verdict = Verdict(exc.disposition, Stage.CONTENT, exc.code, exc.location, exc.reason)
+            h = p.msg.header if p.msg is not None else None
+            codes = ack_codes(p.verdict, h.accept_ack if h else "", h.application_ack if h else "")
+            set_outcome(conn, message_id, status=p.verdict.disposition.value,
+                        stage=Stage.CONTENT.value, error_code=exc.code,
+                        error_location=str(exc.location or ""), error_text=exc.reason,
+                        ack_codes=" ".join(codes))
+            return
+        context = ledger.Context(conn, message_id, p.row["control_id"], now, self._ledger)
+        effects = ledger.apply(context, p.changes)
+        if effects:
+            set_outcome(conn, message_id, ledger_effect="; ".join(effects))
+            p.row["ledger_effect"] = "; ".join(effects)
 
     def _drop_connection(self) -> None:
         """After a failure, start the next batch on a fresh connection."""
@@ -131,7 +159,13 @@ def prepare(job: Job) -> _Prepared:
         verdict = check_header(msg, job.channel) or ACCEPTED
     except HL7Error as exc:
         verdict = Verdict(exc.disposition, Stage.HEADER, exc.code, exc.location, exc.reason)
-    p = _Prepared(job, msg, verdict)
+    changes: list[Change] = []
+    if msg is not None and verdict.accepted:
+        try:
+            changes = map_message(msg, job.channel.rules)
+        except ContentError as exc:
+            verdict = Verdict(exc.disposition, Stage.CONTENT, exc.code, exc.location, exc.reason)
+    p = _Prepared(job, msg, verdict, changes=changes)
     p.row = _row(p)  # its ack_codes are what the ACKs will carry once committed
     return p
 
@@ -168,6 +202,7 @@ def _row(p: _Prepared) -> dict[str, Any]:
         "control_id_reused": False,
         "retransmissions": 0,
         "last_retransmission_at": None,
+        "ledger_effect": "",
     }
 
 

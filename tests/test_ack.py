@@ -34,7 +34,8 @@ def _msg(msh9: str = "REF^I12^REF_I12", version: str = "2.5.1", processing: str 
          msh15: str = "", msh16: str = "", control: str = "C1") -> bytes:
     tail = f"|||{msh15}|{msh16}" if msh15 or msh16 else ""
     return (f"MSH|^~\\&|PCPEHR|NORTH|REFTRACK|HUB|20260101120000||{msh9}|{control}|"
-            f"{processing}|{version}{tail}\rPID|1||100001^^^NORTH^MR\r").encode()
+            f"{processing}|{version}{tail}\rRF1|P|||||R-1^PCPEHR\rPID|1||100001^^^NORTH^MR\r"
+            ).encode()
 
 
 def _answer(builder: AckBuilder, raw: bytes) -> list[bytes]:
@@ -73,7 +74,7 @@ def test_enhanced_mode_rows(builder: AckBuilder, raw: bytes, msa1: str, err3: st
                             where: str) -> None:
     """Enhanced mode (MSH-15/16 = AL/AL): header rows become CR in the accept ACK and no
     application ACK follows; a processed message gets CA then AA."""
-    raw = raw.replace(b"\rPID", b"|||AL|AL\rPID") if b"|||AL" not in raw else raw
+    raw = raw.replace(b"\rRF1", b"|||AL|AL\rRF1") if b"|||AL" not in raw else raw
     acks = [parse(a) for a in _answer(builder, raw)]
     if msa1 == "AA":
         assert [a["MSA.1"] for a in acks] == ["CA", "AA"]
@@ -155,7 +156,7 @@ def test_custom_delimiters_are_transcoded_to_standard(builder: AckBuilder) -> No
     """A sender with `#$*?%` delimiters gets a standard `|^~\\&` ACK with its values re-encoded:
     its `|` is data and becomes `\\F\\`, its escaped `?F?` is a `#`, plain in the ACK."""
     raw = (b"MSH#$*?%#PC|PEHR#NORTH$X#REFTRACK#HUB#20260101##REF$I12#C?F?1#P#2.5.1\r"
-           b"PID#1\r")
+           b"RF1#P#####R-1\rPID#1\r")
     (ack,) = _answer(builder, raw)
     assert ack == (b"MSH|^~\\&|REFTRACK|HUB|PC\\F\\PEHR|NORTH^X|20261128093000+0000||"
                    b"ACK^I12^ACK|ACK1|P|2.5.1\rMSA|AA|C#1\r")
@@ -170,7 +171,7 @@ def test_transcode_round_trips_structure() -> None:
 def test_ack_uses_inbound_charset_and_echoes_msh18(builder: AckBuilder) -> None:
     """A latin-1 sender gets its ACK in latin-1 with MSH-18 echoed."""
     raw = ("MSH|^~\\&|PCPEHR|MÜNCHEN|REFTRACK|HUB|20260101||REF^I12|C1|P|2.5.1|||||"
-           "|8859/1\rPID|1\r").encode("latin-1")
+           "|8859/1\rRF1|P|||||R-1\rPID|1\r").encode("latin-1")
     (ack,) = _answer(builder, raw)
     assert "MÜNCHEN".encode("latin-1") in ack
     assert ack.split(b"\r")[0].endswith(b"|8859/1")

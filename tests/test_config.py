@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "channels.yaml"
 
 KEYS_TOP = "channels, database, log"
-KEYS_CHANNEL = "accept, ack, framing, limits, listen, name, processing_ids, versions"
+KEYS_CHANNEL = "accept, ack, framing, ledger, limits, listen, name, processing_ids, versions"
 KEYS_LIMITS = "idle_timeout_s, max_connections, max_frame_bytes, max_queued_frames"
 ACCEPT_FORMS = "expected TYPE^TRIGGER, TYPE^* or TYPE^S12-S26"
 RANGE_FORM = "a trigger range is like S12-S26 (same letter, ascending)"
@@ -523,3 +523,15 @@ def test_wildcard_host_clashes_with_any_host_on_its_port() -> None:
         channel(name="a", listen={"host": "0.0.0.0", "port": 2575}),
         channel(name="b", listen={"host": "127.0.0.1", "port": 2575})]}) == [
         "channels[1].listen.port: already used by channels[0]"]
+
+
+def test_ledger_rules_per_channel() -> None:
+    """`ledger.order_specialties` maps OBR-4 codes; `closing_codes` add to LOINC 11488-4."""
+    config = parse_config({"channels": [channel(ledger={
+        "order_specialties": {"CONSULT-NEUR": "NEUR"}, "closing_codes": ["X-NOTE"]})]})
+    rules = config.channels[0].rules
+    assert rules.order_specialties == {"CONSULT-NEUR": "NEUR"}
+    assert rules.closing_codes == frozenset({"11488-4", "X-NOTE"})
+    assert problems({"channels": [channel(ledger={"order_specialties": ["x"], "x": 1})]}) == [
+        "channels[0].ledger.x: unknown key (expected one of: closing_codes, order_specialties)",
+        "channels[0].ledger.order_specialties: expected a mapping of OBR-4 code: specialty"]

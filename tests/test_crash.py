@@ -7,6 +7,7 @@ after the restart, and resending everything that was not acknowledged creates no
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ CONTROL = parse(TEMPLATE)["MSH.10"].encode()
 
 
 def _message(n: int) -> tuple[str, bytes]:
+    """A new referral each: a unique MSH-10 and RF1-6."""
     control = f"CRASH-{n:06d}"
-    return control, TEMPLATE.replace(CONTROL, control.encode(), 1)
+    payload = TEMPLATE.replace(CONTROL, control.encode(), 1)
+    return control, payload.replace(b"MFP-R-1001", f"MFP-R-C{n:06d}".encode())
 
 
 class Sender(threading.Thread):
@@ -62,7 +65,8 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path: Path, db_url: str) -> N
     senders = [Sender(engine.port, list(range(i, total, streams))) for i in range(streams)]
     for s in senders:
         s.start()
-    while sum(len(s.acked) for s in senders) < 300:
+    deadline = time.monotonic() + 120
+    while sum(len(s.acked) for s in senders) < 300 and time.monotonic() < deadline:
         threading.Event().wait(0.01)
     engine.kill()
     for s in senders:

@@ -161,3 +161,8 @@ def message_row(conn: Connection, message_id: int, *, with_raw: bool = False) ->
     """One stored message, with its body only when asked."""
     cols = list(messages.c) if with_raw else LOG_COLUMNS
     return conn.execute(select(*cols).where(messages.c.id == message_id)).first()
+
+
+def set_outcome(conn: Connection, message_id: int, **values: Any) -> None:
+    """Amend a stored message: a content error found by the ledger, or its ledger effect."""
+    conn.execute(update(messages).where(messages.c.id == message_id).values(**values))

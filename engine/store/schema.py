@@ -47,6 +47,105 @@ messages = Table(
     Column("control_id_reused", Boolean, nullable=False, server_default="0"),
     Column("retransmissions", Integer, nullable=False, server_default="0"),
     Column("last_retransmission_at", DateTime()),
+    Column("ledger_effect", Text, nullable=False, server_default=""),  # e.g. "referral X pending→accepted"
     Index("ix_messages_dedupe_key", "dedupe_key"),
     Index("ix_messages_received_at", "received_at"),
+)
+
+# --- the referral ledger (issue 3) ------------------------------------------------------------
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key_id", String(199), nullable=False),  # the originating key: RF1-6 or ORC-2
+    Column("key_authority", String(199), nullable=False, server_default=""),
+    Column("source", String(8), nullable=False),  # REF | ORM | OMG
+    Column("owner", String(227), nullable=False, server_default=""),  # MSH-3.1 of the opener
+    Column("status", String(16), nullable=False),
+    Column("priority", String(8), nullable=False, server_default=""),
+    Column("specialty", String(64), nullable=False, server_default=""),
+    Column("window_start", DateTime()),
+    Column("window_end", DateTime()),
+    Column("providers", Text, nullable=False, server_default="[]"),  # JSON
+    Column("diagnoses", Text, nullable=False, server_default="[]"),  # JSON
+    Column("review", Boolean, nullable=False, server_default="0"),  # booking after cancel
+    Column("received_at", DateTime(), nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    Column("due_at", DateTime()),  # to reach `scheduled`, by priority
+    Index("ix_referrals_status", "status"),
+)
+
+referral_keys = Table(
+    "referral_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("referral_id", Id, nullable=False),
+    Column("kind", String(8), nullable=False),  # RF1-6 | RF1-11 | ORC-2 | ORC-3
+    Column("key_id", String(199), nullable=False),
+    Column("key_authority", String(199), nullable=False, server_default=""),
+    Index("ix_referral_keys_key", "key_id"),
+    Index("ix_referral_keys_referral", "referral_id"),
+)
+
+referral_patients = Table(
+    "referral_patients",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("referral_id", Id, nullable=False),
+    Column("patient_id", String(199), nullable=False),  # CX.1
+    Column("authority", String(199), nullable=False, server_default=""),  # CX.4.1
+    Index("ix_referral_patients_patient", "patient_id", "authority"),
+    Index("ix_referral_patients_referral", "referral_id"),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key_id", String(199), nullable=False),  # SCH-2, else SCH-1
+    Column("key_authority", String(199), nullable=False, server_default=""),
+    Column("status", String(16), nullable=False),
+    Column("filler_status", String(64), nullable=False, server_default=""),
+    Column("start", DateTime()),
+    Column("duration_min", Integer),
+    Column("specialty", String(64), nullable=False, server_default=""),
+    Column("patient_ids", Text, nullable=False, server_default="[]"),  # JSON ["id^auth", ...]
+    Column("match", String(16), nullable=False),  # matched | unmatched | ambiguous
+    Column("referral_id", Id),
+    Column("via", String(16)),  # SCH-26 | SCH-27 | fallback | manual
+    Column("candidates", Text, nullable=False, server_default="[]"),  # JSON referral ids
+    Column("created_at", DateTime(), nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    Index("ix_appointments_key", "key_id"),
+    Index("ix_appointments_referral", "referral_id"),
+    Index("ix_appointments_match", "match"),
+)
+
+appointment_keys = Table(
+    "appointment_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("appointment_id", Id, nullable=False),
+    Column("kind", String(8), nullable=False),  # SCH-26 | SCH-27
+    Column("key_id", String(199), nullable=False),
+    Column("key_authority", String(199), nullable=False, server_default=""),
+    Index("ix_appointment_keys_key", "key_id"),
+)
+
+referral_events = Table(
+    "referral_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("referral_id", Id),
+    Column("appointment_id", Id),
+    Column("message_id", Id),
+    Column("control_id", String(199), nullable=False, server_default=""),
+    Column("at", DateTime(), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("status_before", String(16)),
+    Column("status_after", String(16)),
+    Column("rule", String(200), nullable=False, server_default=""),
+    Index("ix_referral_events_referral", "referral_id"),
+    Index("ix_referral_events_message", "message_id"),
 )

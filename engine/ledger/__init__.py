@@ -1,0 +1,1 @@
+"""The referral ledger: referrals, appointments, their lifecycle, matching and history."""

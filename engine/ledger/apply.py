@@ -1,0 +1,294 @@
+"""Applying one message's changes to the ledger, inside the batch transaction.
+
+`check` raises the content errors that need the ledger's state (204 unknown key, 205 duplicate
+key) before anything is written, so an AE'd message changes nothing.  `apply` then writes the
+referral or appointment, runs the lifecycle (§7), matches appointments (§6, §8), links orphans
+and records every change in the history.  It returns one readable effect line per change, for
+`tail` (`referral MFP-R-1001^PCPEHR pending→accepted`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from engine.ledger import lifecycle as lc
+from engine.ledger import store
+from engine.mappings import changes as c
+from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
+
+ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    default_window_days: int = 180  # when RF1-8 is empty (HL7-SPEC §9.5)
+    # days to reach `scheduled`, by priority (RF1-2 / ORC-7): STAT, ASAP, routine
+    deadlines: dict[str, int] = field(default_factory=lambda: {"S": 1, "A": 2, "R": 14})
+
+    def due(self, received: datetime, priority: str) -> datetime:
+        return received + timedelta(days=self.deadlines.get(priority.upper(),
+                                                             self.deadlines.get("R", 14)))
+
+
+@dataclass(slots=True)
+class Context:
+    conn: Connection
+    message_id: int | None
+    control_id: str
+    now: datetime
+    settings: LedgerSettings
+    effects: list[str] = field(default_factory=list)
+
+    def record(self, **values: Any) -> None:
+        store.record(self.conn, at=self.now, message_id=self.message_id,
+                     control_id=self.control_id, **values)
+
+
+def check(conn: Connection, changes: Sequence[Change]) -> None:
+    """Raise `DuplicateKey` (205) or `UnknownKey` (204) for the first change that has one."""
+    opened: list[EI] = []
+    for change in changes:
+        if not isinstance(change, ReferralChange):
+            continue
+        known = bool(store.referral_ids_for(conn, change.key)) or any(
+            change.key.matches(k) for k in opened)
+        if change.event == c.OPEN:
+            originating = store.referral_ids_for(conn, change.key, ORIGINATING.values())
+            if originating or any(change.key.matches(k) for k in opened):
+                raise c.DuplicateKey("a new referral or order whose key already exists",
+                                     change.key_location)
+            opened.append(change.key)
+        elif not known:
+            raise c.UnknownKey("an update for a referral or order this ledger does not know",
+                               change.key_location)
+
+
+def apply(ctx: Context, changes: Sequence[Change]) -> list[str]:
+    """Write every change (after `check`); the effect lines."""
+    for change in changes:
+        if isinstance(change, ReferralChange):
+            _referral(ctx, change)
+        else:
+            _appointment(ctx, change)
+    return ctx.effects
+
+
+# --- referrals -------------------------------------------------------------------------------
+
+
+def _referral(ctx: Context, ch: ReferralChange) -> None:
+    if ch.event == c.OPEN:
+        _open(ctx, ch)
+        return
+    rid = store.referral_ids_for(ctx.conn, ch.key)[0]
+    row = store.referral(ctx.conn, rid)
+    added = store.add_keys(ctx.conn, rid, _extra_keys(ch))
+    store.add_patients(ctx.conn, rid, ch.patient_ids)
+    details = _details(ch) if ch.event == c.MODIFY else {}
+    after, rule = lc.referral_transition(row["status"], ch.event)
+    store.set_referral(ctx.conn, rid, status=after, updated_at=ctx.now, **details)
+    ctx.record(referral_id=rid, event=f"{ch.trigger} {ch.event}", before=row["status"],
+               after=after, rule=rule)
+    ctx.effects.append(_effect("referral", ch.key.text, row["status"], after, ch.event))
+    for key in added:
+        _link_orphans(ctx, rid, key)
+
+
+def _open(ctx: Context, ch: ReferralChange) -> None:
+    status = lc.opening_status(ch.status_code)
+    values = {
+        "key_id": ch.key.id, "key_authority": ch.key.authority, "source": ch.source,
+        "owner": ch.owner, "status": status, "received_at": ctx.now, "updated_at": ctx.now,
+        "due_at": ctx.settings.due(ctx.now, ch.priority),
+        "providers": "[]", "diagnoses": "[]", "priority": "", "specialty": "",
+    }
+    values.update(_details(ch))
+    rid = store.add_referral(ctx.conn, values)
+    store.add_keys(ctx.conn, rid, [(ORIGINATING.get(ch.source, "ORC-2"), ch.key),
+                                   *_extra_keys(ch)])
+    store.add_patients(ctx.conn, rid, ch.patient_ids)
+    ctx.record(referral_id=rid, event=f"{ch.trigger} open", before=None, after=status,
+               rule="§7 new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else ""))
+    ctx.effects.append(f"referral {ch.key.text} new→{status}")
+    for _kind, key in store.keys_of(ctx.conn, rid):
+        _link_orphans(ctx, rid, key)
+
+
+def _extra_keys(ch: ReferralChange) -> list[tuple[str, EI]]:
+    keys = [("RF1-11", k) for k in ch.external_ids]
+    if ch.filler_order_number is not None:
+        keys.append(("ORC-3", ch.filler_order_number))
+    return keys
+
+
+def _details(ch: ReferralChange) -> dict[str, Any]:
+    """The descriptive fields a message carries (empty ones leave the stored value)."""
+    out: dict[str, Any] = {}
+    for name in ("priority", "specialty", "window_start", "window_end"):
+        value = getattr(ch, name)
+        if value:
+            out[name] = value
+    if ch.providers:
+        out["providers"] = store.dumps([{"role": p.role, "id": p.id, "name": p.name,
+                                         "location": p.location} for p in ch.providers])
+    if ch.diagnoses:
+        out["diagnoses"] = store.dumps(list(ch.diagnoses))
+    return out
+
+
+def _effect(kind: str, key: str, before: str, after: str, event: str) -> str:
+    if before == after:
+        return f"{kind} {key} {after} ({event})"
+    return f"{kind} {key} {before}→{after}"
+
+
+# --- appointments ----------------------------------------------------------------------------
+
+
+def _appointment(ctx: Context, ch: AppointmentChange) -> None:
+    row = store.appointment_for(ctx.conn, ch.key)
+    values: dict[str, Any] = {
+        "status": ch.status, "filler_status": ch.filler_status, "updated_at": ctx.now,
+        "patient_ids": store.dumps([p.text for p in ch.patient_ids]),
+    }
+    if ch.start is not None:
+        values["start"] = ch.start
+    if ch.duration_min is not None:
+        values["duration_min"] = ch.duration_min
+    if ch.specialty:
+        values["specialty"] = ch.specialty
+    if row is None:
+        values.update(key_id=ch.key.id, key_authority=ch.key.authority, match="unmatched",
+                      created_at=ctx.now, candidates="[]")
+        aid = store.add_appointment(ctx.conn, values)
+        row = {"id": aid, "status": None, "match": "unmatched", "referral_id": None,
+               "start": ch.start, "specialty": ch.specialty}
+    else:
+        aid = int(row["id"])
+        store.set_appointment(ctx.conn, aid, **values)
+    store.set_appointment_keys(ctx.conn, aid, [("SCH-26", k) for k in ch.placer_order_numbers]
+                               + [("SCH-27", k) for k in ch.filler_order_numbers])
+    ctx.record(appointment_id=aid, referral_id=row["referral_id"],
+               event=f"SIU^{ch.trigger} {ch.status}", before=row["status"], after=ch.status,
+               rule="§6 appointment " + ("created" if row["status"] is None else "updated"))
+    effect = f"appointment {ch.key.text} {ch.status}"
+    rid = row["referral_id"]
+    if rid is None and row["match"] == "unmatched":
+        rid, effect = _match(ctx, aid, ch, effect)
+    ctx.effects.append(effect)
+    if rid is not None:
+        _follow(ctx, int(rid), aid, ch.status, ch.rescheduled, ch.trigger)
+
+
+def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[int | None, str]:
+    """Identifier first (SCH-26, then SCH-27), then the fallback (§6 "Links back")."""
+    for via, keys in (("SCH-26", ch.placer_order_numbers), ("SCH-27", ch.filler_order_numbers)):
+        found = sorted({rid for k in keys for rid in store.referral_ids_for(ctx.conn, k)})
+        if len(found) == 1:
+            return _link(ctx, aid, found[0], via), f"{effect}, matched via {via}"
+        if len(found) > 1:
+            _ambiguous(ctx, aid, found)
+            return None, f"{effect}, ambiguous"
+    if ch.patient_ids and ch.specialty and ch.start is not None:
+        found = [r["id"] for r in store.referrals_of_patients(ctx.conn, ch.patient_ids,
+                                                               lc.MATCHABLE)
+                 if _fallback_fits(ctx, r, ch)]
+        if len(found) == 1:
+            return _link(ctx, aid, int(found[0]), "fallback"), f"{effect}, matched via fallback"
+        if len(found) > 1:
+            _ambiguous(ctx, aid, [int(f) for f in found])
+            return None, f"{effect}, ambiguous"
+    return None, f"{effect}, unmatched"
+
+
+def _fallback_fits(ctx: Context, r: dict[str, Any], ch: AppointmentChange) -> bool:
+    """Same specialty, start inside RF1-7..RF1-8 (the default window when RF1-8 is empty)."""
+    if str(r["specialty"]).upper() != ch.specialty.upper() or ch.start is None:
+        return False
+    start = r["window_start"] or r["received_at"]
+    end = r["window_end"] or r["received_at"] + timedelta(
+        days=ctx.settings.default_window_days)
+    return bool(start <= ch.start <= end)
+
+
+def _link(ctx: Context, aid: int, rid: int, via: str) -> int:
+    store.set_appointment(ctx.conn, aid, match="matched", referral_id=rid, via=via,
+                          candidates="[]")
+    ctx.record(appointment_id=aid, referral_id=rid, event=f"link via {via}",
+               rule=f"§6 matched via {via}")
+    return rid
+
+
+def _ambiguous(ctx: Context, aid: int, candidates: list[int]) -> None:
+    store.set_appointment(ctx.conn, aid, match="ambiguous", referral_id=None, via=None,
+                          candidates=store.dumps(candidates))
+    ctx.record(appointment_id=aid, event="ambiguous",
+               rule=f"§6 {len(candidates)} candidates: never resolved automatically")
+
+
+def _follow(ctx: Context, rid: int, aid: int, status: str, rescheduled: bool,
+            trigger: str) -> None:
+    """The linked referral follows its appointment (§7 SIU rows)."""
+    row = store.referral(ctx.conn, rid)
+    if row["status"] == lc.CANCELLED and status == c.BOOKED and not row["review"]:
+        store.set_referral(ctx.conn, rid, review=True)
+        ctx.record(referral_id=rid, appointment_id=aid, event="review",
+                   rule="§7 booking for a cancelled referral: flagged for review")
+    after, rule = lc.appointment_transition(row["status"], status, rescheduled,
+                                            store.other_active(ctx.conn, rid, aid))
+    if after != row["status"]:
+        store.set_referral(ctx.conn, rid, status=after, updated_at=ctx.now)
+        ctx.effects.append(_effect("referral", store.key_text(ctx.conn, rid), row["status"],
+                                   after, trigger))
+    ctx.record(referral_id=rid, appointment_id=aid, event=f"SIU^{trigger}",
+               before=row["status"], after=after, rule=rule)
+
+
+def _link_orphans(ctx: Context, rid: int, key: EI) -> None:
+    """An SIU stored before its referral is linked when the referral appears or gains the key."""
+    for appt, via in store.orphans_for(ctx.conn, key):
+        _link(ctx, int(appt["id"]), rid, via)
+        ctx.effects.append(f"appointment {EI(appt['key_id'], appt['key_authority']).text} "
+                           f"linked via {via}")
+        _follow(ctx, rid, int(appt["id"]), appt["status"], False, "orphan")
+
+
+def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime) -> str:
+    """`hl7-engine link`: a human resolution, recorded as `via: manual`."""
+    appt = store.appointment_for(conn, appointment)
+    if appt is None:
+        raise LookupError(f"no appointment {appointment.text}")
+    found = store.referral_ids_for(conn, referral)
+    if not found:
+        raise LookupError(f"no referral {referral.text}")
+    ctx = Context(conn, None, "", now, LedgerSettings())
+    _link(ctx, int(appt["id"]), found[0], "manual")
+    _follow(ctx, found[0], int(appt["id"]), appt["status"], False, "manual")
+    return f"appointment {appointment.text} linked to referral {referral.text} (manual)"
+
+
+def sweep(conn: Connection, now: datetime, settings: LedgerSettings) -> list[str]:
+    """Expire pending/accepted referrals past RF1-8 (or past received + the default window)."""
+    from sqlalchemy import and_, or_, select, update
+
+    from engine.store.schema import referrals
+
+    limit = now - timedelta(days=settings.default_window_days)
+    q = select(referrals.c.id, referrals.c.status, referrals.c.key_id,
+               referrals.c.key_authority).where(and_(
+                   referrals.c.status.in_([lc.PENDING, lc.ACCEPTED]),
+                   or_(referrals.c.window_end < now,
+                       and_(referrals.c.window_end.is_(None), referrals.c.received_at < limit))))
+    out = []
+    for r in conn.execute(q).all():
+        conn.execute(update(referrals).where(referrals.c.id == r.id)
+                     .values(status=lc.EXPIRED, updated_at=now))
+        store.record(conn, at=now, event="sweep expire", message_id=None, referral_id=r.id,
+                     before=r.status, after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment")
+        out.append(f"referral {EI(r.key_id, r.key_authority).text} {r.status}→expired")
+    return out

@@ -1,0 +1,140 @@
+"""Read models for the CLI: referrals, appointments, worklist, history, as JSON-ready dicts.
+
+Keys are snake_case and stable (the CLI's contract); ids print as HL7 EI text (`EI.1^EI.2`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from engine.ledger import lifecycle as lc
+from engine.mappings.changes import EI
+from engine.store.schema import (
+    appointments,
+    referral_events,
+    referral_keys,
+    referral_patients,
+    referrals,
+)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _ei(key_id: str, authority: str) -> str:
+    return EI(key_id, authority).text
+
+
+def list_referrals(conn: Connection, *, status: str | None = None, overdue_at: datetime | None = None
+                   ) -> list[dict[str, Any]]:
+    """Every referral (or those in `status`, or past their deadline to reach `scheduled`)."""
+    q = select(referrals).order_by(referrals.c.id)
+    if status:
+        q = q.where(referrals.c.status == status)
+    if overdue_at is not None:
+        q = q.where(referrals.c.status.in_([lc.PENDING, lc.ACCEPTED]),
+                    referrals.c.due_at < overdue_at)
+    rows = [dict(r) for r in conn.execute(q).mappings()]
+    ids = [r["id"] for r in rows]
+    keys = _grouped(conn, select(referral_keys).where(referral_keys.c.referral_id.in_(ids))
+                    .order_by(referral_keys.c.id), "referral_id")
+    patients = _grouped(conn, select(referral_patients).where(
+        referral_patients.c.referral_id.in_(ids)).order_by(referral_patients.c.id), "referral_id")
+    appts = _grouped(conn, select(appointments).where(appointments.c.referral_id.in_(ids))
+                     .order_by(appointments.c.id), "referral_id")
+    return [_referral(r, keys.get(r["id"], []), patients.get(r["id"], []),
+                      appts.get(r["id"], []), overdue_at) for r in rows]
+
+
+def _grouped(conn: Connection, q: Any, by: str) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for row in conn.execute(q).mappings():
+        out.setdefault(int(row[by]), []).append(dict(row))
+    return out
+
+
+def _referral(r: dict[str, Any], keys: list[dict[str, Any]], patients: list[dict[str, Any]],
+              appts: list[dict[str, Any]], now: datetime | None) -> dict[str, Any]:
+    filler = next((k for k in keys if k["kind"] == "ORC-3"), None)
+    return {
+        "id": _ei(r["key_id"], r["key_authority"]),
+        "status": r["status"],
+        "source": r["source"],
+        "priority": r["priority"],
+        "specialty": r["specialty"],
+        "patient_ids": [f"{p['patient_id']}^{p['authority']}" for p in patients],
+        "external_ids": [_ei(k["key_id"], k["key_authority"]) for k in keys
+                         if k["kind"] == "RF1-11"],
+        "filler_order_number": _ei(filler["key_id"], filler["key_authority"]) if filler else None,
+        "appointments": [_ei(a["key_id"], a["key_authority"]) for a in appts],
+        "window_start": iso(r["window_start"]),
+        "window_end": iso(r["window_end"]),
+        "providers": json.loads(r["providers"] or "[]"),
+        "diagnoses": json.loads(r["diagnoses"] or "[]"),
+        "review": bool(r["review"]),
+        "received_at": iso(r["received_at"]),
+        "updated_at": iso(r["updated_at"]),
+        "due_at": iso(r["due_at"]),
+    }
+
+
+def find_referral(conn: Connection, key: EI) -> dict[str, Any] | None:
+    """One referral by any of its keys, with its history."""
+    from engine.ledger.store import referral_ids_for
+
+    found = referral_ids_for(conn, key)
+    if not found:
+        return None
+    rows = [r for r in list_referrals(conn) if r["id"] == _ei(*_key_of(conn, found[0]))]
+    if not rows:
+        return None
+    out = rows[0]
+    appts = {int(a["id"]): _ei(a["key_id"], a["key_authority"])
+             for a in conn.execute(select(appointments)).mappings()}
+    out["history"] = [{
+        "at": iso(h["at"]), "event": h["event"], "status_before": h["status_before"],
+        "status_after": h["status_after"], "rule": h["rule"], "message_id": h["message_id"],
+        "control_id": h["control_id"] or None,
+        "appointment": appts.get(int(h["appointment_id"])) if h["appointment_id"] else None,
+    } for h in conn.execute(select(referral_events).where(
+        referral_events.c.referral_id == found[0]).order_by(referral_events.c.id)).mappings()]
+    return out
+
+
+def _key_of(conn: Connection, referral_id: int) -> tuple[str, str]:
+    row = conn.execute(select(referrals.c.key_id, referrals.c.key_authority)
+                       .where(referrals.c.id == referral_id)).one()
+    return str(row.key_id), str(row.key_authority)
+
+
+def list_appointments(conn: Connection, *, worklist: bool = False) -> list[dict[str, Any]]:
+    """Every appointment; with `worklist`, the unmatched and ambiguous ones, oldest first."""
+    q = select(appointments)
+    if worklist:
+        q = q.where(appointments.c.match.in_(["unmatched", "ambiguous"])).order_by(
+            appointments.c.created_at, appointments.c.id)
+    else:
+        q = q.order_by(appointments.c.id)
+    refs = {int(r.id): _ei(r.key_id, r.key_authority) for r in conn.execute(
+        select(referrals.c.id, referrals.c.key_id, referrals.c.key_authority))}
+    out = []
+    for a in conn.execute(q).mappings():
+        out.append({
+            "id": _ei(a["key_id"], a["key_authority"]),
+            "status": a["status"],
+            "start": iso(a["start"]),
+            "duration_min": a["duration_min"],
+            "specialty": a["specialty"],
+            "match": a["match"],
+            "referral": refs.get(int(a["referral_id"])) if a["referral_id"] else None,
+            "via": a["via"],
+            "candidates": [refs.get(int(i), str(i)) for i in json.loads(a["candidates"] or "[]")],
+            "patient_ids": json.loads(a["patient_ids"] or "[]"),
+            "created_at": iso(a["created_at"]),
+        })
+    return out

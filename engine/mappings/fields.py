@@ -1,0 +1,144 @@
+"""Field readers the mappers share: HL7 DTM/TS, NM, EI, PID-3 (CX) and person names.
+
+Every reader returns decoded leaves (escapes resolved, HL7-SPEC §2).  The HL7 null `""` ("delete
+this value") reads as empty: a change cannot express a deletion yet (HL7-SPEC §9.10), so it is
+treated like an empty field, "no change".  Errors name the field, never its value (STYLE.md 11).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from engine.errors import Location
+from engine.mappings.changes import EI, BadValue, PatientId
+from engine.parsing.escape import unescape
+from engine.parsing.message import InboundMessage
+
+NULL = '""'  # HL7 "delete this value"
+
+# DTM/TS: YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]; each part only after the one before it.
+_DTM = re.compile(
+    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d+))?)?)?)?)?)?"
+    r"(?:([+-])(\d{2})(\d{2}))?"
+)
+_NM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
+def text(msg: InboundMessage, path: str) -> str:
+    """The decoded leaf at `path`, with the HL7 null read as empty."""
+    value = msg.get(path).strip()
+    return "" if value == NULL else value
+
+
+def component(msg: InboundMessage, wire: str, comp: int, sub: int = 1) -> str:
+    """One decoded leaf of a repetition's wire text (from `msg.repetitions` or `msg.raw`)."""
+    d = msg.delimiters
+    parts = wire.split(d.component)
+    value = parts[comp - 1] if comp <= len(parts) else ""
+    subs = value.split(d.subcomponent)
+    value = subs[sub - 1].strip() if sub <= len(subs) else ""
+    if not value or value == NULL:
+        return ""
+    return unescape(value, d, msg.charset)
+
+
+def trigger(msg: InboundMessage) -> str:
+    """MSH-9.1^MSH-9.2, as the ledger history records it."""
+    return f"{msg.header.message_type}^{msg.header.trigger}"
+
+
+def parse_dtm(value: str) -> datetime | None:
+    """An HL7 DTM/TS value as a naive UTC datetime, or None when it is not one.
+
+    With a `+/-ZZZZ` offset the value is converted to UTC; without one it is taken as UTC.
+    """
+    m = _DTM.fullmatch(value.strip())
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, sign, off_h, off_m = m.groups()
+    micro = int((frac or "0")[:6].ljust(6, "0"))
+    try:
+        when = datetime(int(year), int(month or 1), int(day or 1), int(hour or 0),
+                        int(minute or 0), int(second or 0), micro)
+        if sign is None:
+            return when
+        if int(off_h) > 14 or int(off_m) > 59:
+            return None
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        return when - offset if sign == "+" else when + offset
+    except (ValueError, OverflowError):
+        return None
+
+
+def read_dtm(msg: InboundMessage, path: str, where: Location) -> datetime | None:
+    """The date/time at `path`: None when empty, BadValue (102) at `where` when unreadable."""
+    value = text(msg, path)
+    if not value:
+        return None
+    when = parse_dtm(value)
+    if when is None:
+        raise BadValue(f"{_name(where)} is not an HL7 date/time", where)
+    return when
+
+
+def read_nm(msg: InboundMessage, path: str, where: Location) -> Decimal | None:
+    """The HL7 NM (number) at `path`: None when empty, BadValue (102) at `where` when unreadable."""
+    value = text(msg, path)
+    if not value:
+        return None
+    if not _NM.fullmatch(value):
+        raise BadValue(f"{_name(where)} is not an HL7 number", where)
+    return Decimal(value)
+
+
+def ei_from_wire(msg: InboundMessage, wire: str) -> EI | None:
+    """An EI (or a CWE's code^text) from one repetition's wire text; None without EI.1."""
+    ident = component(msg, wire, 1)
+    return EI(ident, component(msg, wire, 2)) if ident else None
+
+
+def read_ei(msg: InboundMessage, path: str) -> EI | None:
+    """The EI in the first repetition of the field at `path`."""
+    return ei_from_wire(msg, msg.raw(path))
+
+
+def read_eis(msg: InboundMessage, path: str) -> tuple[EI, ...]:
+    """Every repetition of an EI field that has an EI.1 (RF1-11, SCH-26, SCH-27)."""
+    found = (ei_from_wire(msg, wire) for wire in msg.repetitions(path))
+    return tuple(ei for ei in found if ei is not None)
+
+
+def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
+    """PID-3 as (CX.1, CX.4.1) pairs, CX.4.2 (an OID) standing in for an empty CX.4.1 (§8).
+
+    Repetitions without CX.1 carry no identifier and are skipped.
+    """
+    ids: list[PatientId] = []
+    for wire in msg.repetitions("PID.3"):
+        ident = component(msg, wire, 1)
+        if ident:
+            authority = component(msg, wire, 4, 1) or component(msg, wire, 4, 2)
+            ids.append(PatientId(ident, authority))
+    return tuple(ids)
+
+
+def person_name(msg: InboundMessage, wire: str, family: int) -> str:
+    """`family^given` from an XPN (family=1) or XCN (family=2) repetition; FN.1 is the surname."""
+    surname = component(msg, wire, family, 1)
+    given = component(msg, wire, family + 1)
+    if not given:
+        return surname
+    return f"{surname}^{given}"
+
+
+def diagnoses(msg: InboundMessage, seqs: Iterable[int]) -> tuple[str, ...]:
+    """DG1-3.1 of the given DG1 segments (1-based sequence numbers), empty codes skipped."""
+    codes = (text(msg, f"DG1[{n}].3.1") for n in seqs)
+    return tuple(code for code in codes if code)
+
+
+def _name(where: Location) -> str:
+    return f"{where.segment}-{where.field}"

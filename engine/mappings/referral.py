@@ -1,0 +1,116 @@
+"""REF and RRI I12-I15 (HL7-SPEC §4, §7): one `ReferralChange` keyed on RF1-6.
+
+REF comes from the referring system: I12 opens, I13 modifies (or changes status through RF1-1),
+I14 cancels, I15 asks for status.  RRI comes back from the referred-to system: RF1-1 carries its
+answer (table 0283).  Either carrying a final consult note closes the loop.
+"""
+
+from __future__ import annotations
+
+from engine.errors import Location
+from engine.mappings.changes import (
+    ACCEPT,
+    CANCEL,
+    CLOSE,
+    EXPIRE,
+    MODIFY,
+    NOTE,
+    OPEN,
+    REJECT,
+    Change,
+    Provider,
+    ReferralChange,
+    RequiredFieldMissing,
+    RequiredSegmentMissing,
+)
+from engine.mappings.fields import (
+    diagnoses,
+    patient_ids,
+    person_name,
+    read_dtm,
+    read_ei,
+    read_eis,
+    text,
+    trigger,
+)
+from engine.mappings.rules import MappingRules
+from engine.parsing.message import InboundMessage
+
+KEY_LOCATION = Location("RF1", 1, 6)
+TRIGGERS = frozenset({"I12", "I13", "I14", "I15"})
+
+# Table 0283 referral status → event, for I13 and RRI.
+_STATUS_EVENTS = {"A": ACCEPT, "R": REJECT, "E": EXPIRE}
+# REF events that do not depend on RF1-1.
+_REF_EVENTS = {"I12": OPEN, "I14": CANCEL, "I15": NOTE}
+
+
+def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
+    """The change a REF or RRI I12-I15 makes to its referral; [] for any other message."""
+    kind, event_code = msg.header.message_type, msg.header.trigger
+    if kind not in ("REF", "RRI") or event_code not in TRIGGERS:
+        return []
+    # PID is required in REF_I12 and RRI_I12 (HL7-SPEC §4).
+    if msg.segment("PID") is None:
+        raise RequiredSegmentMissing("PID segment is missing", Location("PID", 1))
+    key = read_ei(msg, "RF1.6")
+    if key is None:
+        raise RequiredFieldMissing("RF1-6 (originating referral identifier) is empty",
+                                   KEY_LOCATION)
+    window_start = read_dtm(msg, "RF1.7", Location("RF1", 1, 7))
+    window_end = read_dtm(msg, "RF1.8", Location("RF1", 1, 8))
+    status = text(msg, "RF1.1.1")
+    providers = _providers(msg)
+    return [ReferralChange(
+        event=_event(msg, kind, event_code, status.upper(), rules),
+        source="REF",
+        key=key,
+        key_location=KEY_LOCATION,
+        trigger=trigger(msg),
+        owner=text(msg, "MSH.3.1"),
+        status_code=status,
+        patient_ids=patient_ids(msg),
+        external_ids=read_eis(msg, "RF1.11"),
+        priority=text(msg, "RF1.2.1"),
+        specialty=next((p.location for p in providers if p.role.upper() == "RT"), ""),
+        window_start=window_start,
+        window_end=window_end,
+        providers=providers,
+        diagnoses=diagnoses(msg, range(1, msg.count("DG1") + 1)),
+    )]
+
+
+def _event(msg: InboundMessage, kind: str, event_code: str, status: str,
+           rules: MappingRules) -> str:
+    """HL7-SPEC §7: I12 opens, I14 cancels, I15 notes; I13 and RRI follow RF1-1 or close."""
+    if kind == "REF" and event_code != "I13":
+        return _REF_EVENTS[event_code]
+    if has_final_note(msg, rules):
+        return CLOSE
+    return _STATUS_EVENTS.get(status, MODIFY if kind == "REF" else NOTE)
+
+
+def has_final_note(msg: InboundMessage, rules: MappingRules) -> bool:
+    """A final consult note: an OBR (OBR-4.1) or OBX (OBX-3.1) with a closing code whose result
+    status (OBR-25 / OBX-11, table 0085/0123), when given, is F."""
+    codes = rules.closing_codes
+    for segment, code_field, status_field in (("OBR", 4, 25), ("OBX", 3, 11)):
+        for n in range(1, msg.count(segment) + 1):
+            code = text(msg, f"{segment}[{n}].{code_field}.1")
+            status = text(msg, f"{segment}[{n}].{status_field}")
+            if code and code in codes and status.upper() in ("", "F"):
+                return True
+    return False
+
+
+def _providers(msg: InboundMessage) -> tuple[Provider, ...]:
+    """Every PRD: PRD-1.1 role (table 0286), PRD-7.1 id, PRD-2 name, PRD-4.1 point of care."""
+    return tuple(
+        Provider(
+            role=text(msg, f"PRD[{n}].1.1"),
+            id=text(msg, f"PRD[{n}].7.1"),
+            name=person_name(msg, msg.raw(f"PRD[{n}].2"), 1),
+            location=text(msg, f"PRD[{n}].4.1"),
+        )
+        for n in range(1, msg.count("PRD") + 1)
+    )

@@ -1,0 +1,121 @@
+"""SIU S12-S26 (HL7-SPEC §6): one `AppointmentChange` keyed on SCH-2 (filler id), else SCH-1.
+
+The trigger sets the status; S14 and the S18-S22 resource events keep the one SCH-25 (table 0278)
+gives.  Blocked slots (S23/S24) and the S25 query have no appointment effect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from engine.errors import Location
+from engine.mappings.changes import (
+    BOOKED,
+    CANCELLED,
+    COMPLETE_APPT,
+    DELETED,
+    NOSHOW,
+    AppointmentChange,
+    BadValue,
+    Change,
+    RequiredFieldMissing,
+    RequiredSegmentMissing,
+)
+from engine.mappings.fields import patient_ids, read_dtm, read_ei, read_eis, read_nm, text
+from engine.mappings.rules import MappingRules
+from engine.parsing.message import InboundMessage
+
+# Trigger → status, for the events that fix it.
+TRIGGER_STATUS = {"S12": BOOKED, "S13": BOOKED, "S15": CANCELLED, "S16": CANCELLED,
+                  "S17": DELETED, "S26": NOSHOW}
+# Events whose status is SCH-25's: a modification (S14) and the service/resource events.
+BY_FILLER_STATUS = frozenset({"S14", "S18", "S19", "S20", "S21", "S22"})
+# Table 0278 filler status (case-insensitive; unknown local words read as booked).
+FILLER_STATUS = {
+    "BOOKED": BOOKED, "PENDING": BOOKED, "WAITLIST": BOOKED, "OVERBOOK": BOOKED,
+    "STARTED": BOOKED, "COMPLETE": COMPLETE_APPT, "NOSHOW": NOSHOW, "CANCELLED": CANCELLED,
+    "CANCELED": CANCELLED, "DC": CANCELLED, "DELETED": DELETED,
+}
+# Start time, first non-empty (§6): SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8.
+START_FIELDS = (
+    ("SCH.11.4", Location("SCH", 1, 11)),
+    ("TQ1.7", Location("TQ1", 1, 7)),
+    ("AIS.4", Location("AIS", 1, 4)),
+    ("AIL.6", Location("AIL", 1, 6)),
+    ("AIP.6", Location("AIP", 1, 6)),
+    ("AIG.8", Location("AIG", 1, 8)),
+)
+# Duration units (SCH-10.1, AIS-8.1) → minutes; empty means minutes.
+UNIT_MINUTES = {"": 1, "MIN": 1, "MINS": 1, "MINUTE": 1, "MINUTES": 1,
+                "H": 60, "HR": 60, "HRS": 60, "HOUR": 60, "HOURS": 60}
+
+
+def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
+    """The change an SIU makes to its appointment; [] for S23-S25 and non-SIU messages."""
+    event = msg.header.trigger
+    if msg.header.message_type != "SIU" or (
+            event not in TRIGGER_STATUS and event not in BY_FILLER_STATUS):
+        return []
+    if msg.segment("SCH") is None:
+        raise RequiredSegmentMissing("SCH segment is missing", Location("SCH", 1))
+    if msg.segment("RGS") is None:
+        raise RequiredSegmentMissing("RGS segment is missing", Location("RGS", 1))
+    key = read_ei(msg, "SCH.2") or read_ei(msg, "SCH.1")
+    if key is None:
+        raise RequiredFieldMissing("SCH-2 and SCH-1 (appointment ids) are both empty",
+                                   Location("SCH", 1, 2))
+    filler_status = text(msg, "SCH.25.1")
+    status = TRIGGER_STATUS.get(event) or FILLER_STATUS.get(filler_status.upper(), BOOKED)
+    if event == "S12" and FILLER_STATUS.get(filler_status.upper()) == COMPLETE_APPT:
+        status = COMPLETE_APPT  # §7: S14/S12 with SCH-25 Complete completes the referral
+    return [AppointmentChange(
+        trigger=event,
+        key=key,
+        status=status,
+        rescheduled=event == "S13",
+        filler_status=filler_status,
+        start=start_time(msg),
+        duration_min=duration_minutes(msg),
+        specialty=text(msg, "AIL.3.1") or text(msg, "AIS.3.1"),
+        placer_order_numbers=read_eis(msg, "SCH.26"),
+        filler_order_numbers=read_eis(msg, "SCH.27"),
+        patient_ids=patient_ids(msg) if msg.segment("PID") else (),
+    )]
+
+
+def start_time(msg: InboundMessage) -> datetime | None:
+    """The first non-empty start field; 102 at that field when it is not a date/time."""
+    for path, where in START_FIELDS:
+        if text(msg, path):
+            return read_dtm(msg, path, where)
+    return None
+
+
+def duration_minutes(msg: InboundMessage) -> int | None:
+    """SCH-9/SCH-10, then TQ1-8 minus TQ1-7, then AIS-7/AIS-8: the first that gives minutes."""
+    minutes = _with_units(msg, "SCH.9", "SCH.10.1", Location("SCH", 1, 9))
+    if minutes is None:
+        minutes = _tq1_span(msg)
+    if minutes is None:
+        minutes = _with_units(msg, "AIS.7", "AIS.8.1", Location("AIS", 1, 7))
+    return minutes
+
+
+def _with_units(msg: InboundMessage, path: str, units_path: str, where: Location) -> int | None:
+    """An NM duration in whole minutes; None when empty or in units we do not know."""
+    amount = read_nm(msg, path, where)
+    factor = UNIT_MINUTES.get(text(msg, units_path).upper())
+    if amount is None or factor is None:
+        return None
+    if amount < 0:
+        raise BadValue(f"{where.segment}-{where.field} is a negative duration", where)
+    return round(amount * factor)
+
+
+def _tq1_span(msg: InboundMessage) -> int | None:
+    """TQ1-8 end minus TQ1-7 start, when both are given and the end is not before the start."""
+    start = read_dtm(msg, "TQ1.7", Location("TQ1", 1, 7))
+    end = read_dtm(msg, "TQ1.8", Location("TQ1", 1, 8))
+    if start is None or end is None or end < start:
+        return None
+    return round((end - start).total_seconds() / 60)
