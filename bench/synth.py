@@ -89,10 +89,14 @@ class Synth:
         """The next message of the mix (round-robin over the kinds)."""
         seq = next(self._seq)
         kind = self._mix[(seq - 1) % len(self._mix)]
+        # One referral per round of the mix: its SIU books it (SCH-26 = the REF's RF1-6), and
+        # each round has a patient of its own, as a real feed mostly does.
+        pair = (seq - 1) // len(self._mix)
         cid = f"{self._prefix}{seq:08d}"
         text = TEMPLATES[kind].format(
-            ts=self._ts, cid=cid, seq=f"{self._prefix}{seq:08d}", ref=f"BR-{cid}",
-            mrn=100001 + seq % 99, mrn2=200001 + seq % 99, name=NATO[seq % len(NATO)],
+            ts=self._ts, cid=cid, seq=f"{self._prefix}{seq:08d}",
+            ref=f"BR-{self._prefix}{pair:08d}", mrn=1000001 + pair, mrn2=2000001 + pair,
+            name=NATO[seq % len(NATO)],
         )
         return Message(cid, text.encode("ascii"))
 
