@@ -32,6 +32,8 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --mix ref,siu --rss-messages 0 --messages 5000
+	$(BIN)/python -m bench.ledger
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
