@@ -21,10 +21,11 @@ from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
 from engine.config import Channel
 from engine.errors import CommitFailed, ContentError, Disposition, HL7Error, Location
 from engine.ledger import apply as ledger
+from engine.ledger import store as ledger_store
 from engine.mappings.changes import Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
-from engine.store.messages import Stored, record_batch, set_outcome
+from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.validate import check_header
 
 log = structlog.get_logger("engine.pipeline")
@@ -82,16 +83,21 @@ class Pipeline:
                 self._conn = self._db.connect()
             with self._conn.begin():
                 stored = record_batch(self._conn, [p.row for p in prepared], now)
+                history: list[dict[str, Any]] = []
+                effects: list[dict[str, Any]] = []
                 for p, s in zip(prepared, stored, strict=True):
                     if p.changes and not s.retransmission:
-                        self._to_ledger(self._conn, p, s.message_id, now)
+                        self._to_ledger(self._conn, p, s.message_id, now, history, effects)
+                ledger_store.insert_events(self._conn, history)
+                set_effects(self._conn, effects)
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's or the driver's: nothing committed
             log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
             self._drop_connection()
             return [self._uncommitted(p) for p in prepared]
         return [self._finish(p, s) for p, s in zip(prepared, stored, strict=True)]
 
-    def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime) -> None:
+    def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime,
+                   history: list[dict[str, Any]], effects: list[dict[str, Any]]) -> None:
         """Apply one accepted message's changes, in batch order; a 204/205 turns it into AE and
         changes nothing (the check runs before any write)."""
         try:
@@ -105,11 +111,12 @@ class Pipeline:
                         error_location=str(exc.location or ""), error_text=exc.reason,
                         ack_codes=" ".join(codes))
             return
-        context = ledger.Context(conn, message_id, p.row["control_id"], now, self._ledger)
-        effects = ledger.apply(context, p.changes)
-        if effects:
-            set_outcome(conn, message_id, ledger_effect="; ".join(effects))
-            p.row["ledger_effect"] = "; ".join(effects)
+        context = ledger.Context(conn, message_id, p.row["control_id"], now, self._ledger,
+                                 history=history)
+        lines = ledger.apply(context, p.changes)
+        if lines:
+            p.row["ledger_effect"] = "; ".join(lines)
+            effects.append({"_mid": message_id, "ledger_effect": p.row["ledger_effect"]})
 
     def _drop_connection(self) -> None:
         """After a failure, start the next batch on a fresh connection."""

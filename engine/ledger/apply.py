@@ -43,10 +43,16 @@ class Context:
     now: datetime
     settings: LedgerSettings
     effects: list[str] = field(default_factory=list)
+    # History rows wait here; `flush` writes them in one statement (the pipeline once per batch).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, **values: Any) -> None:
-        store.record(self.conn, at=self.now, message_id=self.message_id,
-                     control_id=self.control_id, **values)
+        self.history.append(store.event_row(at=self.now, message_id=self.message_id,
+                                            control_id=self.control_id, **values))
+
+    def flush(self) -> None:
+        store.insert_events(self.conn, self.history)
+        self.history.clear()
 
 
 def check(conn: Connection, changes: Sequence[Change]) -> None:
@@ -55,11 +61,10 @@ def check(conn: Connection, changes: Sequence[Change]) -> None:
     for change in changes:
         if not isinstance(change, ReferralChange):
             continue
-        known = bool(store.referral_ids_for(conn, change.key)) or any(
-            change.key.matches(k) for k in opened)
+        kinds = store.key_kinds_for(conn, change.key)
+        known = bool(kinds) or any(change.key.matches(k) for k in opened)
         if change.event == c.OPEN:
-            originating = store.referral_ids_for(conn, change.key, ORIGINATING.values())
-            if originating or any(change.key.matches(k) for k in opened):
+            if kinds & set(ORIGINATING.values()) or any(change.key.matches(k) for k in opened):
                 raise c.DuplicateKey("a new referral or order whose key already exists",
                                      change.key_location)
             opened.append(change.key)
@@ -109,14 +114,22 @@ def _open(ctx: Context, ch: ReferralChange) -> None:
     }
     values.update(_details(ch))
     rid = store.add_referral(ctx.conn, values)
-    store.add_keys(ctx.conn, rid, [(ORIGINATING.get(ch.source, "ORC-2"), ch.key),
-                                   *_extra_keys(ch)])
-    store.add_patients(ctx.conn, rid, ch.patient_ids)
+    keys = _unique([(ORIGINATING.get(ch.source, "ORC-2"), ch.key), *_extra_keys(ch)])
+    store.insert_keys(ctx.conn, rid, keys)
+    store.insert_patients(ctx.conn, rid, sorted(set(ch.patient_ids)))
     ctx.record(referral_id=rid, event=f"{ch.trigger} open", before=None, after=status,
                rule="§7 new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else ""))
     ctx.effects.append(f"referral {ch.key.text} new→{status}")
-    for _kind, key in store.keys_of(ctx.conn, rid):
+    for _kind, key in keys:
         _link_orphans(ctx, rid, key)
+
+
+def _unique(keys: list[tuple[str, EI]]) -> list[tuple[str, EI]]:
+    out: list[tuple[str, EI]] = []
+    for kind, key in keys:
+        if key.id and not any(k == kind and key.matches(h) for k, h in out):
+            out.append((kind, key))
+    return out
 
 
 def _extra_keys(ch: ReferralChange) -> list[tuple[str, EI]]:
@@ -195,13 +208,12 @@ def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[
             _ambiguous(ctx, aid, found)
             return None, f"{effect}, ambiguous"
     if ch.patient_ids and ch.specialty and ch.start is not None:
-        found = [r["id"] for r in store.referrals_of_patients(ctx.conn, ch.patient_ids,
-                                                               lc.MATCHABLE)
-                 if _fallback_fits(ctx, r, ch)]
+        found = sorted(int(r["id"]) for r in store.referrals_of_patients(
+            ctx.conn, ch.patient_ids, lc.MATCHABLE) if _fallback_fits(ctx, r, ch))
         if len(found) == 1:
-            return _link(ctx, aid, int(found[0]), "fallback"), f"{effect}, matched via fallback"
+            return _link(ctx, aid, found[0], "fallback"), f"{effect}, matched via fallback"
         if len(found) > 1:
-            _ambiguous(ctx, aid, [int(f) for f in found])
+            _ambiguous(ctx, aid, found)
             return None, f"{effect}, ambiguous"
     return None, f"{effect}, unmatched"
 
@@ -243,8 +255,8 @@ def _follow(ctx: Context, rid: int, aid: int, status: str, rescheduled: bool,
                                             store.other_active(ctx.conn, rid, aid))
     if after != row["status"]:
         store.set_referral(ctx.conn, rid, status=after, updated_at=ctx.now)
-        ctx.effects.append(_effect("referral", store.key_text(ctx.conn, rid), row["status"],
-                                   after, trigger))
+        ctx.effects.append(_effect("referral", EI(row["key_id"], row["key_authority"]).text,
+                                   row["status"], after, trigger))
     ctx.record(referral_id=rid, appointment_id=aid, event=f"SIU^{trigger}",
                before=row["status"], after=after, rule=rule)
 
@@ -269,6 +281,7 @@ def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime
     ctx = Context(conn, None, "", now, LedgerSettings())
     _link(ctx, int(appt["id"]), found[0], "manual")
     _follow(ctx, found[0], int(appt["id"]), appt["status"], False, "manual")
+    ctx.flush()
     return f"appointment {appointment.text} linked to referral {referral.text} (manual)"
 
 

@@ -66,6 +66,26 @@ def referral_ids_for(conn: Connection, key: EI, kinds: Iterable[str] | None = No
     return sorted(ids)
 
 
+def key_kinds_for(conn: Connection, key: EI) -> set[str]:
+    """The kinds (RF1-6, RF1-11, ORC-2, ORC-3) under which some referral has `key`."""
+    return {str(r.kind) for r in conn.execute(_KEYS_BY_ID, {"key_id": key.id})
+            if key.matches(EI(key.id, r.key_authority))}
+
+
+def insert_keys(conn: Connection, referral_id: int, keys: list[tuple[str, EI]]) -> None:
+    """The keys of a referral just created (no check against existing ones)."""
+    if keys:
+        conn.execute(_INSERT_KEY, [{"referral_id": referral_id, "kind": kind, "key_id": key.id,
+                                    "key_authority": key.authority} for kind, key in keys])
+
+
+def insert_patients(conn: Connection, referral_id: int, ids: list[PatientId]) -> None:
+    """The patient ids of a referral just created."""
+    if ids:
+        conn.execute(_INSERT_PATIENT, [{"referral_id": referral_id, "patient_id": p.id,
+                                        "authority": p.authority} for p in ids])
+
+
 def referral(conn: Connection, referral_id: int) -> dict[str, Any]:
     return dict(conn.execute(_REFERRAL, {"rid": referral_id}).mappings().one())
 
@@ -160,15 +180,24 @@ def other_active(conn: Connection, referral_id: int, appointment_id: int) -> boo
                         ).first() is not None
 
 
-def record(conn: Connection, *, at: datetime, event: str, message_id: int | None,
-           control_id: str = "", referral_id: int | None = None,
-           appointment_id: int | None = None, before: str | None = None,
-           after: str | None = None, rule: str = "") -> None:
-    """One history row."""
-    conn.execute(_INSERT_EVENT, {
-        "referral_id": referral_id, "appointment_id": appointment_id, "message_id": message_id,
-        "control_id": control_id, "at": at, "event": event, "status_before": before,
-        "status_after": after, "rule": rule[:200]})
+def event_row(*, at: datetime, event: str, message_id: int | None, control_id: str = "",
+              referral_id: int | None = None, appointment_id: int | None = None,
+              before: str | None = None, after: str | None = None, rule: str = ""
+              ) -> dict[str, Any]:
+    """One history row, as parameters for `insert_events`."""
+    return {"referral_id": referral_id, "appointment_id": appointment_id,
+            "message_id": message_id, "control_id": control_id, "at": at, "event": event,
+            "status_before": before, "status_after": after, "rule": rule[:200]}
+
+
+def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_INSERT_EVENT, rows)
+
+
+def record(conn: Connection, **values: Any) -> None:
+    """One history row, written now."""
+    insert_events(conn, [event_row(**values)])
 
 
 def key_text(conn: Connection, referral_id: int) -> str:

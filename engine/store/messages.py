@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from engine.store.schema import messages
 
@@ -166,3 +166,12 @@ def message_row(conn: Connection, message_id: int, *, with_raw: bool = False) ->
 def set_outcome(conn: Connection, message_id: int, **values: Any) -> None:
     """Amend a stored message: a content error found by the ledger, or its ledger effect."""
     conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+
+
+_SET_EFFECT = update(messages).where(messages.c.id == bindparam("_mid"))
+
+
+def set_effects(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Each message's ledger effect (`{"_mid": id, "ledger_effect": text}`), in one statement."""
+    if rows:
+        conn.execute(_SET_EFFECT, rows)
