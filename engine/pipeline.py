@@ -106,10 +106,11 @@ class Pipeline:
             p.verdict = Verdict(exc.disposition, Stage.CONTENT, exc.code, exc.location, exc.reason)
             h = p.msg.header if p.msg is not None else None
             codes = ack_codes(p.verdict, h.accept_ack if h else "", h.application_ack if h else "")
-            set_outcome(conn, message_id, status=p.verdict.disposition.value,
-                        stage=Stage.CONTENT.value, error_code=exc.code,
-                        error_location=str(exc.location or ""), error_text=exc.reason,
-                        ack_codes=" ".join(codes))
+            outcome = {"status": p.verdict.disposition.value, "stage": Stage.CONTENT.value,
+                       "error_code": exc.code, "error_location": str(exc.location or ""),
+                       "error_text": exc.reason, "ack_codes": " ".join(codes)}
+            set_outcome(conn, message_id, **outcome)
+            p.row.update(outcome)  # a retransmission later in this batch answers the same
             return
         context = ledger.Context(conn, message_id, p.row["control_id"], now, self._ledger,
                                  history=history)

@@ -16,7 +16,7 @@ from engine.store.database import open_database
 from engine.store.schema import messages
 
 CHANNEL = parse_config({"channels": [{
-    "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12-I15", "SIU^S12-S26"],
+    "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12-I15", "SIU^S12-S26", "ORM^O01"],
     "ack": {"application": "REFTRACK", "facility": "HUB"}}]}).channels[0]
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -70,4 +70,17 @@ def test_failed_commit_answers_ae_207_and_stores_nothing(sqlite_url: str) -> Non
     (again,) = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7"))])
     assert parse(again.acks[0])["MSA.1"] == "AA" and again.committed
     assert _count(db) == 1
+    pipeline.close()
+
+
+def test_retransmission_in_the_same_batch_as_its_ae_gets_ae(sqlite_url: str) -> None:
+    """A message the ledger answers AE 205, resent within the same batch, is answered AE 205
+    again (HL7-SPEC §8: the same ACK code), not AA."""
+    pipeline, _db = _pipeline(sqlite_url)
+    nw = sample_payload("orm_o01_v24.hl7")
+    dup = nw.replace(b"ORM-O01-V24", b"ORM-O01-DUP")
+    results = pipeline.process_batch([_job(nw), _job(dup), _job(dup)])
+    assert [(parse(r.acks[0])["MSA.1"], parse(r.acks[0])["ERR.3"] or parse(r.acks[0])["ERR.1.4"])
+            for r in results] == [("AA", ""), ("AE", "205"), ("AE", "205")]
+    assert results[2].retransmission
     pipeline.close()

@@ -95,6 +95,8 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
     added = store.add_keys(ctx.conn, rid, _extra_keys(ch))
     store.add_patients(ctx.conn, rid, ch.patient_ids)
     details = _details(ch) if ch.event == c.MODIFY else {}
+    if details.get("priority") and details["priority"] != row["priority"]:
+        details["due_at"] = ctx.settings.due(row["received_at"], details["priority"])
     after, rule = lc.referral_transition(row["status"], ch.event)
     store.set_referral(ctx.conn, rid, status=after, updated_at=ctx.now, **details)
     ctx.record(referral_id=rid, event=f"{ch.trigger} {ch.event}", before=row["status"],
