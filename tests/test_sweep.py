@@ -1,0 +1,75 @@
+"""Time rules: the expiry sweep and overdue referrals (issue 3 "Time rules"), on a real database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from enginectl import sample_payload
+from sqlalchemy import update
+
+from engine.ack import AckBuilder
+from engine.config import parse_config
+from engine.ledger.apply import LedgerSettings, sweep
+from engine.ledger.views import find_referral, list_referrals
+from engine.mappings.changes import EI
+from engine.pipeline import Job, Pipeline
+from engine.store.database import open_database
+from engine.store.schema import referrals
+
+CHANNEL = parse_config({"channels": [{
+    "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12-I15", "SIU^S12-S26"]}]}
+).channels[0]
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def _ref(key: str, window_end: str | None) -> bytes:
+    """ref_i12_v251 with its own RF1-6 and RF1-8 (None empties RF1-8)."""
+    raw = sample_payload("ref_i12_v251.hl7").replace(b"MFP-R-1001", key.encode())
+    raw = raw.replace(b"REF-I12-V251", f"C-{key}".encode())
+    return raw.replace(b"|20260712|", f"|{window_end or ''}|".encode())
+
+
+def test_sweep_expires_past_window_and_default_window(sqlite_url: str) -> None:
+    """Pending/accepted referrals past RF1-8, or past received + 180 days when RF1-8 is empty,
+    become expired with a history row; others stay; a second sweep changes nothing."""
+    db = open_database(sqlite_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    pipeline.process_batch([Job(CHANNEL, _ref(k, end), "x", NOW) for k, end in (
+        ("R-PAST", "20260301"), ("R-FUTURE", "20270301"), ("R-NOEND", None),
+        ("R-NOEND-OLD", None))])
+    pipeline.close()
+    with db.begin() as conn:
+        conn.execute(update(referrals).where(referrals.c.key_id == "R-NOEND-OLD")
+                     .values(received_at=datetime(2026, 1, 1)))
+    now = NOW.replace(tzinfo=None)
+    with db.begin() as conn:
+        expired = sweep(conn, now, LedgerSettings())
+    assert sorted(expired) == ["referral R-NOEND-OLD^PCPEHR pending→expired",
+                               "referral R-PAST^PCPEHR pending→expired"]
+    with db.begin() as conn:
+        assert sweep(conn, now, LedgerSettings()) == []
+        states = {r["id"]: r["status"] for r in list_referrals(conn)}
+        history = find_referral(conn, EI("R-PAST", "PCPEHR"))
+    assert states == {"R-PAST^PCPEHR": "expired", "R-FUTURE^PCPEHR": "pending",
+                      "R-NOEND^PCPEHR": "pending", "R-NOEND-OLD^PCPEHR": "expired"}
+    assert history is not None
+    assert [(h["event"], h["status_before"], h["status_after"]) for h in history["history"]][-1] \
+        == ("sweep expire", "pending", "expired")
+
+
+def test_overdue_lists_referrals_past_their_priority_deadline(sqlite_url: str) -> None:
+    """`referrals --overdue`: pending/accepted referrals whose deadline to reach `scheduled`
+    (S 1 day, A 2 days, R 14 days from receipt) has passed."""
+    db = open_database(sqlite_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    stat = _ref("R-STAT", "20270301").replace(b"|R^Routine^HL70280|", b"|S^STAT^HL70280|")
+    routine = _ref("R-ROUTINE", "20270301")
+    pipeline.process_batch([Job(CHANNEL, stat, "x", NOW), Job(CHANNEL, routine, "x", NOW)])
+    pipeline.close()
+    base = NOW.replace(tzinfo=None)
+    with db.connect() as conn:
+        assert [r["id"] for r in list_referrals(conn, overdue_at=base + timedelta(hours=12))] == []
+        assert [r["id"] for r in list_referrals(conn, overdue_at=base + timedelta(days=2))] == [
+            "R-STAT^PCPEHR"]
+        assert [r["id"] for r in list_referrals(conn, overdue_at=base + timedelta(days=15))] == [
+            "R-STAT^PCPEHR", "R-ROUTINE^PCPEHR"]
