@@ -187,7 +187,8 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
         aid = int(row["id"])
         store.set_appointment(ctx.conn, aid, **values)
     store.set_appointment_keys(ctx.conn, aid, [("SCH-26", k) for k in ch.placer_order_numbers]
-                               + [("SCH-27", k) for k in ch.filler_order_numbers])
+                               + [("SCH-27", k) for k in ch.filler_order_numbers],
+                               fresh=row["status"] is None)
     ctx.record(appointment_id=aid, referral_id=row["referral_id"],
                event=f"SIU^{ch.trigger} {ch.status}", before=row["status"], after=ch.status,
                rule="§6 appointment " + ("created" if row["status"] is None else "updated"))

@@ -11,119 +11,106 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, select, tuple_
 
+from engine.ledger import sql
 from engine.mappings.changes import EI, PatientId
-from engine.store.schema import (
-    appointment_keys,
-    appointments,
-    referral_events,
-    referral_keys,
-    referral_patients,
-    referrals,
-)
+from engine.store.schema import referral_patients, referrals
 
-# Statements are built once: building a Core statement per call (and its cache key) cost more
-# than running it.  Inserts and updates take their columns from the parameters.
-_KEYS_BY_ID = select(referral_keys.c.referral_id, referral_keys.c.key_authority,
-                     referral_keys.c.kind).where(referral_keys.c.key_id == bindparam("key_id"))
-_REFERRAL = select(referrals).where(referrals.c.id == bindparam("rid"))
-_INSERT_REFERRAL = insert(referrals).returning(referrals.c.id)
-_UPDATE_REFERRAL = update(referrals).where(referrals.c.id == bindparam("_rid"))
-_KEYS_OF = select(referral_keys.c.kind, referral_keys.c.key_id, referral_keys.c.key_authority
-                  ).where(referral_keys.c.referral_id == bindparam("rid")).order_by(
-                      referral_keys.c.id)
-_INSERT_KEY = insert(referral_keys)
-_PATIENTS_OF = select(referral_patients.c.patient_id, referral_patients.c.authority).where(
-    referral_patients.c.referral_id == bindparam("rid"))
-_INSERT_PATIENT = insert(referral_patients)
-_APPOINTMENTS_BY_KEY = select(appointments).where(
-    appointments.c.key_id == bindparam("key_id")).order_by(appointments.c.id)
-_INSERT_APPOINTMENT = insert(appointments).returning(appointments.c.id)
-_UPDATE_APPOINTMENT = update(appointments).where(appointments.c.id == bindparam("_aid"))
-_DELETE_APPOINTMENT_KEYS = appointment_keys.delete().where(
-    appointment_keys.c.appointment_id == bindparam("aid"))
-_INSERT_APPOINTMENT_KEY = insert(appointment_keys)
-_ORPHANS = (select(appointments, appointment_keys.c.kind.label("via_kind"),
-                   appointment_keys.c.key_authority.label("via_authority"))
-            .join(appointment_keys, appointment_keys.c.appointment_id == appointments.c.id)
-            .where(and_(appointment_keys.c.key_id == bindparam("key_id"),
-                        appointments.c.match == "unmatched"))
-            .order_by(appointments.c.id))
-_OTHER_ACTIVE = select(appointments.c.id).where(and_(
-    appointments.c.referral_id == bindparam("rid"), appointments.c.id != bindparam("aid"),
-    appointments.c.status == "booked")).limit(1)
-_INSERT_EVENT = insert(referral_events)
-_KEY_TEXT = select(referrals.c.key_id, referrals.c.key_authority).where(
-    referrals.c.id == bindparam("rid"))
+# The hot path runs on the driver (engine.ledger.sql); the fallback search, which needs
+# datetimes back, and the CLI's views use SQLAlchemy Core.
+
+
+def _dt(value: Any) -> datetime | None:
+    """A datetime column read on the driver: SQLite gives text, PostgreSQL a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _keys_named(conn: Connection, key: EI) -> list[tuple[int, str]]:
+    """(referral id, kind) of every stored key matching `key`."""
+    found = sql.rows(conn, "SELECT referral_id, key_authority, kind FROM referral_keys "
+                           "WHERE key_id = ?", [key.id])
+    return [(int(r[0]), str(r[2])) for r in found if key.matches(EI(key.id, r[1] or ""))]
 
 
 def referral_ids_for(conn: Connection, key: EI, kinds: Iterable[str] | None = None) -> list[int]:
     """Referrals with a key matching `key` (EI equality, HL7-SPEC §6), oldest first."""
     wanted = set(kinds) if kinds is not None else None
-    ids = {int(r.referral_id) for r in conn.execute(_KEYS_BY_ID, {"key_id": key.id})
-           if key.matches(EI(key.id, r.key_authority)) and (wanted is None or r.kind in wanted)}
-    return sorted(ids)
+    return sorted({rid for rid, kind in _keys_named(conn, key)
+                   if wanted is None or kind in wanted})
 
 
 def key_kinds_for(conn: Connection, key: EI) -> set[str]:
     """The kinds (RF1-6, RF1-11, ORC-2, ORC-3) under which some referral has `key`."""
-    return {str(r.kind) for r in conn.execute(_KEYS_BY_ID, {"key_id": key.id})
-            if key.matches(EI(key.id, r.key_authority))}
+    return {kind for _rid, kind in _keys_named(conn, key)}
 
 
 def insert_keys(conn: Connection, referral_id: int, keys: list[tuple[str, EI]]) -> None:
     """The keys of a referral just created (no check against existing ones)."""
-    if keys:
-        conn.execute(_INSERT_KEY, [{"referral_id": referral_id, "kind": kind, "key_id": key.id,
-                                    "key_authority": key.authority} for kind, key in keys])
+    sql.insert_many(conn, "referral_keys", [
+        {"referral_id": referral_id, "kind": kind, "key_id": key.id,
+         "key_authority": key.authority} for kind, key in keys])
 
 
 def insert_patients(conn: Connection, referral_id: int, ids: list[PatientId]) -> None:
     """The patient ids of a referral just created."""
-    if ids:
-        conn.execute(_INSERT_PATIENT, [{"referral_id": referral_id, "patient_id": p.id,
-                                        "authority": p.authority} for p in ids])
+    sql.insert_many(conn, "referral_patients", [
+        {"referral_id": referral_id, "patient_id": p.id, "authority": p.authority} for p in ids])
+
+
+_REFERRAL_COLUMNS = ("id", "status", "review", "key_id", "key_authority", "priority",
+                     "received_at")
 
 
 def referral(conn: Connection, referral_id: int) -> dict[str, Any]:
-    return dict(conn.execute(_REFERRAL, {"rid": referral_id}).mappings().one())
+    """What the lifecycle needs of a referral."""
+    found = sql.rows(conn, f"SELECT {', '.join(_REFERRAL_COLUMNS)} FROM referrals WHERE id = ?",
+                     [referral_id])
+    row = dict(zip(_REFERRAL_COLUMNS, found[0], strict=True))
+    row["review"] = bool(row["review"])
+    row["received_at"] = _dt(row["received_at"])
+    return row
 
 
 def add_referral(conn: Connection, values: dict[str, Any]) -> int:
-    return int(conn.execute(_INSERT_REFERRAL, values).scalar_one())
+    return sql.insert(conn, "referrals", values)
 
 
 def set_referral(conn: Connection, referral_id: int, **values: Any) -> None:
-    conn.execute(_UPDATE_REFERRAL, {"_rid": referral_id, **values})
+    sql.update(conn, "referrals", referral_id, values)
 
 
 def keys_of(conn: Connection, referral_id: int) -> list[tuple[str, EI]]:
-    rows = conn.execute(_KEYS_OF, {"rid": referral_id})
-    return [(r.kind, EI(r.key_id, r.key_authority)) for r in rows]
+    found = sql.rows(conn, "SELECT kind, key_id, key_authority FROM referral_keys "
+                           "WHERE referral_id = ? ORDER BY id", [referral_id])
+    return [(str(r[0]), EI(r[1], r[2] or "")) for r in found]
 
 
 def add_keys(conn: Connection, referral_id: int, keys: Iterable[tuple[str, EI]]) -> list[EI]:
     """Add the keys the referral does not have yet; the ones added."""
+    wanted = [(kind, key) for kind, key in keys if key.id]
+    if not wanted:
+        return []
     have = keys_of(conn, referral_id)
-    added: list[EI] = []
-    for kind, key in keys:
-        if not key.id or any(k == kind and key.matches(h) for k, h in have):
-            continue
-        conn.execute(_INSERT_KEY, {"referral_id": referral_id, "kind": kind, "key_id": key.id,
-                                   "key_authority": key.authority})
-        have.append((kind, key))
-        added.append(key)
-    return added
+    added: list[tuple[str, EI]] = []
+    for kind, key in wanted:
+        if not any(k == kind and key.matches(h) for k, h in have + added):
+            added.append((kind, key))
+    insert_keys(conn, referral_id, added)
+    return [key for _kind, key in added]
 
 
 def add_patients(conn: Connection, referral_id: int, ids: Iterable[PatientId]) -> None:
-    have = {(r.patient_id, r.authority) for r in conn.execute(_PATIENTS_OF, {"rid": referral_id})}
-    for p in ids:
-        if (p.id, p.authority) not in have:
-            conn.execute(_INSERT_PATIENT, {"referral_id": referral_id, "patient_id": p.id,
-                                           "authority": p.authority})
-            have.add((p.id, p.authority))
+    wanted = list(ids)
+    if not wanted:
+        return
+    have = {(str(r[0]), str(r[1])) for r in sql.rows(
+        conn, "SELECT patient_id, authority FROM referral_patients WHERE referral_id = ?",
+        [referral_id])}
+    fresh = sorted({p for p in wanted if (p.id, p.authority) not in have})
+    insert_patients(conn, referral_id, fresh)
 
 
 def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
@@ -139,45 +126,58 @@ def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
+_APPOINTMENT_COLUMNS = ("id", "key_id", "key_authority", "status", "match", "referral_id")
+
+
 def appointment_for(conn: Connection, key: EI) -> dict[str, Any] | None:
-    for row in conn.execute(_APPOINTMENTS_BY_KEY, {"key_id": key.id}).mappings():
-        if key.matches(EI(row["key_id"], row["key_authority"])):
-            return dict(row)
+    """What matching and the lifecycle need of the appointment with this key, if any."""
+    found = sql.rows(conn, f"SELECT {', '.join(_APPOINTMENT_COLUMNS)} FROM appointments "
+                           f"WHERE key_id = ? ORDER BY id", [key.id])
+    for r in found:
+        row = dict(zip(_APPOINTMENT_COLUMNS, r, strict=True))
+        if key.matches(EI(row["key_id"], row["key_authority"] or "")):
+            return row
     return None
 
 
 def add_appointment(conn: Connection, values: dict[str, Any]) -> int:
-    return int(conn.execute(_INSERT_APPOINTMENT, values).scalar_one())
+    return sql.insert(conn, "appointments", values)
 
 
 def set_appointment(conn: Connection, appointment_id: int, **values: Any) -> None:
-    conn.execute(_UPDATE_APPOINTMENT, {"_aid": appointment_id, **values})
+    sql.update(conn, "appointments", appointment_id, values)
 
 
 def set_appointment_keys(conn: Connection, appointment_id: int,
-                         keys: Iterable[tuple[str, EI]]) -> None:
-    conn.execute(_DELETE_APPOINTMENT_KEYS, {"aid": appointment_id})
-    rows = [{"appointment_id": appointment_id, "kind": kind, "key_id": key.id,
-             "key_authority": key.authority} for kind, key in keys]
-    if rows:
-        conn.execute(_INSERT_APPOINTMENT_KEY, rows)
+                         keys: Iterable[tuple[str, EI]], fresh: bool = False) -> None:
+    """Replace the appointment's SCH-26/SCH-27 keys (`fresh`: it has none yet)."""
+    if not fresh:
+        sql.rows(conn, "DELETE FROM appointment_keys WHERE appointment_id = ?", [appointment_id])
+    sql.insert_many(conn, "appointment_keys", [
+        {"appointment_id": appointment_id, "kind": kind, "key_id": key.id,
+         "key_authority": key.authority} for kind, key in keys])
 
 
 def orphans_for(conn: Connection, key: EI) -> list[tuple[dict[str, Any], str]]:
     """Unmatched appointments whose SCH-26/SCH-27 carry `key`, with the kind that matched."""
+    found = sql.rows(conn, "SELECT a.id, a.key_id, a.key_authority, a.status, k.kind, "
+                           "k.key_authority FROM appointments a JOIN appointment_keys k "
+                           "ON k.appointment_id = a.id WHERE k.key_id = ? "
+                           "AND a.match = 'unmatched' ORDER BY a.id", [key.id])
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[int] = set()
-    for row in conn.execute(_ORPHANS, {"key_id": key.id}).mappings():
-        if key.matches(EI(key.id, row["via_authority"])) and row["id"] not in seen:
-            seen.add(int(row["id"]))
-            out.append((dict(row), str(row["via_kind"])))
+    for aid, key_id, authority, status, kind, via_authority in found:
+        if key.matches(EI(key.id, via_authority or "")) and int(aid) not in seen:
+            seen.add(int(aid))
+            out.append(({"id": int(aid), "key_id": key_id, "key_authority": authority or "",
+                         "status": status}, str(kind)))
     return out
 
 
 def other_active(conn: Connection, referral_id: int, appointment_id: int) -> bool:
     """Does the referral have another booked appointment?"""
-    return conn.execute(_OTHER_ACTIVE, {"rid": referral_id, "aid": appointment_id}
-                        ).first() is not None
+    return bool(sql.rows(conn, "SELECT id FROM appointments WHERE referral_id = ? AND id <> ? "
+                               "AND status = 'booked' LIMIT 1", [referral_id, appointment_id]))
 
 
 def event_row(*, at: datetime, event: str, message_id: int | None, control_id: str = "",
@@ -191,8 +191,7 @@ def event_row(*, at: datetime, event: str, message_id: int | None, control_id: s
 
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_INSERT_EVENT, rows)
+    sql.insert_many(conn, "referral_events", rows)
 
 
 def record(conn: Connection, **values: Any) -> None:
@@ -200,14 +199,5 @@ def record(conn: Connection, **values: Any) -> None:
     insert_events(conn, [event_row(**values)])
 
 
-def key_text(conn: Connection, referral_id: int) -> str:
-    row = conn.execute(_KEY_TEXT, {"rid": referral_id}).one()
-    return EI(row.key_id, row.key_authority).text
-
-
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def any_of(*conditions: Any) -> Any:
-    return or_(*conditions)

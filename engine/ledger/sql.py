@@ -1,0 +1,89 @@
+"""Driver-level statements for the ledger's hot path, inside the caller's SQLAlchemy transaction.
+
+Through SQLAlchemy Core, each of the handful of statements a message needs cost more CPU than
+the database's own work.  These helpers run plain SQL, written once with `?` placeholders, on the
+connection's DBAPI cursor: sqlite3 as is, psycopg with `%s`.  Values are adapted the way
+SQLAlchemy stores them (SQLite: datetimes as `YYYY-MM-DD HH:MM:SS.ffffff` text, booleans as 0/1),
+so Core reads (the CLI's views) see the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection
+
+
+def _sqlite(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+@lru_cache(maxsize=256)
+def _format(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+def _adapt(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def rows(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement; its rows (none for DML without RETURNING)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if _sqlite(conn):
+        cursor.execute(sql, [_adapt(p) for p in params])
+    else:
+        cursor.execute(_format(sql), list(params))
+    return list(cursor.fetchall()) if cursor.description else []
+
+
+def many(conn: Connection, sql: str, params: Sequence[Sequence[Any]]) -> None:
+    """Run one statement for each parameter row."""
+    if not params:
+        return
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if _sqlite(conn):
+        cursor.executemany(sql, [[_adapt(p) for p in row] for row in params])
+    else:
+        cursor.executemany(_format(sql), [list(row) for row in params])
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(table: str, columns: tuple[str, ...], returning: bool) -> str:
+    marks = ", ".join("?" * len(columns))
+    tail = " RETURNING id" if returning else ""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}){tail}"
+
+
+def insert(conn: Connection, table: str, values: dict[str, Any]) -> int:
+    """Insert one row; its id."""
+    columns = tuple(values)
+    found = rows(conn, _insert_sql(table, columns, True), [values[c] for c in columns])
+    return int(found[0][0])
+
+
+def insert_many(conn: Connection, table: str, values: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that all have the same columns."""
+    if not values:
+        return
+    columns = tuple(values[0])
+    many(conn, _insert_sql(table, columns, False), [[v[c] for c in columns] for v in values])
+
+
+@lru_cache(maxsize=256)
+def _update_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
+
+
+def update(conn: Connection, table: str, row_id: int, values: dict[str, Any]) -> None:
+    """Set columns of the row with this id."""
+    if values:
+        columns = tuple(values)
+        rows(conn, _update_sql(table, columns), [*(values[c] for c in columns), row_id])
