@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -88,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return int(handler(args))
+    except BrokenPipeError:  # `hl7-engine tail | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -154,9 +158,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     sweeper.clock = r
     r.callWhenRunning(sweeper.start, 86400, now=True)  # at start, then daily
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
-    r.run()
+    _stop_on_signals(r)
+    r.run(installSignalHandlers=False)
     db.dispose()
     return EXIT_OK
+
+
+def _stop_on_signals(reactor: Any) -> None:
+    """SIGTERM and SIGINT stop the reactor once (the writer drains first); a second signal, as
+    `make` and a terminal both send, is not an error."""
+    import signal
+
+    def stop() -> None:
+        if reactor.running and not getattr(reactor, "_stopping", False):
+            reactor._stopping = True
+            reactor.stop()
+
+    def handler(_signum: int, _frame: Any) -> None:
+        reactor.callFromThread(stop)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _sweep_in_thread(reactor: Any, db: Any) -> Any:
