@@ -226,7 +226,7 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
 
 
 def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
-    m = r.mapping(raw, path, {"order_specialties", "closing_codes"})
+    m = r.mapping(raw, path, {"order_specialties", "closing_codes", "close_on_results"})
     specialties: dict[str, str] = {}
     table = m.get("order_specialties")
     if table is not None and not isinstance(table, dict):
@@ -235,7 +235,8 @@ def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
         for code, specialty in table.items():
             specialties[str(code)] = r.string(specialty, f"{path}.order_specialties.{code}")
     codes = r.strings(m.get("closing_codes"), f"{path}.closing_codes", ())
-    return MappingRules(specialties, frozenset(codes) | DEFAULT_CLOSING_CODES)
+    return MappingRules(specialties, frozenset(codes) | DEFAULT_CLOSING_CODES,
+                        r.boolean(m.get("close_on_results"), f"{path}.close_on_results", False))
 
 
 def _database(raw: Any, r: _Reader) -> Database:

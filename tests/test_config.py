@@ -533,5 +533,6 @@ def test_ledger_rules_per_channel() -> None:
     assert rules.order_specialties == {"CONSULT-NEUR": "NEUR"}
     assert rules.closing_codes == frozenset({"11488-4", "X-NOTE"})
     assert problems({"channels": [channel(ledger={"order_specialties": ["x"], "x": 1})]}) == [
-        "channels[0].ledger.x: unknown key (expected one of: closing_codes, order_specialties)",
+        "channels[0].ledger.x: unknown key (expected one of: close_on_results, closing_codes, "
+        "order_specialties)",
         "channels[0].ledger.order_specialties: expected a mapping of OBR-4 code: specialty"]

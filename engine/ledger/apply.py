@@ -68,7 +68,7 @@ def check(conn: Connection, changes: Sequence[Change]) -> None:
                 raise c.DuplicateKey("a new referral or order whose key already exists",
                                      change.key_location)
             opened.append(change.key)
-        elif not known:
+        elif not known and not change.if_known:
             raise c.UnknownKey("an update for a referral or order this ledger does not know",
                                change.key_location)
 
@@ -90,7 +90,10 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
     if ch.event == c.OPEN:
         _open(ctx, ch)
         return
-    rid = store.referral_ids_for(ctx.conn, ch.key)[0]
+    found = store.referral_ids_for(ctx.conn, ch.key)
+    if not found:  # an `if_known` change (a result for an order that is no referral)
+        return
+    rid = found[0]
     row = store.referral(ctx.conn, rid)
     added = store.add_keys(ctx.conn, rid, _extra_keys(ch))
     store.add_patients(ctx.conn, rid, ch.patient_ids)

@@ -90,6 +90,7 @@ class ReferralChange:
     window_end: datetime | None = None  # RF1-8 (or TQ1-8 "needed by")
     providers: tuple[Provider, ...] = ()
     diagnoses: tuple[str, ...] = ()  # DG1-3.1 codes
+    if_known: bool = False  # apply only to a known referral; an unknown key is not an error
 
 
 # Appointment statuses (issue 3): booked, cancelled, deleted, noshow, complete.

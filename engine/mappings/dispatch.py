@@ -7,6 +7,7 @@ from collections.abc import Callable
 from engine.mappings.changes import Change
 from engine.mappings.orders import map_order
 from engine.mappings.referral import map_ref
+from engine.mappings.results import map_results
 from engine.mappings.rules import MappingRules
 from engine.mappings.scheduling import map_siu
 from engine.parsing.message import InboundMessage
@@ -20,6 +21,8 @@ MAPPERS: dict[str, Mapper] = {
     "OMG": map_order,
     "OSU": map_order,
     "SIU": map_siu,
+    "ORU": map_results,
+    "MDM": map_results,
 }
 
 

@@ -13,3 +13,5 @@ class MappingRules:
     order_specialties: dict[str, str] = field(default_factory=dict)
     # OBR-4.1 / OBX-3.1 codes that mark a final consult note, closing the loop
     closing_codes: frozenset[str] = DEFAULT_CLOSING_CODES
+    # ORU^R01 / MDM^T02 whose placer number names a referral may close it (issue 3)
+    close_on_results: bool = False
