@@ -87,14 +87,15 @@ class ControlIds:
     counter, at most 20 characters (the ST length of v2.3)."""
 
     def __init__(self, prefix: str = "A") -> None:
-        self._prefix = prefix + _base36(int(time.time() * 1000)) + _base36(os.getpid() % 1296)
+        self._prefix = prefix + base36(int(time.time() * 1000)) + base36(os.getpid() % 1296)
         self._count: Iterator[int] = itertools.count(1)
 
     def __call__(self) -> str:
         return f"{self._prefix}{next(self._count)}"
 
 
-def _base36(n: int) -> str:
+def base36(n: int) -> str:
+    """`n` in base 36, upper case (compact, sortable ids)."""
     digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     out = ""
     while True:
