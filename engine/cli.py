@@ -326,6 +326,7 @@ def _log_line(row: Any, as_json: bool) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
     from engine.store.messages import message_row
 
@@ -333,10 +334,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     db = _open(database)
     with db.connect() as conn:
         row = message_row(conn, args.id, with_raw=args.raw)
+        changes = changes_of_message(conn, args.id)
     if row is None:
         print(f"no message with id {args.id}", file=sys.stderr)
         return EXIT_NOT_OK
     rec = _log_record(row)
+    rec["ledger_changes"] = changes
     if args.raw:
         configure_logging(log_file or None, console=None)
         audit("audit.message_body_read", message_id=args.id, digest=row.digest[:16])
@@ -346,8 +349,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     width = max(len(k) for k in rec)
     for key, value in rec.items():
-        if key != "raw":
+        if key not in ("raw", "ledger_changes"):
             print(f"{key:<{width}}  {value}")
+    if changes:
+        print()
+        _print_table(changes, ["referral", "appointment", "event", "status_before",
+                               "status_after", "rule"])
     if args.raw:
         print()
         print(rec["raw"].replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))

@@ -98,3 +98,14 @@ def test_log_has_no_patient_data(running: Engine) -> None:
         for leaf in value.replace("~", "^").split("^"):
             if len(leaf) > 3:
                 assert leaf not in text
+
+
+def test_show_lists_the_ledger_changes_a_message_made(running: Engine) -> None:
+    """`show ID --json` traces a message to every ledger change it made."""
+    _cli("send", str(SAMPLES / "ref_i12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
+         config=running.config)
+    shown = json.loads(_cli("show", "1", "--json", config=running.config).stdout)
+    assert shown["ledger_effect"] == "referral MFP-R-1001^PCPEHR new→pending"
+    assert [(c["referral"], c["event"], c["status_before"], c["status_after"])
+            for c in shown["ledger_changes"]] == [
+        ("MFP-R-1001^PCPEHR", "REF^I12 open", None, "pending")]

@@ -138,3 +138,19 @@ def list_appointments(conn: Connection, *, worklist: bool = False) -> list[dict[
             "created_at": iso(a["created_at"]),
         })
     return out
+
+
+def changes_of_message(conn: Connection, message_id: int) -> list[dict[str, Any]]:
+    """Every ledger change one message made (the other direction of a referral's history)."""
+    refs = {int(r.id): _ei(r.key_id, r.key_authority) for r in conn.execute(
+        select(referrals.c.id, referrals.c.key_id, referrals.c.key_authority))}
+    appts = {int(a.id): _ei(a.key_id, a.key_authority) for a in conn.execute(
+        select(appointments.c.id, appointments.c.key_id, appointments.c.key_authority))}
+    rows = conn.execute(select(referral_events).where(referral_events.c.message_id == message_id)
+                        .order_by(referral_events.c.id)).mappings()
+    return [{
+        "referral": refs.get(int(h["referral_id"])) if h["referral_id"] else None,
+        "appointment": appts.get(int(h["appointment_id"])) if h["appointment_id"] else None,
+        "event": h["event"], "status_before": h["status_before"],
+        "status_after": h["status_after"], "rule": h["rule"],
+    } for h in rows]
