@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="link an appointment to a referral by hand (history: via manual)")
     link.add_argument("appointment", metavar="APPOINTMENT")
     link.add_argument("referral", metavar="REFERRAL")
+    val = sub.add_parser("validate", parents=[common],
+                         help="check files against the HL7 standard's structure (hl7apy)")
+    val.add_argument("files", nargs="+", metavar="FILE")
+    val.add_argument("--warnings", action="store_true", help="also print hl7apy's warnings")
     sub.add_parser("sweep", parents=[common],
                    help="expire pending/accepted referrals past RF1-8 (run also daily by `run`)")
     return p
@@ -85,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "check-config": cmd_check_config, "send": cmd_send,
         "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
         "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
-        "link": cmd_link, "sweep": cmd_sweep,
+        "link": cmd_link, "sweep": cmd_sweep, "validate": cmd_validate,
     }[args.command]
     try:
         return int(handler(args))
@@ -469,3 +473,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(line)
     print(f"{len(effects)} referral(s) expired")
     return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.validation import validate
+
+    worst = EXIT_OK
+    for name in args.files:
+        report = validate(Path(name).read_bytes())
+        verdict = "OK" if not report.errors else f"{len(report.errors)} error(s)"
+        print(f"{name}: {verdict}, {len(report.warnings)} warning(s)")
+        for line in report.errors:
+            print(f"  error: {line}")
+        if args.warnings:
+            for line in report.warnings:
+                print(f"  warning: {line}")
+        if report.errors:
+            worst = EXIT_NOT_OK
+    return worst

@@ -109,3 +109,15 @@ def test_show_lists_the_ledger_changes_a_message_made(running: Engine) -> None:
     assert [(c["referral"], c["event"], c["status_before"], c["status_after"])
             for c in shown["ledger_changes"]] == [
         ("MFP-R-1001^PCPEHR", "REF^I12 open", None, "pending")]
+
+
+def test_validate_reports_structure_errors_with_hl7apy(tmp_path: Path) -> None:
+    """`validate` passes a well-formed REF, names the missing PID of another, and exits 1."""
+    config = tmp_path / "none.yaml"
+    out = _cli("validate", str(SAMPLES / "ref_i12_v251.hl7"),
+               str(SAMPLES / "content_ref_no_pid.hl7"), config=config)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 1
+    assert lines[0].endswith("ref_i12_v251.hl7: OK, 8 warning(s)")
+    assert lines[1].endswith("content_ref_no_pid.hl7: 1 error(s), 8 warning(s)")
+    assert lines[2] == "  error: Missing required child REF_I12.PID"
