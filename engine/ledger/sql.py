@@ -28,7 +28,7 @@ def _format(sql: str) -> str:
 
 def _adapt(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.isoformat(" ", "microseconds")  # as SQLAlchemy stores it
     if isinstance(value, bool):
         return int(value)
     return value
