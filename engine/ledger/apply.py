@@ -293,21 +293,11 @@ def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime
 
 def sweep(conn: Connection, now: datetime, settings: LedgerSettings) -> list[str]:
     """Expire pending/accepted referrals past RF1-8 (or past received + the default window)."""
-    from sqlalchemy import and_, or_, select, update
-
-    from engine.store.schema import referrals
-
-    limit = now - timedelta(days=settings.default_window_days)
-    q = select(referrals.c.id, referrals.c.status, referrals.c.key_id,
-               referrals.c.key_authority).where(and_(
-                   referrals.c.status.in_([lc.PENDING, lc.ACCEPTED]),
-                   or_(referrals.c.window_end < now,
-                       and_(referrals.c.window_end.is_(None), referrals.c.received_at < limit))))
     out = []
-    for r in conn.execute(q).all():
-        conn.execute(update(referrals).where(referrals.c.id == r.id)
-                     .values(status=lc.EXPIRED, updated_at=now))
-        store.record(conn, at=now, event="sweep expire", message_id=None, referral_id=r.id,
-                     before=r.status, after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment")
-        out.append(f"referral {EI(r.key_id, r.key_authority).text} {r.status}→expired")
+    limit = now - timedelta(days=settings.default_window_days)
+    for rid, status, key in store.expirable(conn, (lc.PENDING, lc.ACCEPTED), now, limit):
+        store.set_referral(conn, rid, status=lc.EXPIRED, updated_at=now)
+        store.record(conn, at=now, event="sweep expire", message_id=None, referral_id=rid,
+                     before=status, after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment")
+        out.append(f"referral {key.text} {status}→expired")
     return out

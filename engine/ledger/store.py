@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, and_, or_, select, tuple_
 
 from engine.ledger import sql
 from engine.mappings.changes import EI, PatientId
@@ -111,6 +111,19 @@ def add_patients(conn: Connection, referral_id: int, ids: Iterable[PatientId]) -
         [referral_id])}
     fresh = sorted({p for p in wanted if (p.id, p.authority) not in have})
     insert_patients(conn, referral_id, fresh)
+
+
+def expirable(conn: Connection, statuses: Iterable[str], now: datetime, received_before: datetime
+              ) -> list[tuple[int, str, EI]]:
+    """(id, status, key) of referrals in `statuses` past RF1-8, or, without RF1-8, received
+    before `received_before`."""
+    q = select(referrals.c.id, referrals.c.status, referrals.c.key_id, referrals.c.key_authority
+               ).where(and_(referrals.c.status.in_(list(statuses)), or_(
+                   referrals.c.window_end < now,
+                   and_(referrals.c.window_end.is_(None),
+                        referrals.c.received_at < received_before))))
+    return [(int(r.id), str(r.status), EI(r.key_id, r.key_authority or ""))
+            for r in conn.execute(q)]
 
 
 def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
