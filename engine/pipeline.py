@@ -19,7 +19,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
 from engine.config import Channel
-from engine.errors import CommitFailed, ContentError, Disposition, HL7Error, Location
+from engine.errors import (
+    CommitFailed,
+    ContentError,
+    Disposition,
+    HL7Error,
+    InternalError,
+    Location,
+)
 from engine.ledger import apply as ledger
 from engine.ledger import store as ledger_store
 from engine.mappings.changes import Change
@@ -173,6 +180,11 @@ def prepare(job: Job) -> _Prepared:
             changes = map_message(msg, job.channel.rules)
         except ContentError as exc:
             verdict = Verdict(exc.disposition, Stage.CONTENT, exc.code, exc.location, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - a mapper bug must not stop the engine
+            log.error("ledger.mapping_failed", error=type(exc).__name__,
+                      control_id=msg.header.control_id)
+            error = InternalError("unexpected error while reading the message")
+            verdict = Verdict(error.disposition, Stage.CONTENT, error.code, None, error.reason)
     p = _Prepared(job, msg, verdict, changes=changes)
     p.row = _row(p)  # its ack_codes are what the ACKs will carry once committed
     return p
@@ -226,11 +238,15 @@ def failed(builders: dict[str, AckBuilder]) -> Callable[[Job, BaseException], Re
     """The answer for a job whose batch raised before committing: AE/CE 207, nothing promised."""
 
     def answer(job: Job, _exc: BaseException) -> Result:
-        p = prepare(job)
         error = CommitFailed("internal error while storing the message; send it again")
         verdict = Verdict(Disposition.ERRORED, Stage.COMMIT, error.code, None, error.reason)
-        return Result(builders[job.channel.name].build(p.msg, verdict), verdict, None,
-                      p.row["control_id"], p.row["message_type"], p.row["digest"],
-                      committed=False)
+        try:
+            msg: InboundMessage | None = parse(job.raw)
+        except HL7Error:
+            msg = None
+        h = msg.header if msg is not None else None
+        return Result(builders[job.channel.name].build(msg, verdict), verdict, None,
+                      h.control_id_raw if h else "", h.message_type if h else "",
+                      hashlib.sha256(job.raw).hexdigest(), committed=False)
 
     return answer

@@ -4,14 +4,16 @@ batch, and a failed commit answered AE 207 with nothing promised."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from enginectl import sample_payload
 from sqlalchemy import func, select, text
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
 from engine.parsing import parse
-from engine.pipeline import Job, Pipeline
+from engine.pipeline import Job, Pipeline, failed
 from engine.store.database import open_database
 from engine.store.schema import messages
 
@@ -84,3 +86,34 @@ def test_retransmission_in_the_same_batch_as_its_ae_gets_ae(sqlite_url: str) -> 
             for r in results] == [("AA", ""), ("AE", "205"), ("AE", "205")]
     assert results[2].retransmission
     pipeline.close()
+
+
+def test_a_mapper_bug_answers_ar_207_and_the_batch_goes_on(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception while mapping one message answers it AR 207 (stored, logged)
+    and the rest of the batch is processed: the engine never stops on input."""
+    import engine.pipeline as pipeline_module
+
+    real = pipeline_module.map_message
+
+    def flaky(msg: Any, rules: Any) -> Any:
+        if msg.header.control_id == "REF-I12-V23":
+            raise RuntimeError("bug")
+        return real(msg, rules)
+
+    monkeypatch.setattr(pipeline_module, "map_message", flaky)
+    pipeline, db = _pipeline(sqlite_url)
+    results = pipeline.process_batch([_job(sample_payload("ref_i12_v23.hl7")),
+                                      _job(sample_payload("ref_i12_v251.hl7"))])
+    assert [(parse(r.acks[0])["MSA.1"], parse(r.acks[0])["ERR.1.4"] or parse(r.acks[0])["ERR.3"])
+            for r in results] == [("AR", "207"), ("AA", "")]
+    assert _count(db) == 2
+    pipeline.close()
+
+
+def test_the_writers_last_resort_answer_never_raises() -> None:
+    """`failed` (a batch that raised) answers AE 207 even for bytes that are not HL7."""
+    answer = failed({"referrals": AckBuilder()})
+    for raw in (b"garbage", sample_payload("ref_i12_v251.hl7")):
+        result = answer(_job(raw), RuntimeError("x"))
+        assert parse(result.acks[0])["MSA.1"] == "AE" and not result.committed
