@@ -61,6 +61,15 @@ class Result(NamedTuple):
     committed: bool = True
 
 
+class _LedgerBug(Exception):
+    """Applying message `index` of a batch raised something other than a database error."""
+
+    def __init__(self, index: int, error: str) -> None:
+        super().__init__(error)
+        self.index = index
+        self.error = error
+
+
 @dataclass(slots=True)
 class _Prepared:
     job: Job
@@ -82,26 +91,53 @@ class Pipeline:
         self._ledger = ledger.LedgerSettings()
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
-        """Prepare, commit in one transaction, then build every ACK."""
+        """Prepare, commit in one transaction, then build every ACK.
+
+        A bug in the ledger for one message (not a database error) rolls the batch back, marks
+        that message AR 207 without ledger changes, and runs the batch again: one poison message
+        never blocks the others.
+        """
         prepared = [prepare(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
-        try:
-            if self._conn is None:
-                self._conn = self._db.connect()
-            with self._conn.begin():
-                stored = record_batch(self._conn, [p.row for p in prepared], now)
-                history: list[dict[str, Any]] = []
-                effects: list[dict[str, Any]] = []
-                for p, s in zip(prepared, stored, strict=True):
-                    if p.changes and not s.retransmission:
-                        self._to_ledger(self._conn, p, s.message_id, now, history, effects)
-                ledger_store.insert_events(self._conn, history)
-                set_effects(self._conn, effects)
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's or the driver's: nothing committed
-            log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
-            self._drop_connection()
-            return [self._uncommitted(p) for p in prepared]
-        return [self._finish(p, s) for p, s in zip(prepared, stored, strict=True)]
+        while True:
+            try:
+                stored = self._store(prepared, now)
+            except _LedgerBug as bug:
+                p = prepared[bug.index]
+                log.error("ledger.apply_failed", error=bug.error, control_id=p.row["control_id"])
+                error = InternalError("unexpected error while updating the referral ledger")
+                p.verdict = Verdict(error.disposition, Stage.CONTENT, error.code, None,
+                                    error.reason)
+                p.changes = []
+                p.row = _row(p)
+                continue
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy's or the driver's
+                log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
+                self._drop_connection()
+                return [self._uncommitted(p) for p in prepared]
+            return [self._finish(p, s) for p, s in zip(prepared, stored, strict=True)]
+
+    def _store(self, prepared: list[_Prepared], now: datetime) -> list[Stored]:
+        """One transaction: the message rows, then each message's ledger changes in order."""
+        if self._conn is None:
+            self._conn = self._db.connect()
+        conn = self._conn
+        database_error = conn.dialect.dbapi.Error if conn.dialect.dbapi else Exception
+        with conn.begin():
+            stored = record_batch(conn, [p.row for p in prepared], now)
+            history: list[dict[str, Any]] = []
+            effects: list[dict[str, Any]] = []
+            for i, (p, s) in enumerate(zip(prepared, stored, strict=True)):
+                if p.changes and not s.retransmission:
+                    try:
+                        self._to_ledger(conn, p, s.message_id, now, history, effects)
+                    except (SQLAlchemyError, database_error):
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - the ledger's bug, not the store's
+                        raise _LedgerBug(i, type(exc).__name__) from exc
+            ledger_store.insert_events(conn, history)
+            set_effects(conn, effects)
+        return stored
 
     def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime,
                    history: list[dict[str, Any]], effects: list[dict[str, Any]]) -> None:

@@ -117,3 +117,31 @@ def test_the_writers_last_resort_answer_never_raises() -> None:
     for raw in (b"garbage", sample_payload("ref_i12_v251.hl7")):
         result = answer(_job(raw), RuntimeError("x"))
         assert parse(result.acks[0])["MSA.1"] == "AE" and not result.committed
+
+
+def test_a_ledger_bug_marks_only_its_message_and_the_batch_is_redone(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception while applying one message's ledger changes rolls the batch
+    back and redoes it with that message answered AR 207 and no ledger change; the other
+    messages of the batch are stored and applied once."""
+    import engine.ledger.apply as ledger_apply
+
+    real = ledger_apply.apply
+
+    def flaky(ctx: Any, changes: Any) -> Any:
+        if ctx.control_id == "REF-I12-V23":
+            ledger_apply.store.set_referral(ctx.conn, 1, status="half-written")
+            raise RuntimeError("bug")
+        return real(ctx, changes)
+
+    monkeypatch.setattr(ledger_apply, "apply", flaky)
+    pipeline, db = _pipeline(sqlite_url)
+    results = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7")),
+                                      _job(sample_payload("ref_i12_v23.hl7")),
+                                      _job(sample_payload("ref_i12_v28.hl7"))])
+    assert [parse(r.acks[0])["MSA.1"] for r in results] == ["AA", "AR", "AA"]
+    assert _count(db) == 3
+    from engine.ledger.views import list_referrals
+    with db.connect() as conn:  # type: ignore[attr-defined]
+        assert sorted(r["status"] for r in list_referrals(conn)) == ["pending", "pending"]
+    pipeline.close()
