@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="check files against the HL7 standard's structure (hl7apy)")
     val.add_argument("files", nargs="+", metavar="FILE")
     val.add_argument("--warnings", action="store_true", help="also print hl7apy's warnings")
+    queue = sub.add_parser("queue", parents=[common],
+                           help="per destination: state, depth, oldest age, dead letters")
+    queue.add_argument("--json", action="store_true")
     sub.add_parser("sweep", parents=[common],
                    help="expire pending/accepted referrals past RF1-8 (run also daily by `run`)")
     return p
@@ -89,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "check-config": cmd_check_config, "send": cmd_send,
         "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
         "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
-        "link": cmd_link, "sweep": cmd_sweep, "validate": cmd_validate,
+        "link": cmd_link, "sweep": cmd_sweep, "validate": cmd_validate, "queue": cmd_queue,
     }[args.command]
     try:
         return int(handler(args))
@@ -491,3 +494,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if report.errors:
             worst = EXIT_NOT_OK
     return worst
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from engine.routes.delivery import queue_state
+
+    config = _config(args)
+    db = _open(config.database)
+    rows = queue_state(db, config.destinations, _now())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["destination", "type", "state", "depth", "oldest_age_s",
+                            "delivered", "dead_letters", "last_error"])
+    return EXIT_OK

@@ -16,6 +16,8 @@ import yaml
 
 from engine.errors import EngineError
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
+from engine.routes.filters import When, parse_when
+from engine.routes.transforms import Step, parse_transform
 
 DEFAULT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
 DEFAULT_DATABASE = "sqlite:///var/engine.db"
@@ -83,11 +85,35 @@ class Logging:
 
 
 @dataclass(frozen=True, slots=True)
+class Destination:
+    """Where routed messages go.  This version delivers to files; MLLP comes next."""
+
+    name: str
+    type: str  # file
+    directory: str
+    max_attempts: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    source: str  # `from:`, a channel name
+    when: When
+    transform: tuple[Step, ...]
+    to: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     channels: tuple[Channel, ...]
     database: Database = Database()
     log: Logging = Logging()
     source: str = ""
+    destinations: tuple[Destination, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+    def routes_from(self, channel: str) -> tuple[Route, ...]:
+        return tuple(r for r in self.routes if r.source == channel)
 
 
 @dataclass(slots=True)
@@ -266,7 +292,7 @@ def _database(raw: Any, r: _Reader) -> Database:
 def parse_config(data: Any, source: str = "") -> Config:
     """Validate a loaded YAML document.  Raises `ConfigError` listing every problem."""
     r = _Reader()
-    top = r.mapping(data, "", {"database", "log", "channels"})
+    top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes"})
     if data is not None and not isinstance(data, dict):
         raise ConfigError(r.problems)
     channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
@@ -283,15 +309,71 @@ def parse_config(data: Any, source: str = "") -> Config:
     level = r.string(log.get("level"), "log.level", "info").lower()
     if level not in ("debug", "info", "warning", "error"):
         r.problem("log.level", "expected debug, info, warning or error")
+    destinations = _destinations(top.get("destinations"), r)
     config = Config(
         channels=tuple(ch for _, ch in channels),
         database=_database(top.get("database"), r),
         log=Logging(r.string(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
         source=source,
+        destinations=destinations,
+        routes=_routes(top.get("routes"), {ch.name for _, ch in channels},
+                       {d.name for d in destinations}, r),
     )
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.problem("destinations", "expected a list of destinations")
+        return ()
+    out: list[Destination] = []
+    for i, item in enumerate(raw):
+        path = f"destinations[{i}]"
+        m = r.mapping(item, path, {"name", "type", "directory", "max_attempts"})
+        name = r.string(m.get("name"), f"{path}.name")
+        kind = r.string(m.get("type"), f"{path}.type", "file")
+        if kind != "file":
+            r.problem(f"{path}.type", f"expected file (MLLP destinations are not built yet), "
+                                      f"got {kind!r}")
+        directory = r.string(m.get("directory"), f"{path}.directory")
+        attempts = r.number(m.get("max_attempts"), f"{path}.max_attempts", 20, 1, 100000)
+        if any(d.name == name for d in out):
+            r.problem(f"{path}.name", f"duplicate destination name {name!r}")
+        out.append(Destination(name, kind, directory, attempts))
+    return tuple(out)
+
+
+def _routes(raw: Any, channels: set[str], destinations: set[str], r: _Reader
+            ) -> tuple[Route, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.problem("routes", "expected a list of routes")
+        return ()
+    out: list[Route] = []
+    for i, item in enumerate(raw):
+        path = f"routes[{i}]"
+        m = r.mapping(item, path, {"name", "from", "when", "transform", "to", "on"})
+        name = r.string(m.get("name"), f"{path}.name")
+        if "on" in m:
+            r.problem(f"{path}.on", "routes on referral events are not built yet")
+        source = r.string(m.get("from"), f"{path}.from")
+        if source and source not in channels:
+            r.problem(f"{path}.from", f"no channel named {source!r}")
+        to = r.strings(m.get("to"), f"{path}.to", ())
+        for j, dest in enumerate(to):
+            if dest not in destinations:
+                r.problem(f"{path}.to[{j}]", f"no destination named {dest!r}")
+        if m.get("to") is None:
+            r.problem(f"{path}.to", "required: the destinations this route feeds")
+        when = parse_when(m.get("when"), f"{path}.when", r.problems)
+        steps = parse_transform(m.get("transform"), f"{path}.transform", r.problems)
+        out.append(Route(name, source, when, steps, to))
+    return tuple(out)
 
 
 def _check_unique(channels: list[tuple[int, Channel]], r: _Reader) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
-from engine.config import Channel
+from engine.config import Channel, Route
 from engine.errors import (
     CommitFailed,
     ContentError,
@@ -28,10 +28,13 @@ from engine.errors import (
     Location,
 )
 from engine.ledger import apply as ledger
+from engine.ledger import sql
 from engine.ledger import store as ledger_store
 from engine.mappings.changes import Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
+from engine.routes.filters import matches
+from engine.routes.transforms import apply as transform
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.validate import check_header
 
@@ -89,6 +92,14 @@ class Pipeline:
         self._clock = clock
         self._conn: Connection | None = None  # the writer thread's own, kept between batches
         self._ledger = ledger.LedgerSettings()
+        self._routes: dict[str, tuple[Route, ...]] = {}
+
+    def route(self, routes: tuple[Route, ...]) -> None:
+        """Take these routes (by their `from:` channel) from now on."""
+        grouped: dict[str, list[Route]] = {}
+        for r in routes:
+            grouped.setdefault(r.source, []).append(r)
+        self._routes = {name: tuple(rs) for name, rs in grouped.items()}
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
         """Prepare, commit in one transaction, then build every ACK.
@@ -137,7 +148,27 @@ class Pipeline:
                         raise _LedgerBug(i, type(exc).__name__) from exc
             ledger_store.insert_events(conn, history)
             set_effects(conn, effects)
+            sql.insert_many(conn, "outbound", self._outbound(prepared, stored, now))
         return stored
+
+    def _outbound(self, prepared: list[_Prepared], stored: list[Stored], now: datetime
+                  ) -> list[dict[str, Any]]:
+        """Queue rows for every accepted, first-time message a route takes (issue 4): written in
+        the same transaction, so an ACK still means everything is committed."""
+        rows: list[dict[str, Any]] = []
+        for p, s in zip(prepared, stored, strict=True):
+            routes = self._routes.get(p.job.channel.name, ())
+            if not routes or s.retransmission or not p.verdict.accepted or p.msg is None:
+                continue
+            for route in routes:
+                if not matches(route.when, p.msg):
+                    continue
+                payload = transform(route.transform, p.msg)
+                rows += [{"destination": dest, "route": route.name, "message_id": s.message_id,
+                          "control_id": p.row["control_id"], "payload": payload,
+                          "status": "queued", "attempts": 0, "last_error": "",
+                          "created_at": now} for dest in route.to]
+        return rows
 
     def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime,
                    history: list[dict[str, Any]], effects: list[dict[str, Any]]) -> None:

@@ -16,10 +16,11 @@ from twisted.application import service
 from twisted.internet import defer
 
 from engine.ack import AckBuilder
-from engine.config import Channel, Config
+from engine.config import Channel, Config, Destination
 from engine.logs import emit
 from engine.mllp.server import Handler, MLLPServerFactory
 from engine.pipeline import Job, Pipeline, Result, failed
+from engine.routes.delivery import Delivered, deliver_files
 from engine.store.writer import GroupCommitWriter
 
 log = structlog.get_logger("engine.service")
@@ -66,10 +67,63 @@ class ListenerService(service.Service):
         return None
 
 
+class DeliveryService(service.Service):
+    """Works the file destinations' queues off the reactor, twice a second, one pass at a time."""
+
+    def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any) -> None:
+        self.destinations = destinations
+        self.db = db
+        self.reactor = reactor
+        self.loop: Any = None
+        self.busy = False
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet.task import LoopingCall
+
+        self.loop = LoopingCall(self.tick)
+        self.loop.clock = self.reactor
+        self.loop.start(0.5, now=True)
+
+    def stopService(self) -> Any:
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        return super().stopService()
+
+    def tick(self) -> None:
+        if self.busy:
+            return
+        self.busy = True
+        from twisted.internet.threads import deferToThreadPool
+
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.work)
+        d.addBoth(self.done)
+
+    def work(self) -> list[Delivered]:
+        def now() -> datetime:
+            return datetime.now(UTC).replace(tzinfo=None)
+
+        return [deliver_files(self.db, dest, now) for dest in self.destinations]
+
+    def done(self, outcome: Any) -> None:
+        self.busy = False
+        if not isinstance(outcome, list):
+            log.error("delivery.pass_failed", error=outcome.type.__name__)
+            return
+        for r in outcome:
+            if r.delivered:
+                log.info("delivery.delivered", destination=r.destination, count=r.delivered)
+            if r.error:
+                log.warning("delivery.failed", destination=r.destination, error=r.error)
+            if r.dead:
+                log.error("queue.dead_letter", destination=r.destination, count=r.dead)
+
+
 def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiService:
     """The whole engine as one MultiService: writer first, then the listeners."""
     builders = {ch.name: AckBuilder(ch.ack.application, ch.ack.facility) for ch in config.channels}
     pipeline = Pipeline(db, builders)
+    pipeline.route(config.routes)
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,
@@ -80,6 +134,8 @@ def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiServi
     WriterService(writer).setServiceParent(top)
     for ch, factory in zip(config.channels, factories, strict=True):
         ListenerService(ch, factory, reactor).setServiceParent(top)
+    if config.destinations:
+        DeliveryService(config.destinations, db, reactor).setServiceParent(top)
     return top
 
 

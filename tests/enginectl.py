@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 
 
-def write_config(directory: Path, database: str, **channel: Any) -> Path:
-    """A one-channel config like the shipped `referrals` channel, listening on a free port."""
+def write_config(directory: Path, database: str, top: dict[str, Any] | None = None,
+                 **channel: Any) -> Path:
+    """A one-channel config like the shipped `referrals` channel, listening on a free port;
+    `top` adds top-level keys (destinations, routes)."""
     shipped = yaml.safe_load((ROOT / "channels.yaml").read_text())
     ch = dict(shipped["channels"][0])
     ch["listen"] = {"host": "127.0.0.1", "port": 0}
@@ -28,6 +30,7 @@ def write_config(directory: Path, database: str, **channel: Any) -> Path:
         "database": {"url": database, "sqlite_synchronous": "FULL"},
         "log": {"file": str(directory / "engine.log"), "level": "info"},
         "channels": [ch],
+        **(top or {}),
     }
     path = directory / "channels.yaml"
     path.write_text(yaml.safe_dump(config))

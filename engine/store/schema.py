@@ -149,3 +149,23 @@ referral_events = Table(
     Index("ix_referral_events_referral", "referral_id"),
     Index("ix_referral_events_message", "message_id"),
 )
+
+# --- outbound queues (issue 4) -----------------------------------------------------------------
+
+outbound = Table(
+    "outbound",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),  # queue order
+    Column("destination", String(64), nullable=False),
+    Column("route", String(64), nullable=False),
+    Column("message_id", Id, nullable=False),
+    Column("control_id", String(199), nullable=False, server_default=""),
+    Column("payload", LargeBinary, nullable=False),  # the message as it goes out (transformed)
+    Column("status", String(16), nullable=False),  # queued | delivered | dead
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(), nullable=False),
+    Column("delivered_at", DateTime()),
+    Index("ix_outbound_queue", "destination", "status", "id"),
+    Index("ix_outbound_message", "message_id"),
+)
