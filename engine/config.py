@@ -86,12 +86,17 @@ class Logging:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where routed messages go.  This version delivers to files; MLLP comes next."""
+    """Where routed messages go: a directory (`file`) or a downstream MLLP listener (`mllp`)."""
 
     name: str
-    type: str  # file
-    directory: str
-    max_attempts: int = 20
+    type: str  # file | mllp
+    directory: str = ""  # file
+    max_attempts: int = 20  # then a dead letter
+    host: str = ""  # mllp
+    port: int = 0
+    ack_timeout_s: float = 30.0
+    retry_initial_s: float = 1.0  # exponential backoff with jitter, capped at retry_max_s
+    retry_max_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,17 +338,34 @@ def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:
     out: list[Destination] = []
     for i, item in enumerate(raw):
         path = f"destinations[{i}]"
-        m = r.mapping(item, path, {"name", "type", "directory", "max_attempts"})
+        m = r.mapping(item, path, {"name", "type", "directory", "max_attempts", "host", "port",
+                                   "ack_timeout_s", "retry", "order"})
         name = r.string(m.get("name"), f"{path}.name")
         kind = r.string(m.get("type"), f"{path}.type", "file")
-        if kind != "file":
-            r.problem(f"{path}.type", f"expected file (MLLP destinations are not built yet), "
-                                      f"got {kind!r}")
-        directory = r.string(m.get("directory"), f"{path}.directory")
-        attempts = r.number(m.get("max_attempts"), f"{path}.max_attempts", 20, 1, 100000)
         if any(d.name == name for d in out):
             r.problem(f"{path}.name", f"duplicate destination name {name!r}")
-        out.append(Destination(name, kind, directory, attempts))
+        retry = r.mapping(m.get("retry"), f"{path}.retry", {"initial_s", "max_s", "max_attempts"})
+        attempts = r.number(retry.get("max_attempts", m.get("max_attempts")),
+                            f"{path}.retry.max_attempts", 20, 1, 100000)
+        order = r.string(m.get("order"), f"{path}.order", "strict")
+        if order != "strict":
+            r.problem(f"{path}.order", f"expected strict (per_key is not built yet), got {order!r}")
+        if kind == "file":
+            out.append(Destination(name, kind, r.string(m.get("directory"), f"{path}.directory"),
+                                   attempts))
+        elif kind == "mllp":
+            out.append(Destination(
+                name, kind, max_attempts=attempts,
+                host=r.string(m.get("host"), f"{path}.host"),
+                port=r.number(m.get("port"), f"{path}.port", 0, 1, 65535),
+                ack_timeout_s=float(r.number(m.get("ack_timeout_s"), f"{path}.ack_timeout_s",
+                                             30.0, 0.01, 3600, integer=False)),
+                retry_initial_s=float(r.number(retry.get("initial_s"), f"{path}.retry.initial_s",
+                                               1.0, 0, 3600, integer=False)),
+                retry_max_s=float(r.number(retry.get("max_s"), f"{path}.retry.max_s", 300.0, 0,
+                                           86400, integer=False))))
+        else:
+            r.problem(f"{path}.type", f"expected file or mllp, got {kind!r}")
     return tuple(out)
 
 

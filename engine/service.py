@@ -6,7 +6,9 @@ global reactor.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from engine.logs import emit
 from engine.mllp.server import Handler, MLLPServerFactory
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.routes.delivery import Delivered, deliver_files
+from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.store.writer import GroupCommitWriter
 
 log = structlog.get_logger("engine.service")
@@ -68,14 +71,25 @@ class ListenerService(service.Service):
 
 
 class DeliveryService(service.Service):
-    """Works the file destinations' queues off the reactor, twice a second, one pass at a time."""
+    """Works each destination's queue off the reactor, twice a second; one pass at a time per
+    destination, so a slow downstream never holds the others."""
 
     def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any) -> None:
-        self.destinations = destinations
-        self.db = db
+        def now() -> datetime:
+            return datetime.now(UTC).replace(tzinfo=None)
+
         self.reactor = reactor
         self.loop: Any = None
-        self.busy = False
+        self.busy: set[str] = set()
+        self.workers: dict[str, Callable[[], Delivered]] = {}
+        self.mllp: list[MLLPDeliverer] = []
+        for dest in destinations:
+            if dest.type == "mllp":
+                worker = MLLPDeliverer(dest, db, now)
+                self.mllp.append(worker)
+                self.workers[dest.name] = worker.run_pass
+            else:
+                self.workers[dest.name] = functools.partial(deliver_files, db, dest, now)
 
     def startService(self) -> None:
         super().startService()
@@ -88,35 +102,31 @@ class DeliveryService(service.Service):
     def stopService(self) -> Any:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
+        for worker in self.mllp:
+            worker.close()
         return super().stopService()
 
     def tick(self) -> None:
-        if self.busy:
-            return
-        self.busy = True
         from twisted.internet.threads import deferToThreadPool
 
-        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.work)
-        d.addBoth(self.done)
+        for name, work in self.workers.items():
+            if name in self.busy:
+                continue
+            self.busy.add(name)
+            d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), work)
+            d.addBoth(self.done, name)
 
-    def work(self) -> list[Delivered]:
-        def now() -> datetime:
-            return datetime.now(UTC).replace(tzinfo=None)
-
-        return [deliver_files(self.db, dest, now) for dest in self.destinations]
-
-    def done(self, outcome: Any) -> None:
-        self.busy = False
-        if not isinstance(outcome, list):
-            log.error("delivery.pass_failed", error=outcome.type.__name__)
+    def done(self, outcome: Any, name: str) -> None:
+        self.busy.discard(name)
+        if not isinstance(outcome, Delivered):
+            log.error("delivery.pass_failed", destination=name, error=outcome.type.__name__)
             return
-        for r in outcome:
-            if r.delivered:
-                log.info("delivery.delivered", destination=r.destination, count=r.delivered)
-            if r.error:
-                log.warning("delivery.failed", destination=r.destination, error=r.error)
-            if r.dead:
-                log.error("queue.dead_letter", destination=r.destination, count=r.dead)
+        if outcome.delivered:
+            log.info("delivery.delivered", destination=name, count=outcome.delivered)
+        if outcome.error:
+            log.warning("delivery.failed", destination=name, error=outcome.error)
+        if outcome.dead:
+            log.error("queue.dead_letter", destination=name, count=outcome.dead)
 
 
 def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiService:

@@ -66,13 +66,44 @@ def test_routed_messages_land_as_files_in_queue_order(tmp_path: Path, db_url: st
 def test_route_config_errors_name_their_yaml_path(tmp_path: Path) -> None:
     """Unknown channels and destinations in a route are reported with their YAML paths."""
     config = write_config(tmp_path, "sqlite:///x.db", top={
-        "destinations": [{"name": "archive", "type": "mllp", "directory": "x"}],
+        "destinations": [{"name": "archive", "type": "ftp", "directory": "x"}],
         "routes": [{"name": "r", "from": "nowhere", "to": ["missing"]}]})
     out = subprocess.run([sys.executable, "-m", "engine", "check-config", "--config",
                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
-        "destinations[0].type: expected file (MLLP destinations are not built yet), got 'mllp'",
+        "destinations[0].type: expected file or mllp, got 'ftp'",
         "routes[0].from: no channel named 'nowhere'",
         "routes[0].to[0]: no destination named 'missing'",
     ]
+
+
+def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_url: str) -> None:
+    """A route to an MLLP destination delivers every accepted message once, in order, to a
+    real downstream listener, and `queue` shows it drained."""
+    from sink import Sink
+
+    sink = Sink()
+    config = write_config(tmp_path, db_url, top={
+        "destinations": [{"name": "specialist", "type": "mllp", "host": "127.0.0.1",
+                          "port": sink.port, "ack_timeout_s": 5,
+                          "retry": {"initial_s": 0.1, "max_s": 1, "max_attempts": 5}}],
+        "routes": [{"name": "all", "from": "referrals", "to": ["specialist"]}]})
+    engine = Engine(config).start()
+    try:
+        sent = [sample_payload(n) for n in ("ref_i12_v251.hl7", "siu_s12_v251.hl7",
+                                            "ref_i12_v28.hl7")]
+        with MLLPClient("127.0.0.1", engine.port) as client:
+            assert [parse(client.exchange(m)[0])["MSA.1"] for m in sent] == ["AA"] * 3
+        deadline = time.monotonic() + 10
+        while len(sink.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sink.received == sent
+        shown = subprocess.run([sys.executable, "-m", "engine", "queue", "--json", "--config",
+                                str(config)], cwd=ROOT, capture_output=True, text=True,
+                               timeout=60)
+        assert [(q["destination"], q["depth"], q["delivered"]) for q in
+                json.loads(shown.stdout)] == [("specialist", 0, 3)]
+    finally:
+        engine.stop()
+        sink.close()

@@ -18,6 +18,7 @@ class MLLPClient:
         self.decoder = FrameDecoder()
         self.pending: list[bytes] = []
         self.timeout = timeout
+        self.closed = False  # the peer closed the connection
 
     def send(self, payload: bytes) -> None:
         self.sock.sendall(frame(payload))
@@ -35,6 +36,7 @@ class MLLPClient:
             except TimeoutError:
                 break
             if not data:
+                self.closed = True
                 self.pending.extend(self.decoder.eof())
                 break
             self.pending.extend(self.decoder.feed(data))

@@ -1,0 +1,60 @@
+"""A downstream MLLP system for delivery tests: a real TCP listener on loopback that records
+every message and answers as a test's policy says."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+from engine.mllp.framing import FrameDecoder
+from engine.mllp.server import frame
+from engine.parsing import parse
+
+Policy = Callable[[bytes, int], bytes | None]  # (message, how many came before) → ACK or None
+
+
+def ack_for(message: bytes, code: str = "AA", control: str | None = None) -> bytes:
+    """An ACK with MSA-1 `code` and MSA-2 the message's MSH-10 (or `control`)."""
+    echoed = parse(message)["MSH.10"] if control is None else control
+    return (f"MSH|^~\\&|SINK|DOWN|REFTRACK|HUB|20260101||ACK^I12^ACK|S1|P|2.5.1\r"
+            f"MSA|{code}|{echoed}\r").encode()
+
+
+class Sink:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or (lambda m, _n: ack_for(m))
+        self.received: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        decoder = FrameDecoder()
+        with conn:
+            while not self.stopped:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for message in decoder.feed(data):
+                    n = len(self.received)
+                    self.received.append(message)
+                    answer = self.policy(message, n)
+                    if answer is not None:
+                        conn.sendall(frame(answer))
+
+    def close(self) -> None:
+        self.stopped = True
+        self.server.close()

@@ -1,0 +1,153 @@
+"""Delivery to an MLLP destination against a real downstream listener and a real database:
+ACK correlation, retries with backoff, timeouts, dead letters, order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from enginectl import sample_payload
+from sink import Sink, ack_for
+from sqlalchemy import Engine, insert, select
+
+from engine.config import Destination
+from engine.routes.mllp_delivery import MLLPDeliverer
+from engine.store.database import open_database
+from engine.store.schema import outbound
+
+NOW = datetime(2026, 11, 28, 9, 0)
+
+
+def _message(n: int) -> bytes:
+    return sample_payload("ref_i12_v251.hl7").replace(b"REF-I12-V251", f"OUT-{n}".encode())
+
+
+@pytest.fixture(name="db")
+def db_fixture(sqlite_url: str) -> Iterator[Engine]:
+    db = open_database(sqlite_url)
+    yield db
+    db.dispose()
+
+
+def _queue(db: Engine, count: int) -> None:
+    with db.begin() as conn:
+        conn.execute(insert(outbound), [{
+            "destination": "down", "route": "r", "message_id": n, "control_id": f"OUT-{n}",
+            "payload": _message(n), "status": "queued", "attempts": 0, "last_error": "",
+            "created_at": NOW} for n in range(1, count + 1)])
+
+
+def _rows(db: Engine) -> list[tuple[str, str, int]]:
+    with db.connect() as conn:
+        return [(r.control_id, r.status, r.attempts) for r in conn.execute(
+            select(outbound.c.control_id, outbound.c.status, outbound.c.attempts)
+            .order_by(outbound.c.id))]
+
+
+def _worker(db: Engine, sink: Sink, **options: float) -> MLLPDeliverer:
+    dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port,
+                       ack_timeout_s=options.get("ack_timeout_s", 2.0),
+                       retry_initial_s=0.0, retry_max_s=0.0,
+                       max_attempts=int(options.get("max_attempts", 20)))
+    return MLLPDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5)
+
+
+def _drain(worker: MLLPDeliverer, passes: int = 20) -> None:
+    for _ in range(passes):
+        worker.run_pass()
+
+
+def test_messages_go_in_order_and_each_waits_for_its_ack(db: Engine) -> None:
+    """Three queued messages reach the downstream once each, in queue order, on one connection."""
+    sink = Sink()
+    try:
+        _queue(db, 3)
+        worker = _worker(db, sink)
+        result = worker.run_pass()
+        worker.close()
+    finally:
+        sink.close()
+    assert result.delivered == 3
+    assert [m for m in sink.received] == [_message(1), _message(2), _message(3)]
+    assert _rows(db) == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1),
+                         ("OUT-3", "delivered", 1)]
+
+
+def test_ae_is_retried_then_delivered_and_holds_the_queue(db: Engine) -> None:
+    """AE twice, then AA: the head is sent three times and nothing behind it moves before."""
+    sink = Sink(lambda m, n: ack_for(m, "AE" if n < 2 else "AA"))
+    try:
+        _queue(db, 2)
+        worker = _worker(db, sink)
+        _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    assert sink.received == [_message(1), _message(1), _message(1), _message(2)]
+    assert _rows(db) == [("OUT-1", "delivered", 3), ("OUT-2", "delivered", 1)]
+
+
+def test_an_uncorrelated_or_late_ack_never_counts(db: Engine) -> None:
+    """An ACK whose MSA-2 names another message is ignored; the wait times out, the connection
+    is closed (so the late answer cannot be read as the next one's) and the message is resent."""
+    sink = Sink(lambda m, n: ack_for(m, "AA", control="SOMETHING-ELSE") if n == 0
+                else ack_for(m))
+    try:
+        _queue(db, 1)
+        worker = _worker(db, sink, ack_timeout_s=0.3)
+        first = worker.run_pass()
+        _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    assert first.delivered == 0 and "no ACK within 0.3 s" in first.error
+    assert sink.received == [_message(1), _message(1)]
+    assert _rows(db) == [("OUT-1", "delivered", 2)]
+
+
+def test_after_max_attempts_a_dead_letter_and_the_queue_moves_on(db: Engine) -> None:
+    """A message the downstream always rejects becomes a dead letter after `max_attempts`;
+    the next message is delivered."""
+    sink = Sink(lambda m, n: ack_for(m, "AR" if b"OUT-1|" in m else "AA"))
+    try:
+        _queue(db, 2)
+        worker = _worker(db, sink, max_attempts=3)
+        _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    assert _rows(db) == [("OUT-1", "dead", 3), ("OUT-2", "delivered", 1)]
+
+
+def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> None:
+    """Connection refused counts an attempt and keeps the message queued; once the downstream
+    listens, everything goes in order."""
+    _queue(db, 2)
+    placeholder = Sink()
+    port = placeholder.port
+    placeholder.close()
+    dest = Destination("down", "mllp", host="127.0.0.1", port=port, ack_timeout_s=1.0,
+                       retry_initial_s=0.0, retry_max_s=0.0)
+    worker = MLLPDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5)
+    down = worker.run_pass()
+    assert down.delivered == 0 and down.error.startswith("connection:")
+    sink = Sink()
+    try:
+        worker.dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port,
+                                  ack_timeout_s=1.0, retry_initial_s=0.0, retry_max_s=0.0)
+        _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    assert sink.received == [_message(1), _message(2)]
+    assert _rows(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
+    """initial 1 s doubling, capped at 300 s, times 0.5-1.5."""
+    dest = Destination("down", "mllp", host="h", port=1, retry_initial_s=1.0, retry_max_s=300.0)
+    worker = MLLPDeliverer(dest, None, lambda: NOW, jitter=lambda: 0.5)  # type: ignore[arg-type]
+    assert [worker.backoff(n) for n in (1, 2, 3, 10)] == [1.0, 2.0, 4.0, 300.0]
+    worker.jitter = lambda: 0.0
+    assert worker.backoff(1) == 0.5
