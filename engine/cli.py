@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     queue = sub.add_parser("queue", parents=[common],
                            help="per destination: state, depth, oldest age, dead letters")
     queue.add_argument("--json", action="store_true")
+    for verb, text in (("pause", "stop sending to a destination (its queue keeps filling)"),
+                       ("resume", "send to a paused destination again"),
+                       ("retry", "retry a destination's head now, resetting its backoff")):
+        act = sub.add_parser(verb, parents=[common], help=text)
+        act.add_argument("destination", metavar="DEST")
+    rel = sub.add_parser("release", parents=[common], help="queue dead letters again")
+    rel.add_argument("destination", metavar="DEST")
+    rel.add_argument("id", nargs="?", type=int, metavar="ID", help="one queue id (default: all)")
+    rep = sub.add_parser("replay", parents=[common], help="queue a stored message again")
+    rep.add_argument("message_id", type=int, metavar="MESSAGE_ID")
+    rep.add_argument("--to", required=True, metavar="DEST")
     sub.add_parser("sweep", parents=[common],
                    help="expire pending/accepted referrals past RF1-8 (run also daily by `run`)")
     return p
@@ -93,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
         "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
         "link": cmd_link, "sweep": cmd_sweep, "validate": cmd_validate, "queue": cmd_queue,
+        "pause": cmd_queue_action, "resume": cmd_queue_action, "retry": cmd_queue_action,
+        "release": cmd_queue_action, "replay": cmd_queue_action,
     }[args.command]
     try:
         return int(handler(args))
@@ -507,4 +520,39 @@ def cmd_queue(args: argparse.Namespace) -> int:
     else:
         _print_table(rows, ["destination", "type", "state", "depth", "oldest_age_s",
                             "delivered", "dead_letters", "last_error"])
+    return EXIT_OK
+
+
+def cmd_queue_action(args: argparse.Namespace) -> int:
+    """pause, resume, retry, release, replay: state changes, each audited."""
+    from engine.logs import audit, configure_logging
+    from engine.routes import operator
+
+    config = _config(args)
+    names = {d.name for d in config.destinations}
+    dest = args.to if args.command == "replay" else args.destination
+    if dest not in names:
+        print(f"no destination {dest!r} in {args.config} "
+              f"(known: {', '.join(sorted(names)) or 'none'})", file=sys.stderr)
+        return EXIT_NOT_OK
+    db = _open(config.database)
+    with db.begin() as conn:
+        if args.command in ("pause", "resume"):
+            operator.set_paused(conn, dest, args.command == "pause")
+            text = f"{dest}: {'paused' if args.command == 'pause' else 'running'}"
+        elif args.command == "retry":
+            operator.request_retry(conn, dest)
+            text = f"{dest}: retrying its head now"
+        elif args.command == "release":
+            count = operator.release(conn, dest, args.id)
+            text = f"{dest}: {count} dead letter(s) queued again"
+        else:
+            queued = operator.replay(conn, args.message_id, dest, _now())
+            if queued is None:
+                print(f"no message with id {args.message_id}", file=sys.stderr)
+                return EXIT_NOT_OK
+            text = f"message {args.message_id} queued for {dest} as #{queued}"
+    configure_logging(config.log.file, console=None)
+    audit(f"audit.queue_{args.command}", destination=dest)
+    print(text)
     return EXIT_OK

@@ -107,3 +107,25 @@ def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_u
     finally:
         engine.stop()
         sink.close()
+
+
+def test_queue_commands_from_the_cli(tmp_path: Path, sqlite_url: str) -> None:
+    """pause/resume/retry/release/replay answer in words, change the queue's state, reject an
+    unknown destination, and `queue` shows a paused destination as paused."""
+    config = write_config(tmp_path, sqlite_url, top={
+        "destinations": [{"name": "archive", "type": "file", "directory": str(tmp_path / "o")}]})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    assert cli("pause", "archive").stdout.strip() == "archive: paused"
+    state = json.loads(cli("queue", "--json").stdout)
+    assert [(q["destination"], q["state"]) for q in state] == [("archive", "paused")]
+    assert cli("resume", "archive").stdout.strip() == "archive: running"
+    assert cli("retry", "archive").stdout.strip() == "archive: retrying its head now"
+    assert cli("release", "archive").stdout.strip() == "archive: 0 dead letter(s) queued again"
+    missing = cli("replay", "1", "--to", "archive")
+    assert missing.returncode == 1 and "no message with id 1" in missing.stderr
+    unknown = cli("pause", "nowhere")
+    assert unknown.returncode == 1 and "no destination 'nowhere'" in unknown.stderr

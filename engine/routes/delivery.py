@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select, update
 
 from engine.config import Destination
+from engine.routes import operator
 from engine.store.schema import outbound
 
 
@@ -31,7 +32,11 @@ class Delivered:
 
 def deliver_files(db: Engine, dest: Destination, now: Callable[[], datetime],
                   limit: int = 500) -> Delivered:
-    """One pass over a file destination's queue."""
+    """One pass over a file destination's queue (none while it is paused)."""
+    with db.begin() as conn:
+        if operator.state(conn, dest.name)[0]:
+            return Delivered(dest.name)
+        operator.take_retry(conn, dest.name)  # files retry every pass anyway
     with db.connect() as conn:
         rows = conn.execute(select(outbound.c.id, outbound.c.payload, outbound.c.attempts)
                             .where(outbound.c.destination == dest.name,
@@ -89,8 +94,10 @@ def queue_state(db: Engine, destinations: tuple[Destination, ...], now: datetime
             last_error = conn.execute(select(outbound.c.last_error).where(
                 outbound.c.destination == d.name, outbound.c.last_error != "")
                 .order_by(outbound.c.id.desc()).limit(1)).scalar()
+            paused = operator.state(conn, d.name)[0]
             out.append({
-                "destination": d.name, "type": d.type, "state": "running",
+                "destination": d.name, "type": d.type,
+                "state": "paused" if paused else "running",
                 "depth": int(counts.get("queued", 0)),
                 "oldest_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
                 "delivered": int(counts.get("delivered", 0)),

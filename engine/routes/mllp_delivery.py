@@ -25,6 +25,7 @@ from engine.config import Destination
 from engine.errors import HL7Error
 from engine.mllp.client import MLLPClient
 from engine.parsing import parse
+from engine.routes import operator
 from engine.routes.delivery import Delivered
 from engine.store.schema import outbound
 
@@ -49,7 +50,11 @@ class MLLPDeliverer:
         return float(base * (0.5 + self.jitter()))
 
     def run_pass(self, limit: int = 200) -> Delivered:
-        if time.monotonic() < self.retry_at:
+        with self.db.begin() as conn:
+            paused, _ = operator.state(conn, self.dest.name)
+            if not paused and operator.take_retry(conn, self.dest.name):
+                self.retry_at = 0.0
+        if paused or time.monotonic() < self.retry_at:
             return Delivered(self.dest.name)
         with self.db.connect() as conn:
             rows = conn.execute(select(outbound.c.id, outbound.c.payload, outbound.c.attempts)

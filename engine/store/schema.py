@@ -169,3 +169,11 @@ outbound = Table(
     Index("ix_outbound_queue", "destination", "status", "id"),
     Index("ix_outbound_message", "message_id"),
 )
+
+destination_state = Table(
+    "destination_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default="0"),
+    Column("retry_now", Boolean, nullable=False, server_default="0"),  # reset the backoff once
+)

@@ -1,0 +1,68 @@
+"""Operator actions on destinations and their queues (`pause`, `resume`, `retry`, `release`,
+`replay`): plain functions over the store, shared by the CLI and the delivery workers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, update
+
+from engine.store.schema import destination_state, messages, outbound
+
+
+def _ensure(conn: Connection, name: str) -> None:
+    if conn.execute(select(destination_state.c.name).where(
+            destination_state.c.name == name)).first() is None:
+        conn.execute(insert(destination_state).values(name=name, paused=False,
+                                                      retry_now=False))
+
+
+def set_paused(conn: Connection, name: str, paused: bool) -> None:
+    """Paused destinations keep queueing; nothing is sent until `resume`."""
+    _ensure(conn, name)
+    conn.execute(update(destination_state).where(destination_state.c.name == name)
+                 .values(paused=paused))
+
+
+def request_retry(conn: Connection, name: str) -> None:
+    """The destination's worker retries its head now, forgetting the backoff."""
+    _ensure(conn, name)
+    conn.execute(update(destination_state).where(destination_state.c.name == name)
+                 .values(retry_now=True))
+
+
+def state(conn: Connection, name: str) -> tuple[bool, bool]:
+    """(paused, retry requested) of a destination."""
+    row = conn.execute(select(destination_state.c.paused, destination_state.c.retry_now)
+                       .where(destination_state.c.name == name)).first()
+    return (bool(row.paused), bool(row.retry_now)) if row else (False, False)
+
+
+def take_retry(conn: Connection, name: str) -> bool:
+    """Consume a pending retry request."""
+    paused, wanted = state(conn, name)
+    if wanted:
+        conn.execute(update(destination_state).where(destination_state.c.name == name)
+                     .values(retry_now=False))
+    return wanted
+
+
+def release(conn: Connection, name: str, outbound_id: int | None = None) -> int:
+    """Dead letters (all, or one) go back into the queue with their attempts reset."""
+    q = update(outbound).where(outbound.c.destination == name, outbound.c.status == "dead")
+    if outbound_id is not None:
+        q = q.where(outbound.c.id == outbound_id)
+    return int(conn.execute(q.values(status="queued", attempts=0)).rowcount)
+
+
+def replay(conn: Connection, message_id: int, destination: str, now: datetime) -> int | None:
+    """Queue a stored message again, as it was received; the new queue id, or None."""
+    row = conn.execute(select(messages.c.raw, messages.c.control_id)
+                       .where(messages.c.id == message_id)).first()
+    if row is None:
+        return None
+    result = conn.execute(insert(outbound).values(
+        destination=destination, route="replay", message_id=message_id,
+        control_id=row.control_id, payload=row.raw, status="queued", attempts=0,
+        last_error="", created_at=now).returning(outbound.c.id))
+    return int(result.scalar_one())
