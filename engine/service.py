@@ -123,8 +123,6 @@ class DeliveryService(service.Service):
             return
         if outcome.delivered:
             log.info("delivery.delivered", destination=name, count=outcome.delivered)
-        if outcome.error:
-            log.warning("delivery.failed", destination=name, error=outcome.error)
         if outcome.dead:
             log.error("queue.dead_letter", destination=name, count=outcome.dead)
 

@@ -228,3 +228,21 @@ def test_replay_queues_a_stored_message_as_received(db: Engine) -> None:
     finally:
         sink.close()
     assert sink.received == [raw]
+
+
+def test_a_down_destination_logs_blocked_once_and_recovered_once(db: Engine) -> None:
+    """Failing attempts log `queue.blocked` once, not once per attempt; the first delivery
+    after logs `queue.recovered`."""
+    from structlog.testing import capture_logs
+
+    sink = Sink(lambda m, n: ack_for(m, "AE" if n < 3 else "AA"))
+    try:
+        _queue(db, 1)
+        worker = _worker(db, sink)
+        with capture_logs() as logs:
+            _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    events = [e["event"] for e in logs if e["event"].startswith("queue.")]
+    assert events == ["queue.blocked", "queue.recovered"]

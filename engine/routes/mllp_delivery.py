@@ -43,6 +43,7 @@ class MLLPDeliverer:
         self.jitter = jitter
         self.client: MLLPClient | None = None
         self.retry_at = 0.0  # monotonic time before which the head of the queue waits
+        self.blocked = False  # failing since the last delivery: logged once, not per attempt
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after `attempts` failures: doubling, capped, with ±50% jitter."""
@@ -69,6 +70,9 @@ class MLLPDeliverer:
                 self._set(row.id, status="delivered", attempts=attempts, delivered_at=self.now(),
                           last_error="")
                 delivered += 1
+                if self.blocked:
+                    self.blocked = False
+                    log.info("queue.recovered", destination=self.dest.name)
                 continue
             if attempts >= self.dest.max_attempts:
                 self._set(row.id, status="dead", attempts=attempts, last_error=error)
@@ -79,9 +83,13 @@ class MLLPDeliverer:
             self._set(row.id, attempts=attempts, last_error=error)
             wait = self.backoff(attempts)
             self.retry_at = time.monotonic() + wait
-            log.warning("delivery.retry_scheduled", destination=self.dest.name,
-                        outbound_id=row.id, attempts=attempts, error=error,
-                        retry_in_s=round(wait, 2))
+            if not self.blocked:  # a destination that is down (e.g. nightly) queues quietly
+                self.blocked = True
+                log.warning("queue.blocked", destination=self.dest.name, outbound_id=row.id,
+                            error=error)
+            log.debug("delivery.retry_scheduled", destination=self.dest.name,
+                      outbound_id=row.id, attempts=attempts, error=error,
+                      retry_in_s=round(wait, 2))
             return Delivered(self.dest.name, delivered, error, dead)
         return Delivered(self.dest.name, delivered, "", dead)
 
