@@ -279,6 +279,7 @@ def _ack_fields(ack: bytes) -> tuple[str, str, str]:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from engine.routes.delivery import delivery_lines
     from engine.store.messages import log_rows
 
     database, _ = _database_only(args)
@@ -286,9 +287,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     filters = dict(channel=args.channel, message_type=args.type, status=args.status)
     with db.connect() as conn:
         rows = log_rows(conn, limit=args.lines, newest=True, **filters)
+        sent = delivery_lines(conn, [r.id for r in rows])
     last = 0
     for row in rows:
-        print(_log_line(row, args.json), flush=True)
+        print(_log_line(row, args.json, sent.get(row.id, [])), flush=True)
         last = row.id
     if not args.follow:
         return EXIT_OK
@@ -332,8 +334,10 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds") + "Z" if value else None
 
 
-def _log_line(row: Any, as_json: bool) -> str:
+def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
     rec = _log_record(row)
+    if sent:
+        rec["deliveries"] = sent
     if as_json:
         return json.dumps(rec)
     error = f" {rec['error_code']} {rec['error_location']}".rstrip() if rec["error_code"] else ""
@@ -342,12 +346,14 @@ def _log_line(row: Any, as_json: bool) -> str:
     return (f"{rec['received_at']}  #{rec['id']:<6} {rec['channel']:<12} {rec['sender']:<24} "
             f"{rec['type'] or '-':<9} {rec['control_id'] or '-':<20} {rec['ack'] or '-':<6} "
             f"{rec['status']}{error}{flags}"
-            + (f"  {rec['ledger_effect']}" if rec["ledger_effect"] else ""))
+            + (f"  {rec['ledger_effect']}" if rec["ledger_effect"] else "")
+            + "".join(f"  {line}" for line in sent or []))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
+    from engine.routes.delivery import deliveries_of
     from engine.store.messages import message_row
 
     database, log_file = _database_only(args)
@@ -355,11 +361,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     with db.connect() as conn:
         row = message_row(conn, args.id, with_raw=args.raw)
         changes = changes_of_message(conn, args.id)
+        sent = deliveries_of(conn, args.id)
     if row is None:
         print(f"no message with id {args.id}", file=sys.stderr)
         return EXIT_NOT_OK
     rec = _log_record(row)
     rec["ledger_changes"] = changes
+    rec["deliveries"] = sent
     if args.raw:
         configure_logging(log_file or None, console=None)
         audit("audit.message_body_read", message_id=args.id, digest=row.digest[:16])
@@ -369,12 +377,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     width = max(len(k) for k in rec)
     for key, value in rec.items():
-        if key not in ("raw", "ledger_changes"):
+        if key not in ("raw", "ledger_changes", "deliveries"):
             print(f"{key:<{width}}  {value}")
     if changes:
         print()
         _print_table(changes, ["referral", "appointment", "event", "status_before",
                                "status_after", "rule"])
+    for queued in sent:
+        print(f"\n→ {queued['destination']} (queue #{queued['queue_id']}): {queued['status']}")
+        for attempt in queued["attempts"]:  # type: ignore[attr-defined]
+            print(f"    {attempt['at']}  {attempt['ack'] or '-'}  {attempt['ms']} ms"
+                  f"  {attempt['error'] or ''}".rstrip())
     if args.raw:
         print()
         print(rec["raw"].replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))

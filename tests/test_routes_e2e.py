@@ -104,6 +104,17 @@ def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_u
                                timeout=60)
         assert [(q["destination"], q["depth"], q["delivered"]) for q in
                 json.loads(shown.stdout)] == [("specialist", 0, 3)]
+
+        def cli(*args: str) -> str:
+            return subprocess.run([sys.executable, "-m", "engine", *args, "--config",
+                                   str(config)], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=60).stdout
+
+        first = json.loads(cli("show", "1", "--json"))
+        assert [(d["destination"], d["status"], [a["ack"] for a in d["attempts"]])
+                for d in first["deliveries"]] == [("specialist", "delivered", ["AA"])]
+        lines = cli("tail", "-n", "3").splitlines()
+        assert len(lines) == 3 and all("→ specialist AA" in line for line in lines)
     finally:
         engine.stop()
         sink.close()

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from engine.config import Destination
 from engine.routes import operator
-from engine.store.schema import outbound
+from engine.store.schema import deliveries, outbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,4 +104,42 @@ def queue_state(db: Engine, destinations: tuple[Destination, ...], now: datetime
                 "dead_letters": int(counts.get("dead", 0)),
                 "last_error": last_error or None,
             })
+    return out
+
+
+def deliveries_of(conn: Connection, message_id: int) -> list[dict[str, object]]:
+    """A message's queue rows and every delivery attempt, for `show`."""
+    rows = conn.execute(select(outbound.c.id, outbound.c.destination, outbound.c.status,
+                               outbound.c.attempts).where(outbound.c.message_id == message_id)
+                        .order_by(outbound.c.id)).all()
+    attempts = conn.execute(select(deliveries).where(deliveries.c.message_id == message_id)
+                            .order_by(deliveries.c.id)).mappings().all()
+    return [{
+        "queue_id": r.id, "destination": r.destination, "status": r.status,
+        "attempts": [{"at": a["at"].isoformat() if a["at"] else None, "ack": a["ack_code"],
+                      "error": a["error"] or None, "ms": a["ms"]}
+                     for a in attempts if a["outbound_id"] == r.id],
+    } for r in rows]
+
+
+def delivery_lines(conn: Connection, message_ids: list[int]) -> dict[int, list[str]]:
+    """Per message, one short line per destination (`→ specialist-ehr AA 12 ms`), for `tail`."""
+    if not message_ids:
+        return {}
+    rows = conn.execute(select(outbound.c.id, outbound.c.message_id, outbound.c.destination,
+                               outbound.c.status).where(outbound.c.message_id.in_(message_ids))
+                        .order_by(outbound.c.id)).all()
+    last: dict[int, tuple[str, int | None]] = {}
+    for a in conn.execute(select(deliveries.c.outbound_id, deliveries.c.ack_code, deliveries.c.ms)
+                          .where(deliveries.c.message_id.in_(message_ids))
+                          .order_by(deliveries.c.id)):
+        last[int(a.outbound_id)] = (a.ack_code, a.ms)
+    out: dict[int, list[str]] = {}
+    for r in rows:
+        ack, ms = last.get(int(r.id), ("", None))
+        text = f"→ {r.destination} {ack} {ms} ms" if ack and ms is not None else (
+            f"→ {r.destination} {r.status}")
+        if ack and r.status != "delivered":
+            text += f" ({r.status})"
+        out.setdefault(int(r.message_id), []).append(text)
     return out

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from engine.config import Destination
 from engine.errors import HL7Error
@@ -27,7 +27,7 @@ from engine.mllp.client import MLLPClient
 from engine.parsing import parse
 from engine.routes import operator
 from engine.routes.delivery import Delivered
-from engine.store.schema import outbound
+from engine.store.schema import deliveries, outbound
 
 log = structlog.get_logger("engine.delivery")
 
@@ -58,13 +58,17 @@ class MLLPDeliverer:
         if paused or time.monotonic() < self.retry_at:
             return Delivered(self.dest.name)
         with self.db.connect() as conn:
-            rows = conn.execute(select(outbound.c.id, outbound.c.payload, outbound.c.attempts)
+            rows = conn.execute(select(outbound.c.id, outbound.c.payload, outbound.c.attempts,
+                                       outbound.c.message_id)
                                 .where(outbound.c.destination == self.dest.name,
                                        outbound.c.status == "queued")
                                 .order_by(outbound.c.id).limit(limit)).all()
         delivered = dead = 0
         for row in rows:
+            started = time.monotonic()
             code, error = self.send(row.payload)
+            self._attempt(row.id, row.message_id, code, error,
+                          int((time.monotonic() - started) * 1000))
             attempts = row.attempts + 1
             if code in ("AA", "CA"):
                 self._set(row.id, status="delivered", attempts=attempts, delivered_at=self.now(),
@@ -130,6 +134,13 @@ class MLLPDeliverer:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+    def _attempt(self, row_id: int, message_id: int, code: str, error: str, ms: int) -> None:
+        """One delivery attempt, for `show` and `tail`."""
+        with self.db.begin() as conn:
+            conn.execute(insert(deliveries).values(
+                outbound_id=row_id, message_id=message_id, destination=self.dest.name,
+                at=self.now(), ack_code=code, error=error[:500], ms=ms))
 
     def _set(self, row_id: int, **values: object) -> None:
         with self.db.begin() as conn:

@@ -177,3 +177,17 @@ destination_state = Table(
     Column("paused", Boolean, nullable=False, server_default="0"),
     Column("retry_now", Boolean, nullable=False, server_default="0"),  # reset the backoff once
 )
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("outbound_id", Id, nullable=False),
+    Column("message_id", Id, nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("at", DateTime(), nullable=False),
+    Column("ack_code", String(8), nullable=False, server_default=""),  # downstream MSA-1
+    Column("error", Text, nullable=False, server_default=""),
+    Column("ms", Integer),
+    Index("ix_deliveries_message", "message_id"),
+)
