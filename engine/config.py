@@ -117,9 +117,6 @@ class Config:
     destinations: tuple[Destination, ...] = ()
     routes: tuple[Route, ...] = ()
 
-    def routes_from(self, channel: str) -> tuple[Route, ...]:
-        return tuple(r for r in self.routes if r.source == channel)
-
 
 @dataclass(slots=True)
 class _Reader:

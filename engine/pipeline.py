@@ -28,13 +28,13 @@ from engine.errors import (
     Location,
 )
 from engine.ledger import apply as ledger
-from engine.ledger import sql
 from engine.ledger import store as ledger_store
 from engine.mappings.changes import Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
 from engine.routes.filters import matches
 from engine.routes.transforms import apply as transform
+from engine.store import sql
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.validate import check_header
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, tuple_
 
-from engine.ledger import sql
 from engine.mappings.changes import EI, PatientId
+from engine.store import sql
 from engine.store.schema import referral_patients, referrals
 
-# The hot path runs on the driver (engine.ledger.sql); the fallback search, which needs
+# The hot path runs on the driver (engine.store.sql); the fallback search, which needs
 # datetimes back, and the CLI's views use SQLAlchemy Core.
 
 

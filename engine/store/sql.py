@@ -1,4 +1,5 @@
-"""Driver-level statements for the ledger's hot path, inside the caller's SQLAlchemy transaction.
+"""Driver-level statements for the hot paths (ledger, outbound queue), inside the caller's
+SQLAlchemy transaction.
 
 Through SQLAlchemy Core, each of the handful of statements a message needs cost more CPU than
 the database's own work.  These helpers run plain SQL, written once with `?` placeholders, on the
