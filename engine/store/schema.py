@@ -158,7 +158,7 @@ outbound = Table(
     Column("id", Id, primary_key=True, autoincrement=True),  # queue order
     Column("destination", String(64), nullable=False),
     Column("route", String(64), nullable=False),
-    Column("message_id", Id, nullable=False),
+    Column("message_id", Id),  # the routed message, or the one behind a referral event
     Column("control_id", String(199), nullable=False, server_default=""),
     Column("payload", LargeBinary, nullable=False),  # the message as it goes out (transformed)
     Column("status", String(16), nullable=False),  # queued | delivered | dead
@@ -166,6 +166,9 @@ outbound = Table(
     Column("last_error", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(), nullable=False),
     Column("delivered_at", DateTime()),
+    Column("order_key", String(199), nullable=False, server_default=""),  # order: per_key
+    Column("event", String(40), nullable=False, server_default=""),  # e.g. referral.scheduled
+    Column("referral_id", Id),  # for referral-event rows
     Index("ix_outbound_queue", "destination", "status", "id"),
     Index("ix_outbound_message", "message_id"),
 )
@@ -183,11 +186,12 @@ deliveries = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("outbound_id", Id, nullable=False),
-    Column("message_id", Id, nullable=False),
+    Column("message_id", Id),
     Column("destination", String(64), nullable=False),
     Column("at", DateTime(), nullable=False),
     Column("ack_code", String(8), nullable=False, server_default=""),  # downstream MSA-1
     Column("error", Text, nullable=False, server_default=""),
     Column("ms", Integer),
+    Column("ack", LargeBinary),  # the downstream's ACK as received
     Index("ix_deliveries_message", "message_id"),
 )
