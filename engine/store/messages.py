@@ -6,12 +6,14 @@ thread or by a CLI command.  Nothing here knows HL7 beyond the columns.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, select, update
 
+from engine.store import sql
 from engine.store.schema import messages
 
 LOG_COLUMNS = [c for c in messages.c if c.name != "raw"]
@@ -69,6 +71,7 @@ _INSERTED = [c.name for c in messages.c if c.name != "id"]
 # The hot path (one SELECT and one INSERT per batch) talks to SQLite's driver directly: through
 # SQLAlchemy Core the same two statements cost about three times as much CPU per message.  The
 # statements are plain SQL over the same table, inside the same SQLAlchemy transaction.
+_INSERTED_VALUES = operator.itemgetter(*_INSERTED)
 _SQLITE_INSERT = (f"INSERT INTO messages ({', '.join(_INSERTED)}) "
                   f"VALUES ({', '.join('?' * len(_INSERTED))})")
 
@@ -110,7 +113,7 @@ def _insert(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         # The write transaction holds SQLite's write lock, so one executemany's rowids are
         # consecutive and end at last_insert_rowid().
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(_SQLITE_INSERT, [tuple(r[c] for c in _INSERTED) for r in rows])
+        cursor.executemany(_SQLITE_INSERT, map(_INSERTED_VALUES, rows))
         last = int(cursor.execute("SELECT last_insert_rowid()").fetchone()[0])
         return list(range(last - len(rows) + 1, last + 1))
     result = conn.execute(
@@ -168,10 +171,7 @@ def set_outcome(conn: Connection, message_id: int, **values: Any) -> None:
     conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
 
 
-_SET_EFFECT = update(messages).where(messages.c.id == bindparam("_mid"))
-
-
 def set_effects(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Each message's ledger effect (`{"_mid": id, "ledger_effect": text}`), in one statement."""
-    if rows:
-        conn.execute(_SET_EFFECT, rows)
+    sql.many(conn, "UPDATE messages SET ledger_effect = ? WHERE id = ?",
+             [(r["ledger_effect"], r["_mid"]) for r in rows])
