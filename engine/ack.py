@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from engine.errors import TABLE_0357, Disposition, Location
+from engine.errors import TABLE_0357, Disposition, HL7Error, Location
 from engine.parsing.escape import escape, unescape
 from engine.parsing.header import Header
 from engine.parsing.message import STANDARD, Delimiters, InboundMessage
+from engine.parsing.parser import parse
 
 GARBAGE_VERSION = "2.5.1"  # MSH-12 of an ACK to bytes that had no MSH to echo
 
@@ -122,6 +123,32 @@ class AckBuilder:
         return [self._one(msg, h, verdict, code)
                 for code in ack_codes(verdict, h.accept_ack, h.application_ack)]
 
+    def relay(self, msg: InboundMessage, downstream: bytes) -> bytes:
+        """Pass-through: the downstream's answer for the sender.  MSA-1 (and MSA-3) and every ERR
+        are copied, re-encoded with our delimiters; MSH and MSA-2 are the sender's, as for any
+        ACK of ours.  A downstream answer we cannot read is AE 207 (`unreadable` below)."""
+        try:
+            answer = parse(downstream)
+        except HL7Error:
+            answer = None
+        code = answer.get("MSA.1").upper() if answer is not None else ""
+        if answer is None or code not in RELAYABLE:
+            return self.timed_out(msg, "the downstream's answer could not be read")
+        h = msg.header
+        segments = [self._msh(msg, h, h.version or GARBAGE_VERSION)]
+        msa = ["MSA", code, _wire(msg, h.control_id_raw)]
+        if text := answer.raw("MSA.3"):
+            msa.append(_copied(answer, text))
+        segments.append("|".join(msa))
+        segments += [_copied(answer, answer.delimiters.field.join(seg))
+                     for seg in answer.segments if seg[0] == "ERR"]
+        return ("\r".join(segments) + "\r").encode(msg.charset, errors="replace")
+
+    def timed_out(self, msg: InboundMessage, text: str) -> bytes:
+        """Pass-through without a usable downstream answer: one AE with ERR-3 207."""
+        verdict = Verdict(Disposition.ERRORED, Stage.CONTENT, "207", None, text)
+        return self._one(msg, msg.header, verdict, "AE")
+
     def _one(self, msg: InboundMessage | None, h: Header | None, verdict: Verdict,
              code: str) -> bytes:
         version = (h.version if h else "") or GARBAGE_VERSION
@@ -201,6 +228,18 @@ def transcode(raw: str, src: Delimiters, dst: Delimiters, charset: str = "utf-8"
                                   for leaf in comp.split(src.subcomponent))
             for comp in rep.split(src.component))
         for rep in raw.split(src.repetition))
+
+
+RELAYABLE = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
+
+
+def _copied(answer: InboundMessage, wire: str) -> str:
+    """A downstream segment or field, re-encoded from its delimiters to ours."""
+    d = answer.delimiters
+    if d is STANDARD or d == STANDARD:
+        return wire
+    return "|".join(transcode(f, d, STANDARD, answer.charset) if f else ""
+                    for f in wire.split(d.field))
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

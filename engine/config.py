@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from engine.errors import EngineError
+from engine.ledger.lifecycle import EVENT_NAMES
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
 from engine.routes.filters import When, parse_when
 from engine.routes.transforms import Step, parse_transform
@@ -44,10 +45,20 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class AckConfig:
-    """MSH-3/4 of our ACKs; empty means echo the inbound MSH-5/6."""
+    """MSH-3/4 of our ACKs (empty: echo the inbound MSH-5/6), and when the ACK is sent:
+    `commit` (the default: once stored) or `downstream` (pass-through: the answer of
+    `destination` to the routed copy, relayed, or AE 207 after `timeout_s`)."""
 
     application: str = ""
     facility: str = ""
+    mode: str = "commit"  # commit | downstream
+    destination: str = ""
+    timeout_s: float = 30.0
+
+    @property
+    def passthrough(self) -> str:
+        """The destination whose answer is relayed, or "" in commit mode."""
+        return self.destination if self.mode == "downstream" else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +112,14 @@ class Destination:
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """A message route (`from:` a channel) or an event route (`on:` referral events)."""
+
     name: str
-    source: str  # `from:`, a channel name
+    source: str  # `from:`, a channel name; "" on an event route
     when: When
     transform: tuple[Step, ...]
     to: tuple[str, ...]
+    on: tuple[str, ...] = ()  # `on:`, referral event names (engine.ledger.lifecycle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +233,8 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
     accept: set[tuple[str, str]] = set()
     for i, entry in enumerate(r.strings(m.get("accept"), f"{path}.accept", ())):
         accept.update(_expand_accept(entry, f"{path}.accept[{i}]", r))
-    ack = r.mapping(m.get("ack"), f"{path}.ack", {"application", "facility"})
+    ack = r.mapping(m.get("ack"), f"{path}.ack",
+                    {"application", "facility", "mode", "destination", "timeout_s"})
     lim = r.mapping(m.get("limits"), f"{path}.limits", set(Limits.__dataclass_fields__))
     d = Limits()
     limits = Limits(
@@ -244,13 +259,43 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
         accept=frozenset(accept),
         versions=versions,
         processing_ids=r.strings(m.get("processing_ids"), f"{path}.processing_ids", ("P",)),
-        ack=AckConfig(r.string(ack.get("application"), f"{path}.ack.application", ""),
-                      r.string(ack.get("facility"), f"{path}.ack.facility", "")),
+        ack=_ack(ack, f"{path}.ack", r),
         limits=limits,
         tolerate_missing_cr=r.boolean(framing.get("tolerate_missing_cr"),
                                       f"{path}.framing.tolerate_missing_cr", True),
         rules=_rules(m.get("ledger"), f"{path}.ledger", r),
     )
+
+
+def _ack(m: dict[str, Any], path: str, r: _Reader) -> AckConfig:
+    mode = r.string(m.get("mode"), f"{path}.mode", "commit")
+    if mode not in ("commit", "downstream"):
+        r.problem(f"{path}.mode", f"expected commit or downstream, got {mode!r}")
+    destination = ""
+    if mode == "downstream":
+        destination = r.string(m.get("destination"), f"{path}.destination")
+    elif "destination" in m:
+        r.problem(f"{path}.destination", "only with mode: downstream")
+    return AckConfig(r.string(m.get("application"), f"{path}.application", ""),
+                     r.string(m.get("facility"), f"{path}.facility", ""), mode, destination,
+                     float(r.number(m.get("timeout_s"), f"{path}.timeout_s", 30.0, 0.1, 3600,
+                                    integer=False)))
+
+
+def _check_passthrough(channels: list[tuple[int, Channel]], config: Config, r: _Reader) -> None:
+    """`ack: {mode: downstream}` needs an MLLP destination that a route of the channel feeds."""
+    kinds = {d.name: d.type for d in config.destinations}
+    for i, ch in channels:
+        name, path = ch.ack.passthrough, f"channels[{i}].ack.destination"
+        if not name:
+            continue
+        if name not in kinds:
+            r.problem(path, f"no destination named {name!r}")
+        elif kinds[name] != "mllp":
+            r.problem(path, f"{name!r} is a {kinds[name]} destination; only an mllp "
+                            "destination answers with an ACK")
+        elif not any(rt.source == ch.name and name in rt.to for rt in config.routes):
+            r.problem(path, f"no route from channel {ch.name!r} sends to {name!r}")
 
 
 def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
@@ -321,6 +366,7 @@ def parse_config(data: Any, source: str = "") -> Config:
         routes=_routes(top.get("routes"), {ch.name for _, ch in channels},
                        {d.name for d in destinations}, r),
     )
+    _check_passthrough(channels, config, r)
     if r.problems:
         raise ConfigError(r.problems)
     return config
@@ -378,11 +424,10 @@ def _routes(raw: Any, channels: set[str], destinations: set[str], r: _Reader
         path = f"routes[{i}]"
         m = r.mapping(item, path, {"name", "from", "when", "transform", "to", "on"})
         name = r.string(m.get("name"), f"{path}.name")
-        if "on" in m:
-            r.problem(f"{path}.on", "routes on referral events are not built yet")
-        source = r.string(m.get("from"), f"{path}.from")
-        if source and source not in channels:
-            r.problem(f"{path}.from", f"no channel named {source!r}")
+        source, events = _route_input(m, path, channels, r)
+        if events and "when" in m:
+            r.problem(f"{path}.when", "not allowed on an on: route (referral events are not "
+                                      "filtered by message content)")
         to = r.strings(m.get("to"), f"{path}.to", ())
         for j, dest in enumerate(to):
             if dest not in destinations:
@@ -391,8 +436,28 @@ def _routes(raw: Any, channels: set[str], destinations: set[str], r: _Reader
             r.problem(f"{path}.to", "required: the destinations this route feeds")
         when = parse_when(m.get("when"), f"{path}.when", r.problems)
         steps = parse_transform(m.get("transform"), f"{path}.transform", r.problems)
-        out.append(Route(name, source, when, steps, to))
+        out.append(Route(name, source, when, steps, to, events))
     return tuple(out)
+
+
+def _route_input(m: dict[str, Any], path: str, channels: set[str], r: _Reader
+                 ) -> tuple[str, tuple[str, ...]]:
+    """(`from:` channel, `on:` events): a route has exactly one of them."""
+    if ("from" in m) == ("on" in m):
+        r.problem(path, "give either from: (a channel) or on: (referral events)"
+                  + (", not both" if "from" in m else ""))
+        return "", ()
+    if "on" in m:
+        events = r.strings(m.get("on"), f"{path}.on", ())
+        for j, event in enumerate(events):
+            if event not in EVENT_NAMES:
+                r.problem(f"{path}.on[{j}]", f"unknown referral event {event!r} (expected one "
+                                             f"of: {', '.join(EVENT_NAMES)})")
+        return "", tuple(dict.fromkeys(e for e in events if e in EVENT_NAMES))
+    source = r.string(m.get("from"), f"{path}.from")
+    if source and source not in channels:
+        r.problem(f"{path}.from", f"no channel named {source!r}")
+    return source, ()
 
 
 def _check_unique(channels: list[tuple[int, Channel]], r: _Reader) -> None:

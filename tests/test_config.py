@@ -209,7 +209,8 @@ def test_unknown_keys_at_every_level() -> None:
         f"colour: unknown key (expected one of: {KEYS_TOP})",
         f"channels[0].extra: unknown key (expected one of: {KEYS_CHANNEL})",
         "channels[0].listen.tls: unknown key (expected one of: host, port)",
-        "channels[0].ack.app: unknown key (expected one of: application, facility)",
+        "channels[0].ack.app: unknown key (expected one of: application, destination, facility, "
+            "mode, timeout_s)",
         f"channels[0].limits.max_frames: unknown key (expected one of: {KEYS_LIMITS})",
         "channels[0].framing.lenient: unknown key (expected one of: tolerate_missing_cr)",
         "log.lvl: unknown key (expected one of: file, level)",

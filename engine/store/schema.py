@@ -195,3 +195,16 @@ deliveries = Table(
     Column("ack", LargeBinary),  # the downstream's ACK as received
     Index("ix_deliveries_message", "message_id"),
 )
+
+relayed_acks = Table(
+    "relayed_acks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_id", Id, nullable=False),
+    Column("outbound_id", Id),  # the routed copy whose answer it relays
+    Column("at", DateTime(), nullable=False),
+    Column("code", String(8), nullable=False),  # MSA-1 sent to the sender
+    Column("downstream_code", String(8), nullable=False, server_default=""),  # "" on timeout
+    Column("ack", LargeBinary, nullable=False),  # as sent to the sender
+    Index("ix_relayed_acks_message", "message_id"),
+)

@@ -1,0 +1,76 @@
+"""Pass-through ACKs (Mirth Connect's "respond from destination"): a sender waits for the answer
+its message gets downstream.
+
+A channel with `ack: {mode: downstream, destination: D, timeout_s: T}` does not answer on commit.
+Its message and the queue row for D commit as usual; the listener then waits (`Waiters.wait`)
+until D's delivery worker reports D's ACK for that row (`Waiters.answered`), and relays it
+(`AckBuilder.relay`).  Without an answer within T seconds the sender gets AE 207; the row stays
+queued and is delivered when D is back, so a resend (a retransmission) waits for that delivery
+instead of queuing a second copy.
+
+A negative downstream answer that reached a waiting sender is final for that row (the sender was
+told and owns the retry): the worker makes it a dead letter at once.  The sender's resend of the
+same message requeues it.
+
+Waiters live on the reactor thread; the delivery worker's thread only reads `waiting` (a set
+lookup) and hands answers over through `callFromThread`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+Answer = bytes | None  # the downstream's ACK, or None when the wait timed out
+
+
+class Waiters:
+    """Senders waiting for downstream answers, by outbound row id."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._waiting: dict[int, list[defer.Deferred[Answer]]] = {}
+
+    def wait(self, outbound_id: int, timeout_s: float) -> defer.Deferred[Answer]:
+        """Fires with the answer to this row, or None after `timeout_s`."""
+        d: defer.Deferred[Answer] = defer.Deferred()
+        self._waiting.setdefault(outbound_id, []).append(d)
+        call = self._reactor.callLater(timeout_s, self._expire, outbound_id, d)
+
+        def cancel_timer(result: Answer) -> Answer:
+            if call.active():
+                call.cancel()
+            return result
+
+        d.addBoth(cancel_timer)
+        return d
+
+    def waiting(self, outbound_id: int) -> bool:
+        """Is a sender waiting for this row?  (Safe to ask from the worker thread.)"""
+        return outbound_id in self._waiting
+
+    def answered(self, outbound_id: int, ack: bytes) -> None:
+        """The downstream answered this row: every sender waiting for it gets the answer."""
+        for d in self._waiting.pop(outbound_id, []):
+            d.callback(ack)
+
+    def _expire(self, outbound_id: int, d: defer.Deferred[Answer]) -> None:
+        found = self._waiting.get(outbound_id, [])
+        if d in found:
+            found.remove(d)
+            if not found:
+                del self._waiting[outbound_id]
+            d.callback(None)
+
+    def reporter(self) -> Callable[[int, bytes], bool]:
+        """For a delivery worker's thread: report an answer; True when a sender was waiting."""
+
+        def report(outbound_id: int, ack: bytes) -> bool:
+            if not self.waiting(outbound_id):
+                return False
+            self._reactor.callFromThread(self.answered, outbound_id, ack)
+            return True
+
+        return report
