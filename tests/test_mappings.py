@@ -941,3 +941,40 @@ def test_map_message_content_samples(name: str, error: type[ContentError], code:
     with pytest.raises(error) as err:
         map_message(sample(name), RULES)
     assert_error(err.value, code, location)
+
+
+# --- the HL7 null `""` deletes, an empty field changes nothing (HL7-SPEC §2, §9.10) ------------
+
+
+def test_ref_i13_null_fields_are_cleared_and_empty_ones_are_not() -> None:
+    """REF^I13 with `""` in RF1-2, RF1-8 and the RT provider's PRD-4 clears priority, window end
+    and specialty; RF1-7 left empty is no change."""
+    msg = build(msh("REF^I13"), seg("RF1", {1: "P", 2: '""', 6: "K-1^NS", 8: '""'}),
+                seg("PRD", {1: "RT", 2: "DOC^ANN", 4: '""', 7: "NPI1"}), PID)
+    change = only(map_ref(msg, RULES))
+    assert change.cleared == frozenset({"priority", "window_end", "specialty"})
+    assert (change.priority, change.window_end, change.specialty) == ("", None, "")
+
+
+@pytest.mark.parametrize("message_type", ["REF^I12", "RRI^I13", "REF^I14"])
+def test_null_clears_nothing_outside_ref_i13(message_type: str) -> None:
+    """Only an update (REF^I13) deletes: a new referral, an RRI or a cancel reads `""` as empty."""
+    msg = ref_msg(message_type, {2: '""', 8: '""'})
+    assert only(map_ref(msg, RULES)).cleared == frozenset()
+
+
+def test_siu_s14_null_fields_are_cleared() -> None:
+    """S14 with `""` in SCH-9 and AIS-3 and every start field null clears duration, specialty
+    and start; the same message as S12 clears nothing."""
+    sch, ais = {9: '""', 11: '^^^""'}, {3: '""', 4: '""'}
+    change = appointment(map_siu(siu_msg("S14", sch, ais=ais), RULES))
+    assert change.cleared == frozenset({"start", "duration_min", "specialty"})
+    assert appointment(map_siu(siu_msg("S12", sch, ais=ais), RULES)).cleared == frozenset()
+
+
+def test_siu_s14_start_is_not_cleared_while_another_start_field_has_a_value() -> None:
+    """SCH-11.4 `""` but AIS-4 valued: the start is AIS-4, not deleted."""
+    change = appointment(map_siu(siu_msg("S14", {11: '^^^""'}, ais={4: "20260301090000"}),
+                                 RULES))
+    assert "start" not in change.cleared
+    assert change.start == datetime(2026, 3, 1, 9, 0)

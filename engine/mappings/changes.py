@@ -91,6 +91,9 @@ class ReferralChange:
     providers: tuple[Provider, ...] = ()
     diagnoses: tuple[str, ...] = ()  # DG1-3.1 codes
     if_known: bool = False  # apply only to a known referral; an unknown key is not an error
+    # Fields an update sets to the HL7 null `""` ("delete this value", HL7-SPEC §2): of
+    # priority, specialty, window_start, window_end.  An empty field changes nothing.
+    cleared: frozenset[str] = frozenset()
 
 
 # Appointment statuses (issue 3): booked, cancelled, deleted, noshow, complete.
@@ -113,6 +116,7 @@ class AppointmentChange:
     placer_order_numbers: tuple[EI, ...] = ()  # SCH-26
     filler_order_numbers: tuple[EI, ...] = ()  # SCH-27
     patient_ids: tuple[PatientId, ...] = ()
+    cleared: frozenset[str] = frozenset()  # of start, duration_min, specialty (S14 `""`)
 
 
 Change = ReferralChange | AppointmentChange

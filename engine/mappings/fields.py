@@ -33,6 +33,13 @@ def text(msg: InboundMessage, path: str) -> str:
     return "" if value == NULL else value
 
 
+def nulled(msg: InboundMessage, *paths: str) -> bool:
+    """Does an update delete this value?  One of its source fields holds the HL7 null `""` and
+    none holds a value (HL7-SPEC §2: `""` deletes, an empty field changes nothing)."""
+    values = [msg.get(p).strip() for p in paths]
+    return NULL in values and all(v in ("", NULL) for v in values)
+
+
 def component(msg: InboundMessage, wire: str, comp: int, sub: int = 1) -> str:
     """One decoded leaf of a repetition's wire text (from `msg.repetitions` or `msg.raw`)."""
     d = msg.delimiters

@@ -25,6 +25,7 @@ from engine.mappings.changes import (
 )
 from engine.mappings.fields import (
     diagnoses,
+    nulled,
     patient_ids,
     person_name,
     read_dtm,
@@ -77,7 +78,19 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         window_end=window_end,
         providers=providers,
         diagnoses=diagnoses(msg, range(1, msg.count("DG1") + 1)),
+        cleared=_cleared(msg) if kind == "REF" and event_code == "I13" else frozenset(),
     )]
+
+
+def _cleared(msg: InboundMessage) -> frozenset[str]:
+    """What a REF^I13 deletes with `""`: RF1-2 priority, RF1-7/RF1-8 window, PRD(RT)-4
+    specialty.  Keys, patients and providers are never deleted by an update (README)."""
+    out = {name for name, path in (("priority", "RF1.2.1"), ("window_start", "RF1.7"),
+                                   ("window_end", "RF1.8")) if nulled(msg, path)}
+    for n in range(1, msg.count("PRD") + 1):
+        if text(msg, f"PRD[{n}].1.1").upper() == "RT" and nulled(msg, f"PRD[{n}].4.1"):
+            out.add("specialty")
+    return frozenset(out)
 
 
 def _event(msg: InboundMessage, kind: str, event_code: str, status: str,

@@ -21,7 +21,15 @@ from engine.mappings.changes import (
     RequiredFieldMissing,
     RequiredSegmentMissing,
 )
-from engine.mappings.fields import patient_ids, read_dtm, read_ei, read_eis, read_nm, text
+from engine.mappings.fields import (
+    nulled,
+    patient_ids,
+    read_dtm,
+    read_ei,
+    read_eis,
+    read_nm,
+    text,
+)
 from engine.mappings.rules import MappingRules
 from engine.parsing.message import InboundMessage
 
@@ -80,7 +88,21 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         placer_order_numbers=read_eis(msg, "SCH.26"),
         filler_order_numbers=read_eis(msg, "SCH.27"),
         patient_ids=patient_ids(msg) if msg.segment("PID") else (),
+        cleared=_cleared(msg) if event == "S14" else frozenset(),
     )]
+
+
+def _cleared(msg: InboundMessage) -> frozenset[str]:
+    """What an S14 deletes with `""`: the start (every start field null or empty), the duration
+    (SCH-9, AIS-7), the specialty (AIL-3, AIS-3)."""
+    out = set()
+    if nulled(msg, *(path for path, _ in START_FIELDS)):
+        out.add("start")
+    if nulled(msg, "SCH.9", "AIS.7"):
+        out.add("duration_min")
+    if nulled(msg, "AIL.3.1", "AIS.3.1"):
+        out.add("specialty")
+    return frozenset(out)
 
 
 def start_time(msg: InboundMessage) -> datetime | None:
