@@ -25,31 +25,49 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 class TeeLogger:
     """Writes each event dict as one JSON line to a file and, at its own level, a readable line
-    to the console."""
+    to the console.
 
-    def __init__(self, file: TextIO | None, console: TextIO | None, level: int,
-                 console_level: int | None = None) -> None:
+    File lines are buffered (`flush` runs twice a second, at exit, and at once for warnings) and
+    written whole, in one `write` on a descriptor opened O_APPEND: several engine processes
+    (`workers:`) share the file without ever splitting each other's lines.
+    """
+
+    def __init__(self, file: int | None, console: TextIO | None, level: int,
+                 console_level: int | None = None, worker: int = 0) -> None:
         self._file = file
+        self._pending: list[str] = []
         self._console = console
         self._level = level
         self._console_level = level if console_level is None else console_level
+        self._worker = worker
         self._lock = threading.Lock()
         self._render = structlog.dev.ConsoleRenderer(colors=False) if console else None
         self._dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
     def msg(self, event: dict[str, Any]) -> None:
         level = LEVELS.get(event.get("level", "info"), 20)
+        if self._worker:
+            event["worker"] = self._worker
         with self._lock:
             if self._file is not None and level >= self._level:
-                # Buffered: `flush_logs` runs twice a second (and at exit), not once per event.
-                self._file.write(self._dumps(event) + "\n")
-                if level >= 30:
-                    self._file.flush()
+                self._pending.append(self._dumps(event) + "\n")
+                if level >= 30 or len(self._pending) >= 512:
+                    self._write()
             if self._render is not None and self._console and level >= self._console_level:
                 self._console.write(str(self._render(None, "", dict(event))) + "\n")
                 self._console.flush()
 
     debug = info = warning = error = critical = exception = log = msg
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write()
+
+    def _write(self) -> None:
+        if self._pending and self._file is not None:
+            data, self._pending = "".join(self._pending).encode("utf-8"), []
+            with contextlib.suppress(OSError):
+                os.write(self._file, data)
 
 
 def _timestamp(_logger: Any, _name: str,
@@ -63,19 +81,18 @@ def _hand_over(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any
 
 
 def configure_logging(file: str | None, level: str = "info", console: TextIO | None = sys.stderr,
-                      console_level: str | None = None) -> None:
-    """Send events to `file` (JSON lines, 0600) and to `console` (readable), filtered by level."""
-    out: TextIO | None = None
+                      console_level: str | None = None, worker: int = 0) -> None:
+    """Send events to `file` (JSON lines, 0600) and to `console` (readable), filtered by level.
+    A worker process (`worker` > 0) adds its number to each of its events."""
+    out: int | None = None
     if file:
         path = Path(file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        out = os.fdopen(fd, "a", encoding="utf-8")
-    if out is not None:
-        _OPEN_FILES.append(out)
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     lowest = LEVELS.get(level, 20)
     logger = TeeLogger(out, console, lowest,
-                       LEVELS.get(console_level, 20) if console_level else None)
+                       LEVELS.get(console_level, 20) if console_level else None, worker)
+    _SINKS.append(logger)
     global _SINK
     _SINK = logger
     structlog.configure(
@@ -89,7 +106,7 @@ def configure_logging(file: str | None, level: str = "info", console: TextIO | N
     )
 
 
-_OPEN_FILES: list[TextIO] = []
+_SINKS: list[TeeLogger] = []
 _SINK: TeeLogger | None = None
 
 
@@ -108,9 +125,8 @@ def emit(level: str, event: str, fields: dict[str, Any]) -> None:
 
 def flush_logs() -> None:
     """Write out buffered log lines (the engine calls this twice a second and at exit)."""
-    for f in _OPEN_FILES:
-        with contextlib.suppress(OSError, ValueError):
-            f.flush()
+    for sink in _SINKS:
+        sink.flush()
 
 
 atexit.register(flush_logs)
