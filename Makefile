@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.run --mix ref,siu --rss-messages 0 --messages 5000
 	$(BIN)/python -m bench.ledger
+	$(BIN)/python -m bench.delivery
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

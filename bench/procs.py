@@ -3,11 +3,12 @@
 `/proc/<pid>/stat` fields 14 and 15 (utime, stime, in clock ticks) cover every thread of the
 process; `/proc/<pid>/task/<tid>/stat` gives the same per thread, so the reactor thread (tid ==
 pid) can be told from the others (the engine's writer thread).  `VmRSS` comes from
-`/proc/<pid>/status`.
+`/proc/<pid>/status`.  An engine with ingest workers counts its worker processes in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -45,19 +46,40 @@ def _ticks(stat_path: Path) -> int:
     return int(fields[11]) + int(fields[12])  # utime (14) + stime (15)
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (the engine's ingest workers)."""
+    out: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:  # field 4: ppid
+            out.append(int(stat.parent.name))
+    return out
+
+
 def cpu_times(pid: int) -> CpuTimes:
-    """utime + stime of the process (all threads) and of its main thread, in seconds."""
+    """utime + stime of the process and its live children (all threads), and of the process's
+    main thread alone, in seconds."""
     proc = Path(f"/proc/{pid}")
-    return CpuTimes(_ticks(proc / "stat") / CLOCK_TICKS,
-                    _ticks(proc / "task" / str(pid) / "stat") / CLOCK_TICKS)
+    total = _ticks(proc / "stat")
+    for child in children(pid):
+        with contextlib.suppress(OSError):  # it just ended
+            total += _ticks(Path(f"/proc/{child}/stat"))
+    return CpuTimes(total / CLOCK_TICKS, _ticks(proc / "task" / str(pid) / "stat") / CLOCK_TICKS)
 
 
 def rss_mb(pid: int) -> float:
-    """Resident set size (VmRSS) in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size (VmRSS) in MiB, of the process and its live children."""
+    total = 0.0
+    for p in (pid, *children(pid)):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    if not total:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return total
 
 
 class ServerProcess:

@@ -31,7 +31,7 @@ import yaml
 from bench.loadgen import parse_mix
 from bench.measure import HOST, Memory, Settings, Throughput, measure, measure_memory
 from bench.procs import ServerProcess, free_port
-from bench.summary import render, summarize
+from bench.summary import render, summarize, write_results
 from bench.synth import Synth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +47,16 @@ def bare_server(tmp: Path) -> ServerProcess:
     return ServerProcess("bare", argv, HOST, port, tmp / "bare.out", cwd=ROOT)
 
 
-def engine_server(tmp: Path) -> ServerProcess:
-    """The engine on a fresh database, with a one-channel config written to `tmp`."""
+def engine_server(tmp: Path, extra: dict[str, Any] | None = None) -> ServerProcess:
+    """The engine on a fresh database, with a one-channel config (channel `bench`, plus the
+    top-level keys in `extra`, e.g. destinations and routes) written to `tmp`."""
     port = free_port(HOST)
     config = {
         "database": {"url": f"sqlite:///{tmp / 'bench.db'}", "sqlite_synchronous": "FULL"},
         "log": {"file": str(tmp / "engine.log"), "level": "info"},
         "channels": [{"name": "bench", "listen": {"host": HOST, "port": port},
                       "accept": ["REF^I12-I15", "SIU^S12-S26"]}],
+        **(extra or {}),
     }
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -150,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(s, bare, engine, memory, {"loadavg": loadavg, **extra})
     print()
     print(render(summary))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    write_results(RESULTS, summary)
     return 0 if summary["acks_all_ok"] else 1
 
 

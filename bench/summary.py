@@ -6,9 +6,11 @@ belongs to benchmarks, and a shared machine makes single figures noisy, so ratio
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from bench.measure import Memory, Settings, Throughput
@@ -111,3 +113,10 @@ def render(d: dict[str, Any]) -> str:
         ("ACKs (all AA, MSA-2 right)", "", "yes" if d["acks_all_ok"] else "NO", "", ""),
     ]
     return "\n".join(f"{a:<30}{b_:>10}{c:>10}{t:>10}  {v}".rstrip() for a, b_, c, t, v in rows)
+
+
+def write_results(path: Path, summary: dict[str, Any]) -> None:
+    """Keep the summary as JSON under bench/results/ and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwritten to {path.relative_to(path.parent.parent.parent)}")

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("message_id", type=int, metavar="MESSAGE_ID")
     rep.add_argument("--to", required=True, metavar="DEST")
     sub.add_parser("sweep", parents=[common],
-                   help="expire pending/accepted referrals past RF1-8 (run also daily by `run`)")
+                   help="expire pending/accepted referrals past RF1-8 and report overdue ones "
+                        "(run also daily by `run`)")
     return p
 
 
@@ -174,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     flusher.clock = r
     r.callWhenRunning(flusher.start, 0.5, now=False)
     r.callWhenRunning(top.startService)
-    sweeper = LoopingCall(_sweep_in_thread, r, db)
+    sweeper = LoopingCall(_sweep_in_thread, r, db, _event_router(config))
     sweeper.clock = r
     r.callWhenRunning(sweeper.start, 86400, now=True)  # at start, then daily
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
@@ -201,17 +202,18 @@ def _stop_on_signals(reactor: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _sweep_in_thread(reactor: Any, db: Any) -> Any:
-    """The daily expiry sweep, off the reactor, on its own connection."""
+def _sweep_in_thread(reactor: Any, db: Any, router: Any) -> Any:
+    """The daily sweep (expiry, overdue, their referral events), off the reactor, on its own
+    connection."""
     from twisted.internet.threads import deferToThreadPool
 
-    from engine.ledger.apply import LedgerSettings, sweep
     from engine.logs import emit
 
     def work() -> None:
         with db.begin() as conn:
-            expired = sweep(conn, _now(), LedgerSettings())
-        emit("info", "ledger.sweep", {"expired": len(expired)})
+            expired, overdue, queued = _sweep(conn, router)
+        emit("info", "ledger.sweep", {"expired": len(expired), "overdue": len(overdue),
+                                      "events_queued": queued})
 
     def failed(failure: Any) -> None:
         emit("error", "ledger.sweep_failed", {"error": failure.type.__name__})
@@ -445,12 +447,17 @@ def cmd_referral(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return EXIT_OK
     history = found.pop("history")
+    sent = found.pop("events")
     width = max(len(k) for k in found)
     for key, value in found.items():
         print(f"{key:<{width}}  {value}")
     print()
     _print_table(history, ["at", "event", "status_before", "status_after", "appointment",
                            "control_id", "rule"])
+    if sent:
+        print()
+        _print_table(sent, ["created_at", "event", "destination", "queue_id", "control_id",
+                            "message_id", "status"])
     return EXIT_OK
 
 
@@ -477,12 +484,18 @@ def cmd_link(args: argparse.Namespace) -> int:
     from engine.logs import audit, configure_logging
     from engine.mappings.changes import EI
 
-    database, log_file = _database_only(args)
+    config = _config_if_any(args)
+    database, log_file = (config.database, config.log.file) if config else _database_only(args)
+    router = _event_router(config)
     db = _open(database)
     try:
         with db.begin() as conn:
+            events: list[tuple[int, str]] | None = [] if router else None
+            now = _now()
             effect = link_manually(conn, EI.parse(args.appointment), EI.parse(args.referral),
-                                   _now())
+                                   now, events)
+            if router and events:
+                router.queue(conn, events, None, now)
     except LookupError as exc:
         print(str(exc).strip("'\""), file=sys.stderr)
         return EXIT_NOT_OK
@@ -493,15 +506,46 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from engine.ledger.apply import LedgerSettings, sweep
-
-    db = _open(_database_only(args)[0])
+    config = _config_if_any(args)
+    db = _open(config.database if config else _database_only(args)[0])
     with db.begin() as conn:
-        effects = sweep(conn, _now(), LedgerSettings())
-    for line in effects:
+        expired, overdue, queued = _sweep(conn, _event_router(config))
+    for line in expired + overdue:
         print(line)
-    print(f"{len(effects)} referral(s) expired")
+    print(f"{len(expired)} referral(s) expired, {len(overdue)} newly overdue, "
+          f"{queued} event message(s) queued")
     return EXIT_OK
+
+
+def _sweep(conn: Any, router: Any) -> tuple[list[str], list[str], int]:
+    """Expiry, then the once-only overdue notice, and the `on:` routes' rows for both, in the
+    caller's transaction: (expired lines, overdue lines, rows queued)."""
+    from engine.ledger.apply import LedgerSettings
+    from engine.ledger.sweep import mark_overdue, sweep
+
+    now = _now()
+    events: list[tuple[int, str]] | None = [] if router else None
+    expired = sweep(conn, now, LedgerSettings(), events)
+    overdue = mark_overdue(conn, now, events)
+    queued = router.queue(conn, events, None, now) if router and events else 0
+    return expired, overdue, queued
+
+
+def _config_if_any(args: argparse.Namespace) -> Config | None:
+    """The configuration, or None when only --database was given and there is no config file."""
+    if args.database and not Path(args.config).exists():
+        return None
+    return _config(args)
+
+
+def _event_router(config: Config | None) -> Any:
+    """The `on:` routes (engine.routes.event_queue.EventRouter), or None without any."""
+    if config is None:
+        return None
+    from engine.routes.event_queue import EventRouter
+
+    return EventRouter.of(config.routes, [(ch.name, ch.ack.application, ch.ack.facility)
+                                          for ch in config.channels])
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -531,8 +575,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["destination", "type", "state", "depth", "oldest_age_s",
-                            "delivered", "dead_letters", "last_error"])
+        _print_table(rows, ["destination", "type", "order", "state", "depth", "oldest_age_s",
+                            "delivered", "dead_letters", "held_keys", "last_error"])
     return EXIT_OK
 
 
@@ -560,7 +604,8 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
             count = operator.release(conn, dest, args.id)
             text = f"{dest}: {count} dead letter(s) queued again"
         else:
-            queued = operator.replay(conn, args.message_id, dest, _now())
+            key_path = next(d.order_key for d in config.destinations if d.name == dest)
+            queued = operator.replay(conn, args.message_id, dest, _now(), key_path)
             if queued is None:
                 print(f"no message with id {args.message_id}", file=sys.stderr)
                 return EXIT_NOT_OK

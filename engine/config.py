@@ -17,7 +17,7 @@ import yaml
 from engine.errors import EngineError
 from engine.ledger.lifecycle import EVENT_NAMES
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
-from engine.routes.filters import When, parse_when
+from engine.routes.filters import When, check_path, parse_when
 from engine.routes.transforms import Step, parse_transform
 
 DEFAULT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
@@ -108,6 +108,7 @@ class Destination:
     ack_timeout_s: float = 30.0
     retry_initial_s: float = 1.0  # exponential backoff with jitter, capped at retry_max_s
     retry_max_s: float = 300.0
+    order_key: str = ""  # `order: {per_key: PATH}`: the HL7 path; "" is `order: strict`
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,15 +391,14 @@ def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:
         retry = r.mapping(m.get("retry"), f"{path}.retry", {"initial_s", "max_s", "max_attempts"})
         attempts = r.number(retry.get("max_attempts", m.get("max_attempts")),
                             f"{path}.retry.max_attempts", 20, 1, 100000)
-        order = r.string(m.get("order"), f"{path}.order", "strict")
-        if order != "strict":
-            r.problem(f"{path}.order", f"expected strict (per_key is not built yet), got {order!r}")
-        if kind == "file":
+        order_key = _order(m.get("order"), f"{path}.order", r)
+        if kind == "file":  # a failed write is retried twice a second
             out.append(Destination(name, kind, r.string(m.get("directory"), f"{path}.directory"),
-                                   attempts))
+                                   attempts, retry_initial_s=0.5, retry_max_s=0.5,
+                                   order_key=order_key))
         elif kind == "mllp":
             out.append(Destination(
-                name, kind, max_attempts=attempts,
+                name, kind, max_attempts=attempts, order_key=order_key,
                 host=r.string(m.get("host"), f"{path}.host"),
                 port=r.number(m.get("port"), f"{path}.port", 0, 1, 65535),
                 ack_timeout_s=float(r.number(m.get("ack_timeout_s"), f"{path}.ack_timeout_s",
@@ -410,6 +410,21 @@ def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:
         else:
             r.problem(f"{path}.type", f"expected file or mllp, got {kind!r}")
     return tuple(out)
+
+
+def _order(raw: Any, path: str, r: _Reader) -> str:
+    """`strict` (the default) → ""; `{per_key: PID.3.1}` → the HL7 path of the key."""
+    if raw is None or raw == "strict":
+        return ""
+    if not isinstance(raw, dict):
+        got = repr(raw) if isinstance(raw, str) else _kind(raw)
+        r.problem(path, f"expected strict or {{per_key: HL7 path}}, got {got}")
+        return ""
+    r.mapping(raw, path, {"per_key"})
+    if "per_key" not in raw:
+        r.problem(f"{path}.per_key", "required: the HL7 path of the key, e.g. PID.3.1")
+        return ""
+    return check_path(raw["per_key"], f"{path}.per_key", r.problems) or ""
 
 
 def _routes(raw: Any, channels: set[str], destinations: set[str], r: _Reader
@@ -425,7 +440,7 @@ def _routes(raw: Any, channels: set[str], destinations: set[str], r: _Reader
         m = r.mapping(item, path, {"name", "from", "when", "transform", "to", "on"})
         name = r.string(m.get("name"), f"{path}.name")
         source, events = _route_input(m, path, channels, r)
-        if events and "when" in m:
+        if "on" in m and "from" not in m and "when" in m:
             r.problem(f"{path}.when", "not allowed on an on: route (referral events are not "
                                       "filtered by message content)")
         to = r.strings(m.get("to"), f"{path}.to", ())
@@ -474,16 +489,20 @@ def _check_unique(channels: list[tuple[int, Channel]], r: _Reader) -> None:
         seen_ports.setdefault((ch.host, ch.port), i)
 
 
+_BOOL_TAG, _STR_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str"
 WILDCARD = "0.0.0.0"  # listens on every address, so it clashes with any host on its port
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """`yaml.safe_load`, except that a key given twice in one mapping is an error, not a silent
-    override."""
+    override, and that a key is never a boolean: YAML 1.1 reads an unquoted `on:` (a route's
+    referral events) as `true:`."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _BOOL_TAG:
+                key_node.tag = _STR_TAG
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
-from engine.config import Channel, Route
+from engine.config import Channel, Destination, Route
 from engine.errors import (
     CommitFailed,
     ContentError,
@@ -32,6 +32,7 @@ from engine.ledger import store as ledger_store
 from engine.mappings.changes import Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
+from engine.routes.event_queue import EventRouter
 from engine.routes.filters import matches
 from engine.routes.transforms import apply as transform
 from engine.store import sql
@@ -93,13 +94,23 @@ class Pipeline:
         self._conn: Connection | None = None  # the writer thread's own, kept between batches
         self._ledger = ledger.LedgerSettings()
         self._routes: dict[str, tuple[Route, ...]] = {}
+        self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
+        self._order_keys: dict[str, str] = {}  # per_key destination -> HL7 path of its key
 
     def route(self, routes: tuple[Route, ...]) -> None:
-        """Take these routes (by their `from:` channel) from now on."""
+        """Take these routes from now on: message routes by their `from:` channel, event routes
+        (`on:`) for the referral events the ledger emits."""
         grouped: dict[str, list[Route]] = {}
         for r in routes:
-            grouped.setdefault(r.source, []).append(r)
+            if r.source:
+                grouped.setdefault(r.source, []).append(r)
         self._routes = {name: tuple(rs) for name, rs in grouped.items()}
+        self._events = EventRouter.of(routes, [(name, b.application, b.facility)
+                                               for name, b in self._builders.items()])
+
+    def order_by(self, destinations: tuple[Destination, ...]) -> None:
+        """Fill the order key of rows queued for these destinations' `order: {per_key: PATH}`."""
+        self._order_keys = {d.name: d.order_key for d in destinations if d.order_key}
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
         """Prepare, commit in one transaction, then build every ACK.
@@ -138,10 +149,11 @@ class Pipeline:
             stored = record_batch(conn, [p.row for p in prepared], now)
             history: list[dict[str, Any]] = []
             effects: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []  # outbound rows of `on:` routes
             for i, (p, s) in enumerate(zip(prepared, stored, strict=True)):
                 if p.changes and not s.retransmission:
                     try:
-                        self._to_ledger(conn, p, s.message_id, now, history, effects)
+                        self._to_ledger(conn, p, s.message_id, now, history, effects, events)
                     except (SQLAlchemyError, database_error):
                         raise
                     except Exception as exc:  # noqa: BLE001 - the ledger's bug, not the store's
@@ -149,6 +161,7 @@ class Pipeline:
             ledger_store.insert_events(conn, history)
             set_effects(conn, effects)
             sql.insert_many(conn, "outbound", self._outbound(prepared, stored, now))
+            sql.insert_many(conn, "outbound", events)
         return stored
 
     def _outbound(self, prepared: list[_Prepared], stored: list[Stored], now: datetime
@@ -167,13 +180,22 @@ class Pipeline:
                 rows += [{"destination": dest, "route": route.name, "message_id": s.message_id,
                           "control_id": p.row["control_id"], "payload": payload,
                           "status": "queued", "attempts": 0, "last_error": "",
-                          "created_at": now} for dest in route.to]
+                          "created_at": now, "order_key": self._order_key(dest, p.msg)}
+                         for dest in route.to]
         return rows
 
+    def _order_key(self, destination: str, msg: InboundMessage) -> str:
+        """The inbound message's value at a per_key destination's path ("" when absent or for a
+        strict destination), cut to the column's 199 characters."""
+        path = self._order_keys.get(destination)
+        return msg.get(path)[:199] if path else ""
+
     def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime,
-                   history: list[dict[str, Any]], effects: list[dict[str, Any]]) -> None:
+                   history: list[dict[str, Any]], effects: list[dict[str, Any]],
+                   events: list[dict[str, Any]]) -> None:
         """Apply one accepted message's changes, in batch order; a 204/205 turns it into AE and
-        changes nothing (the check runs before any write)."""
+        changes nothing (the check runs before any write).  The referral events it causes
+        become `events` rows, built from the ledger as this message left it."""
         try:
             ledger.check(conn, p.changes)
         except ContentError as exc:
@@ -187,8 +209,11 @@ class Pipeline:
             p.row.update(outcome)  # a retransmission later in this batch answers the same
             return
         context = ledger.Context(conn, message_id, p.row["control_id"], now, self._ledger,
-                                 history=history)
+                                 history=history, events=[] if self._events else None)
         lines = ledger.apply(context, p.changes)
+        if self._events is not None and context.events:
+            context.flush()  # the history names the message that opened each referral
+            events += self._events.rows(conn, context.events, message_id, now)
         if lines:
             p.row["ledger_effect"] = "; ".join(lines)
             effects.append({"_mid": message_id, "ledger_effect": p.row["ledger_effect"]})

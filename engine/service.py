@@ -6,9 +6,7 @@ global reactor.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +20,9 @@ from engine.config import Channel, Config, Destination
 from engine.logs import emit
 from engine.mllp.server import Handler, MLLPServerFactory
 from engine.pipeline import Job, Pipeline, Result, failed
-from engine.routes.delivery import Delivered, deliver_files
+from engine.routes.delivery import FileDeliverer
 from engine.routes.mllp_delivery import MLLPDeliverer
+from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
 from engine.store.writer import GroupCommitWriter
 
 log = structlog.get_logger("engine.service")
@@ -71,8 +70,9 @@ class ListenerService(service.Service):
 
 
 class DeliveryService(service.Service):
-    """Works each destination's queue off the reactor, twice a second; one pass at a time per
-    destination, so a slow downstream never holds the others."""
+    """Works each destination's queue off the reactor, one pass at a time per destination, so a
+    slow downstream never holds the others.  Passes start twice a second, and a pass that
+    delivered something is followed at once by the next (no pause while a queue has rows)."""
 
     def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any) -> None:
         def now() -> datetime:
@@ -81,15 +81,10 @@ class DeliveryService(service.Service):
         self.reactor = reactor
         self.loop: Any = None
         self.busy: set[str] = set()
-        self.workers: dict[str, Callable[[], Delivered]] = {}
-        self.mllp: list[MLLPDeliverer] = []
-        for dest in destinations:
-            if dest.type == "mllp":
-                worker = MLLPDeliverer(dest, db, now)
-                self.mllp.append(worker)
-                self.workers[dest.name] = worker.run_pass
-            else:
-                self.workers[dest.name] = functools.partial(deliver_files, db, dest, now)
+        self.db = bookkeeping_engine(db)
+        self.workers: dict[str, QueueWorker] = {
+            d.name: (MLLPDeliverer if d.type == "mllp" else FileDeliverer)(d, self.db, now)
+            for d in destinations}
 
     def startService(self) -> None:
         super().startService()
@@ -102,27 +97,36 @@ class DeliveryService(service.Service):
     def stopService(self) -> Any:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
-        for worker in self.mllp:
-            worker.close()
+        for name, worker in self.workers.items():
+            if name not in self.busy:  # a busy one closes when its pass ends
+                worker.close()
         return super().stopService()
 
     def tick(self) -> None:
+        for name in self.workers:
+            self.start(name)
+
+    def start(self, name: str) -> None:
+        """A pass for this destination on the thread pool, unless one is under way."""
         from twisted.internet.threads import deferToThreadPool
 
-        for name, work in self.workers.items():
-            if name in self.busy:
-                continue
-            self.busy.add(name)
-            d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), work)
-            d.addBoth(self.done, name)
+        if name in self.busy or not self.running:
+            return
+        self.busy.add(name)
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                              self.workers[name].run_pass)
+        d.addBoth(self.done, name)
 
     def done(self, outcome: Any, name: str) -> None:
         self.busy.discard(name)
+        if not self.running:
+            self.workers[name].close()
         if not isinstance(outcome, Delivered):
             log.error("delivery.pass_failed", destination=name, error=outcome.type.__name__)
             return
         if outcome.delivered:
             log.info("delivery.delivered", destination=name, count=outcome.delivered)
+            self.start(name)  # more may be queued
         if outcome.dead:
             log.error("queue.dead_letter", destination=name, count=outcome.dead)
 
@@ -132,6 +136,7 @@ def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiServi
     builders = {ch.name: AckBuilder(ch.ack.application, ch.ack.facility) for ch in config.channels}
     pipeline = Pipeline(db, builders)
     pipeline.route(config.routes)
+    pipeline.order_by(config.destinations)
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,

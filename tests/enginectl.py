@@ -100,6 +100,17 @@ class Engine:
         return code
 
 
+def delivered_files(directory: Path, count: int, timeout: float = 15.0) -> list[Path]:
+    """A file destination's files, waiting until there are `count` (its worker runs twice a
+    second) or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sorted(directory.glob("*.hl7")) if directory.exists() else []
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def sample_payload(name: str) -> bytes:
     """A sample as `hl7-engine send` sends it: LF and CRLF become CR, except the CRLF sample."""
     data = (SAMPLES / name).read_bytes()

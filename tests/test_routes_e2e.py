@@ -9,20 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from enginectl import ROOT, Engine, sample_payload, write_config
+from enginectl import ROOT, Engine, delivered_files, sample_payload, write_config
 
 from engine.mllp.client import MLLPClient
 from engine.parsing import parse
-
-
-def _files(directory: Path, count: int, timeout: float = 10.0) -> list[Path]:
-    """The delivered files, waiting until there are `count` (the worker runs twice a second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = sorted(directory.glob("*.hl7")) if directory.exists() else []
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
 
 
 def test_routed_messages_land_as_files_in_queue_order(tmp_path: Path, db_url: str) -> None:
@@ -44,7 +34,7 @@ def test_routed_messages_land_as_files_in_queue_order(tmp_path: Path, db_url: st
                 ref, ref, sample_payload("reject_version.hl7"),
                 sample_payload("siu_s12_v251.hl7"), ref28)]
         assert codes == ["AA", "AA", "AR", "AA", "AA"]
-        files = _files(out, 2)
+        files = delivered_files(out, 2)
         time.sleep(1.0)  # nothing more may arrive
         files = sorted(out.glob("*.hl7"))
         assert [f.name for f in files] == ["000000000001.hl7", "000000000002.hl7"]

@@ -45,6 +45,13 @@ class Context:
     effects: list[str] = field(default_factory=list)
     # History rows wait here; `flush` writes them in one statement (the pipeline once per batch).
     history: list[dict[str, Any]] = field(default_factory=list)
+    # (referral id, `referral.<status>`) for each status reached; None (collect nothing) unless
+    # an `on:` route exists.
+    events: list[tuple[int, str]] | None = None
+
+    def emit(self, referral_id: int, status: str) -> None:
+        if self.events is not None:
+            self.events.append((referral_id, lc.EVENT_PREFIX + status))
 
     def record(self, **values: Any) -> None:
         self.history.append(store.event_row(at=self.now, message_id=self.message_id,
@@ -68,9 +75,18 @@ def check(conn: Connection, changes: Sequence[Change]) -> None:
                 raise c.DuplicateKey("a new referral or order whose key already exists",
                                      change.key_location)
             opened.append(change.key)
-        elif not known and not change.if_known:
+        elif not known and not change.if_known and _owns(change):
             raise c.UnknownKey("an update for a referral or order this ledger does not know",
                                change.key_location)
+
+
+def _owns(change: ReferralChange) -> bool:
+    """Is the sender (MSH-3.1) the system that owns the key?  HL7-SPEC §8: only the owning
+    system's update for an unknown key is AE 204.  A key naming another system in EI.2 (an RRI
+    from the specialist about a referral this hub never saw) is accepted and changes nothing.
+    Without EI.2 the sender is taken as the owner."""
+    authority = change.key.authority.upper()
+    return not authority or not change.owner or authority == change.owner.upper()
 
 
 def apply(ctx: Context, changes: Sequence[Change]) -> list[str]:
@@ -91,7 +107,8 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
         _open(ctx, ch)
         return
     found = store.referral_ids_for(ctx.conn, ch.key)
-    if not found:  # an `if_known` change (a result for an order that is no referral)
+    if not found:  # `if_known` (a result for an order that is no referral), or not the owner
+        ctx.effects.append(f"referral {ch.key.text} unknown: no change")
         return
     rid = found[0]
     row = store.referral(ctx.conn, rid)
@@ -105,6 +122,8 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
     ctx.record(referral_id=rid, event=f"{ch.trigger} {ch.event}", before=row["status"],
                after=after, rule=rule)
     ctx.effects.append(_effect("referral", ch.key.text, row["status"], after, ch.event))
+    if after != row["status"]:
+        ctx.emit(rid, after)
     for key in added:
         _link_orphans(ctx, rid, key)
 
@@ -125,6 +144,7 @@ def _open(ctx: Context, ch: ReferralChange) -> None:
     ctx.record(referral_id=rid, event=f"{ch.trigger} open", before=None, after=status,
                rule="§7 new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else ""))
     ctx.effects.append(f"referral {ch.key.text} new→{status}")
+    ctx.emit(rid, status)
     for _kind, key in keys:
         _link_orphans(ctx, rid, key)
 
@@ -156,6 +176,8 @@ def _details(ch: ReferralChange) -> dict[str, Any]:
                                          "location": p.location} for p in ch.providers])
     if ch.diagnoses:
         out["diagnoses"] = store.dumps(list(ch.diagnoses))
+    for name in ch.cleared:  # `""` in an I13: deleted (README "The HL7 null")
+        out[name] = None if name.startswith("window") else ""
     return out
 
 
@@ -180,6 +202,8 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
         values["duration_min"] = ch.duration_min
     if ch.specialty:
         values["specialty"] = ch.specialty
+    for name in ch.cleared:  # `""` in an S14: deleted
+        values[name] = "" if name == "specialty" else None
     if row is None:
         values.update(key_id=ch.key.id, key_authority=ch.key.authority, match="unmatched",
                       created_at=ctx.now, candidates="[]")
@@ -263,6 +287,7 @@ def _follow(ctx: Context, rid: int, aid: int, status: str, rescheduled: bool,
         store.set_referral(ctx.conn, rid, status=after, updated_at=ctx.now)
         ctx.effects.append(_effect("referral", EI(row["key_id"], row["key_authority"]).text,
                                    row["status"], after, trigger))
+        ctx.emit(rid, after)
     ctx.record(referral_id=rid, appointment_id=aid, event=f"SIU^{trigger}",
                before=row["status"], after=after, rule=rule)
 
@@ -276,28 +301,18 @@ def _link_orphans(ctx: Context, rid: int, key: EI) -> None:
         _follow(ctx, rid, int(appt["id"]), appt["status"], False, "orphan")
 
 
-def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime) -> str:
-    """`hl7-engine link`: a human resolution, recorded as `via: manual`."""
+def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime,
+                  events: list[tuple[int, str]] | None = None) -> str:
+    """`hl7-engine link`: a human resolution, recorded as `via: manual`; the referral events it
+    causes go to `events` when given."""
     appt = store.appointment_for(conn, appointment)
     if appt is None:
         raise LookupError(f"no appointment {appointment.text}")
     found = store.referral_ids_for(conn, referral)
     if not found:
         raise LookupError(f"no referral {referral.text}")
-    ctx = Context(conn, None, "", now, LedgerSettings())
+    ctx = Context(conn, None, "", now, LedgerSettings(), events=events)
     _link(ctx, int(appt["id"]), found[0], "manual")
     _follow(ctx, found[0], int(appt["id"]), appt["status"], False, "manual")
     ctx.flush()
     return f"appointment {appointment.text} linked to referral {referral.text} (manual)"
-
-
-def sweep(conn: Connection, now: datetime, settings: LedgerSettings) -> list[str]:
-    """Expire pending/accepted referrals past RF1-8 (or past received + the default window)."""
-    out = []
-    limit = now - timedelta(days=settings.default_window_days)
-    for rid, status, key in store.expirable(conn, (lc.PENDING, lc.ACCEPTED), now, limit):
-        store.set_referral(conn, rid, status=lc.EXPIRED, updated_at=now)
-        store.record(conn, at=now, event="sweep expire", message_id=None, referral_id=rid,
-                     before=status, after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment")
-        out.append(f"referral {key.text} {status}→expired")
-    return out

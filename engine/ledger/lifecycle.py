@@ -19,6 +19,12 @@ OPEN = frozenset({PENDING, ACCEPTED, SCHEDULED, RESCHEDULED, NO_SHOW})
 MATCHABLE = frozenset({PENDING, ACCEPTED, NO_SHOW})  # fallback candidates (§6, §9.6)
 BOOKED_STATES = frozenset({SCHEDULED, RESCHEDULED})
 
+# Referral events, for `on:` routes: `referral.<status>` whenever a referral reaches a status
+# (its opening one included), and `referral.overdue` from the sweep, once per referral.
+EVENT_PREFIX = "referral."
+OVERDUE_EVENT = "referral.overdue"
+EVENT_NAMES = tuple(EVENT_PREFIX + s for s in STATUSES) + (OVERDUE_EVENT,)
+
 # event → (from states, to state, rule)
 _REFERRAL_RULES: dict[str, tuple[frozenset[str], str, str]] = {
     c.ACCEPT: (frozenset({PENDING}), ACCEPTED, "§7 pending→accepted"),

@@ -13,15 +13,16 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, tuple_
 
-from engine.mappings.changes import EI, PatientId
+from engine.ledger.facts import AppointmentFacts, ReferralFacts
+from engine.mappings.changes import EI, PatientId, Provider
 from engine.store import sql
-from engine.store.schema import referral_patients, referrals
+from engine.store.schema import referral_events, referral_patients, referrals
 
 # The hot path runs on the driver (engine.store.sql); the fallback search, which needs
 # datetimes back, and the CLI's views use SQLAlchemy Core.
 
 
-def _dt(value: Any) -> datetime | None:
+def as_datetime(value: Any) -> datetime | None:
     """A datetime column read on the driver: SQLite gives text, PostgreSQL a datetime."""
     if value is None or isinstance(value, datetime):
         return value
@@ -70,7 +71,7 @@ def referral(conn: Connection, referral_id: int) -> dict[str, Any]:
                      [referral_id])
     row = dict(zip(_REFERRAL_COLUMNS, found[0], strict=True))
     row["review"] = bool(row["review"])
-    row["received_at"] = _dt(row["received_at"])
+    row["received_at"] = as_datetime(row["received_at"])
     return row
 
 
@@ -124,6 +125,39 @@ def expirable(conn: Connection, statuses: Iterable[str], now: datetime, received
                         referrals.c.received_at < received_before))))
     return [(int(r.id), str(r.status), EI(r.key_id, r.key_authority or ""))
             for r in conn.execute(q)]
+
+
+OVERDUE_MARK = "sweep overdue"  # the history row that marks a referral as reported overdue
+
+
+def overdue(conn: Connection, statuses: Iterable[str], now: datetime
+            ) -> list[tuple[int, str, EI, datetime]]:
+    """(id, status, key, due_at) of referrals in `statuses` past their `due_at` that have no
+    `sweep overdue` history row yet."""
+    marked = select(referral_events.c.id).where(
+        referral_events.c.referral_id == referrals.c.id,
+        referral_events.c.event == OVERDUE_MARK)
+    q = (select(referrals.c.id, referrals.c.status, referrals.c.key_id,
+                referrals.c.key_authority, referrals.c.due_at)
+         .where(referrals.c.status.in_(list(statuses)), referrals.c.due_at < now,
+                ~marked.exists())
+         .order_by(referrals.c.id))
+    return [(int(r.id), str(r.status), EI(r.key_id, r.key_authority or ""), r.due_at)
+            for r in conn.execute(q)]
+
+
+def lock_referral(conn: Connection, referral_id: int) -> str:
+    """The referral's status, read again with its row locked to the end of the transaction
+    (PostgreSQL `FOR UPDATE`): engine processes sweeping the same database then expire or mark
+    each referral once.  SQLite serialises writers anyway and ignores the clause."""
+    return str(conn.execute(select(referrals.c.status).where(referrals.c.id == referral_id)
+                            .with_for_update()).scalar_one())
+
+
+def marked_overdue(conn: Connection, referral_id: int) -> bool:
+    return conn.execute(select(referral_events.c.id).where(
+        referral_events.c.referral_id == referral_id,
+        referral_events.c.event == OVERDUE_MARK).limit(1)).first() is not None
 
 
 def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
@@ -214,3 +248,55 @@ def record(conn: Connection, **values: Any) -> None:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+# --- referral events (`on:` routes) ----------------------------------------------------------
+
+
+_FACTS_COLUMNS = ("key_id, key_authority, status, owner, priority, window_start, window_end, "
+                  "due_at, providers")
+
+
+def referral_facts(conn: Connection, referral_id: int) -> ReferralFacts:
+    """What a referral-event message carries (`on:` routes), in five indexed reads.  Called only
+    for an event some route takes, so ingest pays nothing without `on:` routes."""
+    found = sql.rows(conn, f"SELECT {_FACTS_COLUMNS} FROM referrals WHERE id = ?", [referral_id])
+    key_id, authority, status, owner, priority, start, end, due, providers = found[0]
+    channel, control_id, facility = _opening_message(conn, referral_id)
+    return ReferralFacts(
+        key=EI(key_id, authority or ""), status=str(status), owner=owner or "",
+        priority=priority or "", window_start=as_datetime(start),
+        window_end=as_datetime(end), due_at=as_datetime(due),
+        external_ids=tuple(k for kind, k in keys_of(conn, referral_id)
+                           if kind in ("RF1-11", "ORC-3")),
+        patient_ids=tuple(PatientId(str(p), str(a or "")) for p, a in sql.rows(
+            conn, "SELECT patient_id, authority FROM referral_patients WHERE referral_id = ? "
+                  "ORDER BY id", [referral_id])),
+        providers=tuple(Provider(str(p.get("role") or ""), str(p.get("id") or ""),
+                                 str(p.get("name") or ""), str(p.get("location") or ""))
+                        for p in json.loads(providers or "[]")),
+        channel=channel, opening_control_id=control_id, owner_facility=facility,
+        appointment=_latest_appointment(conn, referral_id),
+    )
+
+
+def _opening_message(conn: Connection, referral_id: int) -> tuple[str, str, str]:
+    """(channel, MSH-10, MSH-4) of the message that opened the referral: its first history row."""
+    found = sql.rows(conn, "SELECT m.channel, m.control_id, m.sending_facility "
+                           "FROM referral_events e JOIN messages m ON m.id = e.message_id "
+                           "WHERE e.referral_id = ? ORDER BY e.id LIMIT 1", [referral_id])
+    if not found:
+        return "", "", ""
+    return str(found[0][0] or ""), str(found[0][1] or ""), str(found[0][2] or "")
+
+
+def _latest_appointment(conn: Connection, referral_id: int) -> AppointmentFacts | None:
+    """The linked appointment updated last (ties: the one created last)."""
+    found = sql.rows(conn, "SELECT key_id, key_authority, status, start, duration_min "
+                           "FROM appointments WHERE referral_id = ? "
+                           "ORDER BY updated_at DESC, id DESC LIMIT 1", [referral_id])
+    if not found:
+        return None
+    key_id, authority, status, start, duration = found[0]
+    return AppointmentFacts(EI(key_id, authority or ""), str(status), as_datetime(start),
+                            int(duration) if duration is not None else None)

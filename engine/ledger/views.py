@@ -15,6 +15,7 @@ from engine.ledger import lifecycle as lc
 from engine.mappings.changes import EI
 from engine.store.schema import (
     appointments,
+    outbound,
     referral_events,
     referral_keys,
     referral_patients,
@@ -103,7 +104,21 @@ def find_referral(conn: Connection, key: EI) -> dict[str, Any] | None:
         "appointment": appts.get(int(h["appointment_id"])) if h["appointment_id"] else None,
     } for h in conn.execute(select(referral_events).where(
         referral_events.c.referral_id == found[0]).order_by(referral_events.c.id)).mappings()]
+    out["events"] = events_sent(conn, found[0])
     return out
+
+
+def events_sent(conn: Connection, referral_id: int) -> list[dict[str, Any]]:
+    """The referral's event messages queued by `on:` routes, oldest first, with their state."""
+    q = (select(outbound.c.id, outbound.c.event, outbound.c.route, outbound.c.destination,
+                outbound.c.control_id, outbound.c.message_id, outbound.c.status,
+                outbound.c.created_at, outbound.c.delivered_at)
+         .where(outbound.c.referral_id == referral_id, outbound.c.event != "")
+         .order_by(outbound.c.id))
+    return [{"queue_id": r.id, "event": r.event, "route": r.route,
+             "destination": r.destination, "control_id": r.control_id,
+             "message_id": r.message_id, "status": r.status, "created_at": iso(r.created_at),
+             "delivered_at": iso(r.delivered_at)} for r in conn.execute(q)]
 
 
 def _key_of(conn: Connection, referral_id: int) -> tuple[str, str]:

@@ -125,6 +125,8 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.setTimeout(None)
+        if self.factory.on_close is not None:  # every connection, refused ones too
+            self.factory.on_close()
         if not self.open:
             return
         self.open = False
@@ -150,6 +152,7 @@ class MLLPServerFactory(Factory):
         self.handler = handler
         self.clock = clock
         self.connections = 0
+        self.on_close: Callable[[], None] | None = None  # an ingest worker reports closes
         self.log = log or structlog.get_logger("engine.mllp").bind(channel=channel.name)
 
     def buildProtocol(self, addr: IAddress | None) -> MLLPServerProtocol:

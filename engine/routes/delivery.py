@@ -1,88 +1,58 @@
-"""Delivery to file destinations: queued rows go out in queue order, one file each, atomically.
+"""Delivery to file destinations, and what the operator sees of every destination's queue.
 
 A file is written under a temporary name, fsynced and renamed to `<queue id, 12 digits>.hl7`, so
-names sort in queue order and a reader never sees half a file.  Rows are marked delivered after
-their files are in place: a crash in between writes the same files again under the same names
-(at-least-once, idempotent).  A failure holds the queue (strict order) and counts an attempt;
-after `max_attempts` the row becomes a dead letter and the queue moves on.
+names sort in queue order and a reader never sees half a file.  A row is marked delivered after
+its file is in place: a crash in between writes the same file again under the same name
+(at-least-once, idempotent).  Order, retries (twice a second), dead letters and the bookkeeping
+are the shared worker's (`engine.routes.worker`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, distinct, func, select
 
 from engine.config import Destination
 from engine.routes import operator
+from engine.routes.worker import Outcome, QueueWorker
 from engine.store.schema import deliveries, outbound
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    destination: str
-    delivered: int = 0
-    error: str = ""  # the failure that held the queue, if any
-    dead: int = 0
+class FileDeliverer(QueueWorker):
+    """The worker of one file destination: one file per queued row, named by its queue id."""
 
+    limit = 500
 
-def deliver_files(db: Engine, dest: Destination, now: Callable[[], datetime],
-                  limit: int = 500) -> Delivered:
-    """One pass over a file destination's queue (none while it is paused)."""
-    with db.begin() as conn:
-        if operator.state(conn, dest.name)[0]:
-            return Delivered(dest.name)
-        operator.take_retry(conn, dest.name)  # files retry every pass anyway
-    with db.connect() as conn:
-        rows = conn.execute(select(outbound.c.id, outbound.c.payload, outbound.c.attempts)
-                            .where(outbound.c.destination == dest.name,
-                                   outbound.c.status == "queued")
-                            .order_by(outbound.c.id).limit(limit)).all()
-    done: list[int] = []
-    error, dead = "", 0
-    for row in rows:
+    def send(self, row_id: int, payload: bytes) -> Outcome:
+        directory, name = Path(self.dest.directory), f"{row_id:012d}.hl7"
         try:
-            _write(Path(dest.directory), f"{row.id:012d}.hl7", row.payload)
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / f".{name}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                         0o600)
+        except OSError as exc:  # the directory is unusable: no message is at fault
+            return Outcome(error=exc.strerror or type(exc).__name__, unreachable=True)
+        try:
+            _write(fd, directory, name, payload)
         except OSError as exc:
-            error = exc.strerror or type(exc).__name__
-            dead = _failed(db, dest, row.id, row.attempts + 1, error, now())
-            break
-        done.append(row.id)
-    if done:
-        with db.begin() as conn:
-            conn.execute(update(outbound).where(outbound.c.id.in_(done)).values(
-                status="delivered", delivered_at=now(), attempts=outbound.c.attempts + 1))
-    return Delivered(dest.name, len(done), error, dead)
+            return Outcome(error=exc.strerror or type(exc).__name__)
+        return Outcome()
 
 
-def _write(directory: Path, name: str, payload: bytes) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / name)
-
-
-def _failed(db: Engine, dest: Destination, row_id: int, attempts: int, error: str,
-            at: datetime) -> int:
-    status = "dead" if attempts >= dest.max_attempts else "queued"
-    with db.begin() as conn:
-        conn.execute(update(outbound).where(outbound.c.id == row_id).values(
-            attempts=attempts, last_error=error[:500], status=status))
-    return int(status == "dead")
+def _write(fd: int, directory: Path, name: str, payload: bytes) -> None:
+    with open(fd, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(directory / f".{name}.tmp", directory / name)
 
 
 def queue_state(db: Engine, destinations: tuple[Destination, ...], now: datetime
                 ) -> list[dict[str, object]]:
-    """Per destination: depth, oldest queued age, delivered and dead-letter counts, last error."""
+    """Per destination: state, depth, oldest queued age, delivered and dead-letter counts, last
+    error, and for per_key destinations how many keys are held."""
     out: list[dict[str, object]] = []
     with db.connect() as conn:
         for d in destinations:
@@ -94,17 +64,29 @@ def queue_state(db: Engine, destinations: tuple[Destination, ...], now: datetime
             last_error = conn.execute(select(outbound.c.last_error).where(
                 outbound.c.destination == d.name, outbound.c.last_error != "")
                 .order_by(outbound.c.id.desc()).limit(1)).scalar()
+            held = _held_keys(conn, d.name)
             paused = operator.state(conn, d.name)[0]
             out.append({
                 "destination": d.name, "type": d.type,
-                "state": "paused" if paused else "running",
+                "order": "per_key" if d.order_key else "strict",
+                "state": "paused" if paused else "blocked" if held else "running",
                 "depth": int(counts.get("queued", 0)),
                 "oldest_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
                 "delivered": int(counts.get("delivered", 0)),
                 "dead_letters": int(counts.get("dead", 0)),
+                "held_keys": held if d.order_key else None,
                 "last_error": last_error or None,
             })
     return out
+
+
+def _held_keys(conn: Connection, destination: str) -> int:
+    """Keys whose head has failed and waits to be retried: a queued row with attempts is the
+    head of its lane (rows behind a head are never tried before it), so a strict queue is held
+    when this is 1."""
+    return int(conn.execute(select(func.count(distinct(outbound.c.order_key))).where(
+        outbound.c.destination == destination, outbound.c.status == "queued",
+        outbound.c.attempts > 0)).scalar() or 0)
 
 
 def deliveries_of(conn: Connection, message_id: int) -> list[dict[str, object]]:

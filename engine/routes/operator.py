@@ -7,6 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, insert, select, update
 
+from engine.errors import HL7Error
+from engine.parsing import parse
 from engine.store.schema import destination_state, messages, outbound
 
 
@@ -55,8 +57,10 @@ def release(conn: Connection, name: str, outbound_id: int | None = None) -> int:
     return int(conn.execute(q.values(status="queued", attempts=0)).rowcount)
 
 
-def replay(conn: Connection, message_id: int, destination: str, now: datetime) -> int | None:
-    """Queue a stored message again, as it was received; the new queue id, or None."""
+def replay(conn: Connection, message_id: int, destination: str, now: datetime,
+           key_path: str = "") -> int | None:
+    """Queue a stored message again, as it was received; the new queue id, or None.  For a
+    per_key destination (`key_path`), the row's order key is the message's value there."""
     row = conn.execute(select(messages.c.raw, messages.c.control_id)
                        .where(messages.c.id == message_id)).first()
     if row is None:
@@ -64,5 +68,15 @@ def replay(conn: Connection, message_id: int, destination: str, now: datetime) -
     result = conn.execute(insert(outbound).values(
         destination=destination, route="replay", message_id=message_id,
         control_id=row.control_id, payload=row.raw, status="queued", attempts=0,
-        last_error="", created_at=now).returning(outbound.c.id))
+        last_error="", created_at=now, order_key=_key(row.raw, key_path))
+        .returning(outbound.c.id))
     return int(result.scalar_one())
+
+
+def _key(raw: bytes, path: str) -> str:
+    if not path:
+        return ""
+    try:
+        return parse(raw).get(path)[:199]
+    except HL7Error:
+        return ""  # a message that never parsed shares the lane of rows without a key

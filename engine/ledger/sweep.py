@@ -1,0 +1,53 @@
+"""The ledger's time rules (README "Time rules"), run by `hl7-engine sweep` and by `run` at start
+and then daily: expiry past the window, and the once-only overdue notice.
+
+Both record history rows and, when `events` is given (an `on:` route exists), the referral
+events they cause: `referral.expired`, `referral.overdue`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from engine.ledger import lifecycle as lc
+from engine.ledger import store
+from engine.ledger.apply import LedgerSettings
+
+Events = list[tuple[int, str]] | None
+
+
+def sweep(conn: Connection, now: datetime, settings: LedgerSettings,
+          events: Events = None) -> list[str]:
+    """Expire pending/accepted referrals past RF1-8 (or past received + the default window)."""
+    out = []
+    limit = now - timedelta(days=settings.default_window_days)
+    for rid, _, key in store.expirable(conn, (lc.PENDING, lc.ACCEPTED), now, limit):
+        status = store.lock_referral(conn, rid)
+        if status not in (lc.PENDING, lc.ACCEPTED):
+            continue  # another sweep or a message got there first
+        store.set_referral(conn, rid, status=lc.EXPIRED, updated_at=now)
+        store.record(conn, at=now, event="sweep expire", message_id=None, referral_id=rid,
+                     before=status, after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment")
+        out.append(f"referral {key.text} {status}→expired")
+        if events is not None:
+            events.append((rid, lc.EVENT_PREFIX + lc.EXPIRED))
+    return out
+
+
+def mark_overdue(conn: Connection, now: datetime, events: Events = None) -> list[str]:
+    """Pending/accepted referrals past their deadline to reach `scheduled` (`due_at`, by
+    priority), each once: the history row `sweep overdue` is what makes it once."""
+    out = []
+    for rid, _, key, due in store.overdue(conn, (lc.PENDING, lc.ACCEPTED), now):
+        status = store.lock_referral(conn, rid)
+        if status not in (lc.PENDING, lc.ACCEPTED) or store.marked_overdue(conn, rid):
+            continue  # another sweep or a message got there first
+        store.record(conn, at=now, event=store.OVERDUE_MARK, message_id=None, referral_id=rid,
+                     before=status, after=status,
+                     rule=f"past its deadline to be scheduled ({due:%Y-%m-%d %H:%M} UTC)")
+        out.append(f"referral {key.text} {status}, overdue")
+        if events is not None:
+            events.append((rid, lc.OVERDUE_EVENT))
+    return out

@@ -1,0 +1,231 @@
+"""A destination's delivery worker: one pass over its queue, shared by file and MLLP destinations.
+
+* Rows go in queue order within their lane (`engine.routes.ordering`): a strict destination's
+  failing head holds the whole queue; a per_key destination's holds only the rows of its key.
+* A failure counts an attempt, and the lane waits an exponential backoff with ±50% jitter
+  (`retry_initial_s` doubling up to `retry_max_s`); after `max_attempts` the row becomes a dead
+  letter and its lane moves on.  `queue.blocked`/`queue.recovered` (the whole destination) and
+  `queue.key_blocked`/`queue.key_recovered` (one key, named by the outbound id, never by its
+  value) are logged once per episode, not once per attempt.
+* Each attempt is one transaction: its `deliveries` row (with the downstream's ACK as received)
+  and the queue row's new status, together.
+
+Durability of this bookkeeping.  On SQLite the worker records attempts through an engine of its
+own opened with `synchronous=NORMAL` (`bookkeeping_engine`); ingest keeps FULL.  In WAL mode a
+NORMAL commit skips the fsync: a process crash (SIGKILL) loses nothing, because the WAL pages sit
+in the OS cache and survive the process; a power loss can lose the latest "delivered" marks, and
+those messages are then sent again.  Delivery is at-least-once either way and no message is ever
+lost: the queue rows themselves were committed with FULL before their message was acknowledged.
+It takes an fsync per delivered message off the worker's path.  PostgreSQL uses the same engine.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import structlog
+from sqlalchemy import Connection, Engine, select
+
+from engine.config import Destination
+from engine.routes import operator
+from engine.routes.ordering import WHOLE, Holds, Lane
+from engine.store import sql
+from engine.store.database import open_database
+from engine.store.schema import outbound
+
+log = structlog.get_logger("engine.delivery")
+
+MAX_EXCLUDED = 1000  # waiting keys left out of a pass's query (the rest are skipped as read)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What one pass did."""
+
+    destination: str
+    delivered: int = 0
+    error: str = ""  # the failure that held the queue or a key, if any
+    dead: int = 0
+
+
+class Queued(NamedTuple):
+    """A queued row, as a pass reads it."""
+
+    id: int
+    payload: bytes
+    attempts: int
+    message_id: int | None
+    order_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt: accepted (no error), or why not."""
+
+    code: str = ""  # the downstream's MSA-1, when it answered
+    error: str = ""  # empty: delivered
+    ack: bytes | None = None  # the correlated ACK as received
+    unreachable: bool = False  # nothing was sent: the whole destination waits, not one key
+
+    @property
+    def delivered(self) -> bool:
+        return not self.error
+
+
+def bookkeeping_engine(db: Engine) -> Engine:
+    """The engine delivery workers record attempts with: for a SQLite file, a second engine on
+    it with `synchronous=NORMAL` (see the module docstring); otherwise `db` itself."""
+    if db.dialect.name != "sqlite" or db.url.database in (None, "", ":memory:"):
+        return db
+    return open_database(db.url.render_as_string(hide_password=False), synchronous="NORMAL",
+                         migrate=False)
+
+
+class QueueWorker:
+    """The worker of one destination; subclasses send one payload (`send`).  `run_pass` works
+    the queue until every lane with rows waits, is done, or `limit` rows were looked at."""
+
+    limit = 200
+    # Pass-through ACKs (`engine.routes.passthrough`): told every correlated answer; True when a
+    # sender was waiting for it, which makes a negative answer final (a dead letter at once).
+    answered: Callable[[int, bytes], bool] | None = None
+
+    def __init__(self, dest: Destination, db: Engine, now: Callable[[], datetime],
+                 jitter: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.dest = dest
+        self.db = db
+        self.now = now
+        self.jitter = jitter
+        self.clock = clock
+        self.holds = Holds(per_key=bool(dest.order_key))
+        self._conn: Connection | None = None  # kept between attempts: no pool round trip each
+
+    def send(self, row_id: int, payload: bytes) -> Outcome:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the worker keeps open between passes (not during one)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.db.connect()
+        return self._conn
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after `attempts` failures: doubling, capped, with ±50% jitter."""
+        base = min(self.dest.retry_max_s, self.dest.retry_initial_s * 2 ** (attempts - 1))
+        return float(base * (0.5 + self.jitter()))
+
+    def run_pass(self, limit: int | None = None) -> Delivered:
+        try:
+            return self._pass(limit or self.limit)
+        except Exception:
+            self.close()  # the next pass starts on fresh connections
+            raise
+
+    def _pass(self, limit: int) -> Delivered:
+        if not self._running() or not self.holds.ready(WHOLE, self.clock()):
+            return Delivered(self.dest.name)
+        rows = self._queued(limit, self.holds.waiting_keys(self.clock()))
+        stopped: set[Lane] = set()  # lanes that failed in this pass: the rest of them waits
+        delivered = dead = 0
+        error = ""
+        for row in rows:
+            lane = self.holds.lane(row.order_key)
+            if lane in stopped or not self.holds.ready(lane, self.clock()):
+                continue
+            status, outcome, held = self._attempt(row, lane)
+            delivered += status == "delivered"
+            dead += status == "dead"
+            if status == "queued":
+                error = outcome.error
+                stopped.add(held)
+                if held is WHOLE:
+                    break
+        if len(rows) < limit:
+            self.holds.prune(self.holds.lane(r.order_key) for r in rows)
+        return Delivered(self.dest.name, delivered, error, dead)
+
+    def _running(self) -> bool:
+        """Not paused; a pending `retry` request forgets every backoff."""
+        conn = self._connection()
+        with conn.begin():
+            paused, _ = operator.state(conn, self.dest.name)
+            if not paused and operator.take_retry(conn, self.dest.name):
+                self.holds.forget_waits()
+        return not paused
+
+    def _queued(self, limit: int, waiting: Sequence[str]) -> list[Queued]:
+        q = select(outbound.c.id, outbound.c.payload, outbound.c.attempts, outbound.c.message_id,
+                   outbound.c.order_key).where(outbound.c.destination == self.dest.name,
+                                               outbound.c.status == "queued")
+        if waiting:
+            q = q.where(outbound.c.order_key.not_in(list(waiting[:MAX_EXCLUDED])))
+        conn = self._connection()
+        with conn.begin():
+            return [Queued(*r) for r in conn.execute(q.order_by(outbound.c.id).limit(limit))]
+
+    def _attempt(self, row: Queued, lane: Lane) -> tuple[str, Outcome, Lane]:
+        """Send one row and record the attempt: (its new status, the outcome, the lane that
+        now waits when it stays queued)."""
+        started = self.clock()
+        outcome = self.send(row.id, row.payload)
+        ms = int((self.clock() - started) * 1000)
+        attempts = row.attempts + 1
+        final = outcome.ack is not None and self.answered is not None and self.answered(
+            row.id, outcome.ack)
+        status = ("delivered" if outcome.delivered else
+                  "dead" if final or attempts >= self.dest.max_attempts else "queued")
+        self._record(row, outcome, attempts, status, ms)
+        held = WHOLE if outcome.unreachable else lane
+        if status == "delivered":
+            for recovered in self.holds.delivered(lane):
+                self._log_edge("recovered", recovered, row.id, "")
+        elif status == "dead":
+            self.holds.moved_on(lane)
+            log.error("queue.dead_letter", destination=self.dest.name, outbound_id=row.id,
+                      attempts=attempts, error=outcome.error)
+        else:
+            wait = self.backoff(attempts)
+            if self.holds.failed(held, self.clock() + wait):
+                self._log_edge("blocked", held, row.id, outcome.error)
+            log.debug("delivery.retry_scheduled", destination=self.dest.name, outbound_id=row.id,
+                      attempts=attempts, error=outcome.error, retry_in_s=round(wait, 2))
+        return status, outcome, held
+
+    def _record(self, row: Queued, outcome: Outcome, attempts: int, status: str,
+                ms: int) -> None:
+        """The attempt and the queue row's new state, in one transaction."""
+        at = self.now()
+        values: dict[str, Any] = {"status": status, "attempts": attempts,
+                                  "last_error": outcome.error[:500]}
+        if status == "delivered":
+            values["delivered_at"] = at
+        conn = self._connection()
+        with conn.begin():
+            sql.insert_many(conn, "deliveries", [{
+                "outbound_id": row.id, "message_id": row.message_id,
+                "destination": self.dest.name, "at": at, "ack_code": outcome.code,
+                "error": outcome.error[:500], "ms": ms, "ack": outcome.ack}])
+            sql.update(conn, "outbound", row.id, values)
+
+    def _log_edge(self, edge: str, lane: Lane, row_id: int, error: str) -> None:
+        """`queue.blocked`/`queue.recovered` for the whole destination, `queue.key_*` for one
+        key; the key's value is never logged (it may be an MRN), the outbound id is."""
+        event = f"queue.{edge}" if lane is WHOLE else f"queue.key_{edge}"
+        fields: dict[str, Any] = {"destination": self.dest.name, "outbound_id": row_id}
+        if error:
+            fields["error"] = error
+        if edge == "blocked":
+            log.warning(event, **fields)
+        else:
+            log.info(event, **fields)

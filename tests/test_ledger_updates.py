@@ -1,0 +1,98 @@
+"""Updates against the ledger, through the pipeline into a real database: the HL7 null `""`
+deletes a stored value and an empty field keeps it (HL7-SPEC §2), and AE 204 is only for the
+owning system (HL7-SPEC §8)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from enginectl import sample_payload
+
+from engine.ack import AckBuilder
+from engine.config import parse_config
+from engine.ledger.views import list_appointments, list_referrals
+from engine.parsing import parse
+from engine.pipeline import Job, Pipeline
+from engine.store.database import open_database
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+CHANNEL = parse_config({"channels": [{
+    "name": "referrals", "listen": {"port": 0},
+    "accept": ["REF^I12-I15", "RRI^I12-I15", "SIU^S12-S26"]}]}).channels[0]
+REF = sample_payload("ref_i12_v251.hl7")
+SIU = sample_payload("siu_s12_v251.hl7")
+
+
+def _edit(payload: bytes, segment: str, field: int, value: str, control: str,
+          trigger: str | None = None) -> bytes:
+    """The sample with one field of its first `segment` replaced, a new MSH-10, and maybe a new
+    trigger (MSH-9.2)."""
+    lines = payload.decode().split("\r")
+    for i, line in enumerate(lines):
+        fields = line.split("|")
+        if fields[0] == "MSH":
+            fields[9] = control
+            if trigger:
+                fields[8] = fields[8].replace("^I12^", f"^{trigger}^").replace(
+                    "^S12^", f"^{trigger}^")
+        if fields[0] == segment:
+            fields += [""] * (field + 1 - len(fields))
+            fields[field] = value
+            lines[i] = "|".join(fields)
+            segment = ""  # only the first one
+        else:
+            lines[i] = "|".join(fields)
+    return "\r".join(lines).encode()
+
+
+def _run(url: str, messages: list[bytes]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    db = open_database(url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    results = [pipeline.process_batch([Job(CHANNEL, m, "x", NOW)])[0] for m in messages]
+    pipeline.close()
+    with db.connect() as conn:
+        refs = {r["id"]: r for r in list_referrals(conn)}
+        appts = {a["id"]: a for a in list_appointments(conn)}
+    db.dispose()
+    return [parse(r.acks[0])["MSA.1"] for r in results], refs, appts
+
+
+def test_ref_i13_null_deletes_and_empty_keeps(db_url: str) -> None:
+    """An I13 with `""` in RF1-2 and RF1-8 and the RT provider's PRD-4 deletes priority, window
+    end and specialty; RF1-7 left empty keeps the window start."""
+    update = _edit(REF, "RF1", 2, '""', "UPD-1", "I13")
+    update = _edit(update, "RF1", 8, '""', "UPD-1")
+    update = _edit(update, "RF1", 7, "", "UPD-1")
+    lines = update.decode().split("\r")
+    lines = [ln.replace("|NEURO^^^SOUTHHOSP|", '|""|') if ln.startswith("PRD|RT") else ln
+             for ln in lines]
+    acks, refs, _ = _run(db_url, [REF, "\r".join(lines).encode()])
+    assert acks == ["AA", "AA"]
+    ref = refs["MFP-R-1001^PCPEHR"]
+    assert (ref["priority"], ref["specialty"], ref["window_end"]) == ("", "", None)
+    assert ref["window_start"] == "2026-01-12T00:00:00"
+
+
+def test_siu_s14_null_deletes_the_duration_and_specialty(db_url: str) -> None:
+    """An S14 with `""` in SCH-9 and AIS-7 and in AIL-3 and AIS-3 deletes the appointment's
+    duration and specialty; its start stays."""
+    update = _edit(SIU, "SCH", 9, '""', "S14-1", "S14")
+    for segment, field in (("AIS", 7), ("AIS", 3), ("AIL", 3)):
+        update = _edit(update, segment, field, '""', "S14-1")
+    acks, _, appts = _run(db_url, [REF, SIU, update])
+    assert acks == ["AA", "AA", "AA"]
+    appt = appts["SCHED-A-5001^SCHED"]
+    assert (appt["duration_min"], appt["specialty"]) == (None, "")
+    assert appt["start"] == "2026-03-02T09:00:00"
+
+
+def test_unknown_key_is_204_only_from_its_owner(sqlite_url: str) -> None:
+    """REF^I13 for an unknown RF1-6 `X^PCPEHR`: from PCPEHR (the owner) AE 204; an RRI^I13 for
+    it from the specialist's system is accepted and changes nothing."""
+    unknown = _edit(REF, "RF1", 6, "MFP-R-9999^PCPEHR", "UNK-1", "I13")
+    from_specialist = (unknown.replace(b"|PCPEHR|NORTHCLINIC|", b"|SPECEHR|SOUTHHOSP|", 1)
+                       .replace(b"REF^I13^REF_I12", b"RRI^I13^RRI_I12"))
+    acks, refs, _ = _run(sqlite_url, [unknown, from_specialist])
+    assert acks == ["AE", "AA"]
+    assert refs == {}
