@@ -357,6 +357,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from engine.logs import audit, configure_logging
     from engine.routes.delivery import deliveries_of
     from engine.store.messages import message_row
+    from engine.store.relayed import relayed_of
 
     database, log_file = _database_only(args)
     db = _open(database)
@@ -364,12 +365,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         row = message_row(conn, args.id, with_raw=args.raw)
         changes = changes_of_message(conn, args.id)
         sent = deliveries_of(conn, args.id)
+        relayed = relayed_of(conn, args.id)
     if row is None:
         print(f"no message with id {args.id}", file=sys.stderr)
         return EXIT_NOT_OK
     rec = _log_record(row)
     rec["ledger_changes"] = changes
     rec["deliveries"] = sent
+    if relayed:
+        rec["relayed_acks"] = relayed  # pass-through: what the sender was answered
     if args.raw:
         configure_logging(log_file or None, console=None)
         audit("audit.message_body_read", message_id=args.id, digest=row.digest[:16])
@@ -379,7 +383,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     width = max(len(k) for k in rec)
     for key, value in rec.items():
-        if key not in ("raw", "ledger_changes", "deliveries"):
+        if key not in ("raw", "ledger_changes", "deliveries", "relayed_acks"):
             print(f"{key:<{width}}  {value}")
     if changes:
         print()
@@ -390,6 +394,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         for attempt in queued["attempts"]:  # type: ignore[attr-defined]
             print(f"    {attempt['at']}  {attempt['ack'] or '-'}  {attempt['ms']} ms"
                   f"  {attempt['error'] or ''}".rstrip())
+    for answer in relayed:
+        print(f"\n← sender {answer['ack']} (relayed from downstream "
+              f"{answer['downstream_ack'] or 'no answer'}) at {answer['at']}")
     if args.raw:
         print()
         print(rec["raw"].replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))

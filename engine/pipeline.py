@@ -32,11 +32,11 @@ from engine.ledger import store as ledger_store
 from engine.mappings.changes import Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
+from engine.routes.enqueue import Enqueuer, Routed
 from engine.routes.event_queue import EventRouter
-from engine.routes.filters import matches
-from engine.routes.transforms import apply as transform
 from engine.store import sql
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
+from engine.store.relayed import Waiting
 from engine.validate import check_header
 
 log = structlog.get_logger("engine.pipeline")
@@ -63,6 +63,7 @@ class Result(NamedTuple):
     retransmission: bool = False
     reused: bool = False
     committed: bool = True
+    waiting: Waiting | None = None  # pass-through: the queue row whose answer is relayed
 
 
 class _LedgerBug(Exception):
@@ -93,24 +94,23 @@ class Pipeline:
         self._clock = clock
         self._conn: Connection | None = None  # the writer thread's own, kept between batches
         self._ledger = ledger.LedgerSettings()
-        self._routes: dict[str, tuple[Route, ...]] = {}
+        self._enqueue = Enqueuer()
         self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
-        self._order_keys: dict[str, str] = {}  # per_key destination -> HL7 path of its key
 
     def route(self, routes: tuple[Route, ...]) -> None:
         """Take these routes from now on: message routes by their `from:` channel, event routes
         (`on:`) for the referral events the ledger emits."""
-        grouped: dict[str, list[Route]] = {}
-        for r in routes:
-            if r.source:
-                grouped.setdefault(r.source, []).append(r)
-        self._routes = {name: tuple(rs) for name, rs in grouped.items()}
+        self._enqueue.route(routes)
         self._events = EventRouter.of(routes, [(name, b.application, b.facility)
                                                for name, b in self._builders.items()])
 
     def order_by(self, destinations: tuple[Destination, ...]) -> None:
         """Fill the order key of rows queued for these destinations' `order: {per_key: PATH}`."""
-        self._order_keys = {d.name: d.order_key for d in destinations if d.order_key}
+        self._enqueue.order_by(destinations)
+
+    def answer_from(self, channels: tuple[Channel, ...]) -> None:
+        """Pass-through channels: find the queue row each of their senders waits for."""
+        self._enqueue.answer_from(channels)
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
         """Prepare, commit in one transaction, then build every ACK.
@@ -123,7 +123,7 @@ class Pipeline:
         now = self._clock().replace(tzinfo=None)
         while True:
             try:
-                stored = self._store(prepared, now)
+                stored, waiting = self._store(prepared, now)
             except _LedgerBug as bug:
                 p = prepared[bug.index]
                 log.error("ledger.apply_failed", error=bug.error, control_id=p.row["control_id"])
@@ -137,10 +137,13 @@ class Pipeline:
                 log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
                 self._drop_connection()
                 return [self._uncommitted(p) for p in prepared]
-            return [self._finish(p, s) for p, s in zip(prepared, stored, strict=True)]
+            return [self._finish(p, s, waiting.get(i))
+                    for i, (p, s) in enumerate(zip(prepared, stored, strict=True))]
 
-    def _store(self, prepared: list[_Prepared], now: datetime) -> list[Stored]:
-        """One transaction: the message rows, then each message's ledger changes in order."""
+    def _store(self, prepared: list[_Prepared], now: datetime
+               ) -> tuple[list[Stored], dict[int, Waiting]]:
+        """One transaction: the message rows, each message's ledger changes in order, then the
+        queue rows (by batch index, the rows pass-through senders wait for)."""
         if self._conn is None:
             self._conn = self._db.connect()
         conn = self._conn
@@ -160,35 +163,12 @@ class Pipeline:
                         raise _LedgerBug(i, type(exc).__name__) from exc
             ledger_store.insert_events(conn, history)
             set_effects(conn, effects)
-            sql.insert_many(conn, "outbound", self._outbound(prepared, stored, now))
+            waiting = self._enqueue.queue(conn, [
+                Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
+                       s.message_id, s.retransmission)
+                for p, s in zip(prepared, stored, strict=True)], now)
             sql.insert_many(conn, "outbound", events)
-        return stored
-
-    def _outbound(self, prepared: list[_Prepared], stored: list[Stored], now: datetime
-                  ) -> list[dict[str, Any]]:
-        """Queue rows for every accepted, first-time message a route takes (issue 4): written in
-        the same transaction, so an ACK still means everything is committed."""
-        rows: list[dict[str, Any]] = []
-        for p, s in zip(prepared, stored, strict=True):
-            routes = self._routes.get(p.job.channel.name, ())
-            if not routes or s.retransmission or not p.verdict.accepted or p.msg is None:
-                continue
-            for route in routes:
-                if not matches(route.when, p.msg):
-                    continue
-                payload = transform(route.transform, p.msg)
-                rows += [{"destination": dest, "route": route.name, "message_id": s.message_id,
-                          "control_id": p.row["control_id"], "payload": payload,
-                          "status": "queued", "attempts": 0, "last_error": "",
-                          "created_at": now, "order_key": self._order_key(dest, p.msg)}
-                         for dest in route.to]
-        return rows
-
-    def _order_key(self, destination: str, msg: InboundMessage) -> str:
-        """The inbound message's value at a per_key destination's path ("" when absent or for a
-        strict destination), cut to the column's 199 characters."""
-        path = self._order_keys.get(destination)
-        return msg.get(path)[:199] if path else ""
+        return stored, waiting
 
     def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime,
                    history: list[dict[str, Any]], effects: list[dict[str, Any]],
@@ -234,7 +214,7 @@ class Pipeline:
             self._conn.close()
             self._conn = None
 
-    def _finish(self, p: _Prepared, stored: Stored) -> Result:
+    def _finish(self, p: _Prepared, stored: Stored, waiting: Waiting | None) -> Result:
         verdict = p.verdict
         if stored.retransmission and stored.original is not None:
             verdict = _verdict_of(stored.original)
@@ -248,6 +228,7 @@ class Pipeline:
             digest=p.row["digest"],
             retransmission=stored.retransmission,
             reused=stored.reused,
+            waiting=waiting,
         )
 
     def _uncommitted(self, p: _Prepared) -> Result:

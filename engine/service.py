@@ -7,6 +7,7 @@ global reactor.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from engine.mllp.server import Handler, MLLPServerFactory
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.routes.delivery import FileDeliverer
 from engine.routes.mllp_delivery import MLLPDeliverer
+from engine.routes.passthrough import Relay, Waiters
 from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
 from engine.store.writer import GroupCommitWriter
 
@@ -74,7 +76,8 @@ class DeliveryService(service.Service):
     slow downstream never holds the others.  Passes start twice a second, and a pass that
     delivered something is followed at once by the next (no pause while a queue has rows)."""
 
-    def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any) -> None:
+    def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any,
+                 answered: Callable[[int, bytes], bool] | None = None) -> None:
         def now() -> datetime:
             return datetime.now(UTC).replace(tzinfo=None)
 
@@ -85,6 +88,8 @@ class DeliveryService(service.Service):
         self.workers: dict[str, QueueWorker] = {
             d.name: (MLLPDeliverer if d.type == "mllp" else FileDeliverer)(d, self.db, now)
             for d in destinations}
+        for worker in self.workers.values():
+            worker.answered = answered  # pass-through senders waiting for a row's answer
 
     def startService(self) -> None:
         super().startService()
@@ -137,28 +142,50 @@ def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiServi
     pipeline = Pipeline(db, builders)
     pipeline.route(config.routes)
     pipeline.order_by(config.destinations)
+    pipeline.answer_from(config.channels)
+    waiters = Waiters(reactor) if any(ch.ack.passthrough for ch in config.channels) else None
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,
         commit_delay_s=config.database.commit_delay_ms / 1000)
-    factories = [MLLPServerFactory(ch, _handler(ch, writer), reactor) for ch in config.channels]
+    factories = [MLLPServerFactory(ch, _handler(ch, writer, _relay(ch, builders, waiters, db,
+                                                                  reactor)), reactor)
+                 for ch in config.channels]
     writer.expect(lambda: sum(f.connections for f in factories))
     top = service.MultiService()
     WriterService(writer).setServiceParent(top)
     for ch, factory in zip(config.channels, factories, strict=True):
         ListenerService(ch, factory, reactor).setServiceParent(top)
     if config.destinations:
-        DeliveryService(config.destinations, db, reactor).setServiceParent(top)
+        DeliveryService(config.destinations, db, reactor,
+                        waiters.reporter() if waiters else None).setServiceParent(top)
     return top
 
 
-def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result]) -> Handler:
+def _relay(channel: Channel, builders: dict[str, AckBuilder], waiters: Waiters | None,
+           db: Engine, reactor: Any) -> Relay | None:
+    if not channel.ack.passthrough or waiters is None:
+        return None
+    return Relay(channel.ack.passthrough, channel.ack.timeout_s, builders[channel.name], waiters,
+                 db, reactor)
+
+
+def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result],
+             relay: Relay | None = None) -> Handler:
     def handle(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
         d: defer.Deferred[list[bytes]] = defer.Deferred()
         started = time.perf_counter()
 
         def done(result: Result) -> None:
-            _log_result(channel.name, result, peer, len(payload), time.perf_counter() - started)
+            relayed = (relay is not None and result.waiting is not None
+                       and result.verdict.accepted and result.message_id is not None)
+            _log_result(channel.name, result, peer, len(payload), time.perf_counter() - started,
+                        "downstream" if relayed else None)
+            if relayed:
+                assert relay is not None and result.waiting is not None  # for mypy
+                relay.answer(payload, int(result.message_id or 0), result.waiting
+                             ).chainDeferred(d)
+                return
             d.callback(result.acks)
 
         writer.submit(Job(channel, payload, peer, datetime.now(UTC)), done)
@@ -167,13 +194,16 @@ def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result]) -> Handle
     return handle
 
 
-def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float) -> None:
+def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
+                ack: str | None = None) -> None:
+    """`message.stored` (or `.retransmission`, `.not_stored`); `ack` "downstream" when the
+    sender's ACK is the relayed answer, logged as `ack.relayed` when it comes."""
     event = ("message.retransmission" if r.retransmission
              else "message.stored" if r.committed else "message.not_stored")
     fields: dict[str, Any] = {
         "channel": channel, "peer": peer, "id": r.message_id, "control_id": r.control_id,
         "type": r.message_type, "size": size, "digest": r.digest[:16],
-        "ack": " ".join(_msa1(a) for a in r.acks), "status": r.verdict.disposition.value,
+        "ack": ack or " ".join(_msa1(a) for a in r.acks), "status": r.verdict.disposition.value,
         "ms": round(seconds * 1000, 2)}
     if r.verdict.code:
         fields["error_code"] = r.verdict.code

@@ -18,10 +18,22 @@ lookup) and hands answers over through `callFromThread`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
+import structlog
+from sqlalchemy import Engine
 from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+
+from engine.ack import AckBuilder
+from engine.parsing import InboundMessage, parse
+from engine.store.relayed import Waiting, record_relayed
+
+log = structlog.get_logger("engine.passthrough")
 
 Answer = bytes | None  # the downstream's ACK, or None when the wait timed out
 
@@ -74,3 +86,56 @@ class Waiters:
             return True
 
         return report
+
+
+class Relay:
+    """The listener's side for one pass-through channel: wait, relay, store, answer."""
+
+    def __init__(self, destination: str, timeout_s: float, builder: AckBuilder,
+                 waiters: Waiters, db: Engine, reactor: Any) -> None:
+        self.destination = destination
+        self.timeout_s = timeout_s
+        self.builder = builder
+        self.waiters = waiters
+        self.db = db
+        self.reactor = reactor
+
+    def answer(self, payload: bytes, message_id: int, waiting: Waiting
+               ) -> defer.Deferred[list[bytes]]:
+        """The ACKs for the sender once the downstream answered (or the wait timed out)."""
+        started = time.perf_counter()
+        d: defer.Deferred[Answer] = (defer.succeed(waiting.answer) if waiting.answer is not None
+                                     else self.waiters.wait(waiting.outbound_id, self.timeout_s))
+        d.addCallback(self._relayed, parse(payload), message_id, waiting.outbound_id, started)
+        return cast(defer.Deferred[list[bytes]], d)  # Twisted's stubs lose the chained type
+
+    def _relayed(self, answer: Answer, msg: InboundMessage, message_id: int, outbound_id: int,
+                 started: float) -> defer.Deferred[list[bytes]]:
+        if answer is None:
+            ack = self.builder.timed_out(
+                msg, f"no answer from {self.destination} within {self.timeout_s:g} s")
+            downstream = ""
+        else:
+            ack = self.builder.relay(msg, answer)
+            downstream = _msa1(answer)
+        code = _msa1(ack)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), record_relayed,
+                              self.db, message_id, outbound_id, ack, code, downstream, now)
+
+        def sent(result: object) -> list[bytes]:
+            if isinstance(result, Failure):
+                log.error("ack.relay_not_stored", id=message_id,
+                          error=result.type.__name__ if result.type else "?")
+            log.info("ack.relayed", id=message_id, control_id=msg.header.control_id,
+                     destination=self.destination, downstream_ack=downstream or None, ack=code,
+                     ms=round((time.perf_counter() - started) * 1000, 1))
+            return [ack]
+
+        d.addBoth(sent)
+        return cast(defer.Deferred[list[bytes]], d)
+
+
+def _msa1(ack: bytes) -> str:
+    at = ack.find(b"\rMSA")
+    return ack[at + 5: at + 7].decode("ascii", "replace") if at >= 0 else ""
