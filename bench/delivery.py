@@ -104,11 +104,14 @@ async def _delivery_run(s: Settings, server: ServerProcess, sink: Sink, db: Path
     }
 
 
+EXTRA: dict[str, Any] = {}
+
+
 def run_with_delivery(s: Settings, tmp: Path) -> dict[str, Any]:
     async def scenario() -> dict[str, Any]:
         sink = await Sink.start(HOST)
         try:
-            with engine_server(tmp, routed(sink.port)) as server:
+            with engine_server(tmp, {**routed(sink.port), **EXTRA}) as server:
                 result = await _delivery_run(s, server, sink, tmp / "bench.db")
                 result["engine_exit_status"] = server.stop()
         finally:
@@ -165,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=20000)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
+    if a.workers > 1:
+        EXTRA["workers"] = a.workers
     if min(a.messages, a.connections, a.warmup) < 1:
         p.error("--messages, --connections and --warmup must be >= 1")
     s = Settings(a.messages, a.connections, 0, a.warmup, ("ref",))
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (tmp / "ingest").mkdir()
         (tmp / "delivery").mkdir()
-        with engine_server(tmp / "ingest") as server:
+        with engine_server(tmp / "ingest", EXTRA) as server:
             ingest_only = measure("ingest", server, s, Synth(s.mix))
         print(ingest_only.line(), flush=True)
         result = run_with_delivery(s, tmp / "delivery")

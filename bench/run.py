@@ -77,8 +77,9 @@ def engine_log_facts(tmp: Path) -> dict[str, Any]:
         if '"level":"error"' in line:
             facts["engine_error_events"] += 1
         elif '"writer.stopped"' in line:
-            event = json.loads(line)
-            batches, messages = event.get("batches", 0), event.get("messages", 0)
+            event = json.loads(line)  # one per process: summed over the ingest workers
+            batches = facts.get("writer_batches", 0) + event.get("batches", 0)
+            messages = facts.get("writer_messages", 0) + event.get("messages", 0)
             facts["writer_batches"], facts["writer_messages"] = batches, messages
             facts["avg_commit_batch"] = round(messages / batches, 2) if batches else None
     return facts
@@ -94,10 +95,12 @@ def run_bare(s: Settings, tmp: Path) -> Throughput:
     return result
 
 
-def run_engine(s: Settings, tmp: Path) -> tuple[Throughput, Memory | None, dict[str, Any]]:
-    """Throughput, then memory, on one engine process; also how it stopped and what it logged."""
+def run_engine(s: Settings, tmp: Path, workers: int = 1
+               ) -> tuple[Throughput, Memory | None, dict[str, Any]]:
+    """Throughput, then memory, on one engine (with `workers` ingest processes); also how it
+    stopped and what it logged."""
     synth = Synth(s.mix)
-    server = engine_server(tmp)
+    server = engine_server(tmp, {"workers": workers} if workers > 1 else None)
     with server:
         result = measure("engine", server, s, synth)
         print(result.line(), flush=True)
@@ -107,10 +110,11 @@ def run_engine(s: Settings, tmp: Path) -> tuple[Throughput, Memory | None, dict[
         print(f"engine RSS {memory.after_warmup_mb:.1f} MB after warm-up, {memory.end_mb:.1f} MB "
               f"after {memory.messages} more: {memory.growth_mb:+.1f} MB "
               f"({memory.report.line().strip() if memory.report else '-'})", flush=True)
-    return result, memory, {"engine_exit_status": status, **engine_log_facts(tmp)}
+    return result, memory, {"engine_exit_status": status, "workers": workers,
+                            **engine_log_facts(tmp)}
 
 
-def settings(argv: list[str] | None) -> tuple[Settings, bool]:
+def settings(argv: list[str] | None) -> tuple[Settings, bool, int]:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=20000, help="timed messages per server")
@@ -121,26 +125,30 @@ def settings(argv: list[str] | None) -> tuple[Settings, bool]:
     p.add_argument("--repeat", type=int, default=1,
                    help="timed runs per server, the fastest kept (default: %(default)s)")
     p.add_argument("--mix", default="ref", help="message kinds, round-robin: ref, siu")
+    p.add_argument("--workers", type=int, default=1,
+                   help="the engine's ingest processes (its `workers:`; default: %(default)s)")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the engine's database, config and log")
     a = p.parse_args(argv)
-    if min(a.messages, a.connections, a.repeat) < 1 or min(a.rss_messages, a.warmup) < 0:
-        p.error("--messages, --connections and --repeat must be >= 1, the others >= 0")
+    if min(a.messages, a.connections, a.repeat, a.workers) < 1 or min(a.rss_messages,
+                                                                      a.warmup) < 0:
+        p.error("--messages, --connections, --repeat and --workers must be >= 1, "
+                "the others >= 0")
     try:
         Synth(parse_mix(a.mix))
     except ValueError as exc:
         p.error(str(exc))
     return Settings(a.messages, a.connections, a.rss_messages, a.warmup, parse_mix(a.mix),
-                    a.repeat), a.keep_tmp
+                    a.repeat), a.keep_tmp, a.workers
 
 
 def main(argv: list[str] | None = None) -> int:
-    s, keep = settings(argv)
+    s, keep, workers = settings(argv)
     loadavg = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="hl7-bench-"))
     try:
         bare = run_bare(s, tmp)
-        engine, memory, extra = run_engine(s, tmp)
+        engine, memory, extra = run_engine(s, tmp, workers)
     except RuntimeError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="start every channel's MLLP listener")
     run.add_argument("--quiet", action="store_true",
                      help="terminal shows warnings only (the log file keeps everything)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="ingest processes, overriding the config's `workers:` (1-64)")
+    worker = sub.add_parser("worker", parents=[common])  # started by `run`, not by hand
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--link-fd", type=int, required=True)
     sub.add_parser("check-config", parents=[common],
                    help="validate the configuration, print every problem with its YAML path")
     send = sub.add_parser("send", parents=[common], help="send HL7 files over MLLP, print ACKs")
@@ -101,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
-        "run": cmd_run, "check-config": cmd_check_config, "send": cmd_send,
+        "run": cmd_run, "worker": cmd_worker, "check-config": cmd_check_config, "send": cmd_send,
         "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
         "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
         "link": cmd_link, "sweep": cmd_sweep, "validate": cmd_validate, "queue": cmd_queue,
@@ -166,10 +171,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.service import make_service
 
     config = _config(args)
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            print(f"--workers: expected 1-64, got {args.workers}", file=sys.stderr)
+            return EXIT_CONFIG
+        config = dataclasses.replace(config, workers=args.workers)
     configure_logging(config.log.file, config.log.level,
                       console_level="warning" if args.quiet else config.log.level)
     db = _open(config.database)
-    top = make_service(config, reactor, db)
+    worker_argv = ["--config", args.config, "--database", config.database.url]
+    top = make_service(config, reactor, db, worker_argv)
     r: Any = reactor
     flusher = LoopingCall(flush_logs)
     flusher.clock = r
@@ -181,6 +192,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
     _stop_on_signals(r)
     r.run(installSignalHandlers=False)
+    db.dispose()
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """An ingest worker (engine/workers.py): started by `run` with one end of a socket pair."""
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+
+    from engine.logs import configure_logging, flush_logs
+    from engine.service import make_service
+    from engine.store.database import open_database
+    from engine.workers import die_with_parent
+
+    die_with_parent()
+    config = _config(args)
+    configure_logging(config.log.file, config.log.level, console_level="warning",
+                      worker=args.index)
+    db = open_database(config.database.url, config.database.sqlite_synchronous, migrate=False)
+    top = make_service(config, reactor, db, link=socket.socket(fileno=args.link_fd))
+    r: Any = reactor
+    flusher = LoopingCall(flush_logs)
+    flusher.clock = r
+    r.callWhenRunning(flusher.start, 0.5, now=False)
+    r.callWhenRunning(top.startService)
+    r.addSystemEventTrigger("before", "shutdown", top.stopService)
+    _stop_on_signals(r)
+    r.run(installSignalHandlers=False)
+    flush_logs()
     db.dispose()
     return EXIT_OK
 

@@ -131,6 +131,7 @@ class Config:
     source: str = ""
     destinations: tuple[Destination, ...] = ()
     routes: tuple[Route, ...] = ()
+    workers: int = 1  # ingest processes (engine/workers.py)
 
 
 @dataclass(slots=True)
@@ -340,7 +341,8 @@ def _database(raw: Any, r: _Reader) -> Database:
 def parse_config(data: Any, source: str = "") -> Config:
     """Validate a loaded YAML document.  Raises `ConfigError` listing every problem."""
     r = _Reader()
-    top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes"})
+    top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes",
+                               "workers"})
     if data is not None and not isinstance(data, dict):
         raise ConfigError(r.problems)
     channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
@@ -364,6 +366,7 @@ def parse_config(data: Any, source: str = "") -> Config:
         log=Logging(r.string(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
         source=source,
         destinations=destinations,
+        workers=r.number(top.get("workers"), "workers", 1, 1, 64),
         routes=_routes(top.get("routes"), {ch.name for _, ch in channels},
                        {d.name for d in destinations}, r),
     )

@@ -35,6 +35,7 @@ from engine.parsing import InboundMessage, parse
 from engine.routes.enqueue import Enqueuer, Routed
 from engine.routes.event_queue import EventRouter
 from engine.store import sql
+from engine.store.lock import WriteLock
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.store.relayed import Waiting
 from engine.validate import check_header
@@ -88,8 +89,10 @@ class Pipeline:
     """Holds one ACK builder per channel and the database engine."""
 
     def __init__(self, db: Engine, builders: dict[str, AckBuilder],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 lock: WriteLock | None = None) -> None:
         self._db = db
+        self._lock = lock  # several ingest processes: one batch transaction at a time
         self._builders = builders
         self._clock = clock
         self._conn: Connection | None = None  # the writer thread's own, kept between batches
@@ -148,26 +151,37 @@ class Pipeline:
             self._conn = self._db.connect()
         conn = self._conn
         database_error = conn.dialect.dbapi.Error if conn.dialect.dbapi else Exception
-        with conn.begin():
-            stored = record_batch(conn, [p.row for p in prepared], now)
-            history: list[dict[str, Any]] = []
-            effects: list[dict[str, Any]] = []
-            events: list[dict[str, Any]] = []  # outbound rows of `on:` routes
-            for i, (p, s) in enumerate(zip(prepared, stored, strict=True)):
-                if p.changes and not s.retransmission:
-                    try:
-                        self._to_ledger(conn, p, s.message_id, now, history, effects, events)
-                    except (SQLAlchemyError, database_error):
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - the ledger's bug, not the store's
-                        raise _LedgerBug(i, type(exc).__name__) from exc
-            ledger_store.insert_events(conn, history)
-            set_effects(conn, effects)
-            waiting = self._enqueue.queue(conn, [
-                Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
-                       s.message_id, s.retransmission)
-                for p, s in zip(prepared, stored, strict=True)], now)
-            sql.insert_many(conn, "outbound", events)
+        try:
+            with conn.begin():
+                if self._lock is not None:
+                    self._lock.acquire(conn)
+                return self._store_in(conn, prepared, now, database_error)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _store_in(self, conn: Connection, prepared: list[_Prepared], now: datetime,
+                  database_error: Any) -> tuple[list[Stored], dict[int, Waiting]]:
+        """The batch transaction's statements (the lock, when shared, is held)."""
+        stored = record_batch(conn, [p.row for p in prepared], now)
+        history: list[dict[str, Any]] = []
+        effects: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []  # outbound rows of `on:` routes
+        for i, (p, s) in enumerate(zip(prepared, stored, strict=True)):
+            if p.changes and not s.retransmission:
+                try:
+                    self._to_ledger(conn, p, s.message_id, now, history, effects, events)
+                except (SQLAlchemyError, database_error):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the ledger's bug, not the store's
+                    raise _LedgerBug(i, type(exc).__name__) from exc
+        ledger_store.insert_events(conn, history)
+        set_effects(conn, effects)
+        waiting = self._enqueue.queue(conn, [
+            Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
+                   s.message_id, s.retransmission)
+            for p, s in zip(prepared, stored, strict=True)], now)
+        sql.insert_many(conn, "outbound", events)
         return stored, waiting
 
     def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime,

@@ -6,8 +6,9 @@ global reactor.
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,10 @@ from engine.routes.delivery import FileDeliverer
 from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.routes.passthrough import Relay, Waiters
 from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
+from engine.store.lock import WriteLock
 from engine.store.writer import GroupCommitWriter
+from engine.workers import Dispatch
+from engine.workers_service import AcceptorService, LinkService, WorkerPool
 
 log = structlog.get_logger("engine.service")
 
@@ -136,10 +140,16 @@ class DeliveryService(service.Service):
             log.error("queue.dead_letter", destination=name, count=outcome.dead)
 
 
-def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiService:
-    """The whole engine as one MultiService: writer first, then the listeners."""
+def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence[str] = (),
+                 link: socket.socket | None = None) -> service.MultiService:
+    """The whole engine as one MultiService: writer first, then the listeners, then delivery.
+
+    With `workers:` > 1 the main process accepts for every channel and starts the workers
+    (`worker_argv` is what they are started with); a worker (`link`, its socket pair) takes
+    the connections handed to it and runs no delivery."""
     builders = {ch.name: AckBuilder(ch.ack.application, ch.ack.facility) for ch in config.channels}
-    pipeline = Pipeline(db, builders)
+    shared = config.workers > 1
+    pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=shared))
     pipeline.route(config.routes)
     pipeline.order_by(config.destinations)
     pipeline.answer_from(config.channels)
@@ -154,8 +164,18 @@ def make_service(config: Config, reactor: Any, db: Engine) -> service.MultiServi
     writer.expect(lambda: sum(f.connections for f in factories))
     top = service.MultiService()
     WriterService(writer).setServiceParent(top)
+    if link is not None:
+        LinkService(link, {ch.name: f for ch, f in zip(config.channels, factories, strict=True)
+                           if not ch.ack.passthrough}, reactor).setServiceParent(top)
+        return top
+    dispatch = Dispatch(local_share=not config.destinations)
     for ch, factory in zip(config.channels, factories, strict=True):
-        ListenerService(ch, factory, reactor).setServiceParent(top)
+        if shared:
+            AcceptorService(ch, factory, reactor, dispatch).setServiceParent(top)
+        else:
+            ListenerService(ch, factory, reactor).setServiceParent(top)
+    if shared:
+        WorkerPool(config.workers - 1, worker_argv, dispatch, reactor).setServiceParent(top)
     if config.destinations:
         DeliveryService(config.destinations, db, reactor,
                         waiters.reporter() if waiters else None).setServiceParent(top)

@@ -44,6 +44,7 @@ class Worker:
     link: socket.socket
     process: subprocess.Popen[bytes]
     alive: bool = True
+    open: dict[str, int] = field(default_factory=dict)  # its connections, by channel
 
 
 @dataclass(slots=True)
@@ -54,11 +55,15 @@ class Dispatch:
     workers: list[Worker] = field(default_factory=list)
     remote_open: dict[str, int] = field(default_factory=dict)
     turn: int = 0
+    local_share: bool = True  # False: the main process only delivers (see `make_service`)
 
     def choose(self, local_only: bool) -> Worker | None:
         live = [w for w in self.workers if w.alive]
         if local_only or not live:
             return None
+        if not self.local_share:
+            self.turn = (self.turn + 1) % len(live)
+            return live[self.turn]
         self.turn = (self.turn + 1) % (len(live) + 1)
         return live[self.turn - 1] if self.turn else None
 
@@ -70,12 +75,22 @@ class Dispatch:
             worker.alive = False
             return False
         self.remote_open[channel] = self.remote_open.get(channel, 0) + 1
+        worker.open[channel] = worker.open.get(channel, 0) + 1
         return True
 
-    def closed(self, data: bytes) -> None:
+    def closed(self, worker: Worker, data: bytes) -> None:
+        """A worker's note that one of its connections closed."""
         if data.startswith(CLOSED):
             channel = data[len(CLOSED):].decode(errors="replace")
-            self.remote_open[channel] = max(0, self.remote_open.get(channel, 0) - 1)
+            if worker.open.get(channel, 0) > 0:
+                worker.open[channel] -= 1
+                self.remote_open[channel] = max(0, self.remote_open.get(channel, 0) - 1)
+
+    def forget(self, worker: Worker) -> None:
+        """A worker died: its connections died with it."""
+        for channel, n in worker.open.items():
+            self.remote_open[channel] = max(0, self.remote_open.get(channel, 0) - n)
+        worker.open.clear()
 
 
 class Acceptor:
@@ -198,3 +213,4 @@ def die_with_parent() -> None:
         pass  # elsewhere the socket pair's end of file still stops the worker
     if os.getppid() == 1:  # the parent is already gone
         os.kill(os.getpid(), signal.SIGTERM)
+

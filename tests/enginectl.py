@@ -111,6 +111,14 @@ def delivered_files(directory: Path, count: int, timeout: float = 15.0) -> list[
         time.sleep(0.1)
 
 
+def numbered_referral(tag: str, n: int) -> tuple[str, bytes]:
+    """The REF^I12 sample as a new referral: MSH-10 `<tag>-<n>` and RF1-6 `MFP-R-<tag><n>`."""
+    template = sample_payload("ref_i12_v251.hl7")
+    control = f"{tag}-{n:06d}"
+    payload = template.replace(b"REF-I12-V251", control.encode(), 1)
+    return control, payload.replace(b"MFP-R-1001", f"MFP-R-{tag}{n:06d}".encode())
+
+
 def sample_payload(name: str) -> bytes:
     """A sample as `hl7-engine send` sends it: LF and CRLF become CR, except the CRLF sample."""
     data = (SAMPLES / name).read_bytes()

@@ -31,7 +31,7 @@ from engine.config import (
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "channels.yaml"
 
-KEYS_TOP = "channels, database, destinations, log, routes"
+KEYS_TOP = "channels, database, destinations, log, routes, workers"
 KEYS_CHANNEL = "accept, ack, framing, ledger, limits, listen, name, processing_ids, versions"
 KEYS_LIMITS = "idle_timeout_s, max_connections, max_frame_bytes, max_queued_frames"
 ACCEPT_FORMS = "expected TYPE^TRIGGER, TYPE^* or TYPE^S12-S26"

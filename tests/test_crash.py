@@ -11,22 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from enginectl import Engine, sample_payload, write_config
+from enginectl import Engine, numbered_referral, write_config
 from sqlalchemy import create_engine, select
 
 from engine.mllp.client import MLLPClient
 from engine.parsing import parse
 from engine.store.schema import messages
 
-TEMPLATE = sample_payload("ref_i12_v251.hl7")
-CONTROL = parse(TEMPLATE)["MSH.10"].encode()
-
 
 def _message(n: int) -> tuple[str, bytes]:
     """A new referral each: a unique MSH-10 and RF1-6."""
-    control = f"CRASH-{n:06d}"
-    payload = TEMPLATE.replace(CONTROL, control.encode(), 1)
-    return control, payload.replace(b"MFP-R-1001", f"MFP-R-C{n:06d}".encode())
+    return numbered_referral("CRASH", n)
 
 
 class Sender(threading.Thread):
@@ -57,11 +52,13 @@ class Sender(threading.Thread):
 
 
 @pytest.mark.slow
-def test_sigkill_loses_no_acknowledged_message(tmp_path: Path, db_url: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_loses_no_acknowledged_message(tmp_path: Path, db_url: str, workers: int) -> None:
     """Kill -9 mid-stream; after restart every AA'd control id is stored once, and resending
-    the unacknowledged ones (some may be stored already) creates no duplicates."""
+    the unacknowledged ones (some may be stored already) creates no duplicates.  With two
+    ingest processes the main one is killed; its worker goes with it."""
     total, streams = 4000, 4
-    engine = Engine(write_config(tmp_path, db_url)).start()
+    engine = Engine(write_config(tmp_path, db_url, top={"workers": workers})).start()
     senders = [Sender(engine.port, list(range(i, total, streams))) for i in range(streams)]
     for s in senders:
         s.start()

@@ -36,6 +36,7 @@ from engine.routes import operator
 from engine.routes.ordering import WHOLE, Holds, Lane
 from engine.store import sql
 from engine.store.database import open_database
+from engine.store.lock import WriteLock
 from engine.store.schema import outbound
 
 log = structlog.get_logger("engine.delivery")
@@ -105,6 +106,7 @@ class QueueWorker:
         self.clock = clock
         self.holds = Holds(per_key=bool(dest.order_key))
         self._conn: Connection | None = None  # kept between attempts: no pool round trip each
+        self._lock: WriteLock | None = None  # SQLite: wait for the ingest writer in the kernel
 
     def send(self, row_id: int, payload: bytes) -> Outcome:
         raise NotImplementedError
@@ -211,12 +213,18 @@ class QueueWorker:
         if status == "delivered":
             values["delivered_at"] = at
         conn = self._connection()
-        with conn.begin():
-            sql.insert_many(conn, "deliveries", [{
-                "outbound_id": row.id, "message_id": row.message_id,
-                "destination": self.dest.name, "at": at, "ack_code": outcome.code,
-                "error": outcome.error[:500], "ms": ms, "ack": outcome.ack}])
-            sql.update(conn, "outbound", row.id, values)
+        if self._lock is None:
+            self._lock = WriteLock(self.db)
+        try:
+            with conn.begin():
+                self._lock.acquire(conn)
+                sql.insert_many(conn, "deliveries", [{
+                    "outbound_id": row.id, "message_id": row.message_id,
+                    "destination": self.dest.name, "at": at, "ack_code": outcome.code,
+                    "error": outcome.error[:500], "ms": ms, "ack": outcome.ack}])
+                sql.update(conn, "outbound", row.id, values)
+        finally:
+            self._lock.release()
 
     def _log_edge(self, edge: str, lane: Lane, row_id: int, error: str) -> None:
         """`queue.blocked`/`queue.recovered` for the whole destination, `queue.key_*` for one

@@ -1,12 +1,15 @@
-"""The ingest write lock: with several ingest processes (`workers:`), one batch transaction at a
-time across all of them.
+"""The engine's write lock: one write transaction at a time, across threads and processes.
 
-Each batch reads before it writes (duplicate keys, the ledger's 204/205 checks and matching), so
-two processes must not interleave their batches: the second must see what the first committed.
-SQLite: an exclusive `flock` on `<database>.lock`, taken before the transaction's first
-statement and released after its commit (the kernel wakes the next holder at once; SQLite's own
-busy handler would sleep in steps of milliseconds).  PostgreSQL: a transaction-level advisory
-lock, released by the commit.  With one process the lock is a no-op.
+With several ingest processes (`workers:`) each batch reads before it writes (duplicate keys,
+the ledger's 204/205 checks and matching), so two batches must not interleave: the second must
+see what the first committed.  PostgreSQL: a transaction-level advisory lock, released by the
+commit (only needed with several ingest processes).  SQLite: an exclusive `flock` on
+`<database>.lock`, taken before the transaction's first statement and released after its
+commit, always, by the ingest writer and the delivery workers alike: SQLite allows one writer
+anyway, and a waiter on the `flock` is woken the moment it is free, where SQLite's own busy
+handler sleeps 1, 2, 5, 10 ms and more between tries (delivery under ingest load spent half its
+time there).  Each `WriteLock` opens the file itself, so two of them exclude each other even
+inside one process.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ ADVISORY_KEY = 0x484C37  # "HL7": the PostgreSQL advisory lock id of ingest batc
 
 
 class WriteLock:
-    """`acquire(conn)` right after `conn.begin()`, `release()` after the commit or rollback."""
+    """`acquire(conn)` right after `conn.begin()`, `release()` after the commit or rollback.
+    `processes`: several ingest processes write (PostgreSQL then needs the lock too)."""
 
-    def __init__(self, db: Engine, shared: bool) -> None:
+    def __init__(self, db: Engine, processes: bool = False) -> None:
         self._fd = -1
-        self._postgres = shared and db.dialect.name == "postgresql"
-        if shared and db.dialect.name == "sqlite" and db.url.database not in (None, "", ":memory:"):
+        self._postgres = processes and db.dialect.name == "postgresql"
+        if db.dialect.name == "sqlite" and db.url.database not in (None, "", ":memory:"):
             path = Path(str(db.url.database)).with_name(Path(str(db.url.database)).name + ".lock")
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
