@@ -223,10 +223,12 @@ class Pipeline:
             self._conn = None
 
     def close(self) -> None:
-        """Release the connection (on the writer thread, when it stops)."""
+        """Release the connection and the lock file (on the writer thread, when it stops)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lock is not None:
+            self._lock.close()
 
     def _finish(self, p: _Prepared, stored: Stored, waiting: Waiting | None) -> Result:
         verdict = p.verdict
