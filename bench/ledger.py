@@ -56,7 +56,9 @@ def preload(url: str, first: int, count: int) -> None:
                      "specialty": "NEURO", "window_start": now,
                      "window_end": now + timedelta(days=365), "providers": "[]",
                      "diagnoses": "[]", "review": False, "received_at": now, "updated_at": now,
-                     "due_at": now + timedelta(days=14)} for i in ids]
+                     # open and not yet overdue, as most of a live ledger is: the
+                     # engine's start-up sweep then has nothing to mark
+                     "due_at": datetime.now() + timedelta(days=14)} for i in ids]
             conn.execute(insert(referrals), rows)
             conn.execute(insert(referral_keys), [
                 {"referral_id": i + 1, "kind": "RF1-6", "key_id": f"BR-PRE{i:08d}",

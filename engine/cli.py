@@ -252,8 +252,7 @@ def _sweep_in_thread(reactor: Any, db: Any, router: Any) -> Any:
     from engine.logs import emit
 
     def work() -> None:
-        with db.begin() as conn:
-            expired, overdue, queued = _sweep(conn, router)
+        expired, overdue, queued = _sweep(db, router)
         emit("info", "ledger.sweep", {"expired": len(expired), "overdue": len(overdue),
                                       "events_queued": queued})
 
@@ -557,8 +556,7 @@ def cmd_link(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = _config_if_any(args)
     db = _open(config.database if config else _database_only(args)[0])
-    with db.begin() as conn:
-        expired, overdue, queued = _sweep(conn, _event_router(config))
+    expired, overdue, queued = _sweep(db, _event_router(config))
     for line in expired + overdue:
         print(line)
     print(f"{len(expired)} referral(s) expired, {len(overdue)} newly overdue, "
@@ -566,18 +564,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _sweep(conn: Any, router: Any) -> tuple[list[str], list[str], int]:
-    """Expiry, then the once-only overdue notice, and the `on:` routes' rows for both, in the
-    caller's transaction: (expired lines, overdue lines, rows queued)."""
+def _sweep(db: Any, router: Any) -> tuple[list[str], list[str], int]:
+    """Expiry, then the once-only overdue notice, and the `on:` routes' rows for both, in
+    chunked transactions: (expired lines, overdue lines, rows queued)."""
     from engine.ledger.apply import LedgerSettings
-    from engine.ledger.sweep import mark_overdue, sweep
+    from engine.ledger.sweep import run_sweep
 
     now = _now()
-    events: list[tuple[int, str]] | None = [] if router else None
-    expired = sweep(conn, now, LedgerSettings(), events)
-    overdue = mark_overdue(conn, now, events)
-    queued = router.queue(conn, events, None, now) if router and events else 0
-    return expired, overdue, queued
+    queue = (lambda conn, events: router.queue(conn, events, None, now)) if router else None
+    return run_sweep(db, now, LedgerSettings(), queue)
 
 
 def _config_if_any(args: argparse.Namespace) -> Config | None:

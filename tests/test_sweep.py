@@ -74,3 +74,21 @@ def test_overdue_lists_referrals_past_their_priority_deadline(sqlite_url: str) -
             "R-STAT^PCPEHR"]
         assert [r["id"] for r in list_referrals(conn, overdue_at=base + timedelta(days=15))] == [
             "R-STAT^PCPEHR", "R-ROUTINE^PCPEHR"]
+
+
+def test_a_backlog_is_swept_in_small_transactions(sqlite_url: str, monkeypatch: object) -> None:
+    """`run_sweep` works in chunks (here of 2 referrals): 5 past their window and overdue are
+    expired, the one still open is marked overdue once; a second run does nothing."""
+    from engine.ledger import sweep as sweeping
+
+    monkeypatch.setattr(sweeping, "CHUNK", 2)  # type: ignore[attr-defined]
+    db = open_database(sqlite_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW - timedelta(days=30))
+    pipeline.process_batch([Job(CHANNEL, _ref(f"R-{n}", "20260301"), "x", NOW)
+                            for n in range(5)] + [Job(CHANNEL, _ref("R-OPEN", "20270301"),
+                                                      "x", NOW)])
+    pipeline.close()
+    now = NOW.replace(tzinfo=None)
+    expired, overdue, queued = sweeping.run_sweep(db, now, LedgerSettings())
+    assert (len(expired), overdue, queued) == (5, ["referral R-OPEN^PCPEHR pending, overdue"], 0)
+    assert sweeping.run_sweep(db, now, LedgerSettings()) == ([], [], 0)

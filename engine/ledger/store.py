@@ -114,15 +114,16 @@ def add_patients(conn: Connection, referral_id: int, ids: Iterable[PatientId]) -
     insert_patients(conn, referral_id, fresh)
 
 
-def expirable(conn: Connection, statuses: Iterable[str], now: datetime, received_before: datetime
-              ) -> list[tuple[int, str, EI]]:
+def expirable(conn: Connection, statuses: Iterable[str], now: datetime, received_before: datetime,
+              limit: int | None = None) -> list[tuple[int, str, EI]]:
     """(id, status, key) of referrals in `statuses` past RF1-8, or, without RF1-8, received
-    before `received_before`."""
+    before `received_before`; the first `limit` of them by id."""
     q = select(referrals.c.id, referrals.c.status, referrals.c.key_id, referrals.c.key_authority
                ).where(and_(referrals.c.status.in_(list(statuses)), or_(
                    referrals.c.window_end < now,
                    and_(referrals.c.window_end.is_(None),
-                        referrals.c.received_at < received_before))))
+                        referrals.c.received_at < received_before)))).order_by(
+                   referrals.c.id).limit(limit)
     return [(int(r.id), str(r.status), EI(r.key_id, r.key_authority or ""))
             for r in conn.execute(q)]
 
@@ -130,10 +131,10 @@ def expirable(conn: Connection, statuses: Iterable[str], now: datetime, received
 OVERDUE_MARK = "sweep overdue"  # the history row that marks a referral as reported overdue
 
 
-def overdue(conn: Connection, statuses: Iterable[str], now: datetime
+def overdue(conn: Connection, statuses: Iterable[str], now: datetime, limit: int | None = None
             ) -> list[tuple[int, str, EI, datetime]]:
     """(id, status, key, due_at) of referrals in `statuses` past their `due_at` that have no
-    `sweep overdue` history row yet."""
+    `sweep overdue` history row yet; the first `limit` of them by id."""
     marked = select(referral_events.c.id).where(
         referral_events.c.referral_id == referrals.c.id,
         referral_events.c.event == OVERDUE_MARK)
@@ -141,7 +142,7 @@ def overdue(conn: Connection, statuses: Iterable[str], now: datetime
                 referrals.c.key_authority, referrals.c.due_at)
          .where(referrals.c.status.in_(list(statuses)), referrals.c.due_at < now,
                 ~marked.exists())
-         .order_by(referrals.c.id))
+         .order_by(referrals.c.id).limit(limit))
     return [(int(r.id), str(r.status), EI(r.key_id, r.key_authority or ""), r.due_at)
             for r in conn.execute(q)]
 

@@ -7,9 +7,10 @@ events they cause: `referral.expired`, `referral.overdue`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from engine.ledger import lifecycle as lc
 from engine.ledger import store
@@ -19,11 +20,13 @@ Events = list[tuple[int, str]] | None
 
 
 def sweep(conn: Connection, now: datetime, settings: LedgerSettings,
-          events: Events = None) -> list[str]:
-    """Expire pending/accepted referrals past RF1-8 (or past received + the default window)."""
+          events: Events = None, limit: int | None = None) -> list[str]:
+    """Expire pending/accepted referrals past RF1-8 (or past received + the default window);
+    at most `limit` of them (`run_sweep` takes them in chunks)."""
     out = []
-    limit = now - timedelta(days=settings.default_window_days)
-    for rid, _, key in store.expirable(conn, (lc.PENDING, lc.ACCEPTED), now, limit):
+    received_before = now - timedelta(days=settings.default_window_days)
+    for rid, _, key in store.expirable(conn, (lc.PENDING, lc.ACCEPTED), now, received_before,
+                                       limit):
         status = store.lock_referral(conn, rid)
         if status not in (lc.PENDING, lc.ACCEPTED):
             continue  # another sweep or a message got there first
@@ -36,11 +39,13 @@ def sweep(conn: Connection, now: datetime, settings: LedgerSettings,
     return out
 
 
-def mark_overdue(conn: Connection, now: datetime, events: Events = None) -> list[str]:
+def mark_overdue(conn: Connection, now: datetime, events: Events = None,
+                 limit: int | None = None) -> list[str]:
     """Pending/accepted referrals past their deadline to reach `scheduled` (`due_at`, by
-    priority), each once: the history row `sweep overdue` is what makes it once."""
+    priority), each once: the history row `sweep overdue` is what makes it once.  At most
+    `limit` of them."""
     out = []
-    for rid, _, key, due in store.overdue(conn, (lc.PENDING, lc.ACCEPTED), now):
+    for rid, _, key, due in store.overdue(conn, (lc.PENDING, lc.ACCEPTED), now, limit):
         status = store.lock_referral(conn, rid)
         if status not in (lc.PENDING, lc.ACCEPTED) or store.marked_overdue(conn, rid):
             continue  # another sweep or a message got there first
@@ -51,3 +56,30 @@ def mark_overdue(conn: Connection, now: datetime, events: Events = None) -> list
         if events is not None:
             events.append((rid, lc.OVERDUE_EVENT))
     return out
+
+
+CHUNK = 200  # referrals per transaction: a backlog never holds the database for long
+
+
+def run_sweep(db: Engine, now: datetime, settings: LedgerSettings,
+              queue: Callable[[Connection, list[tuple[int, str]]], int] | None = None
+              ) -> tuple[list[str], list[str], int]:
+    """Expiry, then the overdue notices, each in transactions of at most CHUNK referrals, with
+    the `on:` routes' rows (`queue`) in the same transaction as their change: (expired lines,
+    overdue lines, rows queued).  Every referral a chunk looks at leaves the next chunk's
+    query (expired, marked, or changed by someone else), so the loop ends."""
+    expired: list[str] = []
+    overdue: list[str] = []
+    queued = 0
+    for lines in (expired, overdue):
+        while True:
+            events: Events = [] if queue is not None else None
+            with db.begin() as conn:
+                found = (sweep(conn, now, settings, events, CHUNK) if lines is expired
+                         else mark_overdue(conn, now, events, CHUNK))
+                if queue is not None and events:
+                    queued += queue(conn, events)
+            lines += found
+            if not found:
+                break
+    return expired, overdue, queued
