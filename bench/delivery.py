@@ -4,7 +4,7 @@
 
 Two engines in one run, each on a fresh SQLite database (synchronous FULL), each warmed up first:
   * ingest only: the config of `bench.run`, no routes;
-  * with delivery: the same plus one MLLP destination, a sink in this process that answers AA
+  * with delivery: the same plus one MLLP destination, a sink process that answers AA
     (`bench.sink`), and a route taking every message of the channel to it.
 With delivery it measures ingest msg/s (the load generator's), delivery msg/s (messages received
 at the sink from the start of the load until the queue is drained), the time from the last ACK
@@ -31,7 +31,7 @@ from bench.loadgen import LoadGen, Report
 from bench.measure import HOST, Settings, measure
 from bench.procs import ServerProcess, cpu_times
 from bench.run import engine_log_facts, engine_server
-from bench.sink import Sink
+from bench.sink import SinkProcess
 from bench.summary import throughput_dict, write_results
 from bench.synth import Synth
 
@@ -71,7 +71,7 @@ async def _sample(db: Path, samples: list[tuple[float, int]], t0: float) -> None
         await asyncio.sleep(0.25)
 
 
-async def _delivery_run(s: Settings, server: ServerProcess, sink: Sink, db: Path
+async def _delivery_run(s: Settings, server: ServerProcess, sink: SinkProcess, db: Path
                         ) -> dict[str, Any]:
     """Warm up and drain, then the timed load; wait until the sink has every message."""
     synth = Synth(s.mix)
@@ -108,8 +108,9 @@ EXTRA: dict[str, Any] = {}
 
 
 def run_with_delivery(s: Settings, tmp: Path) -> dict[str, Any]:
+    sink = SinkProcess(HOST)
+
     async def scenario() -> dict[str, Any]:
-        sink = await Sink.start(HOST)
         try:
             with engine_server(tmp, {**routed(sink.port), **EXTRA}) as server:
                 result = await _delivery_run(s, server, sink, tmp / "bench.db")

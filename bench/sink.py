@@ -1,14 +1,16 @@
 """A downstream for the delivery bench: an asyncio MLLP listener that answers every frame AA.
 
-It runs in the load generator's event loop (one process, no thread), does the least a
-downstream can (cut frames at `0x1C 0x0D`, echo MSH-10 in MSA-2, the bare server's ACK shape)
-and counts what arrives: messages, distinct MSH-10s, and when the first and the last came.
+It does the least a downstream can (cut frames at `0x1C 0x0D`, echo MSH-10 in MSA-2, the bare
+server's ACK shape) and counts what arrives: messages, distinct MSH-10s, and when the first and
+the last came.  `SinkProcess` runs it in a process of its own, as a real downstream is: in the
+load generator's busy event loop every delivery's round trip waited behind the load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +63,7 @@ class Sink:
         self._server: asyncio.AbstractServer | None = None
         self._ids = itertools.count(1)
         self._stamp = _Stamp()
+        self.shared: Shared | None = None
 
     @classmethod
     async def start(cls, host: str) -> Sink:
@@ -80,8 +83,68 @@ class Sink:
         line = payload[:payload.find(b"\r")]
         fields = line.split(b"|")
         r.controls.add(fields[9] if len(fields) > 9 else b"")
+        if self.shared is not None:
+            self.shared.publish(r)
         return build_ack(payload, b"SINK%d" % next(self._ids), self._stamp())
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+
+
+class Shared:
+    """What a sink process has received, in shared memory: the `Received` fields the bench
+    reads (perf_counter is CLOCK_MONOTONIC, the same clock in every process)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._count = ctx.Value("q", 0, lock=False)
+        self._distinct = ctx.Value("q", 0, lock=False)
+        self._first = ctx.Value("d", 0.0, lock=False)
+        self._last = ctx.Value("d", 0.0, lock=False)
+
+    def publish(self, r: Received) -> None:
+        self._count.value, self._distinct.value = r.count, len(r.controls)
+        self._first.value, self._last.value = r.first_at, r.last_at
+
+    @property
+    def count(self) -> int:
+        return int(self._count.value)
+
+    @property
+    def first_at(self) -> float:
+        return float(self._first.value)
+
+    @property
+    def last_at(self) -> float:
+        return float(self._last.value)
+
+    @property
+    def duplicates(self) -> int:
+        return int(self._count.value - self._distinct.value)
+
+
+def _serve(host: str, shared: Shared, port: Any) -> None:
+    async def main() -> None:
+        sink = await Sink.start(host)
+        sink.shared = shared
+        port.send(sink.port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class SinkProcess:
+    """The sink in a child process; `received` reads its counts."""
+
+    def __init__(self, host: str) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.received = Shared(ctx)
+        ours, theirs = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(host, self.received, theirs),
+                                    daemon=True)
+        self._process.start()
+        self.port = int(ours.recv())
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.join(5)
