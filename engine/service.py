@@ -90,25 +90,14 @@ class DeliveryService(service.Service):
         self.busy: set[str] = set()
         self.db = bookkeeping_engine(db)
         self.workers: dict[str, QueueWorker] = {
-            d.name: (MLLPDeliverer(d, self.db, now, reactor) if d.type == "mllp"
-                     else FileDeliverer(d, self.db, now))
+            d.name: (MLLPDeliverer if d.type == "mllp" else FileDeliverer)(d, self.db, now)
             for d in destinations}
         for worker in self.workers.values():
             worker.answered = answered  # pass-through senders waiting for a row's answer
-        # Passes get threads of their own, one per destination: an MLLP pass waits on the
-        # reactor, which may need the reactor's pool itself (host name lookups).
-        from twisted.python.threadpool import ThreadPool
-
-        self.pool = ThreadPool(0, max(1, len(self.workers)), name="delivery")
 
     def startService(self) -> None:
         super().startService()
         from twisted.internet.task import LoopingCall
-
-        self.pool.start()
-        # Stopped with the reactor's own pool, after the "before shutdown" triggers (which end
-        # an MLLP exchange under way) have run.
-        self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
 
         self.loop = LoopingCall(self.tick)
         self.loop.clock = self.reactor
@@ -133,7 +122,8 @@ class DeliveryService(service.Service):
         if name in self.busy or not self.running:
             return
         self.busy.add(name)
-        d = deferToThreadPool(self.reactor, self.pool, self.workers[name].run_pass)
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                              self.workers[name].run_pass)
         d.addBoth(self.done, name)
 
     def done(self, outcome: Any, name: str) -> None:

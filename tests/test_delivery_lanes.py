@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from enginectl import ROOT, Engine, sample_payload, write_config
@@ -68,7 +67,7 @@ def _rows(db: Database) -> list[tuple[str, str, int]]:
             .order_by(outbound.c.id))]
 
 
-def test_a_failing_key_holds_only_its_own_messages(db: Database, reactor_thread: Any) -> None:
+def test_a_failing_key_holds_only_its_own_messages(db: Database) -> None:
     """Pass one: every other patient's message goes, in queue order; the failing patient's
     first message is retried and its second waits behind it.  `queue` says blocked with one
     held key; the log names the outbound id, never the MRN.  After max_attempts the first is a
@@ -84,7 +83,7 @@ def test_a_failing_key_holds_only_its_own_messages(db: Database, reactor_thread:
             "payload": _message(control, mrn), "status": "queued", "attempts": 0,
             "last_error": "", "created_at": NOW, "order_key": mrn}
             for n, (control, mrn) in enumerate(STREAM, 1)])
-    worker = MLLPDeliverer(dest, db, lambda: NOW, reactor_thread, jitter=lambda: 0.5)
+    worker = MLLPDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5)
     try:
         with capture_logs() as logs:
             first = worker.run_pass()

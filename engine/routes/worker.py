@@ -72,7 +72,6 @@ class Outcome:
     error: str = ""  # empty: delivered
     ack: bytes | None = None  # the correlated ACK as received
     unreachable: bool = False  # nothing was sent: the whole destination waits, not one key
-    aborted: bool = False  # the engine is stopping: not an attempt (nothing is recorded)
 
     @property
     def delivered(self) -> bool:
@@ -184,8 +183,6 @@ class QueueWorker:
         outcome = self.send(row.id, row.payload)
         ms = int((self.clock() - started) * 1000)
         attempts = row.attempts + 1
-        if outcome.aborted:  # sent again after the restart: at-least-once, never a dead letter
-            return "queued", outcome, WHOLE
         final = outcome.ack is not None and self.answered is not None and self.answered(
             row.id, outcome.ack)
         status = ("delivered" if outcome.delivered else
