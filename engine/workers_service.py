@@ -160,7 +160,10 @@ class LinkService(service.Service):
             self.reactor.removeReader(self.reader)
             self.reader = None
             log.info("worker.parent_gone")
-            if self.reactor.running:
+            # The same guard as the signal handlers (engine/cli.py): the main process also
+            # sends SIGTERM, and a second reactor.stop() would raise.
+            if self.reactor.running and not getattr(self.reactor, "_stopping", False):
+                self.reactor._stopping = True
                 self.reactor.stop()
 
     def stopService(self) -> Any:  # noqa: N802 - Twisted's interface

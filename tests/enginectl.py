@@ -45,6 +45,7 @@ class Engine:
         self.log_file = Path(yaml.safe_load(config.read_text())["log"]["file"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.stderr = ""  # what the engine (and its workers) wrote there, after `stop()`
 
     def start(self, timeout: float = 30.0) -> Engine:
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -96,6 +97,7 @@ class Engine:
             return 0
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(30)
+        self.stderr = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
         self.proc = None
         return code
 

@@ -81,6 +81,7 @@ def test_connections_are_shared_and_each_message_stored_once(tmp_path: Path, db_
         assert _workers_of(engine) == {0, 1}
     finally:
         assert engine.stop() == 0
+    assert "Traceback" not in engine.stderr  # both processes stopped cleanly
     stored = sorted(c for c, _ in _rows(db_url))
     assert stored == sorted(_message(n)[0] for n in range(400))
 
