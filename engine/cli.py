@@ -460,6 +460,9 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
             return ",".join(str(v) for v in value)
         return str(value)
 
+    if not rows:  # a header alone reads like a broken command
+        print("(none)")
+        return
     table = [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:

@@ -121,3 +121,13 @@ def test_validate_reports_structure_errors_with_hl7apy(tmp_path: Path) -> None:
     assert lines[0].endswith("ref_i12_v251.hl7: OK, 8 warning(s)")
     assert lines[1].endswith("content_ref_no_pid.hl7: 1 error(s), 8 warning(s)")
     assert lines[2] == "  error: Missing required child REF_I12.PID"
+
+
+def test_empty_listings_say_none(tmp_path: Path, sqlite_url: str) -> None:
+    """On an empty ledger, `referrals`, `worklist` and `queue` say "(none)" instead of printing a
+    header alone."""
+    config = write_config(tmp_path, sqlite_url)
+    for command in ("referrals", "worklist", "queue"):
+        done = _cli(command, config=config)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "(none)", command
