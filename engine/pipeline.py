@@ -180,7 +180,7 @@ class Pipeline:
         waiting = self._enqueue.queue(conn, [
             Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
                    s.message_id, s.retransmission)
-            for p, s in zip(prepared, stored, strict=True)], now)
+            for p, s in zip(prepared, stored, strict=True)], now) if self._enqueue.active else {}
         sql.insert_many(conn, "outbound", events)
         return stored, waiting
 

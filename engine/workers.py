@@ -53,7 +53,6 @@ class Dispatch:
     live workers, with a count of every process's open connections per channel."""
 
     workers: list[Worker] = field(default_factory=list)
-    remote_open: dict[str, int] = field(default_factory=dict)
     turn: int = 0
     local_share: bool = True  # False: the main process only delivers (see `make_service`)
 
@@ -74,7 +73,6 @@ class Dispatch:
         except OSError:
             worker.alive = False
             return False
-        self.remote_open[channel] = self.remote_open.get(channel, 0) + 1
         worker.open[channel] = worker.open.get(channel, 0) + 1
         return True
 
@@ -84,13 +82,14 @@ class Dispatch:
             channel = data[len(CLOSED):].decode(errors="replace")
             if worker.open.get(channel, 0) > 0:
                 worker.open[channel] -= 1
-                self.remote_open[channel] = max(0, self.remote_open.get(channel, 0) - 1)
 
     def forget(self, worker: Worker) -> None:
         """A worker died: its connections died with it."""
-        for channel, n in worker.open.items():
-            self.remote_open[channel] = max(0, self.remote_open.get(channel, 0) - n)
         worker.open.clear()
+
+    def remote_open(self, channel: str) -> int:
+        """The workers' open connections of this channel."""
+        return sum(w.open.get(channel, 0) for w in self.workers)
 
 
 class Acceptor:
@@ -127,7 +126,7 @@ class Acceptor:
             self._place(conn)
 
     def _place(self, conn: socket.socket) -> None:
-        if self.local_open() + self.dispatch.remote_open.get(self.channel, 0) >= self.limit:
+        if self.local_open() + self.dispatch.remote_open(self.channel) >= self.limit:
             log.warning("mllp.connection_refused", channel=self.channel,
                         reason="max_connections", limit=self.limit)
             conn.close()

@@ -52,6 +52,11 @@ class Enqueuer:
     def order_by(self, destinations: tuple[Destination, ...]) -> None:
         self._order_keys = {d.name: d.order_key for d in destinations if d.order_key}
 
+    @property
+    def active(self) -> bool:
+        """Does any message route exist?  (Without one a batch queues nothing.)"""
+        return bool(self._routes)
+
     def answer_from(self, channels: tuple[Channel, ...]) -> None:
         self._answers = {ch.name: ch.ack.passthrough for ch in channels if ch.ack.passthrough}
 
