@@ -591,8 +591,9 @@ def _event_router(config: Config | None) -> Any:
         return None
     from engine.routes.event_queue import EventRouter
 
-    return EventRouter.of(config.routes, [(ch.name, ch.ack.application, ch.ack.facility)
-                                          for ch in config.channels])
+    router = EventRouter.of(config.routes, [(ch.name, ch.ack.application, ch.ack.facility)
+                                            for ch in config.channels])
+    return router.keyed(config.destinations) if router is not None else None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

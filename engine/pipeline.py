@@ -108,8 +108,11 @@ class Pipeline:
                                                for name, b in self._builders.items()])
 
     def order_by(self, destinations: tuple[Destination, ...]) -> None:
-        """Fill the order key of rows queued for these destinations' `order: {per_key: PATH}`."""
+        """Fill the order key of rows queued for these destinations' `order: {per_key: PATH}`
+        (routed messages and referral-event messages alike)."""
         self._enqueue.order_by(destinations)
+        if self._events is not None:
+            self._events = self._events.keyed(destinations)
 
     def answer_from(self, channels: tuple[Channel, ...]) -> None:
         """Pass-through channels: find the queue row each of their senders waits for."""

@@ -152,3 +152,25 @@ def test_concurrent_sweeps_mark_a_referral_overdue_once(pg_url: str) -> None:
     thread.join(30)
     assert blocked, "the second sweep must wait for the first one's row lock"
     assert (outcome, [e for _, e in first], second) == ([[]], ["referral.overdue"], [])
+
+
+def test_event_rows_for_a_per_key_destination_carry_the_patients_key(sqlite_url: str) -> None:
+    """On a destination with `order: {per_key: PID.3.1}` an event row's order key is the
+    generated RRI's PID-3.1 (the referral's first patient id), so one patient's notices wait
+    only behind that patient's; a strict destination's rows keep the empty key."""
+    config = parse_config({
+        "channels": [{"name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12"]}],
+        "destinations": [{"name": "pcp", "type": "file", "directory": "x",
+                          "order": {"per_key": "PID.3.1"}},
+                         {"name": "audit", "type": "file", "directory": "y"}],
+        "routes": [{"name": "loop", "on": ["referral.pending"], "to": ["pcp", "audit"]}]})
+    db = open_database(sqlite_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    pipeline.route(config.routes)
+    pipeline.order_by(config.destinations)
+    pipeline.process_batch([Job(config.channels[0], _ref("K-1"), "x", NOW)])
+    pipeline.close()
+    rows = _rows(db)
+    first_id = parse(sample_payload("ref_i12_v251.hl7"))["PID.3.1"]
+    assert [(r["destination"], r["order_key"]) for r in rows] == [("pcp", first_id),
+                                                                  ("audit", "")]

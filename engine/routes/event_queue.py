@@ -9,14 +9,14 @@ routes nothing is queried or built.  The delivery workers send these rows like a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
 from engine.ack import ControlIds
-from engine.config import Route
+from engine.config import Destination, Route
 from engine.ledger.facts import ReferralFacts
 from engine.ledger.store import referral_facts
 from engine.parsing import parse
@@ -40,6 +40,13 @@ class EventRouter:
     # (channel, ack.application, ack.facility) in configuration order; "" = not configured
     senders: tuple[tuple[str, str, str], ...] = ()
     control_ids: Callable[[], str] = EVENT_CONTROL_IDS
+    # per_key destinations: HL7 path of the order key, read from the generated message
+    order_keys: dict[str, str] = field(default_factory=dict)
+
+    def keyed(self, destinations: Iterable[Destination]) -> EventRouter:
+        """The same router, filling the order key of rows for per_key destinations."""
+        return replace(self, order_keys={d.name: d.order_key for d in destinations
+                                         if d.order_key})
 
     @classmethod
     def of(cls, routes: Iterable[Route], senders: Iterable[tuple[str, str, str]],
@@ -75,7 +82,8 @@ class EventRouter:
                 out += [{"destination": dest, "route": route.name, "message_id": message_id,
                          "control_id": control_id, "payload": payload, "status": "queued",
                          "attempts": 0, "last_error": "", "created_at": now, "event": event,
-                         "referral_id": referral_id} for dest in route.to]
+                         "referral_id": referral_id,
+                         "order_key": self._order_key(dest, payload)} for dest in route.to]
         return out
 
     def queue(self, conn: Connection, events: Iterable[Event], message_id: int | None,
@@ -84,6 +92,12 @@ class EventRouter:
         rows = self.rows(conn, events, message_id, now)
         sql.insert_many(conn, "outbound", rows)
         return len(rows)
+
+    def _order_key(self, destination: str, payload: bytes) -> str:
+        """For a per_key destination, the generated message's value at its path (PID.3.1 is
+        in every RRI^I12 we build), cut to the column's 199 characters."""
+        path = self.order_keys.get(destination)
+        return parse(payload).get(path)[:199] if path else ""
 
     def _message(self, route: Route, facts: ReferralFacts, event: str, now: datetime
                  ) -> tuple[bytes, str]:
