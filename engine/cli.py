@@ -451,6 +451,14 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    """A listing: the JSON contract with `--json`, else an aligned table of `columns`."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, columns)
+
+
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Aligned columns; lists joined with commas, None as '-'."""
     def cell(value: Any) -> str:
@@ -476,11 +484,8 @@ def cmd_referrals(args: argparse.Namespace) -> int:
     with db.connect() as conn:
         rows = list_referrals(conn, status=args.status,
                               overdue_at=_now() if args.overdue else None)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["id", "status", "source", "priority", "specialty", "patient_ids",
-                            "appointments", "received_at", "due_at"])
+    _print_rows(rows, ["id", "status", "source", "priority", "specialty", "patient_ids",
+                       "appointments", "received_at", "due_at"], args.json)
     return EXIT_OK
 
 
@@ -518,11 +523,8 @@ def cmd_appointments(args: argparse.Namespace, worklist: bool = False) -> int:
     db = _open(_database_only(args)[0])
     with db.connect() as conn:
         rows = list_appointments(conn, worklist=worklist)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["id", "status", "start", "duration_min", "specialty", "match",
-                            "referral", "via", "candidates"])
+    _print_rows(rows, ["id", "status", "start", "duration_min", "specialty", "match",
+                       "referral", "via", "candidates"], args.json)
     return EXIT_OK
 
 
@@ -620,11 +622,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
     config = _config(args)
     db = _open(config.database)
     rows = queue_state(db, config.destinations, _now())
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["destination", "type", "order", "state", "depth", "oldest_age_s",
-                            "delivered", "dead_letters", "held_keys", "last_error"])
+    _print_rows(rows, ["destination", "type", "order", "state", "depth", "oldest_age_s",
+                       "delivered", "dead_letters", "held_keys", "last_error"], args.json)
     return EXIT_OK
 
 
