@@ -2,15 +2,20 @@
 
     python -m bench.delivery [--messages 20000] [--connections 8] [--warmup 500]
 
-Two engines in one run, each on a fresh SQLite database (synchronous FULL), each warmed up first:
+Three engines in one run, each on a fresh SQLite database (synchronous FULL), each warmed up
+first:
   * ingest only: the config of `bench.run`, no routes;
   * with delivery: the same plus one MLLP destination, a sink process that answers AA
-    (`bench.sink`), and a route taking every message of the channel to it.
+    (`bench.sink`), and a route taking every message of the channel to it, loaded as fast as
+    the ACKs come;
+  * paced: the same as "with delivery", the load offered at half the ingest-only rate.
 With delivery it measures ingest msg/s (the load generator's), delivery msg/s (messages received
 at the sink from the start of the load until the queue is drained), the time from the last ACK
 to the last delivery, and the queue depth sampled from the database four times a second (max).
-Target: delivery at least 0.5 of ingest-only, the queue depth bounded; printed as PASS or MISS,
-never failing the run.  A wrong ACK, or a message the sink never got, does (exit status 1).
+Targets: delivery at least 0.5 of ingest-only; and at that rate (the paced run) the queue depth
+bounded: never more than one second of the offered traffic, empty within a second of the last
+ACK.  Each is printed as PASS or MISS, never failing the run.  A wrong ACK, or a message the
+sink never got, does (exit status 1).
 The summary is written to `bench/results/delivery.json`.
 """
 
@@ -71,8 +76,8 @@ async def _sample(db: Path, samples: list[tuple[float, int]], t0: float) -> None
         await asyncio.sleep(0.25)
 
 
-async def _delivery_run(s: Settings, server: ServerProcess, sink: SinkProcess, db: Path
-                        ) -> dict[str, Any]:
+async def _delivery_run(s: Settings, server: ServerProcess, sink: SinkProcess, db: Path,
+                        rate: float = 0.0) -> dict[str, Any]:
     """Warm up and drain, then the timed load; wait until the sink has every message."""
     synth = Synth(s.mix)
     warm = await LoadGen(HOST, server.port, synth, s.warmup, s.connections).run()
@@ -81,7 +86,7 @@ async def _delivery_run(s: Settings, server: ServerProcess, sink: SinkProcess, d
     base, samples = got.count, []
     cpu0, t0 = cpu_times(server.pid), time.perf_counter()
     sampler = asyncio.ensure_future(_sample(db, samples, t0))
-    report = await LoadGen(HOST, server.port, synth, s.messages, s.connections).run()
+    report = await LoadGen(HOST, server.port, synth, s.messages, s.connections, rate=rate).run()
     last_ack, while_ingesting = time.perf_counter(), got.count - base
     drained = await _until(lambda: got.count - base >= report.ok, DRAIN_TIMEOUT_S)
     sampler.cancel()
@@ -107,13 +112,13 @@ async def _delivery_run(s: Settings, server: ServerProcess, sink: SinkProcess, d
 EXTRA: dict[str, Any] = {}
 
 
-def run_with_delivery(s: Settings, tmp: Path) -> dict[str, Any]:
+def run_with_delivery(s: Settings, tmp: Path, rate: float = 0.0) -> dict[str, Any]:
     sink = SinkProcess(HOST)
 
     async def scenario() -> dict[str, Any]:
         try:
             with engine_server(tmp, {**routed(sink.port), **EXTRA}) as server:
-                result = await _delivery_run(s, server, sink, tmp / "bench.db")
+                result = await _delivery_run(s, server, sink, tmp / "bench.db", rate)
                 result["engine_exit_status"] = server.stop()
         finally:
             sink.close()
@@ -123,7 +128,19 @@ def run_with_delivery(s: Settings, tmp: Path) -> dict[str, Any]:
     return {**result, **engine_log_facts(tmp)}
 
 
-def summarize(s: Settings, ingest_only: Any, d: dict[str, Any], loadavg: Any) -> dict[str, Any]:
+def bounded(paced: dict[str, Any], rate: float) -> dict[str, Any]:
+    """The paced run's verdict: the queue never held more than one second of the offered
+    traffic, and it was empty within a second of the last ACK."""
+    report: Report = paced.pop("report")
+    ok = (paced["queue_depth_max"] <= rate and paced["last_ack_to_last_delivery_s"] <= 1.0
+          and not report.failed and paced["drained"])
+    return {**paced, "offered_msg_per_s": round(rate, 1), "target":
+            "queue depth <= one second of traffic, drained <= 1 s after the last ACK",
+            "verdict": "PASS" if ok else "MISS"}
+
+
+def summarize(s: Settings, ingest_only: Any, d: dict[str, Any], loadavg: Any,
+              paced: dict[str, Any]) -> dict[str, Any]:
     report: Report = d.pop("report")
     base = ingest_only.report.msg_per_s
     ratio = d["delivery_msg_per_s"] / base if base else 0.0
@@ -140,12 +157,14 @@ def summarize(s: Settings, ingest_only: Any, d: dict[str, Any], loadavg: Any) ->
                                         "examples": list(report.examples)}},
         "delivery_over_ingest_only": {"ratio": round(ratio, 3), "target": f">= {RATIO_TARGET}",
                                       "verdict": "PASS" if ratio >= RATIO_TARGET else "MISS"},
-        "all_ok": ok,
+        "paced_at_half_of_ingest_only": paced,
+        "all_ok": ok and paced["delivered"] >= s.messages,
     }
 
 
 def render(d: dict[str, Any]) -> str:
     w, ratio = d["with_delivery"], d["delivery_over_ingest_only"]
+    p = d["paced_at_half_of_ingest_only"]
     rows = [
         ("ingest only: msg/s", f"{d['ingest_only']['msg_per_s']:.0f}", ""),
         ("with delivery: ingest msg/s", f"{w['ingest_msg_per_s']:.0f}", ""),
@@ -158,6 +177,11 @@ def render(d: dict[str, Any]) -> str:
         ("engine CPU (us/msg, both ways)", f"{w['server_cpu_us_per_msg']:.0f}", ""),
         ("delivered / duplicates", f"{w['delivered']}/{w['duplicates']}", ""),
         ("engine: error events logged", f"{w.get('engine_error_events', '-')}", ""),
+        ("paced at 0.5 of ingest-only: msg/s", f"{p['offered_msg_per_s']:.0f}", ""),
+        ("  ingest / delivered while ingesting",
+         f"{p['ingest_msg_per_s']:.0f}/{p['delivery_while_ingesting_msg_per_s']:.0f}", ""),
+        ("  queue depth max; drained after (s)",
+         f"{p['queue_depth_max']}; {p['last_ack_to_last_delivery_s']:.2f}", f"{p['verdict']}"),
         ("all ACKs AA, every message delivered", "yes" if d["all_ok"] else "NO", ""),
     ]
     return "\n".join(f"{a:<38}{b:>14}  {c}".rstrip() for a, b, c in rows)
@@ -181,16 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (tmp / "ingest").mkdir()
         (tmp / "delivery").mkdir()
+        (tmp / "paced").mkdir()
         with engine_server(tmp / "ingest", EXTRA) as server:
             ingest_only = measure("ingest", server, s, Synth(s.mix))
         print(ingest_only.line(), flush=True)
         result = run_with_delivery(s, tmp / "delivery")
+        rate = ingest_only.report.msg_per_s * RATIO_TARGET
+        paced = bounded(run_with_delivery(s, tmp / "paced", rate), rate)
     except RuntimeError as exc:
         print(f"bench.delivery: {exc}", file=sys.stderr)
         return 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = summarize(s, ingest_only, result, loadavg)
+    summary = summarize(s, ingest_only, result, loadavg, paced)
     print()
     print(render(summary))
     write_results(RESULTS, summary)

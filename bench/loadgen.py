@@ -3,6 +3,9 @@
 One asyncio event loop drives every connection with plain `asyncio.Protocol` callbacks (no task
 per message): a connection sends one frame, waits for its ACK, checks it, sends the next.  The
 connections share one source of messages, so exactly N are sent however fast each one goes.
+With a `rate` the load is paced: message i leaves no earlier than i/rate seconds after the start
+(an open-loop offered rate, for "does delivery keep up at this rate?"), still one at a time per
+connection.
 
 Each ACK is checked: MSA-1 must be AA and MSA-2 the MSH-10 sent.  Anything else (another code, a
 wrong MSA-2, a frame nobody waited for, an ACK missing after `timeout` seconds, a connection lost
@@ -64,9 +67,11 @@ def msa_fields(ack: bytes) -> tuple[bytes, bytes]:
 class _Client(asyncio.Protocol):
     """One connection: send, wait for the ACK, check it, send the next; close when none is left."""
 
-    def __init__(self, take: Callable[[], Message | None], tally: Tally) -> None:
+    def __init__(self, take: Callable[[], Message | None], tally: Tally,
+                 pace: Callable[[], float] | None = None) -> None:
         self.take = take
         self.tally = tally
+        self.pace = pace  # seconds to wait before the next send (a paced load)
         self.transport: Any = None
         self.buffer = b""
         self.expect: bytes | None = None
@@ -102,7 +107,11 @@ class _Client(asyncio.Protocol):
         else:
             tally.ok += 1
         self.expect = None
-        self._send_next()
+        wait = self.pace() if self.pace is not None else 0.0
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._send_next)
+        else:
+            self._send_next()
 
     def _send_next(self) -> None:
         msg = self.take()
@@ -175,19 +184,24 @@ class LoadGen:
     """One run against host:port; `tally` may be read while `run()` is under way."""
 
     def __init__(self, host: str, port: int, synth: Synth, messages: int, connections: int,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, rate: float = 0.0) -> None:
         self.host, self.port = host, port
         self.synth = synth
         self.messages = messages
         self.connections = max(1, min(connections, messages)) if messages else 0
         self.timeout = timeout
+        self.rate = rate  # messages per second offered; 0: as fast as the ACKs come
         self.tally = Tally()
+        self._t0 = 0.0
+        self._slots = 0
 
     async def run(self) -> Report:
         take = prebuilt(self.synth, self.messages)
         loop = asyncio.get_running_loop()
         cpu0, t0 = _own_cpu(), time.perf_counter()
-        clients = [_Client(take, self.tally) for _ in range(self.connections)]
+        self._t0 = t0
+        pace = self._pace if self.rate > 0 else None
+        clients = [_Client(take, self.tally, pace) for _ in range(self.connections)]
         await asyncio.gather(*(loop.create_connection(_given(c), self.host, self.port)
                                for c in clients))
         watchdog = asyncio.ensure_future(self._watch(clients))
@@ -200,6 +214,12 @@ class LoadGen:
         if unsent:
             self.tally.problem("unsent", f"{unsent} messages never sent (connections lost)")
         return self._report(seconds, cpu)
+
+    def _pace(self) -> float:
+        """Seconds until the next message's slot (the first message of each connection goes at
+        once; each later one takes the next slot of 1/rate seconds)."""
+        self._slots += 1
+        return self._t0 + (self.connections + self._slots) / self.rate - time.perf_counter()
 
     async def _watch(self, clients: list[_Client]) -> None:
         timeout_ns = int(self.timeout * 1e9)

@@ -265,7 +265,7 @@ def _sweep_in_thread(reactor: Any, db: Any, router: Any) -> Any:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from engine.mllp.client import MLLPClient
+    from engine.mllp.blocking import MLLPClient
 
     host, _, port = args.to.rpartition(":")
     if not host or not port.isdigit():

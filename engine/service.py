@@ -76,9 +76,11 @@ class ListenerService(service.Service):
 
 
 class DeliveryService(service.Service):
-    """Works each destination's queue off the reactor, one pass at a time per destination, so a
-    slow downstream never holds the others.  Passes start twice a second, and a pass that
-    delivered something is followed at once by the next (no pause while a queue has rows)."""
+    """Works each destination's queue, one pass at a time per destination, so a slow downstream
+    never holds the others: an MLLP destination's on the reactor (its Twisted client calls it
+    back), a file destination's on the thread pool (its fsync would block the reactor).  Passes
+    start twice a second, and a pass that delivered something is followed at once by the next
+    (no pause while a queue has rows)."""
 
     def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any,
                  answered: Callable[[int, bytes], bool] | None = None) -> None:
@@ -90,7 +92,8 @@ class DeliveryService(service.Service):
         self.busy: set[str] = set()
         self.db = bookkeeping_engine(db)
         self.workers: dict[str, QueueWorker] = {
-            d.name: (MLLPDeliverer if d.type == "mllp" else FileDeliverer)(d, self.db, now)
+            d.name: (MLLPDeliverer(d, self.db, now, reactor) if d.type == "mllp"
+                     else FileDeliverer(d, self.db, now))
             for d in destinations}
         for worker in self.workers.values():
             worker.answered = answered  # pass-through senders waiting for a row's answer
@@ -107,7 +110,9 @@ class DeliveryService(service.Service):
         if self.loop is not None and self.loop.running:
             self.loop.stop()
         for name, worker in self.workers.items():
-            if name not in self.busy:  # a busy one closes when its pass ends
+            if isinstance(worker, MLLPDeliverer):
+                worker.stop()  # its pass ends now, without counting the exchange under way
+            elif name not in self.busy:  # a busy one closes when its pass ends
                 worker.close()
         return super().stopService()
 
@@ -116,14 +121,15 @@ class DeliveryService(service.Service):
             self.start(name)
 
     def start(self, name: str) -> None:
-        """A pass for this destination on the thread pool, unless one is under way."""
+        """A pass for this destination, unless one is under way."""
         from twisted.internet.threads import deferToThreadPool
 
         if name in self.busy or not self.running:
             return
         self.busy.add(name)
-        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                              self.workers[name].run_pass)
+        worker = self.workers[name]
+        d = (worker.start_pass() if isinstance(worker, MLLPDeliverer) else  # on the reactor
+             deferToThreadPool(self.reactor, self.reactor.getThreadPool(), worker.run_pass))
         d.addBoth(self.done, name)
 
     def done(self, outcome: Any, name: str) -> None:

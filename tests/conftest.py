@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from pgcluster import PgCluster, PostgresUnavailable, find_binaries
@@ -95,3 +95,18 @@ def db_url_fixture(request: pytest.FixtureRequest) -> str:
     url = request.getfixturevalue(fixture)
     assert isinstance(url, str)
     return url
+
+
+@pytest.fixture(name="reactor", scope="session")
+def reactor_fixture() -> Iterator[Any]:
+    """The global Twisted reactor, running in a daemon thread for the whole session: MLLP
+    delivery workers run on it, and a test drives them from its own thread (`run_pass`)."""
+    import threading
+
+    from twisted.internet import reactor
+
+    r: Any = reactor
+    if not r.running:
+        threading.Thread(target=r.run, kwargs={"installSignalHandlers": False},
+                         daemon=True, name="reactor").start()
+    yield r

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from enginectl import ROOT, Engine, sample_payload, write_config
@@ -18,15 +19,19 @@ from sink import Sink, ack_for
 from sqlalchemy import Engine as Database
 from sqlalchemy import insert, select
 from structlog.testing import capture_logs
+from twisted.internet import reactor
 
 from engine.config import Destination
-from engine.mllp.client import MLLPClient
+from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
 from engine.routes import operator
 from engine.routes.delivery import queue_state
 from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
+
+REACTOR: Any = reactor  # running in a thread for the session (conftest `reactor`)
+pytestmark = pytest.mark.usefixtures("reactor")
 
 NOW = datetime(2026, 11, 28, 9, 0)
 FAILING_MRN = "100666"
@@ -83,7 +88,7 @@ def test_a_failing_key_holds_only_its_own_messages(db: Database) -> None:
             "payload": _message(control, mrn), "status": "queued", "attempts": 0,
             "last_error": "", "created_at": NOW, "order_key": mrn}
             for n, (control, mrn) in enumerate(STREAM, 1)])
-    worker = MLLPDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5)
+    worker = MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
     try:
         with capture_logs() as logs:
             first = worker.run_pass()

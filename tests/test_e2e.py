@@ -14,7 +14,7 @@ import yaml
 from enginectl import SAMPLES, Engine, sample_payload, write_config
 from sqlalchemy import create_engine, func, select
 
-from engine.mllp.client import MLLPClient
+from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
 from engine.store.schema import messages
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 from enginectl import sample_payload
 from sink import Sink, ack_for
 from sqlalchemy import Engine, insert, select
+from twisted.internet import reactor
 
 from engine.config import Destination
 from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.store.database import open_database
 from engine.store.schema import outbound
+
+REACTOR: Any = reactor  # running in a thread for the session (conftest `reactor`)
+pytestmark = pytest.mark.usefixtures("reactor")
 
 NOW = datetime(2026, 11, 28, 9, 0)
 
@@ -50,7 +55,7 @@ def _worker(db: Engine, sink: Sink, **options: float) -> MLLPDeliverer:
                        ack_timeout_s=options.get("ack_timeout_s", 2.0),
                        retry_initial_s=0.0, retry_max_s=0.0,
                        max_attempts=int(options.get("max_attempts", 20)))
-    return MLLPDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5)
+    return MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
 
 
 def _drain(worker: MLLPDeliverer, passes: int = 20) -> None:
@@ -129,7 +134,7 @@ def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> N
     placeholder.close()
     dest = Destination("down", "mllp", host="127.0.0.1", port=port, ack_timeout_s=1.0,
                        retry_initial_s=0.0, retry_max_s=0.0)
-    worker = MLLPDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5)
+    worker = MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
     down = worker.run_pass()
     assert down.delivered == 0 and down.error.startswith("connection:")
     sink = Sink()
@@ -147,7 +152,7 @@ def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> N
 def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
     """initial 1 s doubling, capped at 300 s, times 0.5-1.5."""
     dest = Destination("down", "mllp", host="h", port=1, retry_initial_s=1.0, retry_max_s=300.0)
-    worker = MLLPDeliverer(dest, None, lambda: NOW, jitter=lambda: 0.5)  # type: ignore[arg-type]
+    worker = MLLPDeliverer(dest, None, lambda: NOW, REACTOR, jitter=lambda: 0.5)  # type: ignore[arg-type]
     assert [worker.backoff(n) for n in (1, 2, 3, 10)] == [1.0, 2.0, 4.0, 300.0]
     worker.jitter = lambda: 0.0
     assert worker.backoff(1) == 0.5
@@ -188,7 +193,7 @@ def test_retry_now_forgets_the_backoff(db: Engine) -> None:
         _queue(db, 1)
         dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port, ack_timeout_s=2.0,
                            retry_initial_s=3600.0, retry_max_s=3600.0)
-        worker = MLLPDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5)
+        worker = MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
         worker.run_pass()
         worker.run_pass()  # still waiting out an hour
         assert len(sink.received) == 1

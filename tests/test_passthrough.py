@@ -20,7 +20,7 @@ from enginectl import ROOT, Engine, sample_payload, write_config
 from sink import Sink, ack_for
 from sqlalchemy import create_engine, select
 
-from engine.mllp.client import MLLPClient
+from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
 from engine.store.schema import deliveries, messages, outbound, relayed_acks
 

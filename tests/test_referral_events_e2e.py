@@ -15,7 +15,7 @@ from typing import Any
 from enginectl import ROOT, Engine, delivered_files, sample_payload, write_config
 from sqlalchemy import select, update
 
-from engine.mllp.client import MLLPClient
+from engine.mllp.blocking import MLLPClient
 from engine.parsing import InboundMessage, parse
 from engine.store.database import open_database
 from engine.store.schema import outbound, referrals

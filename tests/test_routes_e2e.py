@@ -11,7 +11,7 @@ from pathlib import Path
 
 from enginectl import ROOT, Engine, delivered_files, sample_payload, write_config
 
-from engine.mllp.client import MLLPClient
+from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
 
 

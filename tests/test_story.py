@@ -17,7 +17,7 @@ from typing import Any
 
 from enginectl import ROOT, SAMPLES, Engine, write_config
 
-from engine.mllp.client import MLLPClient
+from engine.mllp.blocking import MLLPClient
 from engine.parsing import InboundMessage, parse
 
 STORY = SAMPLES / "story"

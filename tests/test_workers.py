@@ -17,7 +17,7 @@ import pytest
 from enginectl import Engine, delivered_files, numbered_referral, write_config
 from sqlalchemy import create_engine, select
 
-from engine.mllp.client import MLLPClient
+from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
 from engine.store.schema import messages
 

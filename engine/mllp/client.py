@@ -1,57 +1,218 @@
-"""A small blocking MLLP client for `hl7-engine send` and the tests: send one payload, read ACKs."""
+"""The Twisted MLLP client of delivery: one persistent connection to a downstream, on the reactor.
+
+`MLLPLink.exchange` sends one framed message and calls back with the downstream's answer to
+it: the first frame that is an ACK (MSH-9.1) whose MSA-2 equals the MSH-10 sent.  Frames that do
+not correlate are logged as `delivery.uncorrelated_ack` and ignored.  No correlated ACK within
+the timeout closes the connection, so a late ACK can never be taken for the next message.  The
+connection is opened lazily, on the first exchange after none is open, and kept between
+messages.  One exchange at a time: the caller (a delivery worker) is sequential.
+"""
 
 from __future__ import annotations
 
-import socket
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from engine.mllp.framing import FrameDecoder
+import structlog
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from engine.errors import EngineError, HL7Error
+from engine.mllp.framing import FrameDecoder, FrameTooLarge
 from engine.mllp.server import frame
+from engine.parsing import parse
+
+log = structlog.get_logger("engine.delivery")
+
+CLOSED_BEFORE_ACK = "connection: closed by the destination before its ACK"
 
 
-class MLLPClient:
-    """One TCP connection; `exchange` sends a payload and collects the ACK frames that follow."""
+class LinkBusy(EngineError):
+    """`exchange` was called while another exchange on the same link was still waiting."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, destination: str) -> None:
+        super().__init__(f"an exchange with {destination} is already under way")
+        self.destination = destination
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One exchange (one delivery attempt): accepted (no error), or why not."""
+
+    code: str = ""  # the downstream's MSA-1, when it answered
+    error: str = ""  # empty: accepted (AA/CA)
+    ack: bytes | None = None  # the correlated ACK frame as received
+    unreachable: bool = False  # nothing was sent: the whole destination waits, not one key
+
+    @property
+    def delivered(self) -> bool:
+        return not self.error
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """The exchange under way: what it waits for, until when, and whom to tell."""
+
+    control_id: str
+    answered: Callable[[Answer], None]
+    deadline: float = 0.0  # reactor seconds, once sent
+
+
+class _LinkProtocol(Protocol):
+    """The wire side: frames in through `FrameDecoder`, handed to the link."""
+
+    transport: Any
+
+    def __init__(self, link: MLLPLink) -> None:
+        self.link = link
         self.decoder = FrameDecoder()
-        self.pending: list[bytes] = []
-        self.timeout = timeout
-        self.closed = False  # the peer closed the connection
 
-    def send(self, payload: bytes) -> None:
-        self.sock.sendall(frame(payload))
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # one small frame, then wait: no Nagle delay
 
-    def receive(self, count: int = 1, timeout: float | None = None) -> list[bytes]:
-        """Up to `count` frames, waiting at most `timeout` seconds in all."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while len(self.pending) < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                self.closed = True
-                self.pending.extend(self.decoder.eof())
-                break
-            self.pending.extend(self.decoder.feed(data))
-        out, self.pending = self.pending[:count], self.pending[count:]
-        return out
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except FrameTooLarge as exc:
+            log.warning("delivery.ack_too_large", destination=self.link.name, size=exc.size,
+                        limit=exc.limit)
+            self.transport.abortConnection()
+            return
+        for payload in frames:
+            self.link.received(self, payload)
 
-    def exchange(self, payload: bytes, count: int = 1, timeout: float | None = None) -> list[bytes]:
-        self.send(payload)
-        return self.receive(count, timeout)
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for payload in self.decoder.eof():
+            self.link.received(self, payload)
+        self.link.lost(self)
 
-    def close(self) -> None:
-        self.sock.close()
 
-    def __enter__(self) -> MLLPClient:
-        return self
+class _LinkFactory(Factory):
+    def __init__(self, link: MLLPLink) -> None:
+        self.link = link
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def buildProtocol(self, addr: IAddress | None) -> _LinkProtocol:
+        return _LinkProtocol(self.link)
+
+
+class MLLPLink:
+    """One downstream's connection; every method runs on the reactor thread.
+
+    Per message it costs one write and one read: the frame is flushed at once (`doWrite`, not
+    at the reactor's next turn) and the timeout is one timer per link that re-arms itself for
+    the current deadline, not a timer made and cancelled per message."""
+
+    def __init__(self, reactor: Any, host: str, port: int, connect_timeout_s: float,
+                 name: str = "") -> None:
+        self.reactor = reactor
+        self.address = (host, port)
+        self.name = name or f"{host}:{port}"
+        self.endpoint = HostnameEndpoint(reactor, host.encode("idna"), port,
+                                         timeout=connect_timeout_s)
+        self.protocol: _LinkProtocol | None = None
+        self.waiting: _Waiting | None = None
+        self._timer: Any = None  # the IDelayedCall that checks the deadline
+
+    def exchange(self, payload: bytes, control_id: str, timeout_s: float,
+                 answered: Callable[[Answer], None]) -> None:
+        """Send `payload` (unframed); `answered` is called once, later, with the answer whose
+        MSA-2 is `control_id`, or with why there is none."""
+        if self.waiting is not None:
+            raise LinkBusy(self.name)
+        waiting = self.waiting = _Waiting(control_id, answered)
+        if self.protocol is not None:
+            self._send(waiting, payload, timeout_s)
+        else:
+            factory: Any = _LinkFactory(self)  # a zope IProtocolFactory
+            connecting = self.endpoint.connect(factory)
+            connecting.addCallbacks(self._connected, self._unreachable,
+                                    callbackArgs=(waiting, payload, timeout_s),
+                                    errbackArgs=(waiting,))
+
+    def close(self, reason: str = "connection: closed by the engine") -> None:
+        """Drop the connection; an exchange under way is answered with `reason` as its error."""
+        self._hang_up()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._finish(Answer(error=reason))
+
+    def _connected(self, protocol: _LinkProtocol, waiting: _Waiting, payload: bytes,
+                   timeout_s: float) -> None:
+        if waiting is not self.waiting:  # closed while connecting
+            protocol.transport.abortConnection()
+            return
+        self.protocol = protocol
+        self._send(waiting, payload, timeout_s)
+
+    def _unreachable(self, failure: Failure, waiting: _Waiting) -> None:
+        if waiting is self.waiting:
+            reason = failure.getErrorMessage().rstrip(".") or getattr(failure.type, "__name__", "?")
+            self._finish(Answer(error=f"connection: {reason}", unreachable=True))
+
+    def _send(self, waiting: _Waiting, payload: bytes, timeout_s: float) -> None:
+        assert self.protocol is not None
+        waiting.deadline = self.reactor.seconds() + timeout_s
+        if self._timer is None or not self._timer.active():
+            self._timer = self.reactor.callLater(timeout_s, self._check, timeout_s)
+        transport = self.protocol.transport
+        transport.write(frame(payload))
+        # Flush now (IWriteDescriptor.doWrite): one turn of the reactor less per message.  An
+        # error is left to the reactor, which calls doWrite again and drops the connection.
+        transport.doWrite()
+
+    def _check(self, timeout_s: float) -> None:
+        """The timer: the exchange under way has timed out, or it re-arms for its deadline."""
+        self._timer = None
+        waiting = self.waiting
+        if waiting is None or not waiting.deadline:
+            return
+        left = waiting.deadline - self.reactor.seconds()
+        if left > 0:
+            self._timer = self.reactor.callLater(left, self._check, timeout_s)
+            return
+        self._hang_up()  # a late ACK must not be taken for the next message
+        self._finish(Answer(error=f"no ACK within {timeout_s:g} s"))
+
+    def received(self, protocol: _LinkProtocol, payload: bytes) -> None:
+        """A frame from the downstream: the answer if it correlates, else logged and ignored."""
+        waiting = self.waiting
+        if protocol is not self.protocol:
+            return  # from a connection already given up on
+        code, echoed = _msa(payload)
+        if waiting is None or echoed != waiting.control_id:
+            log.warning("delivery.uncorrelated_ack", destination=self.name,
+                        expected=waiting.control_id if waiting else "", msa2=echoed)
+            return
+        error = "" if code in ("AA", "CA") else f"downstream answered {code}"
+        self._finish(Answer(code, error, payload))
+
+    def lost(self, protocol: _LinkProtocol) -> None:
+        """The connection ended: the next exchange opens a new one."""
+        if protocol is self.protocol:
+            self.protocol = None
+            self._finish(Answer(error=CLOSED_BEFORE_ACK))
+
+    def _hang_up(self) -> None:
+        protocol, self.protocol = self.protocol, None
+        if protocol is not None:
+            protocol.transport.abortConnection()
+
+    def _finish(self, answer: Answer) -> None:
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.answered(answer)
+
+
+def _msa(ack: bytes) -> tuple[str, str]:
+    """(MSA-1, MSA-2) of an ACK; ("", "") for anything that is not a parsable ACK."""
+    try:
+        msg = parse(ack)
+    except HL7Error:
+        return "", ""
+    if msg["MSH.9.1"] != "ACK":
+        return "", ""
+    return msg["MSA.1"], msg["MSA.2"]

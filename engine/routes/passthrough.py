@@ -12,8 +12,9 @@ A negative downstream answer that reached a waiting sender is final for that row
 told and owns the retry): the worker makes it a dead letter at once.  The sender's resend of the
 same message requeues it.
 
-Waiters live on the reactor thread; the delivery worker's thread only reads `waiting` (a set
-lookup) and hands answers over through `callFromThread`.
+Waiters live on the reactor thread, as does the MLLP delivery worker that reports to them; a
+report is handed over with `callFromThread` all the same (the next reactor turn), so relaying an
+answer never runs inside the worker's pass, and the report would be safe from a thread too.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Waiters:
         return d
 
     def waiting(self, outbound_id: int) -> bool:
-        """Is a sender waiting for this row?  (Safe to ask from the worker thread.)"""
+        """Is a sender waiting for this row?  (A set lookup, safe from any thread.)"""
         return outbound_id in self._waiting
 
     def answered(self, outbound_id: int, ack: bytes) -> None:
@@ -77,7 +78,7 @@ class Waiters:
             d.callback(None)
 
     def reporter(self) -> Callable[[int, bytes], bool]:
-        """For a delivery worker's thread: report an answer; True when a sender was waiting."""
+        """For a delivery worker: report an answer; True when a sender was waiting."""
 
         def report(outbound_id: int, ack: bytes) -> bool:
             if not self.waiting(outbound_id):

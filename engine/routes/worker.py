@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -32,6 +32,7 @@ import structlog
 from sqlalchemy import Connection, Engine, select
 
 from engine.config import Destination
+from engine.mllp.client import Answer
 from engine.routes import operator
 from engine.routes.ordering import WHOLE, Holds, Lane
 from engine.store import sql
@@ -64,18 +65,7 @@ class Queued(NamedTuple):
     order_key: str
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One attempt: accepted (no error), or why not."""
-
-    code: str = ""  # the downstream's MSA-1, when it answered
-    error: str = ""  # empty: delivered
-    ack: bytes | None = None  # the correlated ACK as received
-    unreachable: bool = False  # nothing was sent: the whole destination waits, not one key
-
-    @property
-    def delivered(self) -> bool:
-        return not self.error
+Outcome = Answer  # one attempt: delivered (no error), or why not; file and MLLP alike
 
 
 def bookkeeping_engine(db: Engine) -> Engine:
@@ -128,13 +118,24 @@ class QueueWorker:
         return float(base * (0.5 + self.jitter()))
 
     def run_pass(self, limit: int | None = None) -> Delivered:
+        """One pass, sending with `send` on the calling thread."""
+        steps = self.steps(limit)
         try:
-            return self._pass(limit or self.limit)
+            row = next(steps)
+            while True:
+                row = steps.send(self.send(row.id, row.payload))
+        except StopIteration as stop:
+            result: Delivered = stop.value
+            return result
         except Exception:
             self.close()  # the next pass starts on fresh connections
             raise
 
-    def _pass(self, limit: int) -> Delivered:
+    def steps(self, limit: int | None = None) -> Generator[Queued, Outcome, Delivered]:
+        """One pass as a generator: it yields each row to send and is sent back its outcome,
+        so the sending may be synchronous (`run_pass`) or asynchronous (an MLLP worker on the
+        reactor).  Its bookkeeping runs on the thread that drives it."""
+        limit = limit or self.limit
         if not self._running() or not self.holds.ready(WHOLE, self.clock()):
             return Delivered(self.dest.name)
         rows = self._queued(limit, self.holds.waiting_keys(self.clock()))
@@ -145,7 +146,9 @@ class QueueWorker:
             lane = self.holds.lane(row.order_key)
             if lane in stopped or not self.holds.ready(lane, self.clock()):
                 continue
-            status, outcome, held = self._attempt(row, lane)
+            started = self.clock()
+            outcome = yield row
+            status, held = self._settle(row, lane, outcome, int((self.clock() - started) * 1000))
             delivered += status == "delivered"
             dead += status == "dead"
             if status == "queued":
@@ -176,12 +179,9 @@ class QueueWorker:
         with conn.begin():
             return [Queued(*r) for r in conn.execute(q.order_by(outbound.c.id).limit(limit))]
 
-    def _attempt(self, row: Queued, lane: Lane) -> tuple[str, Outcome, Lane]:
-        """Send one row and record the attempt: (its new status, the outcome, the lane that
-        now waits when it stays queued)."""
-        started = self.clock()
-        outcome = self.send(row.id, row.payload)
-        ms = int((self.clock() - started) * 1000)
+    def _settle(self, row: Queued, lane: Lane, outcome: Outcome, ms: int) -> tuple[str, Lane]:
+        """Record one attempt: (the row's new status, the lane that now waits when it stays
+        queued)."""
         attempts = row.attempts + 1
         final = outcome.ack is not None and self.answered is not None and self.answered(
             row.id, outcome.ack)
@@ -202,7 +202,7 @@ class QueueWorker:
                 self._log_edge("blocked", held, row.id, outcome.error)
             log.debug("delivery.retry_scheduled", destination=self.dest.name, outbound_id=row.id,
                       attempts=attempts, error=outcome.error, retry_in_s=round(wait, 2))
-        return status, outcome, held
+        return status, held
 
     def _record(self, row: Queued, outcome: Outcome, attempts: int, status: str,
                 ms: int) -> None:
