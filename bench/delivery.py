@@ -195,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
-    if a.workers > 1:
-        EXTRA["workers"] = a.workers
+    EXTRA["workers"] = a.workers  # explicit: with destinations the engine's default is 2
     if min(a.messages, a.connections, a.warmup) < 1:
         p.error("--messages, --connections and --warmup must be >= 1")
     s = Settings(a.messages, a.connections, 0, a.warmup, ("ref",))

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true",
                      help="terminal shows warnings only (the log file keeps everything)")
     run.add_argument("--workers", type=int, metavar="N",
-                     help="ingest processes, overriding the config's `workers:` (1-64)")
+                     help="processes, overriding the config's `workers:` (1-64; its default is 1, "
+                          "or 2 with destinations)")
     worker = sub.add_parser("worker", parents=[common])  # started by `run`, not by hand
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--link-fd", type=int, required=True)

@@ -131,7 +131,7 @@ class Config:
     source: str = ""
     destinations: tuple[Destination, ...] = ()
     routes: tuple[Route, ...] = ()
-    workers: int = 1  # ingest processes (engine/workers.py)
+    workers: int = 1  # processes (engine/workers.py); the loader's default is 2 with destinations
 
 
 @dataclass(slots=True)
@@ -366,7 +366,9 @@ def parse_config(data: Any, source: str = "") -> Config:
         log=Logging(r.string(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
         source=source,
         destinations=destinations,
-        workers=r.number(top.get("workers"), "workers", 1, 1, 64),
+        # With destinations the main process delivers and a worker ingests (engine/workers.py):
+        # on one interpreter delivery and full-speed ingest share the GIL and delivery lags.
+        workers=r.number(top.get("workers"), "workers", 2 if destinations else 1, 1, 64),
         routes=_routes(top.get("routes"), {ch.name for _, ch in channels},
                        {d.name for d in destinations}, r),
     )

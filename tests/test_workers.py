@@ -88,11 +88,11 @@ def test_connections_are_shared_and_each_message_stored_once(tmp_path: Path, db_
 
 def test_with_destinations_the_main_process_delivers_and_workers_ingest(tmp_path: Path,
                                                                         sqlite_url: str) -> None:
-    """`workers: 2` and a route: every connection goes to the worker (the main process keeps its
-    core for delivery), and every message reaches the file destination once."""
+    """A route and no `workers:` (the default is then 2): every connection goes to the worker
+    (the main process keeps its core for delivery), and every message reaches the file
+    destination once."""
     out = tmp_path / "out"
     engine = Engine(write_config(tmp_path, sqlite_url, top={
-        "workers": 2,
         "destinations": [{"name": "archive", "type": "file", "directory": str(out)}],
         "routes": [{"name": "all", "from": "referrals", "to": ["archive"]}]})).start()
     try:
@@ -208,3 +208,16 @@ def test_workers_setting_is_checked(bad: object) -> None:
         parse_config({"workers": bad, "channels": [
             {"name": "c", "listen": {"port": 0}, "accept": ["REF^I12"]}]})
     assert info.value.problems == [f"workers: expected an integer in 1-64, got {bad!r}"]
+
+
+def test_workers_default_to_two_with_destinations_and_one_without() -> None:
+    """Delivery gets a process of its own unless `workers:` says otherwise."""
+    from engine.config import parse_config
+
+    channels = [{"name": "c", "listen": {"port": 0}, "accept": ["REF^I12"]}]
+    routed = {"destinations": [{"name": "d", "type": "file", "directory": "out"}],
+              "routes": [{"name": "r", "from": "c", "to": ["d"]}]}
+    assert parse_config({"channels": channels}).workers == 1
+    assert parse_config({"channels": channels, **routed}).workers == 2
+    assert parse_config({"channels": channels, "workers": 1, **routed}).workers == 1
+    assert parse_config({"channels": channels, "workers": 3}).workers == 3
