@@ -160,8 +160,37 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for ch in config.channels:
         print(f"channel {ch.name}: listens on {ch.host}:{ch.port}, accepts "
               f"{len(ch.accept)} message types, versions {', '.join(ch.versions)}")
+    for line in _outbound_summary(config):
+        print(line)
     print(f"{args.config}: OK ({len(config.channels)} channel(s), database {config.database.url})")
     return EXIT_OK
+
+
+def _outbound_summary(config: Config) -> list[str]:
+    """check-config's lines for destinations, routes and processes (none without routes)."""
+    lines = []
+    for d in config.destinations:
+        where = f"mllp to {d.host}:{d.port}, ACK within {d.ack_timeout_s:g} s" \
+            if d.type == "mllp" else f"file into {d.directory}"
+        order = f"per_key {d.order_key}" if d.order_key else "strict"
+        retry = f"every {d.retry_max_s:g} s" if d.retry_initial_s == d.retry_max_s else \
+            f"{d.retry_initial_s:g}-{d.retry_max_s:g} s"
+        lines.append(f"destination {d.name}: {where}, order {order}, retry {retry}, dead letter"
+                     f" after {d.max_attempts} attempts")
+    for r in config.routes:
+        when = [f"type {', '.join(r.when.types)}"] if r.when.types else []
+        when += [f"sender {', '.join(r.when.senders)}"] if r.when.senders else []
+        when += [f"{path} = {value!r}" for path, value in r.when.fields]
+        source = f"on {', '.join(r.on)}" if r.on else f"from {r.source}"
+        lines.append(f"route {r.name}: {source}{' when ' + '; '.join(when) if when else ''}"
+                     f"{f', {len(r.transform)} transform step(s)' if r.transform else ''}"
+                     f" to {', '.join(r.to)}")
+    if config.workers > 1 and config.destinations:
+        lines.append(f"processes: {config.workers} (the main one accepts and delivers, "
+                     f"{config.workers - 1} ingest{'s' if config.workers == 2 else ''})")
+    elif config.workers > 1:
+        lines.append(f"processes: {config.workers} (all ingest; the main one also accepts)")
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -537,3 +537,38 @@ def test_ledger_rules_per_channel() -> None:
         "channels[0].ledger.x: unknown key (expected one of: close_on_results, closing_codes, "
         "order_specialties)",
         "channels[0].ledger.order_specialties: expected a mapping of OBR-4 code: specialty"]
+
+
+@pytest.mark.slow
+def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path: Path) -> None:
+    """With routes, `check-config` prints a line per destination and per route, and the process
+    layout (two by default: the main one delivers)."""
+    path = tmp_path / "routed.yaml"
+    path.write_text(
+        "channels:\n"
+        "  - {name: a, listen: {port: 2575}, accept: [REF^I12]}\n"
+        "destinations:\n"
+        "  - {name: spec, type: mllp, host: spec.example.org, port: 6661, ack_timeout_s: 5,\n"
+        "     retry: {initial_s: 2, max_s: 60, max_attempts: 4}, order: {per_key: PID.3.1}}\n"
+        "  - {name: arch, type: file, directory: out}\n"
+        "routes:\n"
+        "  - name: refs\n"
+        "    from: a\n"
+        "    when: {type: [REF^I12], sender: PCPEHR, fields: {PV1.2: O}}\n"
+        "    transform: [{set: {MSH.5: SPEC}}]\n"
+        "    to: [spec, arch]\n"
+        "  - {name: loop, on: [referral.scheduled, referral.closed], to: [arch]}\n"
+    )
+    result = run_cli("check-config", "--config", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[1:] == [
+        "destination spec: mllp to spec.example.org:6661, ACK within 5 s, order per_key PID.3.1,"
+        " retry 2-60 s, dead letter after 4 attempts",
+        "destination arch: file into out, order strict, retry every 0.5 s, dead letter after 20"
+        " attempts",
+        "route refs: from a when type REF^I12; sender PCPEHR; PV1.2 = 'O', 1 transform step(s)"
+        " to spec, arch",
+        "route loop: on referral.scheduled, referral.closed to arch",
+        "processes: 2 (the main one accepts and delivers, 1 ingests)",
+        f"{path}: OK (1 channel(s), database sqlite:///var/engine.db)",
+    ]

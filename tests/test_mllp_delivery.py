@@ -3,6 +3,7 @@ ACK correlation, retries with backoff, timeouts, dead letters, order."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -129,14 +130,14 @@ def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> N
     """Connection refused counts an attempt and keeps the message queued; once the downstream
     listens, everything goes in order."""
     _queue(db, 2)
-    placeholder = Sink()
-    port = placeholder.port
-    placeholder.close()
+    with socket.socket() as unused:  # bound, never listening: a connection is refused
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
     dest = Destination("down", "mllp", host="127.0.0.1", port=port, ack_timeout_s=1.0,
                        retry_initial_s=0.0, retry_max_s=0.0)
     worker = MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
     down = worker.run_pass()
-    assert down.delivered == 0 and down.error.startswith("connection:")
+    assert (down.delivered, down.error) == (0, "connection: refused")
     sink = Sink()
     try:
         worker.dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port,

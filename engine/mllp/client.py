@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from twisted.internet import error
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -150,8 +151,7 @@ class MLLPLink:
 
     def _unreachable(self, failure: Failure, waiting: _Waiting) -> None:
         if waiting is self.waiting:
-            reason = failure.getErrorMessage().rstrip(".") or getattr(failure.type, "__name__", "?")
-            self._finish(Answer(error=f"connection: {reason}", unreachable=True))
+            self._finish(Answer(error=f"connection: {_why(failure)}", unreachable=True))
 
     def _send(self, waiting: _Waiting, payload: bytes, timeout_s: float) -> None:
         assert self.protocol is not None
@@ -205,6 +205,20 @@ class MLLPLink:
         waiting, self.waiting = self.waiting, None
         if waiting is not None:
             waiting.answered(answer)
+
+
+def _why(failure: Failure) -> str:
+    """Why a connection could not be opened, in the words `queue` and the log show."""
+    for kind, words in _CONNECT_ERRORS:
+        if isinstance(failure.value, kind):
+            return words
+    return failure.getErrorMessage().rstrip(".") or getattr(failure.type, "__name__", "?")
+
+
+_CONNECT_ERRORS = ((error.ConnectionRefusedError, "refused"),
+                   (error.TCPTimedOutError, "timed out"), (error.TimeoutError, "timed out"),
+                   (error.DNSLookupError, "host name not found"),
+                   (error.NoRouteError, "no route to host"))
 
 
 def _msa(ack: bytes) -> tuple[str, str]:
