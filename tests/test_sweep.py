@@ -30,10 +30,10 @@ def _ref(key: str, window_end: str | None) -> bytes:
     return raw.replace(b"|20260712|", f"|{window_end or ''}|".encode())
 
 
-def test_sweep_expires_past_window_and_default_window(sqlite_url: str) -> None:
+def test_sweep_expires_past_window_and_default_window(db_url: str) -> None:
     """Pending/accepted referrals past RF1-8, or past received + 180 days when RF1-8 is empty,
     become expired with a history row; others stay; a second sweep changes nothing."""
-    db = open_database(sqlite_url)
+    db = open_database(db_url)
     pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
     pipeline.process_batch([Job(CHANNEL, _ref(k, end), "x", NOW) for k, end in (
         ("R-PAST", "20260301"), ("R-FUTURE", "20270301"), ("R-NOEND", None),
@@ -76,13 +76,13 @@ def test_overdue_lists_referrals_past_their_priority_deadline(sqlite_url: str) -
             "R-STAT^PCPEHR", "R-ROUTINE^PCPEHR"]
 
 
-def test_a_backlog_is_swept_in_small_transactions(sqlite_url: str, monkeypatch: object) -> None:
+def test_a_backlog_is_swept_in_small_transactions(db_url: str, monkeypatch: object) -> None:
     """`run_sweep` works in chunks (here of 2 referrals): 5 past their window and overdue are
     expired, the one still open is marked overdue once; a second run does nothing."""
     from engine.ledger import sweep as sweeping
 
     monkeypatch.setattr(sweeping, "CHUNK", 2)  # type: ignore[attr-defined]
-    db = open_database(sqlite_url)
+    db = open_database(db_url)
     pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW - timedelta(days=30))
     pipeline.process_batch([Job(CHANNEL, _ref(f"R-{n}", "20260301"), "x", NOW)
                             for n in range(5)] + [Job(CHANNEL, _ref("R-OPEN", "20270301"),

@@ -147,18 +147,30 @@ def overdue(conn: Connection, statuses: Iterable[str], now: datetime, limit: int
             for r in conn.execute(q)]
 
 
-def lock_referral(conn: Connection, referral_id: int) -> str:
-    """The referral's status, read again with its row locked to the end of the transaction
+def lock_referrals(conn: Connection, referral_ids: list[int]) -> dict[int, str]:
+    """The referrals' statuses, read again with their rows locked to the end of the transaction
     (PostgreSQL `FOR UPDATE`): engine processes sweeping the same database then expire or mark
     each referral once.  SQLite serialises writers anyway and ignores the clause."""
-    return str(conn.execute(select(referrals.c.status).where(referrals.c.id == referral_id)
-                            .with_for_update()).scalar_one())
+    if not referral_ids:
+        return {}
+    return {int(r.id): str(r.status) for r in conn.execute(
+        select(referrals.c.id, referrals.c.status).where(referrals.c.id.in_(referral_ids))
+        .with_for_update())}
 
 
-def marked_overdue(conn: Connection, referral_id: int) -> bool:
-    return conn.execute(select(referral_events.c.id).where(
-        referral_events.c.referral_id == referral_id,
-        referral_events.c.event == OVERDUE_MARK).limit(1)).first() is not None
+def marked_overdue(conn: Connection, referral_ids: list[int]) -> set[int]:
+    """Those of the referrals that already have their `sweep overdue` history row."""
+    if not referral_ids:
+        return set()
+    return {int(r[0]) for r in conn.execute(select(referral_events.c.referral_id).where(
+        referral_events.c.referral_id.in_(referral_ids),
+        referral_events.c.event == OVERDUE_MARK))}
+
+
+def set_statuses(conn: Connection, referral_ids: list[int], status: str, at: datetime) -> None:
+    """Move these referrals to `status` (one statement for all of them)."""
+    sql.many(conn, "UPDATE referrals SET status = ?, updated_at = ? WHERE id = ?",
+             [(status, at, rid) for rid in referral_ids])
 
 
 def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
@@ -240,11 +252,6 @@ def event_row(*, at: datetime, event: str, message_id: int | None, control_id: s
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     sql.insert_many(conn, "referral_events", rows)
-
-
-def record(conn: Connection, **values: Any) -> None:
-    """One history row, written now."""
-    insert_events(conn, [event_row(**values)])
 
 
 def dumps(value: Any) -> str:

@@ -17,45 +17,45 @@ from engine.ledger import store
 from engine.ledger.apply import LedgerSettings
 
 Events = list[tuple[int, str]] | None
+OPEN = (lc.PENDING, lc.ACCEPTED)  # the statuses the time rules act on
 
 
 def sweep(conn: Connection, now: datetime, settings: LedgerSettings,
           events: Events = None, limit: int | None = None) -> list[str]:
     """Expire pending/accepted referrals past RF1-8 (or past received + the default window);
-    at most `limit` of them (`run_sweep` takes them in chunks)."""
-    out = []
+    at most `limit` of them (`run_sweep` takes them in chunks), in a few statements for all."""
     received_before = now - timedelta(days=settings.default_window_days)
-    for rid, _, key in store.expirable(conn, (lc.PENDING, lc.ACCEPTED), now, received_before,
-                                       limit):
-        status = store.lock_referral(conn, rid)
-        if status not in (lc.PENDING, lc.ACCEPTED):
-            continue  # another sweep or a message got there first
-        store.set_referral(conn, rid, status=lc.EXPIRED, updated_at=now)
-        store.record(conn, at=now, event="sweep expire", message_id=None, referral_id=rid,
-                     before=status, after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment")
-        out.append(f"referral {key.text} {status}→expired")
-        if events is not None:
-            events.append((rid, lc.EVENT_PREFIX + lc.EXPIRED))
-    return out
+    found = store.expirable(conn, OPEN, now, received_before, limit)
+    statuses = store.lock_referrals(conn, [rid for rid, _, _ in found])
+    # another sweep or a message may have got there first
+    expiring = [(rid, key, statuses[rid]) for rid, _, key in found if statuses.get(rid) in OPEN]
+    store.set_statuses(conn, [rid for rid, _, _ in expiring], lc.EXPIRED, now)
+    store.insert_events(conn, [store.event_row(
+        at=now, event="sweep expire", message_id=None, referral_id=rid, before=status,
+        after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment") for rid, _, status in expiring])
+    if events is not None:
+        events += [(rid, lc.EVENT_PREFIX + lc.EXPIRED) for rid, _, _ in expiring]
+    return [f"referral {key.text} {status}→expired" for _, key, status in expiring]
 
 
 def mark_overdue(conn: Connection, now: datetime, events: Events = None,
                  limit: int | None = None) -> list[str]:
     """Pending/accepted referrals past their deadline to reach `scheduled` (`due_at`, by
     priority), each once: the history row `sweep overdue` is what makes it once.  At most
-    `limit` of them."""
-    out = []
-    for rid, _, key, due in store.overdue(conn, (lc.PENDING, lc.ACCEPTED), now, limit):
-        status = store.lock_referral(conn, rid)
-        if status not in (lc.PENDING, lc.ACCEPTED) or store.marked_overdue(conn, rid):
-            continue  # another sweep or a message got there first
-        store.record(conn, at=now, event=store.OVERDUE_MARK, message_id=None, referral_id=rid,
-                     before=status, after=status,
-                     rule=f"past its deadline to be scheduled ({due:%Y-%m-%d %H:%M} UTC)")
-        out.append(f"referral {key.text} {status}, overdue")
-        if events is not None:
-            events.append((rid, lc.OVERDUE_EVENT))
-    return out
+    `limit` of them, in a few statements for all."""
+    found = store.overdue(conn, OPEN, now, limit)
+    statuses = store.lock_referrals(conn, [rid for rid, _, _, _ in found])
+    marked = store.marked_overdue(conn, list(statuses))
+    # another sweep or a message may have got there first
+    due = [(rid, key, statuses[rid], at) for rid, _, key, at in found
+           if statuses.get(rid) in OPEN and rid not in marked]
+    store.insert_events(conn, [store.event_row(
+        at=now, event=store.OVERDUE_MARK, message_id=None, referral_id=rid, before=status,
+        after=status, rule=f"past its deadline to be scheduled ({at:%Y-%m-%d %H:%M} UTC)")
+        for rid, _, status, at in due])
+    if events is not None:
+        events += [(rid, lc.OVERDUE_EVENT) for rid, _, _, _ in due]
+    return [f"referral {key.text} {status}, overdue" for _, key, status, _ in due]
 
 
 CHUNK = 200  # referrals per transaction: a backlog never holds the database for long
