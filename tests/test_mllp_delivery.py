@@ -4,6 +4,7 @@ ACK correlation, retries with backoff, timeouts, dead letters, order."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from twisted.internet import reactor
 from engine.config import Destination
 from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.store.database import open_database
-from engine.store.schema import outbound
+from engine.store.schema import deliveries, outbound
 
 REACTOR: Any = reactor  # running in a thread for the session (conftest `reactor`)
 pytestmark = pytest.mark.usefixtures("reactor")
@@ -110,6 +111,32 @@ def test_an_uncorrelated_or_late_ack_never_counts(db: Engine) -> None:
     assert first.delivered == 0 and "no ACK within 0.3 s" in first.error
     assert sink.received == [_message(1), _message(1)]
     assert _rows(db) == [("OUT-1", "delivered", 2)]
+
+
+def test_each_message_gets_its_own_ack_timeout(db: Engine) -> None:
+    """The timeout counts from each message's own send: three answers 0.2 s late each (0.6 s in
+    all, past one 0.5 s timeout) are all in time; the fourth, never answered, times out no
+    earlier than 0.5 s after it was sent."""
+
+    def slow(message: bytes, n: int) -> bytes | None:
+        if n >= 3:
+            return None
+        time.sleep(0.2)
+        return ack_for(message)
+
+    sink = Sink(slow)
+    try:
+        _queue(db, 4)
+        worker = _worker(db, sink, ack_timeout_s=0.5, max_attempts=1)
+        result = worker.run_pass()
+        worker.close()
+    finally:
+        sink.close()
+    assert (result.delivered, result.dead) == (3, 1)
+    with db.connect() as conn:
+        last = conn.execute(select(deliveries.c.error, deliveries.c.ms)
+                            .order_by(deliveries.c.id.desc())).first()
+    assert last is not None and last.error == "no ACK within 0.5 s" and last.ms >= 500
 
 
 def test_after_max_attempts_a_dead_letter_and_the_queue_moves_on(db: Engine) -> None:

@@ -66,6 +66,7 @@ class MLLPDeliverer(QueueWorker):
         return self._done
 
     def run_pass(self, limit: int | None = None) -> Delivered:
+        """`start_pass` from another thread (tests): runs it on the reactor and waits for it."""
         call: Any = blockingCallFromThread  # typeshed cannot express a Deferred result
         result: Delivered = call(self.reactor, self.start_pass, limit)
         return result
