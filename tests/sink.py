@@ -14,6 +14,10 @@ from engine.parsing import parse
 Policy = Callable[[bytes, int], bytes | None]  # (message, how many came before) → ACK or None
 
 
+class Unframed(bytes):
+    """An answer the sink writes as is, without the MLLP envelope."""
+
+
 def ack_for(message: bytes, code: str = "AA", control: str | None = None) -> bytes:
     """An ACK with MSA-1 `code` and MSA-2 the message's MSH-10 (or `control`)."""
     echoed = parse(message)["MSH.10"] if control is None else control
@@ -54,7 +58,8 @@ class Sink:
                     answer = self.policy(message, n)
                     if answer is not None:
                         try:
-                            conn.sendall(frame(answer))
+                            conn.sendall(answer if isinstance(answer, Unframed)
+                                         else frame(answer))
                         except OSError:  # the engine went away (a test killed it)
                             return
 

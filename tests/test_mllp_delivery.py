@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from enginectl import sample_payload
-from sink import Sink, ack_for
+from sink import Sink, Unframed, ack_for
 from sqlalchemy import Engine, insert, select
+from structlog.testing import capture_logs
 from twisted.internet import reactor
 
 from engine.config import Destination
@@ -110,6 +111,25 @@ def test_an_uncorrelated_or_late_ack_never_counts(db: Engine) -> None:
         sink.close()
     assert first.delivered == 0 and "no ACK within 0.3 s" in first.error
     assert sink.received == [_message(1), _message(1)]
+    assert _rows(db) == [("OUT-1", "delivered", 2)]
+
+
+def test_an_unframed_ack_never_counts_and_is_logged(db: Engine) -> None:
+    """A correct ACK written without the MLLP envelope is dropped and logged; the wait times out
+    and the message is resent."""
+    sink = Sink(lambda m, n: Unframed(ack_for(m)) if n == 0 else ack_for(m))
+    try:
+        _queue(db, 1)
+        worker = _worker(db, sink, ack_timeout_s=0.3)
+        with capture_logs() as logs:
+            first = worker.run_pass()
+        _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    assert first.delivered == 0 and first.error == "no ACK within 0.3 s"
+    unframed = [e for e in logs if e["event"] == "delivery.unframed_bytes"]
+    assert unframed and unframed[0]["destination"] == "down" and unframed[0]["bytes"] > 0
     assert _rows(db) == [("OUT-1", "delivered", 2)]
 
 

@@ -2,7 +2,8 @@
 
 `MLLPLink.exchange` sends one framed message and calls back with the downstream's answer to
 it: the first frame that is an ACK (MSH-9.1) whose MSA-2 equals the MSH-10 sent.  Frames that do
-not correlate are logged as `delivery.uncorrelated_ack` and ignored.  No correlated ACK within
+not correlate are logged as `delivery.uncorrelated_ack` and ignored; bytes outside any frame (an
+unframed ACK) as `delivery.unframed_bytes`, and dropped.  No correlated ACK within
 the timeout closes the connection, so a late ACK can never be taken for the next message.  The
 connection is opened lazily, on the first exchange after none is open, and kept between
 messages.  One exchange at a time: the caller (a delivery worker) is sequential.
@@ -75,6 +76,7 @@ class _LinkProtocol(Protocol):
         self.transport.setTcpNoDelay(True)  # one small frame, then wait: no Nagle delay
 
     def dataReceived(self, data: bytes) -> None:
+        junk = self.decoder.junk_bytes
         try:
             frames = self.decoder.feed(data)
         except FrameTooLarge as exc:
@@ -82,13 +84,23 @@ class _LinkProtocol(Protocol):
                         limit=exc.limit)
             self.transport.abortConnection()
             return
+        self._unframed(junk)
         for payload in frames:
             self.link.received(self, payload)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        for payload in self.decoder.eof():
+        junk = self.decoder.junk_bytes
+        frames = self.decoder.eof()
+        self._unframed(junk)
+        for payload in frames:
             self.link.received(self, payload)
         self.link.lost(self)
+
+    def _unframed(self, before: int) -> None:
+        """Bytes outside any MLLP frame (an unframed ACK among them) are dropped and logged."""
+        if self.decoder.junk_bytes != before:
+            log.warning("delivery.unframed_bytes", destination=self.link.name,
+                        bytes=self.decoder.junk_bytes - before)
 
 
 class _LinkFactory(Factory):
