@@ -16,9 +16,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import Config, ConfigError, Database, load_config
+from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
+
+if TYPE_CHECKING:
+    from engine.mllp.blocking import MLLPClient
 
 EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
 
@@ -64,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also print the message body (writes an audit event)")
     show.add_argument("--json", action="store_true")
     refs = sub.add_parser("referrals", parents=[common], help="the referral ledger")
-    refs.add_argument("--status", help="only referrals in this status (e.g. pending)")
+    refs.add_argument("--status", choices=REFERRAL_STATUSES,
+                      help="only referrals in this status")
     refs.add_argument("--overdue", action="store_true",
                       help="only pending/accepted referrals past their deadline to be scheduled")
     refs.add_argument("--json", action="store_true")
@@ -301,25 +306,48 @@ def cmd_send(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         print(f"--to: expected HOST:PORT, got {args.to!r}", file=sys.stderr)
         return EXIT_CONFIG
+    payloads: list[tuple[str, bytes]] = []
+    for name in args.files:  # every file is read before anything is sent
+        try:
+            payloads.append((name, Path(name).read_bytes()))
+        except OSError as exc:
+            print(f"{name}: cannot read ({exc.strerror or type(exc).__name__})", file=sys.stderr)
+    if len(payloads) < len(args.files):
+        return EXIT_CONFIG
+    try:
+        client = MLLPClient(host, int(port), args.timeout)
+    except OSError as exc:
+        print(f"--to {args.to}: cannot connect ({exc.strerror or type(exc).__name__})",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    with client:
+        try:
+            return _send_all(client, payloads, args)
+        except OSError as exc:
+            print(f"{args.to}: connection lost ({exc.strerror or type(exc).__name__})",
+                  file=sys.stderr)
+            return EXIT_NOT_OK
+
+
+def _send_all(client: MLLPClient, payloads: list[tuple[str, bytes]], args: argparse.Namespace) -> int:
+    """Send each file in turn and print its ACKs (MSA-1, MSA-2, ERR-3); 1 if any was not AA/CA."""
     worst = EXIT_OK
-    with MLLPClient(host, int(port), args.timeout) as client:
-        for name in args.files:
-            payload = Path(name).read_bytes()
-            if not args.as_is:
-                payload = payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-            expected = _expected_acks(payload)
-            acks = client.exchange(payload, 1, args.timeout if expected else min(args.timeout, 1.0))
-            if acks and expected > 1 and _ack_fields(acks[0])[0] == "CA":
-                acks += client.receive(1, args.timeout)  # the application ACK follows a CA
-            if not acks:
-                print(f"{name}: no ACK" + (" (MSH-15/16 ask for none)" if not expected
-                                           else f" within {args.timeout:g} s"))
-                worst = worst if not expected else EXIT_NOT_OK
-            for ack in acks:
-                msa1, msa2, err3 = _ack_fields(ack)
-                print(f"{name}: {msa1} {msa2} {err3}".rstrip())
-                if msa1 not in ("AA", "CA"):
-                    worst = EXIT_NOT_OK
+    for name, payload in payloads:
+        if not args.as_is:
+            payload = payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+        expected = _expected_acks(payload)
+        acks = client.exchange(payload, 1, args.timeout if expected else min(args.timeout, 1.0))
+        if acks and expected > 1 and _ack_fields(acks[0])[0] == "CA":
+            acks += client.receive(1, args.timeout)  # the application ACK follows a CA
+        if not acks:
+            print(f"{name}: no ACK" + (" (MSH-15/16 ask for none)" if not expected
+                                       else f" within {args.timeout:g} s"))
+            worst = worst if not expected else EXIT_NOT_OK
+        for ack in acks:
+            msa1, msa2, err3 = _ack_fields(ack)
+            print(f"{name}: {msa1} {msa2} {err3}".rstrip())
+            if msa1 not in ("AA", "CA"):
+                worst = EXIT_NOT_OK
     return worst
 
 

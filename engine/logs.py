@@ -30,11 +30,18 @@ class TeeLogger:
     File lines are buffered (`flush` runs twice a second, at exit, and at once for warnings) and
     written whole, in one `write` on a descriptor opened O_APPEND: several engine processes
     (`workers:`) share the file without ever splitting each other's lines.
+
+    Log rotation: each `flush` checks that `path` still names the open file; once it was renamed
+    or removed (logrotate's default), the path is opened anew and `log.reopened` is its first
+    line (lines still buffered go there too).  Every process does this on its own, so no signal has to reach the workers; with
+    `copytruncate` nothing is needed (O_APPEND writes at the new end).
     """
 
     def __init__(self, file: int | None, console: TextIO | None, level: int,
-                 console_level: int | None = None, worker: int = 0) -> None:
+                 console_level: int | None = None, worker: int = 0,
+                 path: str | None = None) -> None:
         self._file = file
+        self._path = path
         self._pending: list[str] = []
         self._console = console
         self._level = level
@@ -61,13 +68,47 @@ class TeeLogger:
 
     def flush(self) -> None:
         with self._lock:
+            self._follow_path()
             self._write()
+
+    def _follow_path(self) -> None:
+        """After a rotation, open the path anew; what is pending goes to the new file, after a
+        `log.reopened` line."""
+        if self._path is None or self._file is None:
+            return
+        try:
+            now = os.stat(self._path)
+            was = os.fstat(self._file)
+            if (now.st_ino, now.st_dev) == (was.st_ino, was.st_dev):
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            fresh = open_log(self._path)
+        except OSError:
+            return
+        os.close(self._file)
+        self._file = fresh
+        event: dict[str, Any] = {"event": "log.reopened", "level": "info", "file": self._path,
+                                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        if self._worker:
+            event["worker"] = self._worker
+        self._pending.insert(0, self._dumps(event) + "\n")
 
     def _write(self) -> None:
         if self._pending and self._file is not None:
             data, self._pending = "".join(self._pending).encode("utf-8"), []
             with contextlib.suppress(OSError):
                 os.write(self._file, data)
+
+
+def open_log(file: str) -> int:
+    """The log file's descriptor: created 0600 (and its folder), every write appended."""
+    path = Path(file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 def _timestamp(_logger: Any, _name: str,
@@ -84,14 +125,11 @@ def configure_logging(file: str | None, level: str = "info", console: TextIO | N
                       console_level: str | None = None, worker: int = 0) -> None:
     """Send events to `file` (JSON lines, 0600) and to `console` (readable), filtered by level.
     A worker process (`worker` > 0) adds its number to each of its events."""
-    out: int | None = None
-    if file:
-        path = Path(file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = open_log(file) if file else None
     lowest = LEVELS.get(level, 20)
     logger = TeeLogger(out, console, lowest,
-                       LEVELS.get(console_level, 20) if console_level else None, worker)
+                       LEVELS.get(console_level, 20) if console_level else None, worker,
+                       path=file or None)
     _SINKS.append(logger)
     global _SINK
     _SINK = logger

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,23 @@ def test_send_prints_msa1_msa2_err3(running: Engine) -> None:
     lines = [line.split(": ", 1)[1] for line in out.stdout.splitlines()]
     assert lines == ["AA REF-I12-V251", "AR REJ-VERSION-22 203", "CA ENH-AL-AL-V251",
                      "AA ENH-AL-AL-V251", "no ACK (MSH-15/16 ask for none)"]
+
+
+def test_send_reads_every_file_first_and_names_what_it_cannot_do(tmp_path: Path) -> None:
+    """An unreadable file is named and nothing is sent (exit 2); an address that refuses the
+    connection is named too (exit 2): no traceback either way."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'e.db'}")
+    good = str(SAMPLES / "ref_i12_v251.hl7")
+    missing = _cli("send", good, str(tmp_path / "nope.hl7"), "--to", "127.0.0.1:1",
+                   config=config)
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr == f"{tmp_path / 'nope.hl7'}: cannot read (No such file or directory)\n"
+    with socket.socket() as unused:  # bound, never listening: the connection is refused
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        refused = _cli("send", good, "--to", f"127.0.0.1:{port}", config=config)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == f"--to 127.0.0.1:{port}: cannot connect (Connection refused)\n"
 
 
 def test_tail_json_and_filters(running: Engine) -> None:

@@ -1,0 +1,62 @@
+"""The message log file (engine/logs.py): whole JSON lines, and log rotation by rename."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from engine.logs import TeeLogger, open_log
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _logger(path: Path) -> TeeLogger:
+    return TeeLogger(open_log(str(path)), None, 20, path=str(path))
+
+
+def test_lines_are_buffered_until_flush_and_the_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "log" / "engine.log"
+    log = _logger(path)
+    log.msg({"event": "message.stored", "level": "info", "id": 1})
+    assert path.read_text() == ""
+    log.flush()
+    assert _lines(path) == [{"event": "message.stored", "level": "info", "id": 1}]
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_a_rotated_file_is_followed_by_a_new_one(tmp_path: Path) -> None:
+    """logrotate renames the file: at the next flush the path is opened anew; the new file
+    starts with `log.reopened`, then what was still buffered."""
+    path = tmp_path / "engine.log"
+    log = _logger(path)
+    log.msg({"event": "first", "level": "info"})
+    log.flush()
+    log.msg({"event": "pending", "level": "info"})
+    path.rename(tmp_path / "engine.log.1")
+    log.flush()
+    log.msg({"event": "after", "level": "info"})
+    log.flush()
+    assert [e["event"] for e in _lines(tmp_path / "engine.log.1")] == ["first"]
+    assert [e["event"] for e in _lines(path)] == ["log.reopened", "pending", "after"]
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_a_removed_file_is_created_again(tmp_path: Path) -> None:
+    path = tmp_path / "engine.log"
+    log = _logger(path)
+    path.unlink()
+    log.msg({"event": "after", "level": "info"})
+    log.flush()
+    assert [e["event"] for e in _lines(path)] == ["log.reopened", "after"]
+
+
+def test_an_unchanged_file_is_not_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "engine.log"
+    log = _logger(path)
+    for n in range(3):
+        log.msg({"event": "tick", "level": "info", "n": n})
+        log.flush()
+    assert [e["event"] for e in _lines(path)] == ["tick", "tick", "tick"]
