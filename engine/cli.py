@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import Config, ConfigError, Database, load_config
+from engine.errors import CannotListen
 from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
 
 if TYPE_CHECKING:
@@ -130,6 +131,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_OK
+    except Exception as exc:
+        if not _database_error(exc):
+            raise
+        print(f"database: {_reason(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _database_error(exc: Exception) -> bool:
+    """Is it SQLAlchemy's (the database cannot be reached, or the URL is wrong)?  Checked
+    without importing SQLAlchemy, which `--help` and `send` never need."""
+    errors = sys.modules.get("sqlalchemy.exc")
+    return errors is not None and isinstance(exc, errors.SQLAlchemyError)
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's own words (first line; never the URL, which may hold a password)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
 
 
 # --- configuration and database --------------------------------------------------------------
@@ -154,7 +174,11 @@ def _database_only(args: argparse.Namespace) -> tuple[Database, str]:
 def _open(database: Database) -> Any:
     from engine.store.database import open_database
 
-    return open_database(database.url, database.sqlite_synchronous)
+    try:
+        return open_database(database.url, database.sqlite_synchronous)
+    except OSError as exc:  # the SQLite file's folder cannot be made
+        raise ConfigError([f"database: cannot open {exc.filename or database.url} "
+                           f"({exc.strerror or type(exc).__name__})"]) from exc
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -202,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
-    from engine.logs import configure_logging, flush_logs
+    from engine.logs import configure_logging, emit, flush_logs
     from engine.service import make_service
 
     config = _config(args)
@@ -220,15 +244,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     flusher = LoopingCall(flush_logs)
     flusher.clock = r
     r.callWhenRunning(flusher.start, 0.5, now=False)
-    r.callWhenRunning(top.startService)
+    exit_code = [EXIT_OK]
     sweeper = LoopingCall(_sweep_in_thread, r, db, _event_router(config))
     sweeper.clock = r
-    r.callWhenRunning(sweeper.start, 86400, now=True)  # at start, then daily
+
+    def start() -> None:
+        try:
+            top.startService()
+        except CannotListen as exc:  # a port in use: say so and stop, do not run half deaf
+            print(exc, file=sys.stderr)
+            emit("error", "mllp.listen_failed", {"channel": exc.channel, "host": exc.host,
+                                                 "port": exc.port, "error": exc.reason})
+            exit_code[0] = EXIT_CONFIG
+            _stop(r)
+            return
+        sweeper.start(86400, now=True)  # at start, then daily
+
+    r.callWhenRunning(start)
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
     _stop_on_signals(r)
     r.run(installSignalHandlers=False)
     db.dispose()
-    return EXIT_OK
+    return exit_code[0]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -262,18 +299,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stop(reactor: Any) -> None:
+    """Stop the reactor once (the writer drains first)."""
+    if reactor.running and not getattr(reactor, "_stopping", False):
+        reactor._stopping = True
+        reactor.stop()
+
+
 def _stop_on_signals(reactor: Any) -> None:
     """SIGTERM and SIGINT stop the reactor once (the writer drains first); a second signal, as
     `make` and a terminal both send, is not an error."""
     import signal
 
-    def stop() -> None:
-        if reactor.running and not getattr(reactor, "_stopping", False):
-            reactor._stopping = True
-            reactor.stop()
-
     def handler(_signum: int, _frame: Any) -> None:
-        reactor.callFromThread(stop)
+        reactor.callFromThread(_stop, reactor)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

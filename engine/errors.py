@@ -70,6 +70,17 @@ class EngineError(Exception):
     """Root of every error the engine raises on purpose."""
 
 
+class CannotListen(EngineError):
+    """A channel's listener could not bind its address (in use, not ours, no permission)."""
+
+    def __init__(self, channel: str, host: str, port: int, reason: str) -> None:
+        super().__init__(f"channel {channel}: cannot listen on {host}:{port} ({reason})")
+        self.channel = channel
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+
 class HL7Error(EngineError):
     """A condition answered with an ERR segment.  Subclasses fix `code` and `disposition`."""
 

@@ -16,9 +16,11 @@ import structlog
 from sqlalchemy import Engine
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 
 from engine.ack import AckBuilder
 from engine.config import Channel, Config, Destination
+from engine.errors import CannotListen
 from engine.logs import emit
 from engine.mllp.server import Handler, MLLPServerFactory
 from engine.pipeline import Job, Pipeline, Result, failed
@@ -62,8 +64,13 @@ class ListenerService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self.listening = self.reactor.listenTCP(self.channel.port, self.factory,
-                                                interface=self.channel.host)
+        try:
+            self.listening = self.reactor.listenTCP(self.channel.port, self.factory,
+                                                    interface=self.channel.host)
+        except CannotListenError as exc:
+            error = exc.socketError
+            raise CannotListen(self.channel.name, self.channel.host, self.channel.port,
+                               getattr(error, "strerror", None) or str(error)) from exc
         self.port = self.listening.getHost().port
         log.info("mllp.listening", channel=self.channel.name, host=self.channel.host,
                  port=self.port)

@@ -4,6 +4,7 @@ process's acceptors and worker pool, and a worker's end of its socket pair."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from twisted.application import service
 from twisted.internet.threads import deferToThreadPool
 
 from engine.config import Channel
+from engine.errors import CannotListen
 from engine.workers import (
     CLOSED,
     Acceptor,
@@ -42,7 +44,12 @@ class AcceptorService(service.Service):
 
     def startService(self) -> None:  # noqa: N802 - Twisted's interface
         super().startService()
-        sock = listening_socket(self.channel.host, self.channel.port)
+        try:
+            sock = listening_socket(self.channel.host, self.channel.port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise CannotListen(self.channel.name, self.channel.host, self.channel.port,
+                               reason) from exc
         self.port = int(sock.getsockname()[1])
         self.acceptor = Acceptor(
             self.reactor, sock, self.channel.name, self.channel.limits.max_connections,

@@ -57,6 +57,40 @@ def test_send_reads_every_file_first_and_names_what_it_cannot_do(tmp_path: Path)
     assert refused.stderr == f"--to 127.0.0.1:{port}: cannot connect (Connection refused)\n"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_on_a_port_in_use_says_so_and_exits_2(tmp_path: Path, workers: int) -> None:
+    """A channel that cannot listen stops the engine at once (exit 2, the channel and address
+    named) instead of running without it; no worker is left behind."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, f"sqlite:///{tmp_path / 'e.db'}",
+                              top={"workers": workers}, listen={"host": "127.0.0.1",
+                                                                "port": port})
+        out = subprocess.run([sys.executable, "-m", "engine", "run", "--config", str(config)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == (
+        f"channel referrals: cannot listen on 127.0.0.1:{port} (Address already in use)")
+    events = [json.loads(line)["event"] for line in (tmp_path / "engine.log").read_text()
+              .splitlines()]
+    assert "mllp.listen_failed" in events and "mllp.listening" not in events
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("postgresql+psycopg://nobody:secret@127.0.0.1:1/x", "database: connection failed: "),
+    ("bogus://x", "database: Can't load plugin: sqlalchemy.dialects:bogus"),
+])
+def test_a_database_that_cannot_be_opened_is_named_not_a_traceback(tmp_path: Path, url: str,
+                                                                   said: str) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'e.db'}")
+    out = subprocess.run([sys.executable, "-m", "engine", "tail", "--config", str(config),
+                          "--database", url], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr.startswith(said) and out.stderr.count("\n") == 1
+    assert "secret" not in out.stderr
+
+
 def test_tail_json_and_filters(running: Engine) -> None:
     """`tail --json` prints one object per stored message, filterable by status and type."""
     files = [str(SAMPLES / n) for n in ("ref_i12_v251.hl7", "reject_version.hl7")]
