@@ -132,7 +132,7 @@ def test_queue_commands_from_the_cli(tmp_path: Path, sqlite_url: str) -> None:
     assert unknown.returncode == 1 and "no destination 'nowhere'" in unknown.stderr
 
 
-def test_sigkill_mid_delivery_resumes_at_least_once(tmp_path: Path, sqlite_url: str) -> None:
+def test_sigkill_mid_delivery_resumes_at_least_once(tmp_path: Path, db_url: str) -> None:
     """Engine killed with SIGKILL while delivering: after restart delivery resumes in order; the
     downstream sees every message, each once except at most the one in flight."""
     from collections import Counter
@@ -144,7 +144,7 @@ def test_sigkill_mid_delivery_resumes_at_least_once(tmp_path: Path, sqlite_url: 
         return ack_for(message)
 
     sink = Sink(slow)
-    config = write_config(tmp_path, sqlite_url, top={
+    config = write_config(tmp_path, db_url, top={
         "destinations": [{"name": "down", "type": "mllp", "host": "127.0.0.1",
                           "port": sink.port, "ack_timeout_s": 5}],
         "routes": [{"name": "all", "from": "referrals", "to": ["down"]}]})
