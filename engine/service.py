@@ -162,7 +162,9 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     the connections handed to it and runs no delivery."""
     builders = {ch.name: AckBuilder(ch.ack.application, ch.ack.facility) for ch in config.channels}
     shared = config.workers > 1
-    pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=shared))
+    # Other processes (`workers:`) or other engines on the same database may write: batches
+    # take turns (PostgreSQL's advisory lock costs one statement per batch).
+    pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True))
     pipeline.route(config.routes)
     pipeline.order_by(config.destinations)
     pipeline.answer_from(config.channels)

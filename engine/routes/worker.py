@@ -37,7 +37,7 @@ from engine.routes import operator
 from engine.routes.ordering import WHOLE, Holds, Lane
 from engine.store import sql
 from engine.store.database import open_database
-from engine.store.lock import WriteLock
+from engine.store.lock import DestinationLease, WriteLock
 from engine.store.schema import outbound
 
 log = structlog.get_logger("engine.delivery")
@@ -97,12 +97,16 @@ class QueueWorker:
         self.holds = Holds(per_key=bool(dest.order_key))
         self._conn: Connection | None = None  # kept between attempts: no pool round trip each
         self._lock: WriteLock | None = None  # SQLite: wait for the ingest writer in the kernel
+        self._lease: DestinationLease | None = None  # this engine delivers the destination
+        self._standby = False  # another engine does (logged once)
 
     def send(self, row_id: int, payload: bytes) -> Outcome:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release what the worker keeps open between passes (not during one)."""
+        """Release what the worker keeps open between passes (not during one), the lease too."""
+        if self._lease is not None:
+            self._lease.release(self._conn)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -161,13 +165,31 @@ class QueueWorker:
         return Delivered(self.dest.name, delivered, error, dead)
 
     def _running(self) -> bool:
-        """Not paused; a pending `retry` request forgets every backoff."""
+        """This engine holds the destination's lease and it is not paused; a pending `retry`
+        request forgets every backoff."""
         conn = self._connection()
+        if not self._leased(conn):
+            return False
         with conn.begin():
             paused, _ = operator.state(conn, self.dest.name)
             if not paused and operator.take_retry(conn, self.dest.name):
                 self.holds.forget_waits()
         return not paused
+
+    def _leased(self, conn: Connection) -> bool:
+        """Take the destination's lease, or stand by while another engine holds it."""
+        if self._lease is None:
+            self._lease = DestinationLease(self.db, self.dest.name)
+        if self._lease.held:
+            return True
+        if not self._lease.hold(conn):
+            if not self._standby:
+                log.info("delivery.standby", destination=self.dest.name)
+                self._standby = True
+            return False
+        log.info("delivery.lease_taken", destination=self.dest.name)
+        self._standby = False
+        return True
 
     def _queued(self, limit: int, waiting: Sequence[str]) -> list[Queued]:
         q = select(outbound.c.id, outbound.c.payload, outbound.c.attempts, outbound.c.message_id,
