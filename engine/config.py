@@ -6,6 +6,7 @@ reported at once; unknown keys are errors; a half-valid configuration never star
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from engine.ledger.lifecycle import EVENT_NAMES
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
 from engine.routes.filters import When, check_path, parse_when
 from engine.routes.transforms import Step, parse_transform
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
 DEFAULT_DATABASE = "sqlite:///var/engine.db"
@@ -73,6 +76,19 @@ class Channel:
     limits: Limits = Limits()
     tolerate_missing_cr: bool = True
     rules: MappingRules = MappingRules()
+    allow: tuple[IPNetwork, ...] = ()  # `listen.allow`: the peers it takes; empty: any
+
+    def allows(self, host: str) -> bool:
+        """May a peer at this address connect?  (IPv4 seen as IPv6-mapped counts as IPv4.)"""
+        if not self.allow:
+            return True
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allow)
 
     def accepts_type(self, msg_type: str) -> bool:
         return any(t == msg_type for t, _ in self.accept)
@@ -225,7 +241,7 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
     name = r.string(m.get("name"), f"{path}.name")
     if "listen" not in m:
         r.problem(f"{path}.listen", "required (listen: {host: 0.0.0.0, port: 2575})")
-    listen = r.mapping(m.get("listen"), f"{path}.listen", {"host", "port"})
+    listen = r.mapping(m.get("listen"), f"{path}.listen", {"host", "port", "allow"})
     host = r.string(listen.get("host"), f"{path}.listen.host", "0.0.0.0")
     if "port" not in listen and "listen" in m:
         r.problem(f"{path}.listen.port", "required, expected 1-65535 (0 picks a free port)")
@@ -250,6 +266,7 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
                  d.max_queued_frames, 1, 100000),
     )
     framing = r.mapping(m.get("framing"), f"{path}.framing", {"tolerate_missing_cr"})
+    allow = _networks(listen.get("allow"), f"{path}.listen.allow", r)
     versions = r.strings(m.get("versions"), f"{path}.versions", DEFAULT_VERSIONS)
     for i, v in enumerate(versions):
         if not re.fullmatch(r"2\.\d+(\.\d+)?", v):
@@ -266,7 +283,20 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
         tolerate_missing_cr=r.boolean(framing.get("tolerate_missing_cr"),
                                       f"{path}.framing.tolerate_missing_cr", True),
         rules=_rules(m.get("ledger"), f"{path}.ledger", r),
+        allow=allow,
     )
+
+
+def _networks(raw: Any, path: str, r: _Reader) -> tuple[IPNetwork, ...]:
+    """`listen.allow`: addresses and networks (`10.1.2.3`, `10.0.0.0/8`, `fd00::/8`)."""
+    out: list[IPNetwork] = []
+    for i, text in enumerate(r.strings(raw, path, ())):
+        try:
+            out.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            r.problem(f"{path}[{i}]", f"expected an IP address or network like 10.0.0.0/8, "
+                                      f"got {text!r}")
+    return tuple(out)
 
 
 def _ack(m: dict[str, Any], path: str, r: _Reader) -> AckConfig:

@@ -208,7 +208,7 @@ def test_unknown_keys_at_every_level() -> None:
     }) == [
         f"colour: unknown key (expected one of: {KEYS_TOP})",
         f"channels[0].extra: unknown key (expected one of: {KEYS_CHANNEL})",
-        "channels[0].listen.tls: unknown key (expected one of: host, port)",
+        "channels[0].listen.tls: unknown key (expected one of: allow, host, port)",
         "channels[0].ack.app: unknown key (expected one of: application, destination, facility, "
             "mode, timeout_s)",
         f"channels[0].limits.max_frames: unknown key (expected one of: {KEYS_LIMITS})",
@@ -572,3 +572,17 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
         "processes: 2 (the main one accepts and delivers, 1 ingests)",
         f"{path}: OK (1 channel(s), database sqlite:///var/engine.db)",
     ]
+
+
+def test_listen_allow_takes_addresses_and_networks() -> None:
+    """`listen.allow` entries are IP addresses or networks; a bad one is named by its path."""
+    ch = parse_config({"channels": [{"name": "c", "listen": {
+        "port": 2575, "allow": ["10.0.0.0/8", "192.168.1.20", "fd00::/8"]},
+        "accept": ["REF^I12"]}]}).channels[0]
+    assert [str(n) for n in ch.allow] == ["10.0.0.0/8", "192.168.1.20/32", "fd00::/8"]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"channels": [{"name": "c", "listen": {"port": 2575, "allow": [
+            "10.0.0.0/8", "clinic-lan"]}, "accept": ["REF^I12"]}]})
+    assert info.value.problems == [
+        "channels[0].listen.allow[1]: expected an IP address or network like 10.0.0.0/8, got "
+        "'clinic-lan'"]

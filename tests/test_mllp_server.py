@@ -7,6 +7,7 @@ observable step by step.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -70,13 +71,15 @@ class FakeHandler:
         return [c.payload for c in self.calls]
 
 
-def channel(tolerate_missing_cr: bool = True, **limits: Any) -> Channel:
+def channel(tolerate_missing_cr: bool = True, allow: tuple[str, ...] = (),
+            **limits: Any) -> Channel:
     """A test channel; `limits` override small, test-friendly defaults."""
     values: dict[str, Any] = dict(max_frame_bytes=1024, idle_timeout_s=30.0, max_connections=2,
                                   max_queued_frames=4)
     values.update(limits)
     return Channel(name="test", host="127.0.0.1", port=0, accept=frozenset({("REF", "I12")}),
-                   limits=Limits(**values), tolerate_missing_cr=tolerate_missing_cr)
+                   limits=Limits(**values), tolerate_missing_cr=tolerate_missing_cr,
+                   allow=tuple(ipaddress.ip_network(a) for a in allow))
 
 
 def connect(factory: MLLPServerFactory, handler: FakeHandler | None = None,
@@ -392,6 +395,32 @@ def test_zero_idle_timeout_means_none(logs: Logs, clock: task.Clock,
     assert clock.getDelayedCalls() == []
     clock.advance(86400)
     assert not transport.disconnecting
+
+
+# --- allow-list ---------------------------------------------------------------------------
+
+
+def test_a_peer_outside_the_allow_list_is_refused_and_logged(
+        handler: FakeHandler, clock: task.Clock, logs: Logs) -> None:
+    """`listen.allow: [192.168.0.0/16, 10.1.2.3]`: 10.1.2.3 gets in, 10.9.9.9 is closed at once,
+    logged, and never counted."""
+    factory = MLLPServerFactory(channel(allow=("192.168.0.0/16", "10.1.2.3/32")), handler, clock)
+    _, inside = connect(factory, handler)
+    outsider = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.9", 40009))
+    factory.buildProtocol(None).makeConnection(outsider)
+    assert not inside.disconnecting and outsider.disconnecting
+    assert factory.connections == 1
+    assert events(logs, "mllp.connection_refused") == [{
+        "event": "mllp.connection_refused", "log_level": "warning", "channel": "test",
+        "peer": "10.9.9.9:40009", "reason": "not_allowed"}]
+
+
+def test_allow_list_matching() -> None:
+    """IPv4 seen as IPv6-mapped counts as IPv4; an empty list lets anyone in."""
+    ch = channel(allow=("10.0.0.0/8", "fd00::/8"))
+    assert ch.allows("10.200.1.1") and ch.allows("::ffff:10.1.1.1") and ch.allows("fd00::5")
+    assert not ch.allows("11.0.0.1") and not ch.allows("::1") and not ch.allows("unix")
+    assert channel().allows("203.0.113.7")
 
 
 # --- connection limit -----------------------------------------------------------------------

@@ -221,3 +221,30 @@ def test_workers_default_to_two_with_destinations_and_one_without() -> None:
     assert parse_config({"channels": channels, **routed}).workers == 2
     assert parse_config({"channels": channels, "workers": 1, **routed}).workers == 1
     assert parse_config({"channels": channels, "workers": 3}).workers == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_listen_allow_refuses_other_peers_over_tcp(tmp_path: Path, sqlite_url: str,
+                                                   workers: int) -> None:
+    """A channel whose `listen.allow` leaves out 127.0.0.1 closes a loopback connection at once
+    (no ACK, nothing stored) and logs it; allowing 127.0.0.0/8 lets the same message in."""
+    (tmp_path / "shut").mkdir()
+    shut = Engine(write_config(tmp_path / "shut", sqlite_url, top={"workers": workers},
+                               listen={"host": "127.0.0.1", "port": 0,
+                                       "allow": ["10.0.0.0/8"]})).start()
+    try:
+        with MLLPClient("127.0.0.1", shut.port, timeout=5) as client:
+            assert client.exchange(_message(1)[1], 1, 2.0) == [] and client.closed
+        assert shut.wait_for("mllp.connection_refused")[0]["reason"] == "not_allowed"
+    finally:
+        shut.stop()
+    (tmp_path / "open").mkdir()
+    open_ = Engine(write_config(tmp_path / "open", sqlite_url, top={"workers": workers},
+                                listen={"host": "127.0.0.1", "port": 0,
+                                        "allow": ["127.0.0.0/8"]})).start()
+    try:
+        with MLLPClient("127.0.0.1", open_.port, timeout=5) as client:
+            (ack,) = client.exchange(_message(1)[1])
+        assert parse(ack)["MSA.1"] == "AA"
+    finally:
+        open_.stop()

@@ -3,8 +3,8 @@
 Per connection, frames are handed to the handler strictly one at a time, in arrival order, and each
 frame's ACKs are written before the next frame is handed over.  Frames that arrive while one is in
 work wait in a bounded queue; past `max_queued_frames` the connection stops reading (back-pressure)
-until the queue drains.  Abuse (an oversized frame, too many connections) goes to one policy: log
-and drop the connection.  An idle connection is closed after `idle_timeout_s`.
+until the queue drains.  Abuse (an oversized frame, too many connections, a peer outside the
+channel's `listen.allow`) goes to one policy: log and drop the connection.  An idle connection is closed after `idle_timeout_s`.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         self.peer = peer_text(self.transport.getPeer())
         self.log = self.factory.log.bind(peer=self.peer)
+        if not self.channel.allows(str(getattr(self.transport.getPeer(), "host", ""))):
+            self.log.warning("mllp.connection_refused", reason="not_allowed")
+            self.transport.loseConnection()
+            return
         if self.factory.connections >= self.channel.limits.max_connections:
             self.log.warning("mllp.connection_refused", reason="max_connections",
                              limit=self.channel.limits.max_connections)
