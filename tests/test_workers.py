@@ -223,25 +223,27 @@ def test_workers_default_to_two_with_destinations_and_one_without() -> None:
     assert parse_config({"channels": channels, "workers": 3}).workers == 3
 
 
+def _allowing(tmp_path: Path, sqlite_url: str, workers: int, allow: str) -> Engine:
+    """An engine on loopback whose channel lets only `allow` connect."""
+    directory = tmp_path / allow.replace("/", "_")
+    directory.mkdir()
+    return Engine(write_config(directory, sqlite_url, top={"workers": workers},
+                               listen={"host": "127.0.0.1", "port": 0, "allow": [allow]})).start()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_listen_allow_refuses_other_peers_over_tcp(tmp_path: Path, sqlite_url: str,
                                                    workers: int) -> None:
     """A channel whose `listen.allow` leaves out 127.0.0.1 closes a loopback connection at once
     (no ACK, nothing stored) and logs it; allowing 127.0.0.0/8 lets the same message in."""
-    (tmp_path / "shut").mkdir()
-    shut = Engine(write_config(tmp_path / "shut", sqlite_url, top={"workers": workers},
-                               listen={"host": "127.0.0.1", "port": 0,
-                                       "allow": ["10.0.0.0/8"]})).start()
+    shut = _allowing(tmp_path, sqlite_url, workers, "10.0.0.0/8")
     try:
         with MLLPClient("127.0.0.1", shut.port, timeout=5) as client:
             assert client.exchange(_message(1)[1], 1, 2.0) == [] and client.closed
         assert shut.wait_for("mllp.connection_refused")[0]["reason"] == "not_allowed"
     finally:
         shut.stop()
-    (tmp_path / "open").mkdir()
-    open_ = Engine(write_config(tmp_path / "open", sqlite_url, top={"workers": workers},
-                                listen={"host": "127.0.0.1", "port": 0,
-                                        "allow": ["127.0.0.0/8"]})).start()
+    open_ = _allowing(tmp_path, sqlite_url, workers, "127.0.0.0/8")
     try:
         with MLLPClient("127.0.0.1", open_.port, timeout=5) as client:
             (ack,) = client.exchange(_message(1)[1])
