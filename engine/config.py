@@ -20,6 +20,7 @@ from engine.ledger.lifecycle import EVENT_NAMES
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
 from engine.routes.filters import When, check_path, parse_when
 from engine.routes.transforms import Step, parse_transform
+from engine.tls import ClientTLS, ListenTLS, TLSFileError, client_options, server_options
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -77,6 +78,7 @@ class Channel:
     tolerate_missing_cr: bool = True
     rules: MappingRules = MappingRules()
     allow: tuple[IPNetwork, ...] = ()  # `listen.allow`: the peers it takes; empty: any
+    tls: ListenTLS | None = None  # `listen.tls`: TLS (mutual with a client_ca); None: plain TCP
 
     def allows(self, host: str) -> bool:
         """May a peer at this address connect?  (IPv4 seen as IPv6-mapped counts as IPv4.)"""
@@ -125,6 +127,7 @@ class Destination:
     retry_initial_s: float = 1.0  # exponential backoff with jitter, capped at retry_max_s
     retry_max_s: float = 300.0
     order_key: str = ""  # `order: {per_key: PATH}`: the HL7 path; "" is `order: strict`
+    tls: ClientTLS | None = None  # mllp: TLS to the downstream; None: plain TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +244,7 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
     name = r.string(m.get("name"), f"{path}.name")
     if "listen" not in m:
         r.problem(f"{path}.listen", "required (listen: {host: 0.0.0.0, port: 2575})")
-    listen = r.mapping(m.get("listen"), f"{path}.listen", {"host", "port", "allow"})
+    listen = r.mapping(m.get("listen"), f"{path}.listen", {"host", "port", "allow", "tls"})
     host = r.string(listen.get("host"), f"{path}.listen.host", "0.0.0.0")
     if "port" not in listen and "listen" in m:
         r.problem(f"{path}.listen.port", "required, expected 1-65535 (0 picks a free port)")
@@ -267,6 +270,7 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
     )
     framing = r.mapping(m.get("framing"), f"{path}.framing", {"tolerate_missing_cr"})
     allow = _networks(listen.get("allow"), f"{path}.listen.allow", r)
+    tls = _listen_tls(listen.get("tls"), f"{path}.listen.tls", r)
     versions = r.strings(m.get("versions"), f"{path}.versions", DEFAULT_VERSIONS)
     for i, v in enumerate(versions):
         if not re.fullmatch(r"2\.\d+(\.\d+)?", v):
@@ -284,7 +288,44 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
                                       f"{path}.framing.tolerate_missing_cr", True),
         rules=_rules(m.get("ledger"), f"{path}.ledger", r),
         allow=allow,
+        tls=tls,
     )
+
+
+def _listen_tls(raw: Any, path: str, r: _Reader) -> ListenTLS | None:
+    """`listen.tls: {cert, key, client_ca}`: files read and checked now (engine/tls.py)."""
+    if raw is None:
+        return None
+    m = r.mapping(raw, path, {"cert", "key", "client_ca"})
+    for key in ("cert", "key"):
+        if m.get(key) is None:
+            r.problem(f"{path}.{key}", "required: a PEM file")
+    tls = ListenTLS(r.string(m.get("cert"), f"{path}.cert", ""),
+                    r.string(m.get("key"), f"{path}.key", ""),
+                    r.string(m.get("client_ca"), f"{path}.client_ca", ""))
+    if tls.cert and tls.key:
+        try:
+            server_options(tls)
+        except TLSFileError as exc:
+            r.problem(path, str(exc))
+    return tls
+
+
+def _client_tls(raw: Any, path: str, host: str, r: _Reader) -> ClientTLS | None:
+    """A destination's `tls: {ca, cert, key, server_name}` (`{}`: the system's trust store)."""
+    if raw is None:
+        return None
+    m = r.mapping(raw, path, {"ca", "cert", "key", "server_name"})
+    tls = ClientTLS(*(r.string(m.get(k), f"{path}.{k}", "") for k in ("ca", "cert", "key",
+                                                                      "server_name")))
+    if bool(tls.cert) != bool(tls.key):
+        r.problem(path, "cert and key go together (a client certificate and its key)")
+    elif host:
+        try:
+            client_options(tls, host)
+        except TLSFileError as exc:
+            r.problem(path, str(exc))
+    return tls
 
 
 def _networks(raw: Any, path: str, r: _Reader) -> tuple[IPNetwork, ...]:
@@ -418,7 +459,7 @@ def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:
     for i, item in enumerate(raw):
         path = f"destinations[{i}]"
         m = r.mapping(item, path, {"name", "type", "directory", "max_attempts", "host", "port",
-                                   "ack_timeout_s", "retry", "order"})
+                                   "ack_timeout_s", "retry", "order", "tls"})
         name = r.string(m.get("name"), f"{path}.name")
         kind = r.string(m.get("type"), f"{path}.type", "file")
         if any(d.name == name for d in out):
@@ -427,14 +468,18 @@ def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:
         attempts = r.number(retry.get("max_attempts", m.get("max_attempts")),
                             f"{path}.retry.max_attempts", 20, 1, 100000)
         order_key = _order(m.get("order"), f"{path}.order", r)
+        if kind == "file" and "tls" in m:
+            r.problem(f"{path}.tls", "only for mllp destinations")
         if kind == "file":  # a failed write is retried twice a second
             out.append(Destination(name, kind, r.string(m.get("directory"), f"{path}.directory"),
                                    attempts, retry_initial_s=0.5, retry_max_s=0.5,
                                    order_key=order_key))
         elif kind == "mllp":
+            host = r.string(m.get("host"), f"{path}.host")
             out.append(Destination(
                 name, kind, max_attempts=attempts, order_key=order_key,
-                host=r.string(m.get("host"), f"{path}.host"),
+                tls=_client_tls(m.get("tls"), f"{path}.tls", host, r),
+                host=host,
                 port=r.number(m.get("port"), f"{path}.port", 0, 1, 65535),
                 ack_timeout_s=float(r.number(m.get("ack_timeout_s"), f"{path}.ack_timeout_s",
                                              30.0, 0.01, 3600, integer=False)),

@@ -201,14 +201,14 @@ def test_unknown_keys_at_every_level() -> None:
     """Unknown keys at top, channel, listen, ack, limits, framing, log and database levels."""
     assert problems({
         "colour": 1,
-        "channels": [channel(extra=1, listen={"port": 2575, "tls": True}, ack={"app": "X"},
+        "channels": [channel(extra=1, listen={"port": 2575, "ssl": True}, ack={"app": "X"},
                              limits={"max_frames": 3}, framing={"lenient": True})],
         "log": {"lvl": 1},
         "database": {"uri": "x"},
     }) == [
         f"colour: unknown key (expected one of: {KEYS_TOP})",
         f"channels[0].extra: unknown key (expected one of: {KEYS_CHANNEL})",
-        "channels[0].listen.tls: unknown key (expected one of: allow, host, port)",
+        "channels[0].listen.ssl: unknown key (expected one of: allow, host, port, tls)",
         "channels[0].ack.app: unknown key (expected one of: application, destination, facility, "
             "mode, timeout_s)",
         f"channels[0].limits.max_frames: unknown key (expected one of: {KEYS_LIMITS})",
@@ -586,3 +586,34 @@ def test_listen_allow_takes_addresses_and_networks() -> None:
     assert info.value.problems == [
         "channels[0].listen.allow[1]: expected an IP address or network like 10.0.0.0/8, got "
         "'clinic-lan'"]
+
+
+def test_tls_settings_are_read_and_checked_at_load(tmp_path: Path) -> None:
+    """`listen.tls` and a destination's `tls` name PEM files that are read when the
+    configuration loads: a missing or mismatched file is a problem with its YAML path."""
+    from certs import make_pki
+
+    pki = make_pki(tmp_path)
+    good = parse_config({
+        "channels": [{"name": "c", "listen": {"port": 2575, "tls": {
+            "cert": str(pki.server_cert), "key": str(pki.server_key),
+            "client_ca": str(pki.ca)}}, "accept": ["REF^I12"]}],
+        "destinations": [{"name": "d", "type": "mllp", "host": "127.0.0.1", "port": 6661,
+                          "tls": {"ca": str(pki.ca), "cert": str(pki.client_cert),
+                                  "key": str(pki.client_key)}}]})
+    assert good.channels[0].tls is not None and good.channels[0].tls.client_ca == str(pki.ca)
+    assert good.destinations[0].tls is not None and good.destinations[0].tls.ca == str(pki.ca)
+    assert problems({
+        "channels": [{"name": "c", "listen": {"port": 2575, "tls": {
+            "cert": str(pki.server_cert), "key": str(pki.client_key)}}, "accept": ["REF^I12"]},
+            {"name": "e", "listen": {"port": 2576, "tls": {"cert": str(tmp_path / "no.pem")}},
+             "accept": ["REF^I12"]}],
+        "destinations": [
+            {"name": "d", "type": "mllp", "host": "h", "port": 1, "tls": {"cert": "x"}},
+            {"name": "f", "type": "file", "directory": "out", "tls": {}}]}) == [
+        f"channels[0].listen.tls: {pki.client_key} does not match the certificate in "
+        f"{pki.server_cert}",
+        "channels[1].listen.tls.key: required: a PEM file",
+        "destinations[0].tls: cert and key go together (a client certificate and its key)",
+        "destinations[1].tls: only for mllp destinations",
+    ]
