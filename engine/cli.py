@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from engine.errors import CannotListen
 from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
 
 if TYPE_CHECKING:
+    import ssl
+
     from engine.mllp.blocking import MLLPClient
 
 EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
@@ -56,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds to wait for each ACK (default: %(default)s)")
     send.add_argument("--as-is", action="store_true",
                       help="send the bytes unchanged (default: LF and CRLF become CR)")
+    send.add_argument("--tls", action="store_true",
+                      help="connect with TLS, trusting the system's certificate authorities")
+    send.add_argument("--ca", metavar="PATH",
+                      help="trust this CA certificate (PEM) instead of the system's; implies --tls")
+    send.add_argument("--cert", metavar="PATH",
+                      help="present this client certificate (PEM, leaf first) for mutual TLS; "
+                           "needs --key; implies --tls")
+    send.add_argument("--key", metavar="PATH",
+                      help="the private key (PEM, not encrypted) of --cert")
+    send.add_argument("--server-name", metavar="NAME",
+                      help="the name the server's certificate must carry (default: the --to "
+                           "host); implies --tls")
     tail = sub.add_parser("tail", parents=[common], help="the message log, newest last")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new messages")
     tail.add_argument("-n", "--lines", type=int, default=20, metavar="N")
@@ -339,6 +354,8 @@ def _sweep_in_thread(reactor: Any, db: Any, router: Any) -> Any:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    import ssl
+
     from engine.mllp.blocking import MLLPClient
 
     host, _, port = args.to.rpartition(":")
@@ -353,8 +370,12 @@ def cmd_send(args: argparse.Namespace) -> int:
             print(f"{name}: cannot read ({exc.strerror or type(exc).__name__})", file=sys.stderr)
     if len(payloads) < len(args.files):
         return EXIT_CONFIG
+    context = _tls_context(args)
     try:
-        client = MLLPClient(host, int(port), args.timeout)
+        client = MLLPClient(host, int(port), args.timeout, context, args.server_name)
+    except ssl.SSLError as exc:
+        print(f"--to {args.to}: TLS handshake failed ({_ssl_reason(exc)})", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         print(f"--to {args.to}: cannot connect ({exc.strerror or type(exc).__name__})",
               file=sys.stderr)
@@ -362,10 +383,89 @@ def cmd_send(args: argparse.Namespace) -> int:
     with client:
         try:
             return _send_all(client, payloads, args)
+        except ssl.SSLError as exc:
+            if not client.frames:  # TLS 1.3: a refused client certificate shows on first read
+                print(f"--to {args.to}: TLS handshake failed ({_ssl_reason(exc)})",
+                      file=sys.stderr)
+                return EXIT_CONFIG
+            print(f"{args.to}: connection lost (TLS: {_ssl_reason(exc)})", file=sys.stderr)
+            return EXIT_NOT_OK
         except OSError as exc:
             print(f"{args.to}: connection lost ({exc.strerror or type(exc).__name__})",
                   file=sys.stderr)
             return EXIT_NOT_OK
+
+
+class _EncryptedKey(Exception):
+    """--key asks for a passphrase: `send` never prompts for one."""
+
+
+def _no_passphrase() -> str:
+    raise _EncryptedKey
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """`send`'s TLS: None without any TLS option.  The server's certificate must chain to
+    --ca (or a system CA) and name --server-name (or the --to host).  A file that will not do
+    is a ConfigError naming the option and the file."""
+    import ssl
+
+    if not (args.tls or args.ca or args.cert or args.key or args.server_name):
+        return None
+    if bool(args.cert) != bool(args.key):
+        raise ConfigError(["--cert needs --key" if args.cert else "--key needs --cert"])
+    for option, path in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.key)):
+        if path:
+            _check_pem(option, path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    if args.ca:
+        _load_certificates(context, "--ca", args.ca, "CA certificate")
+    else:
+        context.load_default_certs()
+    if args.cert:
+        _load_certificates(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), "--cert", args.cert,
+                           "certificate")
+        try:
+            context.load_cert_chain(args.cert, args.key, password=_no_passphrase)
+        except _EncryptedKey:
+            raise ConfigError([f"--key {args.key}: encrypted (give an unencrypted key)"]) from None
+        except ssl.SSLError as exc:
+            raise ConfigError([f"--key {args.key}: does not match the certificate in --cert"
+                               if exc.reason == "KEY_VALUES_MISMATCH"
+                               else f"--key {args.key}: not a valid private key"]) from None
+    return context
+
+
+def _check_pem(option: str, path: str) -> None:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{option} {path}: cannot read "
+                           f"({exc.strerror or type(exc).__name__})"]) from None
+    if b"-----BEGIN " not in data:
+        raise ConfigError([f"{option} {path}: not a PEM file"])
+
+
+def _load_certificates(context: ssl.SSLContext, option: str, path: str, what: str) -> None:
+    import ssl
+
+    try:
+        context.load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise ConfigError([f"{option} {path}: not a valid {what}"]) from None
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's words without their codes: "[SSL: X] certificate verify failed: ... (_ssl.c:1)"
+    becomes "certificate verify failed: ..."."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc.strerror or exc))
+    return text or type(exc).__name__
 
 
 def _send_all(client: MLLPClient, payloads: list[tuple[str, bytes]], args: argparse.Namespace) -> int:

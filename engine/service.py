@@ -22,7 +22,7 @@ from engine.ack import AckBuilder
 from engine.config import Channel, Config, Destination
 from engine.errors import CannotListen
 from engine.logs import emit
-from engine.mllp.server import Handler, MLLPServerFactory
+from engine.mllp.server import Handler, MLLPServerFactory, listening_factory
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.routes.delivery import FileDeliverer
 from engine.routes.mllp_delivery import MLLPDeliverer
@@ -30,6 +30,7 @@ from engine.routes.passthrough import Relay, Waiters
 from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
 from engine.store.lock import WriteLock
 from engine.store.writer import GroupCommitWriter
+from engine.tls import TLSFileError
 from engine.workers import Dispatch
 from engine.workers_service import AcceptorService, LinkService, WorkerPool
 
@@ -53,7 +54,8 @@ class WriterService(service.Service):
 
 
 class ListenerService(service.Service):
-    """Listens on one channel's host and port; `port` is the bound port once started."""
+    """Listens on one channel's host and port (under TLS with `listen.tls`); `port` is the
+    bound port once started."""
 
     def __init__(self, channel: Channel, factory: MLLPServerFactory, reactor: Any) -> None:
         self.channel = channel
@@ -65,8 +67,12 @@ class ListenerService(service.Service):
     def startService(self) -> None:
         super().startService()
         try:
-            self.listening = self.reactor.listenTCP(self.channel.port, self.factory,
+            self.listening = self.reactor.listenTCP(self.channel.port,
+                                                    listening_factory(self.factory),
                                                     interface=self.channel.host)
+        except TLSFileError as exc:  # changed since the configuration was checked
+            raise CannotListen(self.channel.name, self.channel.host, self.channel.port,
+                               str(exc)) from exc
         except CannotListenError as exc:
             error = exc.socketError
             raise CannotListen(self.channel.name, self.channel.host, self.channel.port,

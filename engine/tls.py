@@ -4,6 +4,8 @@
 Certificates and keys are PEM files, read once when the configuration is loaded, so a bad file
 is a configuration error with its YAML path (`check-config` reports it) and never a failure at
 the first connection.  OpenSSL is imported only when some TLS is configured.
+`handshake_words` puts why a TLS connection failed in the short words that an attempt's error
+and the log show.
 """
 
 from __future__ import annotations
@@ -121,3 +123,21 @@ def client_options(tls: ClientTLS, host: str) -> Any:
     client = _private(tls.cert, tls.key)[0] if tls.cert else None
     return ssl.optionsForClientTLS(tls.server_name or host, trustRoot=trust,
                                    clientCertificate=client)
+
+
+def handshake_words(exc: BaseException | None, server_name: str) -> str | None:
+    """Why a TLS connection failed, in short words (OpenSSL's reasons, never any bytes that
+    crossed the wire); None when `exc` is not a TLS error (a plain lost connection)."""
+    from OpenSSL import SSL
+    from service_identity import VerificationError
+
+    if isinstance(exc, VerificationError):  # the chain is trusted, the name is not in it
+        return f"certificate does not match {server_name}"
+    if not isinstance(exc, SSL.Error):
+        return None
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [str(e[-1]) for e in errors if isinstance(e, tuple) and e and e[-1]]
+    if reasons:  # [(library, function, reason)], e.g. "certificate verify failed"
+        return "; ".join(dict.fromkeys(reasons))
+    last = exc.args[-1] if exc.args else None
+    return last if isinstance(last, str) and last else type(exc).__name__

@@ -17,6 +17,8 @@ from twisted.internet.threads import deferToThreadPool
 
 from engine.config import Channel
 from engine.errors import CannotListen
+from engine.mllp.server import listening_factory
+from engine.tls import TLSFileError
 from engine.workers import (
     CLOSED,
     Acceptor,
@@ -32,7 +34,8 @@ log = structlog.get_logger("engine.workers")
 
 
 class AcceptorService(service.Service):
-    """The main process's listener for one channel when there are workers."""
+    """The main process's listener for one channel when there are workers; the connections it
+    keeps are adopted under TLS with `listen.tls`, as a worker's are (LinkService)."""
 
     def __init__(self, channel: Channel, factory: Any, reactor: Any, dispatch: Dispatch) -> None:
         self.channel = channel
@@ -45,7 +48,11 @@ class AcceptorService(service.Service):
     def startService(self) -> None:  # noqa: N802 - Twisted's interface
         super().startService()
         try:
+            serving = listening_factory(self.factory)
             sock = listening_socket(self.channel.host, self.channel.port)
+        except TLSFileError as exc:  # changed since the configuration was checked
+            raise CannotListen(self.channel.name, self.channel.host, self.channel.port,
+                               str(exc)) from exc
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             raise CannotListen(self.channel.name, self.channel.host, self.channel.port,
@@ -53,7 +60,7 @@ class AcceptorService(service.Service):
         self.port = int(sock.getsockname()[1])
         self.acceptor = Acceptor(
             self.reactor, sock, self.channel.name, self.channel.limits.max_connections,
-            adopt(self.reactor, self.factory), lambda: int(self.factory.connections),
+            adopt(self.reactor, serving), lambda: int(self.factory.connections),
             self.dispatch, local_only=bool(self.channel.ack.passthrough))
         self.reactor.addReader(self.acceptor)
         log.info("mllp.listening", channel=self.channel.name, host=self.channel.host,
@@ -137,6 +144,8 @@ class LinkService(service.Service):
     def __init__(self, link: socket.socket, factories: dict[str, Any], reactor: Any) -> None:
         self.link = link
         self.factories = factories
+        # what a handed-over connection is given: under TLS for a `listen.tls` channel
+        self.serving = {name: listening_factory(f) for name, f in factories.items()}
         self.reactor = reactor
         self.reader: LinkReader | None = None
         link.setblocking(False)
@@ -149,7 +158,7 @@ class LinkService(service.Service):
         self.reactor.addReader(self.reader)
 
     def _take(self, data: bytes, fds: list[int]) -> None:
-        factory = self.factories.get(data.decode(errors="replace"))
+        factory = self.serving.get(data.decode(errors="replace"))
         for fd in fds:
             sock = socket.socket(fileno=fd)
             if factory is not None:

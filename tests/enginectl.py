@@ -127,3 +127,28 @@ def sample_payload(name: str) -> bytes:
     if name == "crlf_terminators.hl7":
         return data
     return data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+
+
+def stored_messages(url: str, *columns: str) -> list[tuple[Any, ...]]:
+    """These columns of every stored message, in id order, read straight from the database."""
+    from sqlalchemy import create_engine, select
+
+    from engine.store.schema import messages
+
+    db = create_engine(url)
+    with db.connect() as conn:
+        rows = conn.execute(select(*(messages.c[c] for c in columns))
+                            .order_by(messages.c.id)).all()
+    db.dispose()
+    return [tuple(r) for r in rows]
+
+
+def send_samples(port: int, names: tuple[str, ...]) -> list[bytes]:
+    """Send these samples on one connection, each answered AA; their payloads."""
+    from engine.mllp.blocking import MLLPClient
+    from engine.parsing import parse
+
+    sent = [sample_payload(n) for n in names]
+    with MLLPClient("127.0.0.1", port) as client:
+        assert [parse(client.exchange(m)[0])["MSA.1"] for m in sent] == ["AA"] * len(sent)
+    return sent

@@ -1,9 +1,10 @@
 """A downstream MLLP system for delivery tests: a real TCP listener on loopback that records
-every message and answers as a test's policy says."""
+every message and answers as a test's policy says; with an `ssl_context`, over TLS."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -26,9 +27,15 @@ def ack_for(message: bytes, code: str = "AA", control: str | None = None) -> byt
 
 
 class Sink:
-    def __init__(self, policy: Policy | None = None) -> None:
+    """`ssl_context` (server side): every accepted connection does its TLS handshake in its own
+    thread first; one that fails is closed, and the sink goes on listening."""
+
+    def __init__(self, policy: Policy | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.policy = policy or (lambda m, _n: ack_for(m))
         self.received: list[bytes] = []
+        self.ssl_context = ssl_context
+        self.connections = 0  # accepted, TLS handshake or not
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.stopped = False
@@ -40,9 +47,16 @@ class Sink:
                 conn, _ = self.server.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.ssl_context is not None:
+            try:
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+            except OSError:  # ssl.SSLError among them: the handshake failed
+                conn.close()
+                return
         decoder = FrameDecoder()
         with conn:
             while not self.stopped:

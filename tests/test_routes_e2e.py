@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from enginectl import ROOT, Engine, delivered_files, sample_payload, write_config
+from enginectl import ROOT, Engine, delivered_files, sample_payload, send_samples, write_config
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -81,10 +81,8 @@ def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_u
         "routes": [{"name": "all", "from": "referrals", "to": ["specialist"]}]})
     engine = Engine(config).start()
     try:
-        sent = [sample_payload(n) for n in ("ref_i12_v251.hl7", "siu_s12_v251.hl7",
-                                            "ref_i12_v28.hl7")]
-        with MLLPClient("127.0.0.1", engine.port) as client:
-            assert [parse(client.exchange(m)[0])["MSA.1"] for m in sent] == ["AA"] * 3
+        sent = send_samples(engine.port, ("ref_i12_v251.hl7", "siu_s12_v251.hl7",
+                                          "ref_i12_v28.hl7"))
         deadline = time.monotonic() + 10
         while len(sink.received) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -14,12 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from enginectl import Engine, delivered_files, numbered_referral, write_config
-from sqlalchemy import create_engine, select
+from enginectl import Engine, delivered_files, numbered_referral, stored_messages, write_config
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
-from engine.store.schema import messages
 
 
 def _message(n: int) -> tuple[str, bytes]:
@@ -28,11 +26,7 @@ def _message(n: int) -> tuple[str, bytes]:
 
 
 def _rows(url: str) -> list[tuple[str, int]]:
-    db = create_engine(url)
-    with db.connect() as conn:
-        rows = conn.execute(select(messages.c.control_id, messages.c.retransmissions)).all()
-    db.dispose()
-    return [(str(c), int(r)) for c, r in rows]
+    return [(str(c), int(r)) for c, r in stored_messages(url, "control_id", "retransmissions")]
 
 
 def _workers_of(engine: Engine) -> set[int]:

@@ -7,6 +7,12 @@ unframed ACK) as `delivery.unframed_bytes`, and dropped.  No correlated ACK with
 the timeout closes the connection, so a late ACK can never be taken for the next message.  The
 connection is opened lazily, on the first exchange after none is open, and kept between
 messages.  One exchange at a time: the caller (a delivery worker) is sequential.
+
+With a destination's `tls` the connection is TLS (`engine.tls.client_options`).  A handshake that
+fails (a certificate not trusted or not for the server's name, a client certificate demanded and
+not given, the downstream closing or never answering before the handshake ends) answers the
+exchange `connection: TLS handshake failed (<OpenSSL's reason>)`, logged as
+`delivery.tls_failed`, and `unreachable`: nothing was delivered.
 """
 
 from __future__ import annotations
@@ -17,15 +23,17 @@ from typing import Any
 
 import structlog
 from twisted.internet import error
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IAddress
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from engine.errors import EngineError, HL7Error
 from engine.mllp.framing import FrameDecoder, FrameTooLarge
 from engine.mllp.server import frame
 from engine.parsing import parse
+from engine.tls import ClientTLS, client_options, handshake_words
 
 log = structlog.get_logger("engine.delivery")
 
@@ -63,6 +71,7 @@ class _Waiting:
     deadline: float = 0.0  # reactor seconds, once sent
 
 
+@implementer(IHandshakeListener)
 class _LinkProtocol(Protocol):
     """The wire side: frames in through `FrameDecoder`, handed to the link."""
 
@@ -71,11 +80,19 @@ class _LinkProtocol(Protocol):
     def __init__(self, link: MLLPLink) -> None:
         self.link = link
         self.decoder = FrameDecoder()
+        self.handshaken = False  # TLS: our side of the handshake is done
+        self.heard = False  # the downstream sent something (over TLS: after the handshake)
 
     def connectionMade(self) -> None:
-        self.transport.setTcpNoDelay(True)  # one small frame, then wait: no Nagle delay
+        # One small frame, then wait: no Nagle delay.  Over TLS the transport is Twisted's TLS
+        # protocol, which hands this call on to the TCP transport beneath it.
+        self.transport.setTcpNoDelay(True)
+
+    def handshakeCompleted(self) -> None:
+        self.handshaken = True
 
     def dataReceived(self, data: bytes) -> None:
+        self.heard = True
         junk = self.decoder.junk_bytes
         try:
             frames = self.decoder.feed(data)
@@ -94,7 +111,7 @@ class _LinkProtocol(Protocol):
         self._unframed(junk)
         for payload in frames:
             self.link.received(self, payload)
-        self.link.lost(self)
+        self.link.lost(self, reason)
 
     def _unframed(self, before: int) -> None:
         """Bytes outside any MLLP frame (an unframed ACK among them) are dropped and logged."""
@@ -115,16 +132,22 @@ class MLLPLink:
     """One downstream's connection; every method runs on the reactor thread.
 
     Per message it costs one write and one read: the frame is flushed at once (`doWrite`, not
-    at the reactor's next turn) and the timeout is one timer per link that re-arms itself for
-    the current deadline, not a timer made and cancelled per message."""
+    at the reactor's next turn; plain TCP only) and the timeout is one timer per link that
+    re-arms itself for the current deadline, not a timer made and cancelled per message.
+    `tls` makes it a TLS connection (it raises `TLSFileError` when a file cannot be read)."""
 
     def __init__(self, reactor: Any, host: str, port: int, connect_timeout_s: float,
-                 name: str = "") -> None:
+                 name: str = "", tls: ClientTLS | None = None) -> None:
         self.reactor = reactor
         self.address = (host, port)
+        self.tls = tls
         self.name = name or f"{host}:{port}"
-        self.endpoint = HostnameEndpoint(reactor, host.encode("idna"), port,
+        self.server_name = (tls.server_name or host) if tls is not None else ""
+        endpoint: Any = HostnameEndpoint(reactor, host.encode("idna"), port,
                                          timeout=connect_timeout_s)
+        if tls is not None:
+            endpoint = wrapClientTLS(client_options(tls, host), endpoint)
+        self.endpoint = endpoint
         self.protocol: _LinkProtocol | None = None
         self.waiting: _Waiting | None = None
         self._timer: Any = None  # the IDelayedCall that checks the deadline
@@ -162,7 +185,13 @@ class MLLPLink:
         self._send(waiting, payload, timeout_s)
 
     def _unreachable(self, failure: Failure, waiting: _Waiting) -> None:
-        if waiting is self.waiting:
+        if waiting is not self.waiting:
+            return
+        words = (handshake_words(failure.value, self.server_name) if self.tls is not None
+                 else None)
+        if words is not None:
+            self._tls_failed(f"connection: TLS handshake failed ({words})", unreachable=True)
+        else:
             self._finish(Answer(error=f"connection: {_why(failure)}", unreachable=True))
 
     def _send(self, waiting: _Waiting, payload: bytes, timeout_s: float) -> None:
@@ -172,9 +201,13 @@ class MLLPLink:
             self._timer = self.reactor.callLater(timeout_s, self._check, timeout_s)
         transport = self.protocol.transport
         transport.write(frame(payload))
-        # Flush now (IWriteDescriptor.doWrite): one turn of the reactor less per message.  An
-        # error is left to the reactor, which calls doWrite again and drops the connection.
-        transport.doWrite()
+        if self.tls is None:
+            # Flush now (IWriteDescriptor.doWrite): one turn of the reactor less per message.
+            # An error is left to the reactor, which calls doWrite again and drops the
+            # connection.  Over TLS the transport is Twisted's BufferingTLSTransport, which
+            # encrypts small writes together at the reactor's next turn and has no public
+            # flush; a doWrite would reach the TCP transport beneath it before the ciphertext.
+            transport.doWrite()
 
     def _check(self, timeout_s: float) -> None:
         """The timer: the exchange under way has timed out, or it re-arms for its deadline."""
@@ -186,8 +219,13 @@ class MLLPLink:
         if left > 0:
             self._timer = self.reactor.callLater(left, self._check, timeout_s)
             return
+        protocol = self.protocol
         self._hang_up()  # a late ACK must not be taken for the next message
-        self._finish(Answer(error=f"no ACK within {timeout_s:g} s"))
+        if self.tls is not None and protocol is not None and not protocol.handshaken:
+            self._tls_failed(f"connection: TLS handshake failed (no answer within {timeout_s:g} s)",
+                             unreachable=True)
+        else:
+            self._finish(Answer(error=f"no ACK within {timeout_s:g} s"))
 
     def received(self, protocol: _LinkProtocol, payload: bytes) -> None:
         """A frame from the downstream: the answer if it correlates, else logged and ignored."""
@@ -202,11 +240,30 @@ class MLLPLink:
         error = "" if code in ("AA", "CA") else f"downstream answered {code}"
         self._finish(Answer(code, error, payload))
 
-    def lost(self, protocol: _LinkProtocol) -> None:
+    def lost(self, protocol: _LinkProtocol, reason: Failure = connectionDone) -> None:
         """The connection ended: the next exchange opens a new one."""
-        if protocol is self.protocol:
-            self.protocol = None
+        if protocol is not self.protocol:
+            return
+        self.protocol = None
+        words = (handshake_words(reason.value, self.server_name) if self.tls is not None
+                 else None)
+        if protocol.heard:  # the handshake had succeeded: a TLS error is one of the stream
+            if words is None:
+                self._finish(Answer(error=CLOSED_BEFORE_ACK))
+            else:
+                self._tls_failed(f"connection: TLS error ({words})", unreachable=False)
+        elif words is not None or (self.tls is not None and not protocol.handshaken):
+            # TLS 1.3: a client certificate is refused after our side is done, before any data
+            words = words or "closed by the destination"
+            self._tls_failed(f"connection: TLS handshake failed ({words})", unreachable=True)
+        else:
             self._finish(Answer(error=CLOSED_BEFORE_ACK))
+
+    def _tls_failed(self, error: str, unreachable: bool) -> None:
+        """The exchange under way ends on a TLS failure: logged once per attempt."""
+        if self.waiting is not None:
+            log.warning("delivery.tls_failed", destination=self.name, error=error)
+        self._finish(Answer(error=error, unreachable=unreachable))
 
     def _hang_up(self) -> None:
         protocol, self.protocol = self.protocol, None

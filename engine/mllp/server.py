@@ -4,7 +4,9 @@ Per connection, frames are handed to the handler strictly one at a time, in arri
 frame's ACKs are written before the next frame is handed over.  Frames that arrive while one is in
 work wait in a bounded queue; past `max_queued_frames` the connection stops reading (back-pressure)
 until the queue drains.  Abuse (an oversized frame, too many connections, a peer outside the
-channel's `listen.allow`) goes to one policy: log and drop the connection.  An idle connection is closed after `idle_timeout_s`.
+channel's `listen.allow`) goes to one policy: log and drop the connection.  An idle connection is
+closed after `idle_timeout_s`.  A `listen.tls` channel runs this same protocol under TLS
+(`listening_factory`, engine/mllp/tls_listen.py); a failed handshake is logged as `mllp.tls_failed`.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.setTimeout(None)
+        if self.channel.tls is not None:
+            self._tls_failed(reason)
         if self.factory.on_close is not None:  # every connection, refused ones too
             self.factory.on_close()
         if not self.open:
@@ -144,6 +148,15 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         self._next()
         self.log.info("mllp.connection_closed", connections=self.factory.connections,
                       pending=len(self.queue))
+
+    def _tls_failed(self, reason: Failure) -> None:
+        """A TLS channel's failed handshake (a plain-TCP client, a missing or untrusted client
+        certificate) ends the connection with OpenSSL's error as the reason."""
+        from engine.mllp.tls_listen import failure_text
+
+        error = failure_text(reason)
+        if error is not None:
+            self.log.warning("mllp.tls_failed", error=error)
 
 
 class MLLPServerFactory(Factory):
@@ -161,3 +174,13 @@ class MLLPServerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> MLLPServerProtocol:
         return MLLPServerProtocol(self)
+
+
+def listening_factory(factory: MLLPServerFactory) -> Any:
+    """What a channel's port listens with, and its adopted connections (`workers:`) are given:
+    the MLLP factory itself, or for a `listen.tls` channel, that factory under TLS."""
+    if factory.channel.tls is None:
+        return factory
+    from engine.mllp.tls_listen import tls_factory
+
+    return tls_factory(factory, factory.channel.tls, factory.clock)

@@ -8,6 +8,8 @@
 * A connection that cannot be opened holds the whole destination, per_key or not: nothing was
   sent, so no key is at fault.
 * After a timeout the connection is closed, so a late ACK cannot be taken for the next message.
+* With the destination's `tls` the connection is TLS; a failed handshake holds the whole
+  destination like a refused connection (nothing was delivered), logged `delivery.tls_failed`.
 
 The worker runs on the reactor: its network I/O is the Twisted client (`engine.mllp.client`, one
 persistent connection per destination) and its bookkeeping (one short transaction per attempt,
@@ -35,6 +37,7 @@ from engine.errors import HL7Error
 from engine.mllp.client import MLLPLink
 from engine.parsing import parse
 from engine.routes.worker import Delivered, Outcome, Queued, QueueWorker
+from engine.tls import TLSFileError
 
 log = structlog.get_logger("engine.delivery")
 in_io_thread: Callable[[], bool] = threadable.isInIOThread  # typeshed has it untyped
@@ -95,10 +98,17 @@ class MLLPDeliverer(QueueWorker):
             control = _control_id(payload)
         except HL7Error:
             return Outcome(error="the queued message cannot be parsed")
-        if self.link is None or self.link.address != (self.dest.host, self.dest.port):
+        dest = self.dest
+        if self.link is None or (self.link.address, self.link.tls) != ((dest.host, dest.port),
+                                                                       dest.tls):
             self._drop_link()
-            self.link = MLLPLink(self.reactor, self.dest.host, self.dest.port,
-                                 self.dest.ack_timeout_s, name=self.dest.name)
+            try:
+                self.link = MLLPLink(self.reactor, dest.host, dest.port, dest.ack_timeout_s,
+                                     name=dest.name, tls=dest.tls)
+            except TLSFileError as exc:  # a file checked at load, gone or changed since
+                error = f"connection: TLS settings: {exc}"
+                log.warning("delivery.tls_failed", destination=dest.name, error=error)
+                return Outcome(error=error, unreachable=True)
         self._sent = (control, self.clock())
         self.link.exchange(payload, control, self.dest.ack_timeout_s, self._answered)
         return None
