@@ -478,6 +478,9 @@ def _send_all(client: MLLPClient, payloads: list[tuple[str, bytes]], args: argpa
         acks = client.exchange(payload, 1, args.timeout if expected else min(args.timeout, 1.0))
         if acks and expected > 1 and _ack_fields(acks[0])[0] == "CA":
             acks += client.receive(1, args.timeout)  # the application ACK follows a CA
+        if not acks and client.closed:  # the rest cannot be sent either
+            print(f"{name}: no ACK (the connection was closed by {args.to})")
+            return EXIT_NOT_OK
         if not acks:
             print(f"{name}: no ACK" + (" (MSH-15/16 ask for none)" if not expected
                                        else f" within {args.timeout:g} s"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -89,6 +90,29 @@ def test_a_database_that_cannot_be_opened_is_named_not_a_traceback(tmp_path: Pat
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr.startswith(said) and out.stderr.count("\n") == 1
     assert "secret" not in out.stderr
+
+
+def test_send_stops_when_the_peer_closes_the_connection(tmp_path: Path) -> None:
+    """A listener that closes the connection without answering (a TLS port, a refused peer):
+    `send` says so at once for that file, sends no more, and exits 1."""
+    import threading
+
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'e.db'}")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def close_each() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    conn, _ = server.accept()
+                    conn.recv(65536)
+                    conn.close()
+
+        threading.Thread(target=close_each, daemon=True).start()
+        files = [str(SAMPLES / "ref_i12_v251.hl7"), str(SAMPLES / "siu_s12_v251.hl7")]
+        out = _cli("send", *files, "--to", f"127.0.0.1:{port}", config=config)
+    assert out.returncode == 1
+    assert out.stdout == (f"{files[0]}: no ACK (the connection was closed by 127.0.0.1:{port})\n")
 
 
 def test_tail_json_and_filters(running: Engine) -> None:
