@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.run --mix ref,siu --rss-messages 0 --messages 5000
 	$(BIN)/python -m bench.run --mix ref,siu --rss-messages 0 --messages 5000 --workers 2
+	$(BIN)/python -m bench.run --mix ref,siu --rss-messages 0 --messages 5000 --tls
 	$(BIN)/python -m bench.ledger
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.delivery --workers 2

@@ -89,11 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bare_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="and this key (PEM)")
     args = parser.parse_args(argv)
     from twisted.internet import reactor
 
     r: Any = reactor
-    r.listenTCP(args.port, BareFactory(), interface=args.host)
+    if args.tls_cert:
+        from engine.tls import ListenTLS, server_options
+
+        options = server_options(ListenTLS(args.tls_cert, args.tls_key))
+        r.listenSSL(args.port, BareFactory(), options, interface=args.host)
+    else:
+        r.listenTCP(args.port, BareFactory(), interface=args.host)
     r.run()
     return 0
 

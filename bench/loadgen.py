@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import math
 import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,6 +181,15 @@ def percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+class _TLS:
+    """`bench.run --tls`: every connection of every load goes over TLS with this context."""
+
+    context: ssl.SSLContext | None = None
+
+
+TLS = _TLS()
+
+
 class LoadGen:
     """One run against host:port; `tally` may be read while `run()` is under way."""
 
@@ -202,7 +212,8 @@ class LoadGen:
         self._t0 = t0
         pace = self._pace if self.rate > 0 else None
         clients = [_Client(take, self.tally, pace) for _ in range(self.connections)]
-        await asyncio.gather(*(loop.create_connection(_given(c), self.host, self.port)
+        await asyncio.gather(*(loop.create_connection(_given(c), self.host, self.port,
+                                                      ssl=TLS.context)
                                for c in clients))
         watchdog = asyncio.ensure_future(self._watch(clients))
         try:

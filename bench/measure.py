@@ -26,6 +26,7 @@ class Settings:
     warmup: int
     mix: tuple[str, ...]
     repeat: int = 1
+    tls: bool = False  # both servers and the load generator over TLS
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,31 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 def bare_server(tmp: Path) -> ServerProcess:
     port = free_port(HOST)
     argv = [sys.executable, "-m", "bench.bare_server", "--host", HOST, "--port", str(port)]
+    if TLS_FILES:
+        argv += ["--tls-cert", TLS_FILES["cert"], "--tls-key", TLS_FILES["key"]]
     return ServerProcess("bare", argv, HOST, port, tmp / "bare.out", cwd=ROOT)
+
+
+TLS_FILES: dict[str, str] = {}  # `--tls`: the servers' certificate and key
+
+
+def use_tls(tmp: Path) -> None:
+    """`--tls`: a throw-away CA (trustme, a test dependency) signs a certificate for HOST; both
+    servers serve TLS with it and the load generator trusts the CA."""
+    import ssl
+
+    import trustme
+
+    from bench.loadgen import TLS
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOST)
+    TLS_FILES.update(cert=str(tmp / "server.pem"), key=str(tmp / "server.key"))
+    Path(TLS_FILES["cert"]).write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(TLS_FILES["key"])
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    TLS.context = context
 
 
 def engine_server(tmp: Path, extra: dict[str, Any] | None = None) -> ServerProcess:
@@ -54,7 +78,8 @@ def engine_server(tmp: Path, extra: dict[str, Any] | None = None) -> ServerProce
     config = {
         "database": {"url": f"sqlite:///{tmp / 'bench.db'}", "sqlite_synchronous": "FULL"},
         "log": {"file": str(tmp / "engine.log"), "level": "info"},
-        "channels": [{"name": "bench", "listen": {"host": HOST, "port": port},
+        "channels": [{"name": "bench", "listen": {"host": HOST, "port": port,
+                                                  **({"tls": TLS_FILES} if TLS_FILES else {})},
                       "accept": ["REF^I12-I15", "SIU^S12-S26"]}],
         **(extra or {}),
     }
@@ -127,6 +152,8 @@ def settings(argv: list[str] | None) -> tuple[Settings, bool, int]:
     p.add_argument("--mix", default="ref", help="message kinds, round-robin: ref, siu")
     p.add_argument("--workers", type=int, default=1,
                    help="the engine's ingest processes (its `workers:`; default: %(default)s)")
+    p.add_argument("--tls", action="store_true",
+                   help="both servers listen with TLS, the load generator connects with it")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the engine's database, config and log")
     a = p.parse_args(argv)
@@ -139,7 +166,7 @@ def settings(argv: list[str] | None) -> tuple[Settings, bool, int]:
     except ValueError as exc:
         p.error(str(exc))
     return Settings(a.messages, a.connections, a.rss_messages, a.warmup, parse_mix(a.mix),
-                    a.repeat), a.keep_tmp, a.workers
+                    a.repeat, a.tls), a.keep_tmp, a.workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     loadavg = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="hl7-bench-"))
     try:
+        if s.tls:
+            use_tls(tmp)
         bare = run_bare(s, tmp)
         engine, memory, extra = run_engine(s, tmp, workers)
     except RuntimeError as exc:

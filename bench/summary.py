@@ -87,7 +87,7 @@ def render(d: dict[str, Any]) -> str:
     """The summary table, one figure a row: bare, engine, ratio or target, verdict."""
     b, e, ratio, rss = d["bare"], d["engine"], d["engine_over_bare_throughput"], d["rss"]
     rows = [
-        ("", "bare", "engine", "target", ""),
+        ("over TLS" if d["settings"].get("tls") else "", "bare", "engine", "target", ""),
         ("throughput (msg/s)", f"{b['msg_per_s']:.0f}", f"{e['msg_per_s']:.0f}", "", ""),
         ("engine/bare throughput", "", f"{ratio['ratio']:.3f}", ratio["target"], ratio["verdict"]),
         ("ACK p50 (ms)", f"{b['ack_p50_ms']:.2f}", f"{e['ack_p50_ms']:.2f}", "", ""),
