@@ -354,8 +354,6 @@ def _sweep_in_thread(reactor: Any, db: Any, router: Any) -> Any:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    import ssl
-
     from engine.mllp.blocking import MLLPClient
 
     host, _, port = args.to.rpartition(":")
@@ -373,27 +371,32 @@ def cmd_send(args: argparse.Namespace) -> int:
     context = _tls_context(args)
     try:
         client = MLLPClient(host, int(port), args.timeout, context, args.server_name)
-    except ssl.SSLError as exc:
-        print(f"--to {args.to}: TLS handshake failed ({_ssl_reason(exc)})", file=sys.stderr)
-        return EXIT_CONFIG
     except OSError as exc:
-        print(f"--to {args.to}: cannot connect ({exc.strerror or type(exc).__name__})",
-              file=sys.stderr)
-        return EXIT_CONFIG
+        return _send_failed(args, exc, None)
     with client:
         try:
             return _send_all(client, payloads, args)
-        except ssl.SSLError as exc:
-            if not client.frames:  # TLS 1.3: a refused client certificate shows on first read
-                print(f"--to {args.to}: TLS handshake failed ({_ssl_reason(exc)})",
-                      file=sys.stderr)
-                return EXIT_CONFIG
-            print(f"{args.to}: connection lost (TLS: {_ssl_reason(exc)})", file=sys.stderr)
-            return EXIT_NOT_OK
         except OSError as exc:
-            print(f"{args.to}: connection lost ({exc.strerror or type(exc).__name__})",
-                  file=sys.stderr)
-            return EXIT_NOT_OK
+            return _send_failed(args, exc, client.frames > 0)
+
+
+def _send_failed(args: argparse.Namespace, exc: OSError, answered: bool | None) -> int:
+    """One stderr line for a connection that failed while opening (`answered` None) or later,
+    before or after its first ACK.  TLS 1.3 shows a refused client certificate at the first
+    read, so a TLS error before any ACK is a failed handshake too."""
+    import ssl
+
+    tls = isinstance(exc, ssl.SSLError)
+    reason = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else (
+        exc.strerror or type(exc).__name__)  # (isinstance again: mypy narrows on it)
+    if tls and not answered:
+        print(f"--to {args.to}: TLS handshake failed ({reason})", file=sys.stderr)
+        return EXIT_CONFIG
+    if answered is None:
+        print(f"--to {args.to}: cannot connect ({reason})", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.to}: connection lost ({'TLS: ' if tls else ''}{reason})", file=sys.stderr)
+    return EXIT_NOT_OK
 
 
 class _EncryptedKey(Exception):
