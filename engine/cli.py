@@ -260,7 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     flusher.clock = r
     r.callWhenRunning(flusher.start, 0.5, now=False)
     exit_code = [EXIT_OK]
-    sweeper = LoopingCall(_sweep_in_thread, r, db, _event_router(config))
+    sweeper = LoopingCall(_sweep_in_thread, r, db, config)
     sweeper.clock = r
 
     def start() -> None:
@@ -333,7 +333,7 @@ def _stop_on_signals(reactor: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _sweep_in_thread(reactor: Any, db: Any, router: Any) -> Any:
+def _sweep_in_thread(reactor: Any, db: Any, config: Config) -> Any:
     """The daily sweep (expiry, overdue, their referral events), off the reactor, on its own
     connection."""
     from twisted.internet.threads import deferToThreadPool
@@ -341,7 +341,7 @@ def _sweep_in_thread(reactor: Any, db: Any, router: Any) -> Any:
     from engine.logs import emit
 
     def work() -> None:
-        expired, overdue, queued = _sweep(db, router)
+        expired, overdue, queued = _sweep(db, config)
         emit("info", "ledger.sweep", {"expired": len(expired), "overdue": len(overdue),
                                       "events_queued": queued})
 
@@ -764,7 +764,7 @@ def cmd_link(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = _config_if_any(args)
     db = _open(config.database if config else _database_only(args)[0])
-    expired, overdue, queued = _sweep(db, _event_router(config))
+    expired, overdue, queued = _sweep(db, config)
     for line in expired + overdue:
         print(line)
     print(f"{len(expired)} referral(s) expired, {len(overdue)} newly overdue, "
@@ -772,15 +772,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _sweep(db: Any, router: Any) -> tuple[list[str], list[str], int]:
+def _sweep(db: Any, config: Config | None) -> tuple[list[str], list[str], int]:
     """Expiry, then the once-only overdue notice, and the `on:` routes' rows for both, in
     chunked transactions: (expired lines, overdue lines, rows queued)."""
     from engine.ledger.apply import LedgerSettings
     from engine.ledger.sweep import run_sweep
 
     now = _now()
+    router = _event_router(config)
     queue = (lambda conn, events: router.queue(conn, events, None, now)) if router else None
-    return run_sweep(db, now, LedgerSettings(), queue)
+    return run_sweep(db, now, config.ledger if config else LedgerSettings(), queue)
 
 
 def _config_if_any(args: argparse.Namespace) -> Config | None:

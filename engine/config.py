@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from engine.errors import EngineError
+from engine.ledger.apply import DEFAULT_DEADLINES, DEFAULT_WINDOW_DAYS, LedgerSettings
 from engine.ledger.lifecycle import EVENT_NAMES
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
 from engine.routes.filters import When, check_path, parse_when
@@ -114,6 +115,13 @@ class Logging:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """`retention:`: how long message bodies are kept (None: for ever)."""
+
+    message_bodies_days: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Destination:
     """Where routed messages go: a directory (`file`) or a downstream MLLP listener (`mllp`)."""
 
@@ -151,6 +159,8 @@ class Config:
     destinations: tuple[Destination, ...] = ()
     routes: tuple[Route, ...] = ()
     workers: int = 1  # processes (engine/workers.py); the loader's default is 2 with destinations
+    ledger: LedgerSettings = LedgerSettings()  # `ledger:`: the time rules (expiry, deadlines)
+    retention: Retention = Retention()
 
 
 @dataclass(slots=True)
@@ -413,7 +423,7 @@ def parse_config(data: Any, source: str = "") -> Config:
     """Validate a loaded YAML document.  Raises `ConfigError` listing every problem."""
     r = _Reader()
     top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes",
-                               "workers"})
+                               "workers", "ledger", "retention"})
     if data is not None and not isinstance(data, dict):
         raise ConfigError(r.problems)
     channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
@@ -442,11 +452,50 @@ def parse_config(data: Any, source: str = "") -> Config:
         workers=r.number(top.get("workers"), "workers", 2 if destinations else 1, 1, 64),
         routes=_routes(top.get("routes"), {ch.name for _, ch in channels},
                        {d.name for d in destinations}, r),
+        ledger=_ledger(top.get("ledger"), r),
+        retention=_retention(top.get("retention"), r),
     )
     _check_passthrough(channels, config, r)
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _ledger(raw: Any, r: _Reader) -> LedgerSettings:
+    """`ledger: {default_window_days, deadlines_days: {PRIORITY: days}}`; the deadlines given
+    replace those defaults, the others stay."""
+    m = r.mapping(raw, "ledger", {"default_window_days", "deadlines_days"})
+    window = r.number(m.get("default_window_days"), "ledger.default_window_days",
+                      DEFAULT_WINDOW_DAYS, 1, 36500)
+    deadlines = dict(DEFAULT_DEADLINES)
+    table = m.get("deadlines_days")
+    if table is not None and not isinstance(table, dict):
+        r.problem("ledger.deadlines_days", "expected a mapping of priority: days, e.g. {S: 1}")
+    elif table:
+        for code, days in table.items():
+            path = f"ledger.deadlines_days.{code}"
+            if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z0-9]{1,8}", code):
+                r.problem(path, "expected a priority code (RF1-2.1 / ORC-7), e.g. S, A or R")
+            elif (found := _days(days, path, 3650, r)) is not None:
+                deadlines[code.upper()] = found
+    return LedgerSettings(window, deadlines)
+
+
+def _retention(raw: Any, r: _Reader) -> Retention:
+    """`retention: {message_bodies_days}`: absent or null keeps bodies for ever."""
+    m = r.mapping(raw, "retention", {"message_bodies_days"})
+    days = m.get("message_bodies_days")
+    if days is None:
+        return Retention()
+    return Retention(_days(days, "retention.message_bodies_days", 36500, r))
+
+
+def _days(value: Any, path: str, most: int, r: _Reader) -> float | None:
+    """A number of days above 0 (fractions allowed: 0.25 is six hours), or None (a problem)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= most:
+        return value
+    r.problem(path, f"expected a number of days above 0 and at most {most}, got {value!r}")
+    return None
 
 
 def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:

@@ -90,13 +90,14 @@ class Pipeline:
 
     def __init__(self, db: Engine, builders: dict[str, AckBuilder],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lock: WriteLock | None = None) -> None:
+                 lock: WriteLock | None = None,
+                 settings: ledger.LedgerSettings | None = None) -> None:
         self._db = db
         self._lock = lock  # several ingest processes: one batch transaction at a time
         self._builders = builders
         self._clock = clock
         self._conn: Connection | None = None  # the writer thread's own, kept between batches
-        self._ledger = ledger.LedgerSettings()
+        self._ledger = settings or ledger.LedgerSettings()  # `ledger:`: the time rules
         self._enqueue = Enqueuer()
         self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
 

@@ -170,7 +170,7 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     shared = config.workers > 1
     # Other processes (`workers:`) or other engines on the same database may write: batches
     # take turns (PostgreSQL's advisory lock costs one statement per batch).
-    pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True))
+    pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True), settings=config.ledger)
     pipeline.route(config.routes)
     pipeline.order_by(config.destinations)
     pipeline.answer_from(config.channels)

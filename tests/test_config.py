@@ -31,7 +31,7 @@ from engine.config import (
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "channels.yaml"
 
-KEYS_TOP = "channels, database, destinations, log, routes, workers"
+KEYS_TOP = "channels, database, destinations, ledger, log, retention, routes, workers"
 KEYS_CHANNEL = "accept, ack, framing, ledger, limits, listen, name, processing_ids, versions"
 KEYS_LIMITS = "idle_timeout_s, max_connections, max_frame_bytes, max_queued_frames"
 ACCEPT_FORMS = "expected TYPE^TRIGGER, TYPE^* or TYPE^S12-S26"
@@ -616,4 +616,45 @@ def test_tls_settings_are_read_and_checked_at_load(tmp_path: Path) -> None:
         "channels[1].listen.tls.key: required: a PEM file",
         "destinations[0].tls: cert and key go together (a client certificate and its key)",
         "destinations[1].tls: only for mllp destinations",
+    ]
+
+
+# --- the ledger's time rules and retention (top level) --------------------------------------
+
+
+def test_ledger_time_rules_default_and_override() -> None:
+    """Deadlines given replace those defaults (case of the code ignored); the others stay."""
+    default = parse_config({"channels": [channel()]})
+    assert default.ledger.default_window_days == 180
+    assert default.ledger.deadlines == {"S": 1, "A": 2, "R": 14}
+    assert default.retention.message_bodies_days is None
+    config = parse_config({"channels": [channel()],
+                           "ledger": {"default_window_days": 90,
+                                      "deadlines_days": {"s": 0.25, "P": 3}},
+                           "retention": {"message_bodies_days": 30}})
+    assert config.ledger.default_window_days == 90
+    assert config.ledger.deadlines == {"S": 0.25, "A": 2, "R": 14, "P": 3}
+    assert config.retention.message_bodies_days == 30
+
+
+def test_ledger_and_retention_problems_name_their_path() -> None:
+    assert problems({
+        "channels": [channel()],
+        "ledger": {"default_window_days": 0, "deadlines_days": {"S": -1, "A": "soon", "B C": 1},
+                   "grace": 1},
+        "retention": {"message_bodies_days": 0},
+    }) == [
+        "ledger.grace: unknown key (expected one of: deadlines_days, default_window_days)",
+        "ledger.default_window_days: expected an integer in 1-36500, got 0",
+        "ledger.deadlines_days.S: expected a number of days above 0 and at most 3650, got -1",
+        "ledger.deadlines_days.A: expected a number of days above 0 and at most 3650, "
+        "got 'soon'",
+        "ledger.deadlines_days.B C: expected a priority code (RF1-2.1 / ORC-7), e.g. S, A or R",
+        "retention.message_bodies_days: expected a number of days above 0 and at most 36500, "
+        "got 0",
+    ]
+    assert problems({"channels": [channel()], "ledger": {"deadlines_days": [1]},
+                     "retention": "90d"}) == [
+        "ledger.deadlines_days: expected a mapping of priority: days, e.g. {S: 1}",
+        "retention: expected a mapping, got a string",
     ]

@@ -22,13 +22,18 @@ from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
 
 ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
+# Days to reach `scheduled`, by priority (RF1-2 / ORC-7): STAT, ASAP, routine; any other
+# priority, or none, gets routine's.
+DEFAULT_DEADLINES: dict[str, float] = {"S": 1, "A": 2, "R": 14}
+DEFAULT_WINDOW_DAYS = 180  # when RF1-8 is empty (HL7-SPEC §9.5)
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
-    default_window_days: int = 180  # when RF1-8 is empty (HL7-SPEC §9.5)
-    # days to reach `scheduled`, by priority (RF1-2 / ORC-7): STAT, ASAP, routine
-    deadlines: dict[str, int] = field(default_factory=lambda: {"S": 1, "A": 2, "R": 14})
+    """The ledger's time rules (`ledger:` in channels.yaml)."""
+
+    default_window_days: int = DEFAULT_WINDOW_DAYS
+    deadlines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
 
     def due(self, received: datetime, priority: str) -> datetime:
         return received + timedelta(days=self.deadlines.get(priority.upper(),
