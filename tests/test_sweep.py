@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from enginectl import sample_payload
+import pytest
+from enginectl import ROOT, Engine, sample_payload, write_config
 from sqlalchemy import update
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
 from engine.ledger.apply import LedgerSettings
 from engine.ledger.sweep import sweep
-from engine.ledger.views import find_referral, list_referrals
+from engine.ledger.views import find_referral, list_appointments, list_referrals
 from engine.mappings.changes import EI
+from engine.mllp.blocking import MLLPClient
+from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
 from engine.store.schema import referrals
@@ -92,3 +100,69 @@ def test_a_backlog_is_swept_in_small_transactions(db_url: str, monkeypatch: obje
     expired, overdue, queued = sweeping.run_sweep(db, now, LedgerSettings())
     assert (len(expired), overdue, queued) == (5, ["referral R-OPEN^PCPEHR pending, overdue"], 0)
     assert sweeping.run_sweep(db, now, LedgerSettings()) == ([], [], 0)
+
+
+# --- `ledger:` in channels.yaml: the configured window and deadlines -------------------------
+
+
+def _siu_fallback(start: datetime) -> bytes:
+    """siu_s12_v251 without SCH-26 (so only the fallback can match it), starting at `start`."""
+    raw = sample_payload("siu_s12_v251.hl7").replace(b"|MFP-R-1001^PCPEHR", b"|")
+    return raw.replace(b"20260302090000", start.strftime("%Y%m%d%H%M%S").encode())
+
+
+@pytest.mark.parametrize(("window_days", "match"), [(180, "matched"), (30, "unmatched")])
+def test_fallback_match_uses_the_configured_default_window(sqlite_url: str, window_days: int,
+                                                           match: str) -> None:
+    """An appointment 60 days after a referral without RF1-7/RF1-8 is inside the default
+    window of 180 days, outside a configured one of 30."""
+    db = open_database(sqlite_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW,
+                        settings=LedgerSettings(window_days))
+    ref = _ref("R-WIN", None).replace(b"|20260112|", b"||", 1)
+    pipeline.process_batch([Job(CHANNEL, ref, "x", NOW)])
+    pipeline.process_batch([Job(CHANNEL, _siu_fallback(NOW + timedelta(days=60)), "x", NOW)])
+    pipeline.close()
+    with db.connect() as conn:
+        assert [(a["match"], a["referral"]) for a in list_appointments(conn)] == [
+            (match, "R-WIN^PCPEHR" if match == "matched" else None)]
+
+
+def test_configured_deadlines_and_window_reach_the_running_engine_and_the_sweep(
+        tmp_path: Path, sqlite_url: str) -> None:
+    """`ledger: {default_window_days: 30, deadlines_days: {S: 0.25, R: 3}}`: a STAT referral is
+    due 6 hours after receipt, a routine one 3 days after; `hl7-engine sweep` expires one
+    received 31 days ago without RF1-8 (the default window would keep it 180 days)."""
+    config = write_config(tmp_path, sqlite_url, {"ledger": {
+        "default_window_days": 30, "deadlines_days": {"S": 0.25, "R": 3}}})
+    stat = _ref("R-STAT", None).replace(b"|R^Routine^HL70280|", b"|S^STAT^HL70280|")
+    routine = _ref("R-ROUTINE", None)
+    engine = Engine(config).start()
+    try:
+        with MLLPClient("127.0.0.1", engine.port) as client:
+            assert [parse(client.exchange(m)[0])["MSA.1"] for m in (stat, routine)] == [
+                "AA", "AA"]
+    finally:
+        assert engine.stop() == 0
+    found = {r["id"]: r for r in _cli_json("referrals", config=config)}
+    for key, hours in (("R-STAT^PCPEHR", 6), ("R-ROUTINE^PCPEHR", 72)):
+        received = datetime.fromisoformat(found[key]["received_at"])
+        assert datetime.fromisoformat(found[key]["due_at"]) - received == timedelta(hours=hours)
+    db = open_database(sqlite_url)
+    with db.begin() as conn:
+        conn.execute(update(referrals).where(referrals.c.key_id == "R-ROUTINE").values(
+            received_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(days=31)))
+    db.dispose()
+    swept = subprocess.run([sys.executable, "-m", "engine", "sweep", "--config", str(config)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert swept.returncode == 0, swept.stderr
+    assert "referral R-ROUTINE^PCPEHR pending→expired" in swept.stdout
+    assert {r["id"]: r["status"] for r in _cli_json("referrals", config=config)} == {
+        "R-STAT^PCPEHR": "pending", "R-ROUTINE^PCPEHR": "expired"}
+
+
+def _cli_json(*args: str, config: Path) -> list[dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "engine", *args, "--json", "--config",
+                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
