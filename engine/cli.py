@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import Config, ConfigError, Database, load_config
-from engine.errors import CannotListen
+from engine.errors import BodyPurged, CannotListen
 from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
 
 if TYPE_CHECKING:
@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sweep", parents=[common],
                    help="expire pending/accepted referrals past RF1-8 and report overdue ones "
                         "(run also daily by `run`)")
+    purge = sub.add_parser("purge", parents=[common],
+                           help="empty message bodies and delivered/dead outbound payloads "
+                                "older than the retention (run also daily by `run` when "
+                                "retention.message_bodies_days is set)")
+    purge.add_argument("--older-than", type=float, metavar="DAYS",
+                       help="purge bodies older than this (default: the config's "
+                            "retention.message_bodies_days)")
+    purge.add_argument("--dry-run", action="store_true",
+                       help="only count what would be purged; change nothing")
+    purge.add_argument("--vacuum", action="store_true",
+                       help="SQLite: also give the freed space back to the file system; a file "
+                            "made before retention existed is rebuilt once (VACUUM), which needs "
+                            "the database to itself briefly: the engine's writes wait meanwhile")
     return p
 
 
@@ -131,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "worker": cmd_worker, "check-config": cmd_check_config, "send": cmd_send,
         "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
         "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
-        "link": cmd_link, "sweep": cmd_sweep, "validate": cmd_validate, "queue": cmd_queue,
+        "link": cmd_link, "sweep": cmd_sweep, "purge": cmd_purge, "validate": cmd_validate,
+        "queue": cmd_queue,
         "pause": cmd_queue_action, "resume": cmd_queue_action, "retry": cmd_queue_action,
         "release": cmd_queue_action, "replay": cmd_queue_action,
     }[args.command]
@@ -262,6 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     exit_code = [EXIT_OK]
     sweeper = LoopingCall(_sweep_in_thread, r, db, config)
     sweeper.clock = r
+    purger = _daily_purge(r, db, config)
 
     def start() -> None:
         try:
@@ -274,6 +289,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _stop(r)
             return
         sweeper.start(86400, now=True)  # at start, then daily
+        if purger is not None:
+            purger.start(86400, now=True)  # the same: at start, then daily
 
     r.callWhenRunning(start)
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
@@ -350,6 +367,36 @@ def _sweep_in_thread(reactor: Any, db: Any, config: Config) -> Any:
 
     d = deferToThreadPool(reactor, reactor.getThreadPool(), work)
     d.addErrback(failed)
+    return None
+
+
+def _daily_purge(reactor: Any, db: Any, config: Config) -> Any:
+    """The retention purge `run` starts with the sweep (a LoopingCall), or None when
+    `retention.message_bodies_days` is not set."""
+    from twisted.internet.task import LoopingCall
+
+    days = config.retention.message_bodies_days
+    if days is None:
+        return None
+    purger = LoopingCall(_purge_in_thread, reactor, db, days)
+    purger.clock = reactor
+    return purger
+
+
+def _purge_in_thread(reactor: Any, db: Any, days: float) -> Any:
+    """The daily purge, off the reactor like the sweep, on its own connection; it stops between
+    two chunks when the engine stops.  `purge` logs `retention.purged` and
+    `retention.purge_failed` itself."""
+    from twisted.internet.threads import deferToThreadPool
+
+    from engine.store.retention import purge
+
+    def stopping() -> bool:
+        return bool(getattr(reactor, "_stopping", False))
+
+    d = deferToThreadPool(reactor, reactor.getThreadPool(), purge, db, _now(), days,
+                          stopping=stopping)
+    d.addErrback(lambda _failure: None)  # already logged as retention.purge_failed
     return None
 
 
@@ -614,20 +661,26 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"no message with id {args.id}", file=sys.stderr)
         return EXIT_NOT_OK
     rec = _log_record(row)
+    rec["purged_at"] = _iso(row.purged_at)  # retention emptied the body (None: kept)
     rec["ledger_changes"] = changes
     rec["deliveries"] = sent
     if relayed:
         rec["relayed_acks"] = relayed  # pass-through: what the sender was answered
-    if args.raw:
+    purged = BodyPurged(args.id, row.purged_at) if args.raw and row.purged_at else None
+    if purged is not None:
+        # No body is read, so there is nothing to audit: the audit event says who saw one.
+        rec["raw"] = None
+    elif args.raw:
         configure_logging(log_file or None, console=None)
         audit("audit.message_body_read", message_id=args.id, digest=row.digest[:16])
         rec["raw"] = row.raw.decode("utf-8", errors="replace")
     if args.json:
         print(json.dumps(rec, indent=2))
-        return EXIT_OK
+        return _body_purged(purged)
     width = max(len(k) for k in rec)
     for key, value in rec.items():
-        if key not in ("raw", "ledger_changes", "deliveries", "relayed_acks"):
+        if key not in ("raw", "ledger_changes", "deliveries", "relayed_acks") and not (
+                key == "purged_at" and value is None):
             print(f"{key:<{width}}  {value}")
     if changes:
         print()
@@ -641,10 +694,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     for answer in relayed:
         print(f"\n← sender {answer['ack']} (relayed from downstream "
               f"{answer['downstream_ack'] or 'no answer'}) at {answer['at']}")
-    if args.raw:
+    if rec.get("raw") is not None:
         print()
         print(rec["raw"].replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))
-    return EXIT_OK
+    return _body_purged(purged)
+
+
+def _body_purged(purged: BodyPurged | None) -> int:
+    """`show --raw` of a purged message: one line on stderr (the rest was printed), exit 1."""
+    if purged is None:
+        return EXIT_OK
+    print(purged, file=sys.stderr)
+    return EXIT_NOT_OK
 
 
 # --- the ledger ------------------------------------------------------------------------------
@@ -784,6 +845,57 @@ def _sweep(db: Any, config: Config | None) -> tuple[list[str], list[str], int]:
     return run_sweep(db, now, config.ledger if config else LedgerSettings(), queue)
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Retention by hand: the purge `run` does daily, `--older-than` overriding the config."""
+    from engine.logs import audit, configure_logging
+    from engine.store.retention import purge, returns_space, vacuum
+
+    config = _config_if_any(args)
+    days = args.older_than if args.older_than is not None else (
+        config.retention.message_bodies_days if config else None)
+    if days is None:
+        print("purge: retention is off (set `retention: {message_bodies_days: DAYS}` in "
+              f"{args.config}, or give --older-than DAYS)", file=sys.stderr)
+        return EXIT_CONFIG
+    if not 0 < days <= 36500:  # NaN fails too
+        print(f"--older-than: expected a number of days above 0 and at most 36500, got {days:g}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    database, log_file = (config.database, config.log.file) if config else _database_only(args)
+    db = _open(database)
+    configure_logging(log_file or None, console=None)  # retention.purged goes to the log
+    report = purge(db, _now(), days, dry_run=args.dry_run)
+    verb = "would purge" if report.dry_run else "purged"
+    print(f"{verb} {report.messages:,} message {'body' if report.messages == 1 else 'bodies'} "
+          f"and {report.outbound:,} delivered/dead outbound "
+          f"payload{'' if report.outbound == 1 else 's'} ({_size(report.bytes)})")
+    if report.dry_run:
+        return EXIT_OK
+    audit("audit.purge", older_than_days=days, messages=report.messages,
+          outbound=report.outbound)
+    if args.vacuum:
+        print(_VACUUMED[vacuum(db)])
+    elif report.bytes and db.dialect.name == "sqlite" and not returns_space(db):
+        print("the freed space stays in the file for new messages; `hl7-engine purge --vacuum` "
+              "gives it back to the file system (once; the engine's writes wait meanwhile)")
+    return EXIT_OK
+
+
+_VACUUMED = {
+    "rebuilt": "vacuumed: the file was rebuilt; from now on each purge gives its space back",
+    "incremental": "vacuumed: the free pages went back to the file system",
+    "postgresql": "PostgreSQL: (auto)vacuum makes the space reusable; nothing to run",
+}
+
+
+def _size(count: int) -> str:
+    """Bytes as people read them: 2.1 MB."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
 def _config_if_any(args: argparse.Namespace) -> Config | None:
     """The configuration, or None when only --database was given and there is no config file."""
     if args.database and not Path(args.config).exists():
@@ -856,7 +968,11 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
             text = f"{dest}: {count} dead letter(s) queued again"
         else:
             key_path = next(d.order_key for d in config.destinations if d.name == dest)
-            queued = operator.replay(conn, args.message_id, dest, _now(), key_path)
+            try:
+                queued = operator.replay(conn, args.message_id, dest, _now(), key_path)
+            except BodyPurged as exc:
+                print(f"{exc}; nothing to replay", file=sys.stderr)
+                return EXIT_NOT_OK
             if queued is None:
                 print(f"no message with id {args.message_id}", file=sys.stderr)
                 return EXIT_NOT_OK

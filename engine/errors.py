@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class Disposition(enum.Enum):
@@ -79,6 +80,18 @@ class CannotListen(EngineError):
         self.host = host
         self.port = port
         self.reason = reason
+
+
+class BodyPurged(EngineError):
+    """A message's body was emptied by retention (`engine.store.retention`): its metadata, digest
+    and history stay, its bytes are gone, so it cannot be shown or replayed."""
+
+    def __init__(self, message_id: int, purged_at: datetime) -> None:
+        super().__init__(f"message {message_id}: body purged "
+                         f"{purged_at.isoformat(timespec='seconds')}Z "
+                         f"(retention: message_bodies_days)")
+        self.message_id = message_id
+        self.purged_at = purged_at
 
 
 class HL7Error(EngineError):

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, insert, select, update
 
-from engine.errors import HL7Error
+from engine.errors import BodyPurged, HL7Error
 from engine.parsing import parse
 from engine.store.schema import destination_state, messages, outbound
 
@@ -50,8 +50,10 @@ def take_retry(conn: Connection, name: str) -> bool:
 
 
 def release(conn: Connection, name: str, outbound_id: int | None = None) -> int:
-    """Dead letters (all, or one) go back into the queue with their attempts reset."""
-    q = update(outbound).where(outbound.c.destination == name, outbound.c.status == "dead")
+    """Dead letters (all, or one) go back into the queue with their attempts reset; not those
+    whose payload retention purged (there is nothing left to send)."""
+    q = update(outbound).where(outbound.c.destination == name, outbound.c.status == "dead",
+                               outbound.c.purged_at.is_(None))
     if outbound_id is not None:
         q = q.where(outbound.c.id == outbound_id)
     return int(conn.execute(q.values(status="queued", attempts=0)).rowcount)
@@ -60,11 +62,14 @@ def release(conn: Connection, name: str, outbound_id: int | None = None) -> int:
 def replay(conn: Connection, message_id: int, destination: str, now: datetime,
            key_path: str = "") -> int | None:
     """Queue a stored message again, as it was received; the new queue id, or None.  For a
-    per_key destination (`key_path`), the row's order key is the message's value there."""
-    row = conn.execute(select(messages.c.raw, messages.c.control_id)
+    per_key destination (`key_path`), the row's order key is the message's value there.
+    Raises `BodyPurged` when retention emptied its body: an empty payload is never queued."""
+    row = conn.execute(select(messages.c.raw, messages.c.control_id, messages.c.purged_at)
                        .where(messages.c.id == message_id)).first()
     if row is None:
         return None
+    if row.purged_at is not None:
+        raise BodyPurged(message_id, row.purged_at)
     result = conn.execute(insert(outbound).values(
         destination=destination, route="replay", message_id=message_id,
         control_id=row.control_id, payload=row.raw, status="queued", attempts=0,

@@ -192,9 +192,12 @@ class QueueWorker:
         return True
 
     def _queued(self, limit: int, waiting: Sequence[str]) -> list[Queued]:
+        # Retention empties only delivered/dead rows and `release` skips those, so `purged_at`
+        # is NULL on every queued row; the condition keeps an emptied payload from ever going out.
         q = select(outbound.c.id, outbound.c.payload, outbound.c.attempts, outbound.c.message_id,
                    outbound.c.order_key).where(outbound.c.destination == self.dest.name,
-                                               outbound.c.status == "queued")
+                                               outbound.c.status == "queued",
+                                               outbound.c.purged_at.is_(None))
         if waiting:
             q = q.where(outbound.c.order_key.not_in(list(waiting[:MAX_EXCLUDED])))
         conn = self._connection()

@@ -1,4 +1,5 @@
-"""Opening the database: URL, SQLite pragmas (WAL, synchronous), file mode 0600, migrations."""
+"""Opening the database: URL, SQLite pragmas (WAL, synchronous, incremental auto_vacuum on a new
+file), file mode 0600, migrations."""
 
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        # A new, empty file gets incremental auto_vacuum, so purged bodies can go back to the
+        # file system (engine.store.retention).  It must come before anything is written, WAL
+        # mode's header included; an existing file needs a VACUUM (`purge --vacuum`).
+        if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")

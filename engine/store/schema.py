@@ -48,6 +48,7 @@ messages = Table(
     Column("retransmissions", Integer, nullable=False, server_default="0"),
     Column("last_retransmission_at", DateTime()),
     Column("ledger_effect", Text, nullable=False, server_default=""),  # e.g. "referral X pending→accepted"
+    Column("purged_at", DateTime()),  # UTC; set when retention emptied `raw` (engine/store/retention.py)
     Index("ix_messages_dedupe_key", "dedupe_key"),
     Index("ix_messages_received_at", "received_at"),
 )
@@ -169,6 +170,7 @@ outbound = Table(
     Column("order_key", String(199), nullable=False, server_default=""),  # order: per_key
     Column("event", String(40), nullable=False, server_default=""),  # e.g. referral.scheduled
     Column("referral_id", Id),  # for referral-event rows
+    Column("purged_at", DateTime()),  # UTC; set when retention emptied `payload` (delivered/dead)
     Index("ix_outbound_queue", "destination", "status", "id"),
     Index("ix_outbound_message", "message_id"),
 )
