@@ -90,6 +90,12 @@ def _leaf_path(text: str) -> Path:
     return p
 
 
+@lru_cache(maxsize=4096)
+def _leaf_spec(text: str) -> tuple[str, int, int, int, int, int]:
+    p = _leaf_path(text)
+    return p.segment, p.seg_rep, p.field, p.rep, p.comp, p.sub
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """One parsed message.  `segments[i][n]` is field n of segment i (`[0]` is the segment name)."""
@@ -158,11 +164,40 @@ class InboundMessage:
         """The decoded leaf at `path` (omitted indexes mean 1), or `default` when empty."""
         value = self._memo.get(path)
         if value is None:
-            value = self._resolve(_leaf_path(path))
-            if value:
-                value = unescape(value, self.delimiters, self.charset)
-            self._memo[path] = value
+            value = self._memo[path] = self._leaf(path)
         return value or default
+
+    def _leaf(self, path: str) -> str:
+        """`get`'s work (`_resolve`'s walk, inlined): the mappers read a few dozen leaves per
+        message, and this is a tenth of their time less."""
+        name, seq, n, rep, comp, sub = _leaf_spec(path)
+        where = (self._index or self._build_index()).get(name)
+        if where is None or seq > len(where):
+            return ""
+        d = self.delimiters
+        if not n:  # a whole segment
+            text = self._resolve(Path(name, seq))
+            return unescape(text, d, self.charset) if d.escape in text else text
+        seg = self.segments[where[seq - 1]]
+        text = seg[n] if n < len(seg) else ""
+        if not text or (n <= 2 and name == "MSH"):
+            return text
+        if d.repetition in text:
+            parts = text.split(d.repetition)
+            text = parts[rep - 1] if rep <= len(parts) else ""
+        elif rep > 1:
+            return ""
+        if d.component in text:
+            parts = text.split(d.component)
+            text = parts[comp - 1] if comp <= len(parts) else ""
+        elif comp > 1:
+            return ""
+        if d.subcomponent in text:
+            parts = text.split(d.subcomponent)
+            text = parts[sub - 1] if sub <= len(parts) else ""
+        elif sub > 1:
+            return ""
+        return unescape(text, d, self.charset) if d.escape in text else text
 
     def __getitem__(self, path: str) -> str:
         return self.get(path)
