@@ -3,6 +3,10 @@
     python -m bench.run [--messages 20000] [--connections 8] [--rss-messages 100000]
                         [--warmup 500] [--repeat 1] [--mix ref[,siu]] [--keep-tmp]
 
+Between the two, `bench.floor`: the engine's own database statements for the same mix, replayed
+alone on sqlite3 (the database floor: no engine with this store can be faster on one SQLite
+file), so the target can be read against what the machine allows.
+
 For each server (a subprocess on a free loopback port): a warm-up, then the timed run, giving
 msg/s, ACK latency p50/p99 and the server's CPU per message (utime+stime of every thread, from
 /proc); `--repeat N` keeps the fastest of N timed runs.  The engine gets a fresh SQLite database
@@ -28,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from bench.floor import floor
 from bench.loadgen import parse_mix
 from bench.measure import HOST, Memory, Settings, Throughput, measure, measure_memory
 from bench.procs import ServerProcess, free_port
@@ -177,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         if s.tls:
             use_tls(tmp)
         bare = run_bare(s, tmp)
+        db_floor = floor(s.mix, min(s.messages, 8000), s.connections)
+        print(db_floor.line(), flush=True)
         engine, memory, extra = run_engine(s, tmp, workers)
     except RuntimeError as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    summary = summarize(s, bare, engine, memory, {"loadavg": loadavg, **extra})
+    summary = summarize(s, bare, engine, memory, {"loadavg": loadavg, **extra},
+                        db_floor.msg_per_s)
     print()
     print(render(summary))
     write_results(RESULTS, summary)

@@ -65,9 +65,10 @@ def acks_ok(*parts: Throughput | Memory) -> bool:
 
 
 def summarize(s: Settings, bare: Throughput, engine: Throughput, memory: Memory | None,
-              extra: dict[str, Any]) -> dict[str, Any]:
-    """Everything worth keeping from one run."""
+              extra: dict[str, Any], db_floor: float = 0.0) -> dict[str, Any]:
+    """Everything worth keeping from one run (`db_floor`: bench.floor's msg/s)."""
     ratio = engine.report.msg_per_s / bare.report.msg_per_s if bare.report.msg_per_s else 0.0
+    ceiling = db_floor / bare.report.msg_per_s if bare.report.msg_per_s else 0.0
     parts: list[Throughput | Memory] = [bare, engine] + ([memory] if memory else [])
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -77,6 +78,7 @@ def summarize(s: Settings, bare: Throughput, engine: Throughput, memory: Memory 
         "engine": throughput_dict(engine),
         "engine_over_bare_throughput": {"ratio": round(ratio, 3), "target": f">= {RATIO_TARGET}",
                                         "verdict": _verdict(ratio >= RATIO_TARGET)},
+        "db_floor": {"msg_per_s": round(db_floor, 1), "over_bare": round(ceiling, 3)},
         "rss": memory_dict(memory) if memory else None,
         "acks_all_ok": acks_ok(*parts),
         **extra,
@@ -86,10 +88,13 @@ def summarize(s: Settings, bare: Throughput, engine: Throughput, memory: Memory 
 def render(d: dict[str, Any]) -> str:
     """The summary table, one figure a row: bare, engine, ratio or target, verdict."""
     b, e, ratio, rss = d["bare"], d["engine"], d["engine_over_bare_throughput"], d["rss"]
+    floor_ = d.get("db_floor") or {"msg_per_s": 0.0, "over_bare": 0.0}
     rows = [
         ("over TLS" if d["settings"].get("tls") else "", "bare", "engine", "target", ""),
         ("throughput (msg/s)", f"{b['msg_per_s']:.0f}", f"{e['msg_per_s']:.0f}", "", ""),
         ("engine/bare throughput", "", f"{ratio['ratio']:.3f}", ratio["target"], ratio["verdict"]),
+        ("database alone (msg/s)", "", f"{floor_['msg_per_s']:.0f}", "",
+         f"{floor_['over_bare']:.3f} of bare (bench.floor)"),
         ("ACK p50 (ms)", f"{b['ack_p50_ms']:.2f}", f"{e['ack_p50_ms']:.2f}", "", ""),
         ("ACK p99 (ms)", f"{b['ack_p99_ms']:.2f}", f"{e['ack_p99_ms']:.2f}", "", ""),
         ("server CPU (us/msg)", f"{b['server_cpu_us_per_msg']:.1f}",
