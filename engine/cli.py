@@ -217,7 +217,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for ch in config.channels:
         print(f"channel {ch.name}: listens on {ch.host}:{ch.port}, accepts "
-              f"{len(ch.accept)} message types, versions {', '.join(ch.versions)}")
+              f"{len(ch.accept)} message types, versions {', '.join(ch.versions)}, "
+              f"validation {ch.validation}")
     for line in _outbound_summary(config):
         print(line)
     print(f"{args.config}: OK ({len(config.channels)} channel(s), database {config.database.url})")

@@ -29,6 +29,7 @@ DEFAULT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1"
 DEFAULT_DATABASE = "sqlite:///var/engine.db"
 DEFAULT_LOG_FILE = "var/log/engine.log"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+LENIENT, STRICT = "lenient", "strict"  # `channels[].validation`
 _ACCEPT = re.compile(r"^([A-Z][A-Z0-9]{2})\^(\*|[A-Z0-9]{3}(?:-[A-Z0-9]{3})?)$")
 
 
@@ -80,6 +81,7 @@ class Channel:
     rules: MappingRules = MappingRules()
     allow: tuple[IPNetwork, ...] = ()  # `listen.allow`: the peers it takes; empty: any
     tls: ListenTLS | None = None  # `listen.tls`: TLS (mutual with a client_ca); None: plain TCP
+    validation: str = LENIENT  # `validation:` lenient, or strict (hl7apy: engine/strict.py)
 
     def allows(self, host: str) -> bool:
         """May a peer at this address connect?  (IPv4 seen as IPv6-mapped counts as IPv4.)"""
@@ -245,7 +247,7 @@ def _expand_accept(entry: str, path: str, r: _Reader) -> list[tuple[str, str]]:
 
 def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
     keys = {"name", "listen", "accept", "versions", "processing_ids", "ack", "limits", "framing",
-            "ledger"}
+            "ledger", "validation"}
     m = r.mapping(raw, path, keys)
     if not isinstance(raw, dict):
         if raw is None:
@@ -299,7 +301,18 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
         rules=_rules(m.get("ledger"), f"{path}.ledger", r),
         allow=allow,
         tls=tls,
+        validation=_validation(m.get("validation"), f"{path}.validation", r),
     )
+
+
+def _validation(raw: Any, path: str, r: _Reader) -> str:
+    """`validation: lenient | strict` (default lenient)."""
+    if raw is None:
+        return LENIENT
+    if raw not in (LENIENT, STRICT):
+        r.problem(path, f"expected {LENIENT} or {STRICT}, got {raw!r}")
+        return LENIENT
+    return STRICT if raw == STRICT else LENIENT
 
 
 def _listen_tls(raw: Any, path: str, r: _Reader) -> ListenTLS | None:

@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "channels.yaml"
 
 KEYS_TOP = "channels, database, destinations, ledger, log, retention, routes, workers"
-KEYS_CHANNEL = "accept, ack, framing, ledger, limits, listen, name, processing_ids, versions"
+KEYS_CHANNEL = ("accept, ack, framing, ledger, limits, listen, name, processing_ids, validation, "
+                "versions")
 KEYS_LIMITS = "idle_timeout_s, max_connections, max_frame_bytes, max_queued_frames"
 ACCEPT_FORMS = "expected TYPE^TRIGGER, TYPE^* or TYPE^S12-S26"
 RANGE_FORM = "a trigger range is like S12-S26 (same letter, ascending)"
@@ -495,7 +496,7 @@ def test_cli_check_config_shipped_file_ok() -> None:
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
         "channel referrals: listens on 0.0.0.0:2575, accepts 26 message types, versions "
-        "2.3, 2.3.1, 2.4, 2.5, 2.5.1, 2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2\n"
+        "2.3, 2.3.1, 2.4, 2.5, 2.5.1, 2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2, validation lenient\n"
         "channels.yaml: OK (1 channel(s), database sqlite:///var/engine.db)\n"
     )
 
