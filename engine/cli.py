@@ -221,8 +221,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"validation {ch.validation}")
     for line in _outbound_summary(config):
         print(line)
+    print(_time_rules(config))
     print(f"{args.config}: OK ({len(config.channels)} channel(s), database {config.database.url})")
     return EXIT_OK
+
+
+def _time_rules(config: Config) -> str:
+    """check-config's line for `ledger:` and `retention:`."""
+    deadlines = ", ".join(f"{code} {days:g}" for code, days in config.ledger.deadlines.items())
+    days = config.retention.message_bodies_days
+    bodies = f"purged after {days:g} days" if days else "kept for ever"
+    return (f"ledger: window {config.ledger.default_window_days} days when RF1-8 is empty, "
+            f"deadlines to be scheduled {deadlines} days; message bodies {bodies}")
 
 
 def _outbound_summary(config: Config) -> list[str]:

@@ -497,6 +497,8 @@ def test_cli_check_config_shipped_file_ok() -> None:
     assert result.stdout == (
         "channel referrals: listens on 0.0.0.0:2575, accepts 26 message types, versions "
         "2.3, 2.3.1, 2.4, 2.5, 2.5.1, 2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2, validation lenient\n"
+        "ledger: window 180 days when RF1-8 is empty, deadlines to be scheduled S 1, A 2, R 14 "
+        "days; message bodies kept for ever\n"
         "channels.yaml: OK (1 channel(s), database sqlite:///var/engine.db)\n"
     )
 
@@ -542,8 +544,8 @@ def test_ledger_rules_per_channel() -> None:
 
 @pytest.mark.slow
 def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path: Path) -> None:
-    """With routes, `check-config` prints a line per destination and per route, and the process
-    layout (two by default: the main one delivers)."""
+    """With routes, `check-config` prints a line per destination and per route, the process
+    layout (two by default: the main one delivers), and the ledger's time rules and retention."""
     path = tmp_path / "routed.yaml"
     path.write_text(
         "channels:\n"
@@ -559,6 +561,8 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
         "    transform: [{set: {MSH.5: SPEC}}]\n"
         "    to: [spec, arch]\n"
         "  - {name: loop, on: [referral.scheduled, referral.closed], to: [arch]}\n"
+        "ledger: {default_window_days: 90, deadlines_days: {S: 0.25, P: 3}}\n"
+        "retention: {message_bodies_days: 365}\n"
     )
     result = run_cli("check-config", "--config", str(path))
     assert (result.returncode, result.stderr) == (0, "")
@@ -571,6 +575,8 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
         " to spec, arch",
         "route loop: on referral.scheduled, referral.closed to arch",
         "processes: 2 (the main one accepts and delivers, 1 ingests)",
+        "ledger: window 90 days when RF1-8 is empty, deadlines to be scheduled S 0.25, A 2, "
+        "R 14, P 3 days; message bodies purged after 365 days",
         f"{path}: OK (1 channel(s), database sqlite:///var/engine.db)",
     ]
 
