@@ -116,9 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     rel = sub.add_parser("release", parents=[common], help="queue dead letters again")
     rel.add_argument("destination", metavar="DEST")
     rel.add_argument("id", nargs="?", type=int, metavar="ID", help="one queue id (default: all)")
-    rep = sub.add_parser("replay", parents=[common], help="queue a stored message again")
+    rep = sub.add_parser("replay", parents=[common],
+                         help="queue a stored message again: through its channel's routes as "
+                              "configured now, or as received to one destination (--to)")
     rep.add_argument("message_id", type=int, metavar="MESSAGE_ID")
-    rep.add_argument("--to", required=True, metavar="DEST")
+    rep.add_argument("--to", metavar="DEST",
+                     help="send the bytes as received to this destination, whatever the routes "
+                          "say (default: through the routes, filters and transforms)")
     sub.add_parser("sweep", parents=[common],
                    help="expire pending/accepted referrals past RF1-8 and report overdue ones "
                         "(run also daily by `run`)")
@@ -834,9 +838,15 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """The daily sweep by hand: it changes referrals, so it is audited (`audit.sweep`)."""
+    from engine.logs import audit, configure_logging
+
     config = _config_if_any(args)
-    db = _open(config.database if config else _database_only(args)[0])
+    database, log_file = (config.database, config.log.file) if config else _database_only(args)
+    db = _open(database)
     expired, overdue, queued = _sweep(db, config)
+    configure_logging(log_file or None, console=None)
+    audit("audit.sweep", expired=len(expired), overdue=len(overdue), events_queued=queued)
     for line in expired + overdue:
         print(line)
     print(f"{len(expired)} referral(s) expired, {len(overdue)} newly overdue, "
@@ -960,6 +970,8 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
     from engine.routes import operator
 
     config = _config(args)
+    if args.command == "replay" and args.to is None:
+        return _replay_routed(args, config)
     names = {d.name for d in config.destinations}
     dest = args.to if args.command == "replay" else args.destination
     if dest not in names:
@@ -989,6 +1001,31 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
                 return EXIT_NOT_OK
             text = f"message {args.message_id} queued for {dest} as #{queued}"
     configure_logging(config.log.file, console=None)
-    audit(f"audit.queue_{args.command}", destination=dest)
+    which = {"message_id": args.message_id} if args.command == "replay" else {}
+    audit(f"audit.queue_{args.command}", destination=dest, **which)
     print(text)
+    return EXIT_OK
+
+
+def _replay_routed(args: argparse.Namespace, config: Config) -> int:
+    """`replay MESSAGE_ID` without --to: through the routes as they are now (audited)."""
+    from engine.logs import audit, configure_logging
+    from engine.routes import operator
+
+    db = _open(config.database)
+    with db.begin() as conn:
+        try:
+            queued = operator.replay_routed(conn, args.message_id, config, _now())
+        except (BodyPurged, operator.NotRoutable) as exc:
+            print(f"{exc}; nothing to replay" if isinstance(exc, BodyPurged) else exc,
+                  file=sys.stderr)
+            return EXIT_NOT_OK
+    if queued is None:
+        print(f"no message with id {args.message_id}", file=sys.stderr)
+        return EXIT_NOT_OK
+    configure_logging(config.log.file, console=None)
+    audit("audit.queue_replay", message_id=args.message_id,
+          destinations=sorted({dest for _route, dest, _id in queued}))
+    for route, dest, queue_id in queued:
+        print(f"message {args.message_id} queued for {dest} as #{queue_id} (route {route})")
     return EXIT_OK

@@ -157,6 +157,9 @@ def test_configured_deadlines_and_window_reach_the_running_engine_and_the_sweep(
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert swept.returncode == 0, swept.stderr
     assert "referral R-ROUTINE^PCPEHR pending→expired" in swept.stdout
+    audits = [e for e in map(json.loads, (tmp_path / "engine.log").read_text().splitlines())
+              if e["event"] == "audit.sweep"]
+    assert [(a["expired"], a["overdue"], a["audit"]) for a in audits] == [(1, 0, True)]
     assert {r["id"]: r["status"] for r in _cli_json("referrals", config=config)} == {
         "R-STAT^PCPEHR": "pending", "R-ROUTINE^PCPEHR": "expired"}
 

@@ -64,7 +64,7 @@ class Enqueuer:
               ) -> dict[int, Waiting]:
         """Insert the batch's rows in order; for pass-through messages, by batch index, the row
         each sender waits for."""
-        rows = [(i, row) for i, m in enumerate(batch) for row in self._rows(m, now)]
+        rows = [(i, row) for i, m in enumerate(batch) for row in self.rows(m, now)]
         if not self._answers:
             sql.insert_many(conn, "outbound", [row for _, row in rows])
             return {}
@@ -81,7 +81,8 @@ class Enqueuer:
                     waiting[i] = found
         return waiting
 
-    def _rows(self, m: Routed, now: datetime) -> list[dict[str, Any]]:
+    def rows(self, m: Routed, now: datetime) -> list[dict[str, Any]]:
+        """The queue rows of one message: a row per destination of each route that takes it."""
         routes = self._routes.get(m.channel, ())
         if not routes or m.retransmission or not m.accepted or m.msg is None:
             return []

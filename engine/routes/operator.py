@@ -1,5 +1,6 @@
 """Operator actions on destinations and their queues (`pause`, `resume`, `retry`, `release`,
-`replay`): plain functions over the store, shared by the CLI and the delivery workers."""
+`replay` to one destination or through the routes): plain functions over the store, shared by
+the CLI and the delivery workers."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from datetime import datetime
 
 from sqlalchemy import Connection, insert, select, update
 
+from engine.config import Config
 from engine.errors import BodyPurged, HL7Error
 from engine.parsing import parse
+from engine.routes.enqueue import Enqueuer, Routed
+from engine.store import sql
 from engine.store.schema import destination_state, messages, outbound
 
 
@@ -85,3 +89,37 @@ def _key(raw: bytes, path: str) -> str:
         return parse(raw).get(path)[:199]
     except HL7Error:
         return ""  # a message that never parsed shares the lane of rows without a key
+
+
+class NotRoutable(Exception):
+    """`replay` without `--to` of a message its channel's routes cannot take (the text says
+    why: not accepted, its channel gone, or no route's filter takes it now)."""
+
+
+def replay_routed(conn: Connection, message_id: int, config: Config, now: datetime
+                  ) -> list[tuple[str, str, int]] | None:
+    """Queue a stored message again through its channel's routes as they are configured now
+    (filters, transforms, per_key order keys), as if it had just been accepted, without
+    touching the ledger; (route, destination, queue id) of each row, or None when there is no
+    such message.  Raises `BodyPurged`, or `NotRoutable` with the reason."""
+    row = conn.execute(select(messages.c.raw, messages.c.control_id, messages.c.purged_at,
+                              messages.c.channel, messages.c.status)
+                       .where(messages.c.id == message_id)).first()
+    if row is None:
+        return None
+    if row.purged_at is not None:
+        raise BodyPurged(message_id, row.purged_at)
+    if row.status != "accepted":
+        raise NotRoutable(f"message {message_id} was not accepted (status {row.status}): routes "
+                          f"take accepted messages only; --to DEST sends it as received")
+    if row.channel not in {ch.name for ch in config.channels}:
+        raise NotRoutable(f"message {message_id} came in on channel {row.channel!r}, which the "
+                          f"configuration no longer has; --to DEST sends it as received")
+    enqueuer = Enqueuer()
+    enqueuer.route(config.routes)
+    enqueuer.order_by(config.destinations)
+    rows = enqueuer.rows(Routed(row.channel, parse(row.raw), True, row.control_id, message_id,
+                                False), now)
+    if not rows:
+        raise NotRoutable(f"no route from channel {row.channel} takes message {message_id} now")
+    return [(r["route"], r["destination"], sql.insert(conn, "outbound", r)) for r in rows]
