@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--to", metavar="DEST",
                      help="send the bytes as received to this destination, whatever the routes "
                           "say (default: through the routes, filters and transforms)")
+    report = sub.add_parser(
+        "report", parents=[common],
+        help="of the referrals received in a period: booked, how fast, seen, loop closed, lost",
+        epilog="How each figure is counted: README.md \"The referral report\", or "
+               "`python -m pydoc engine.ledger.report`.")
+    report.add_argument("--since", metavar="DATE",
+                        help="first day of the cohort (by received_at), YYYY-MM-DD, UTC midnight "
+                             "(default: 90 days before --until)")
+    report.add_argument("--until", metavar="DATE",
+                        help="the day after the cohort (excluded), YYYY-MM-DD, UTC midnight "
+                             "(default: now)")
+    report.add_argument("--by", choices=["specialty", "source", "priority"],
+                        help="the same figures per group, and the total")
+    report.add_argument("--json", action="store_true")
     sub.add_parser("sweep", parents=[common],
                    help="expire pending/accepted referrals past RF1-8 and report overdue ones "
                         "(run also daily by `run`)")
@@ -148,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "worker": cmd_worker, "check-config": cmd_check_config, "send": cmd_send,
         "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
         "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
-        "link": cmd_link, "sweep": cmd_sweep, "purge": cmd_purge, "validate": cmd_validate,
+        "link": cmd_link, "report": cmd_report, "sweep": cmd_sweep, "purge": cmd_purge, "validate": cmd_validate,
         "queue": cmd_queue,
         "pause": cmd_queue_action, "resume": cmd_queue_action, "retry": cmd_queue_action,
         "release": cmd_queue_action, "replay": cmd_queue_action,
@@ -809,6 +823,37 @@ def cmd_appointments(args: argparse.Namespace, worklist: bool = False) -> int:
 
 def cmd_worklist(args: argparse.Namespace) -> int:
     return cmd_appointments(args, worklist=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The referral report: figures over the referrals received in [--since, --until)."""
+    from engine.ledger.report import PeriodError, build_report, period, tables
+
+    now = _now()
+    try:
+        cohort = period(now, args.since, args.until)
+    except PeriodError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    db = _open(_database_only(args)[0])
+    with db.connect() as conn:
+        if conn.dialect.name == "postgresql":  # its queries see one snapshot (SQLite's do)
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        report = build_report(conn, cohort, now, args.by)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    span = (f"{cohort.since:%Y-%m-%d %H:%M} to {cohort.until:%Y-%m-%d %H:%M} UTC "
+            f"(until excluded)")
+    if not report["totals"]["received"]:
+        print(f"no referrals received in {span}")
+        return EXIT_OK
+    print(f"referrals received {span}, as of {now:%Y-%m-%d %H:%M} UTC "
+          f"(definitions: hl7-engine report --help)")
+    for title, columns, rows in tables(report):
+        print(f"\n{title}")
+        _print_table(rows, columns)
+    return EXIT_OK
 
 
 def cmd_link(args: argparse.Namespace) -> int:

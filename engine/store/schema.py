@@ -75,6 +75,7 @@ referrals = Table(
     Column("updated_at", DateTime(), nullable=False),
     Column("due_at", DateTime()),  # to reach `scheduled`, by priority
     Index("ix_referrals_status", "status"),
+    Index("ix_referrals_received_at", "received_at"),  # the report's cohort (0009)
 )
 
 referral_keys = Table(
