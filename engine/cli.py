@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from engine.config import Config, ConfigError, Database, load_config
 from engine.errors import BodyPurged, CannotListen
 from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
+from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK
 
 if TYPE_CHECKING:
     import ssl
@@ -554,7 +555,12 @@ def _send_all(client: MLLPClient, payloads: list[tuple[str, bytes]], args: argpa
         if not args.as_is:
             payload = payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
         expected = _expected_acks(payload)
-        acks = client.exchange(payload, 1, args.timeout if expected else min(args.timeout, 1.0))
+        wait = args.timeout if expected else min(args.timeout, 1.0)
+        acks = client.exchange(payload, 1, wait)
+        if acks and acks[0] in _COMMIT_WORDS:  # MLLP release 2: the transport's answer first
+            print(f"{name}: {_COMMIT_WORDS[acks[0]]}")
+            worst = worst if acks[0] == COMMIT_ACK else EXIT_NOT_OK
+            acks = client.receive(1, wait)
         if acks and expected > 1 and _ack_fields(acks[0])[0] == "CA":
             acks += client.receive(1, args.timeout)  # the application ACK follows a CA
         if not acks and client.closed:  # the rest cannot be sent either
@@ -570,6 +576,9 @@ def _send_all(client: MLLPClient, payloads: list[tuple[str, bytes]], args: argpa
             if msa1 not in ("AA", "CA"):
                 worst = EXIT_NOT_OK
     return worst
+
+
+_COMMIT_WORDS = {COMMIT_ACK: "MLLP commit ACK (stored)", COMMIT_NAK: "MLLP commit NAK (not stored)"}
 
 
 def _expected_acks(payload: bytes) -> int:

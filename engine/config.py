@@ -78,6 +78,7 @@ class Channel:
     ack: AckConfig = AckConfig()
     limits: Limits = Limits()
     tolerate_missing_cr: bool = True
+    mllp_release: int = 1  # `framing.mllp_release`: 2 sends the R2 commit ACK/NAK (HL7-SPEC §1)
     rules: MappingRules = MappingRules()
     allow: tuple[IPNetwork, ...] = ()  # `listen.allow`: the peers it takes; empty: any
     tls: ListenTLS | None = None  # `listen.tls`: TLS (mutual with a client_ca); None: plain TCP
@@ -280,7 +281,8 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
         r.number(lim.get("max_queued_frames"), f"{path}.limits.max_queued_frames",
                  d.max_queued_frames, 1, 100000),
     )
-    framing = r.mapping(m.get("framing"), f"{path}.framing", {"tolerate_missing_cr"})
+    framing = r.mapping(m.get("framing"), f"{path}.framing",
+                        {"tolerate_missing_cr", "mllp_release"})
     allow = _networks(listen.get("allow"), f"{path}.listen.allow", r)
     tls = _listen_tls(listen.get("tls"), f"{path}.listen.tls", r)
     versions = r.strings(m.get("versions"), f"{path}.versions", DEFAULT_VERSIONS)
@@ -298,6 +300,8 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
         limits=limits,
         tolerate_missing_cr=r.boolean(framing.get("tolerate_missing_cr"),
                                       f"{path}.framing.tolerate_missing_cr", True),
+        mllp_release=r.number(framing.get("mllp_release"), f"{path}.framing.mllp_release", 1,
+                              1, 2),
         rules=_rules(m.get("ledger"), f"{path}.ledger", r),
         allow=allow,
         tls=tls,

@@ -213,11 +213,14 @@ def _relay(channel: Channel, builders: dict[str, AckBuilder], waiters: Waiters |
 
 def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result],
              relay: Relay | None = None) -> Handler:
-    def handle(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
+    def handle(payload: bytes, peer: str, committed: Callable[[bool], None] | None = None
+               ) -> defer.Deferred[list[bytes]]:
         d: defer.Deferred[list[bytes]] = defer.Deferred()
         started = time.perf_counter()
 
         def done(result: Result) -> None:
+            if committed is not None:  # MLLP release 2: the commit ACK/NAK goes out first
+                committed(result.committed)
             relayed = (relay is not None and result.waiting is not None
                        and result.verdict.accepted and result.message_id is not None)
             _log_result(channel.name, result, peer, len(payload), time.perf_counter() - started,

@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from twisted.internet import reactor
 
 from engine.config import Destination
+from engine.mllp.server import frame
 from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
@@ -299,3 +300,25 @@ def test_a_down_destination_logs_blocked_once_and_recovered_once(db: Engine) -> 
         sink.close()
     events = [e["event"] for e in logs if e["event"].startswith("queue.")]
     assert events == ["queue.blocked", "queue.recovered"]
+
+
+def test_a_release_2_downstream_commit_ack_is_skipped_and_its_nak_retried(db: Engine) -> None:
+    """MLLP release 2 downstream (HL7-SPEC §1): a commit ACK frame before the HL7 ACK changes
+    nothing; a commit NAK fails the attempt at once (it is sent again), whatever follows it."""
+    def r2(message: bytes, n: int) -> bytes:
+        commit = b"\x15" if n == 0 else b"\x06"
+        return Unframed(frame(commit) + frame(ack_for(message)))
+
+    sink = Sink(r2)
+    try:
+        _queue(db, 2)
+        worker = _worker(db, sink)
+        first = worker.run_pass()
+        _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    assert first.delivered == 0
+    assert first.error == "downstream could not store it (MLLP release 2 NAK)"
+    assert sink.received == [_message(1), _message(1), _message(2)]
+    assert _rows(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]

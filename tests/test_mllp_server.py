@@ -7,6 +7,7 @@ observable step by step.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections import deque
 from collections.abc import Iterator, MutableMapping
@@ -153,6 +154,40 @@ def test_one_frame_handed_over_and_its_ack_written(
     protocol.dataReceived(frame(msg(1)))
     assert [(c.payload, c.peer) for c in handler.calls] == [(msg(1), PEER)]
     assert transport.value() == b""
+    handler.calls[0].deferred.callback([ack(1)])
+    assert transport.value() == frame(ack(1))
+
+
+@pytest.mark.parametrize(("stored", "commit"), [(True, b"\x06"), (False, b"\x15")])
+def test_release_2_commit_frame_goes_out_when_stored_then_the_hl7_ack(
+        clock: task.Clock, stored: bool, commit: bytes) -> None:
+    """`framing.mllp_release: 2` (HL7-SPEC §1): the handler gets a third argument; calling it
+    writes the commit ACK (0x06) or NAK (0x15) frame at once, and the HL7 ACK follows when the
+    handler's answer comes; the next frame waits for both."""
+    calls: list[tuple[bytes, Any, defer.Deferred[list[bytes]]]] = []
+
+    def handler(payload: bytes, _peer: str, committed: Any) -> defer.Deferred[list[bytes]]:
+        d: defer.Deferred[list[bytes]] = defer.Deferred()
+        calls.append((payload, committed, d))
+        return d
+
+    r2 = dataclasses.replace(channel(), mllp_release=2)
+    protocol, transport = connect(MLLPServerFactory(r2, handler, clock))
+    protocol.dataReceived(frame(msg(1)) + frame(msg(2)))
+    assert [c[0] for c in calls] == [msg(1)]
+    calls[0][1](stored)
+    assert transport.value() == frame(commit)
+    calls[0][2].callback([ack(1)])
+    assert transport.value() == frame(commit) + frame(ack(1))
+    assert [c[0] for c in calls] == [msg(1), msg(2)]
+
+
+def test_release_1_handler_gets_no_commit_callback(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """The default channel (release 1) calls the handler with (payload, peer) only: the fake
+    handler takes two arguments, and nothing but the HL7 ACK is written."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)))
     handler.calls[0].deferred.callback([ack(1)])
     assert transport.value() == frame(ack(1))
 

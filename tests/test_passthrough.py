@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,15 @@ REF = sample_payload("ref_i12_v251.hl7")
 CONTROL = parse(REF)["MSH.10"]
 
 
-def _engine(tmp_path: Path, db_url: str, sink: Sink, timeout_s: float = 10) -> Engine:
+def _engine(tmp_path: Path, db_url: str, sink: Sink, timeout_s: float = 10,
+            **channel: Any) -> Engine:
     config = write_config(tmp_path, db_url, top={
         "destinations": [{"name": "specialist-ehr", "type": "mllp", "host": "127.0.0.1",
                           "port": sink.port, "ack_timeout_s": 1,
                           "retry": {"initial_s": 0.2, "max_s": 0.5, "max_attempts": 50}}],
         "routes": [{"name": "to-specialist", "from": "referrals", "to": ["specialist-ehr"]}],
     }, ack={"application": "REFTRACK", "facility": "HUB", "mode": "downstream",
-            "destination": "specialist-ehr", "timeout_s": timeout_s})
+            "destination": "specialist-ehr", "timeout_s": timeout_s}, **channel)
     return Engine(config).start()
 
 
@@ -144,3 +146,26 @@ def test_a_message_the_route_does_not_take_is_acked_on_commit(tmp_path: Path,
         assert engine.stop() == 0
         sink.close()
     assert sink.received == []
+
+
+def test_release_2_commit_ack_goes_out_before_the_downstream_answers(tmp_path: Path,
+                                                                      sqlite_url: str) -> None:
+    """Pass-through on an MLLP release 2 channel: the sender gets the commit ACK as soon as
+    the message is stored, while the downstream still holds its answer; the relayed AA
+    follows once the downstream answers."""
+    answer = threading.Event()
+    sink = Sink(lambda m, _n: ack_for(m) if answer.wait(15) else None)
+    engine = _engine(tmp_path, sqlite_url, sink, framing={"mllp_release": 2})
+    try:
+        with MLLPClient("127.0.0.1", engine.port, timeout=15) as client:
+            client.send(REF)
+            first = client.receive(1, 15)
+            downstream_had_answered = answer.is_set()
+            answer.set()
+            (relayed,) = client.receive(1, 15)
+    finally:
+        answer.set()
+        assert engine.stop() == 0
+        sink.close()
+    assert (first, downstream_had_answered) == ([b"\x06"], False)
+    assert (parse(relayed)["MSA.1"], parse(relayed)["MSA.2"]) == ("AA", CONTROL)

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from engine.errors import EngineError, HL7Error
-from engine.mllp.framing import FrameDecoder, FrameTooLarge
+from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK, FrameDecoder, FrameTooLarge
 from engine.mllp.server import frame
 from engine.parsing import parse
 from engine.tls import ClientTLS, client_options, handshake_words
@@ -232,6 +232,11 @@ class MLLPLink:
         waiting = self.waiting
         if protocol is not self.protocol:
             return  # from a connection already given up on
+        if payload == COMMIT_ACK:  # MLLP release 2: stored downstream; its HL7 ACK follows
+            return
+        if payload == COMMIT_NAK and waiting is not None:  # not stored downstream: sent again
+            self._finish(Answer(error="downstream could not store it (MLLP release 2 NAK)"))
+            return
         code, echoed = _msa(payload)
         if waiting is None or echoed != waiting.control_id:
             log.warning("delivery.uncorrelated_ack", destination=self.name,

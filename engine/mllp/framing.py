@@ -13,6 +13,10 @@ from engine.errors import EngineError
 
 START_BLOCK = 0x0B  # VT: opens a frame
 END_BLOCK = 0x1C  # FS: closes a frame, followed by CR
+# MLLP release 2 (HL7-SPEC §1): the receiver's transport-level answer, a frame of one byte, sent
+# once the frame is on safe storage (ACK) or could not be stored (NAK); never instead of the HL7
+# ACK.
+COMMIT_ACK, COMMIT_NAK = b"\x06", b"\x15"
 CARRIAGE_RETURN = 0x0D
 LINE_FEED = 0x0A
 _STRAY_AFTER_TRAILER = (CARRIAGE_RETURN, LINE_FEED)

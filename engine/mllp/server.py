@@ -23,11 +23,14 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from engine.config import Channel
-from engine.mllp.framing import FrameDecoder, FrameTooLarge
+from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK, FrameDecoder, FrameTooLarge
 
 START, END = b"\x0b", b"\x1c\r"
 
-Handler = Callable[[bytes, str], "defer.Deferred[list[bytes]]"]
+# handler(payload, peer) -> the ACKs to write; on a `framing.mllp_release: 2` channel it is
+# called with a third argument, `committed(stored: bool)`, which it calls once the frame is
+# stored (or could not be), before the ACKs are ready.
+Handler = Callable[..., "defer.Deferred[list[bytes]]"]
 
 
 def frame(payload: bytes) -> bytes:
@@ -103,7 +106,10 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         try:
             while not self.busy and self.queue:
                 self.busy = True
-                d = defer.maybeDeferred(self.factory.handler, self.queue.popleft(), self.peer)
+                args: tuple[Any, ...] = (self.queue.popleft(), self.peer)
+                if self.channel.mllp_release == 2:
+                    args += (self._committed,)
+                d = defer.maybeDeferred(self.factory.handler, *args)
                 d.addCallbacks(self._reply, self._failed)
         finally:
             self.draining = False
@@ -118,6 +124,13 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             self.paused = False
             self.transport.resumeProducing()
         self._next()
+
+    def _committed(self, stored: bool) -> None:
+        """MLLP release 2: the frame is on safe storage (ACK) or is not (NAK); the HL7 ACK
+        follows, as on any channel.  Per connection one frame is in work at a time, so this
+        answers the frame in work."""
+        if self.transport is not None:
+            self.transport.write(frame(COMMIT_ACK if stored else COMMIT_NAK))
 
     def _failed(self, failure: Failure) -> None:
         # The handler answers every frame itself; reaching here is a bug, and the connection
