@@ -96,3 +96,69 @@ def test_unknown_key_is_204_only_from_its_owner(sqlite_url: str) -> None:
     acks, refs, _ = _run(sqlite_url, [unknown, from_specialist])
     assert acks == ["AE", "AA"]
     assert refs == {}
+
+
+# --- HL7-SPEC conformance: orphans, S14 without a status, bare MRNs, PRD required ------------
+
+
+def test_an_siu_naming_an_unknown_referral_waits_for_it_instead_of_the_fallback(
+        db_url: str) -> None:
+    """§6/§8: an SIU whose SCH-26 names a referral not stored yet is an orphan, even though the
+    fallback would find another open referral of the same patient and specialty; when the
+    named referral comes, the appointment is linked to it, via SCH-26."""
+    other = _edit(REF, "RF1", 6, "OTHER-R-1^PCPEHR", "REF-OTHER")
+    named = _edit(REF, "RF1", 6, "NAMED-R-2^PCPEHR", "REF-NAMED")
+    siu = _edit(SIU, "SCH", 26, "NAMED-R-2^PCPEHR", "SIU-NAMED")
+    acks, refs, appts = _run(db_url, [other, siu])
+    assert acks == ["AA", "AA"]
+    assert (appts["SCHED-A-5001^SCHED"]["match"], refs["OTHER-R-1^PCPEHR"]["status"]) == (
+        "unmatched", "pending")
+    acks, refs, appts = _run(db_url, [named])
+    appt = appts["SCHED-A-5001^SCHED"]
+    assert (acks, appt["match"], appt["referral"], appt["via"]) == (
+        ["AA"], "matched", "NAMED-R-2^PCPEHR", "SCH-26")
+    assert (refs["NAMED-R-2^PCPEHR"]["status"], refs["OTHER-R-1^PCPEHR"]["status"]) == (
+        "scheduled", "pending")
+
+
+def test_an_s14_without_a_status_keeps_the_cancelled_appointment_cancelled(db_url: str) -> None:
+    """§2/§7: after S15 the appointment is cancelled and the referral awaits rebooking; an S14
+    with an empty SCH-25 (a detail change) keeps both so; an S14 saying Booked books again."""
+    cancel = _edit(SIU, "SCH", 25, "Cancelled", "SIU-S15", "S15")
+    detail = _edit(SIU, "SCH", 25, "", "SIU-S14-DETAIL", "S14")
+    waitlist = _edit(SIU, "SCH", 25, "Waitlist", "SIU-S14-WAIT", "S14")
+    acks, refs, appts = _run(db_url, [REF, SIU, cancel, detail, waitlist])
+    assert acks == ["AA"] * 5
+    assert (appts["SCHED-A-5001^SCHED"]["status"], refs["MFP-R-1001^PCPEHR"]["status"]) == (
+        "cancelled", "accepted")
+    booked = _edit(SIU, "SCH", 25, "Booked", "SIU-S14-BOOKED", "S14")
+    acks, refs, appts = _run(db_url, [booked])
+    assert (appts["SCHED-A-5001^SCHED"]["status"], refs["MFP-R-1001^PCPEHR"]["status"]) == (
+        "booked", "scheduled")
+
+
+def test_bare_mrns_are_never_compared_by_the_fallback(db_url: str) -> None:
+    """§8: PID-3 ids without an assigning authority (CX.4) do not make a fallback match, even
+    when the bare ids are equal; with the authority they do."""
+    def bare(payload: bytes, control: str) -> bytes:
+        return _edit(payload, "PID", 3, "555", control)
+
+    ref = bare(REF, "REF-BARE")
+    siu = bare(_edit(SIU, "SCH", 26, "", "SIU-BARE"), "SIU-BARE")
+    _acks, _refs, appts = _run(db_url, [ref, siu])
+    assert appts["SCHED-A-5001^SCHED"]["match"] == "unmatched"
+
+
+def test_a_ref_without_any_prd_is_ae_100(db_url: str) -> None:
+    """§4: PID and at least one PRD are required in REF_I12: AE 100 at PRD^1, no referral."""
+    lines = [ln for ln in REF.decode().split("\r") if not ln.startswith("PRD|")]
+    db = open_database(db_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    (result,) = pipeline.process_batch([Job(CHANNEL, "\r".join(lines).encode(), "x", NOW)])
+    pipeline.close()
+    with db.connect() as conn:
+        assert list_referrals(conn) == []
+    db.dispose()
+    ack = parse(result.acks[0])
+    assert (ack["MSA.1"], ack["ERR.3.1"], ack["ERR.2.1"], ack["ERR.2.2"]) == ("AE", "100",
+                                                                            "PRD", "1")

@@ -23,6 +23,7 @@ from engine.mappings.changes import (
     DELETED,
     EI,
     EXPIRE,
+    KEEP,
     MODIFY,
     NOSHOW,
     NOTE,
@@ -735,13 +736,14 @@ def test_siu_trigger_table(trigger: str, status: str, rescheduled: bool) -> None
 
 
 @pytest.mark.parametrize(("filler", "status"), [
-    ("Booked", BOOKED), ("pending", BOOKED), ("WAITLIST", BOOKED), ("Overbook", BOOKED),
+    ("Booked", BOOKED), ("pending", KEEP), ("WAITLIST", KEEP), ("Overbook", BOOKED),
     ("Started", BOOKED), ("Complete", COMPLETE_APPT), ("NOSHOW", NOSHOW),
     ("Cancelled", CANCELLED), ("Deleted", DELETED), ("Dc", CANCELLED), ("dc", CANCELLED),
-    ("Blocked", BOOKED), ("Scheduled^^CSI", BOOKED), ("", BOOKED),
+    ("Blocked", KEEP), ("Scheduled^^CSI", BOOKED), ("", KEEP),
 ])
 def test_s14_status_follows_sch25(filler: str, status: str) -> None:
     """S14: SCH-25.1 (table 0278, any case) gives the status; local words read as booked;
+    Pending, Waitlist, Blocked (no booking) and an empty SCH-25 keep the stored status (KEEP);
     filler_status keeps SCH-25.1 as sent."""
     change = appointment(map_siu(siu_msg("S14", {25: filler}), RULES))
     assert (change.status, change.rescheduled, change.filler_status) == (

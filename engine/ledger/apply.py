@@ -197,8 +197,12 @@ def _effect(kind: str, key: str, before: str, after: str, event: str) -> str:
 
 def _appointment(ctx: Context, ch: AppointmentChange) -> None:
     row = store.appointment_for(ctx.conn, ch.key)
+    # An S14 that names no status keeps the stored one (§2, §7: "S14 with a non-status change:
+    # unchanged"); one that creates the appointment (a feed started mid-stream) books it.
+    keep = ch.status == c.KEEP and row is not None
+    status = str(row["status"]) if keep and row is not None else ch.status or c.BOOKED
     values: dict[str, Any] = {
-        "status": ch.status, "filler_status": ch.filler_status, "updated_at": ctx.now,
+        "status": status, "filler_status": ch.filler_status, "updated_at": ctx.now,
         "patient_ids": store.dumps([p.text for p in ch.patient_ids]),
     }
     if ch.start is not None:
@@ -222,19 +226,24 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
                                + [("SCH-27", k) for k in ch.filler_order_numbers],
                                fresh=row["status"] is None)
     ctx.record(appointment_id=aid, referral_id=row["referral_id"],
-               event=f"SIU^{ch.trigger} {ch.status}", before=row["status"], after=ch.status,
-               rule="§6 appointment " + ("created" if row["status"] is None else "updated"))
-    effect = f"appointment {ch.key.text} {ch.status}"
+               event=f"SIU^{ch.trigger} {status}", before=row["status"], after=status,
+               rule="§6 appointment " + ("created" if row["status"] is None else "updated")
+               + (" (no status named: kept)" if keep else ""))
+    effect = f"appointment {ch.key.text} {status}"
     rid = row["referral_id"]
+    linked_now = False
     if rid is None and row["match"] == "unmatched":
         rid, effect = _match(ctx, aid, ch, effect)
+        linked_now = rid is not None
     ctx.effects.append(effect)
-    if rid is not None:
-        _follow(ctx, int(rid), aid, ch.status, ch.rescheduled, ch.trigger)
+    if rid is not None and (linked_now or not keep):
+        _follow(ctx, int(rid), aid, status, ch.rescheduled, ch.trigger)
 
 
 def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[int | None, str]:
-    """Identifier first (SCH-26, then SCH-27), then the fallback (§6 "Links back")."""
+    """Identifier first (SCH-26, then SCH-27), then the fallback (§6 "Links back").  An SIU
+    whose SCH-26/27 name no referral yet is an orphan (§8: it came before its REF or order) and
+    waits for that key: the fallback would link it to another referral of the patient."""
     for via, keys in (("SCH-26", ch.placer_order_numbers), ("SCH-27", ch.filler_order_numbers)):
         found = sorted({rid for k in keys for rid in store.referral_ids_for(ctx.conn, k)})
         if len(found) == 1:
@@ -242,6 +251,8 @@ def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[
         if len(found) > 1:
             _ambiguous(ctx, aid, found)
             return None, f"{effect}, ambiguous"
+    if ch.placer_order_numbers or ch.filler_order_numbers:
+        return None, f"{effect}, unmatched (waits for the referral its SCH-26/27 names)"
     if ch.patient_ids and ch.specialty and ch.start is not None:
         found = sorted(int(r["id"]) for r in store.referrals_of_patients(
             ctx.conn, ch.patient_ids, lc.MATCHABLE) if _fallback_fits(ctx, r, ch))

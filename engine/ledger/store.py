@@ -175,8 +175,9 @@ def set_statuses(conn: Connection, referral_ids: list[int], status: str, at: dat
 
 def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
                           statuses: Iterable[str]) -> list[dict[str, Any]]:
-    """Referrals in `statuses` that share a (CX.1, CX.4.1) pair with `ids`."""
-    pairs = [(p.id, p.authority) for p in ids]
+    """Referrals in `statuses` that share a (CX.1, CX.4.1) pair with `ids`.  An id without an
+    assigning authority is never compared (§8: no bare MRNs across facilities)."""
+    pairs = [(p.id, p.authority) for p in ids if p.authority]
     if not pairs:
         return []
     q = (select(referrals).distinct()

@@ -99,6 +99,7 @@ class ReferralChange:
 # Appointment statuses (issue 3): booked, cancelled, deleted, noshow, complete.
 BOOKED, CANCELLED, DELETED, NOSHOW, COMPLETE_APPT = (
     "booked", "cancelled", "deleted", "noshow", "complete")
+KEEP = ""  # an update that leaves the appointment's status as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,9 @@ class AppointmentChange:
 
     trigger: str  # S12 ... S26
     key: EI  # SCH-2, else SCH-1
-    status: str  # booked | cancelled | deleted | noshow | complete
+    # booked | cancelled | deleted | noshow | complete; KEEP ("") when an S14 (or S18-S22) names
+    # no status: an empty SCH-25, or Pending/Waitlist/Blocked (not a booking, §7)
+    status: str
     rescheduled: bool = False  # S13: new time
     filler_status: str = ""  # SCH-25.1 as sent (local words kept)
     start: datetime | None = None  # SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8

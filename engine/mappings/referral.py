@@ -51,9 +51,12 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     kind, event_code = msg.header.message_type, msg.header.trigger
     if kind not in ("REF", "RRI") or event_code not in TRIGGERS:
         return []
-    # PID is required in REF_I12 and RRI_I12 (HL7-SPEC §4).
+    # PID and at least one PRD are required in REF_I12 and RRI_I12 (HL7-SPEC §4).
     if msg.segment("PID") is None:
         raise RequiredSegmentMissing("PID segment is missing", Location("PID", 1))
+    if msg.segment("PRD") is None:
+        raise RequiredSegmentMissing("PRD segment is missing (at least one provider)",
+                                     Location("PRD", 1))
     key = read_ei(msg, "RF1.6")
     if key is None:
         raise RequiredFieldMissing("RF1-6 (originating referral identifier) is empty",

@@ -14,6 +14,7 @@ from engine.mappings.changes import (
     CANCELLED,
     COMPLETE_APPT,
     DELETED,
+    KEEP,
     NOSHOW,
     AppointmentChange,
     BadValue,
@@ -38,11 +39,13 @@ TRIGGER_STATUS = {"S12": BOOKED, "S13": BOOKED, "S15": CANCELLED, "S16": CANCELL
                   "S17": DELETED, "S26": NOSHOW}
 # Events whose status is SCH-25's: a modification (S14) and the service/resource events.
 BY_FILLER_STATUS = frozenset({"S14", "S18", "S19", "S20", "S21", "S22"})
-# Table 0278 filler status (case-insensitive; unknown local words read as booked).
+# Table 0278 filler status (case-insensitive; unknown local words read as booked).  Pending,
+# Waitlist and Blocked are no booking (§7: S14 *Booked* schedules), and an empty SCH-25 says
+# nothing (§2): those updates keep the appointment's status.
 FILLER_STATUS = {
-    "BOOKED": BOOKED, "PENDING": BOOKED, "WAITLIST": BOOKED, "OVERBOOK": BOOKED,
-    "STARTED": BOOKED, "COMPLETE": COMPLETE_APPT, "NOSHOW": NOSHOW, "CANCELLED": CANCELLED,
-    "CANCELED": CANCELLED, "DC": CANCELLED, "DELETED": DELETED,
+    "BOOKED": BOOKED, "OVERBOOK": BOOKED, "STARTED": BOOKED, "COMPLETE": COMPLETE_APPT,
+    "NOSHOW": NOSHOW, "CANCELLED": CANCELLED, "CANCELED": CANCELLED, "DC": CANCELLED,
+    "DELETED": DELETED, "PENDING": KEEP, "WAITLIST": KEEP, "BLOCKED": KEEP, "": KEEP,
 }
 # Start time, first non-empty (§6): SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8.
 START_FIELDS = (
