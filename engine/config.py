@@ -399,17 +399,25 @@ def _check_passthrough(channels: list[tuple[int, Channel]], config: Config, r: _
 
 
 def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
-    m = r.mapping(raw, path, {"order_specialties", "closing_codes", "close_on_results"})
-    specialties: dict[str, str] = {}
-    table = m.get("order_specialties")
-    if table is not None and not isinstance(table, dict):
-        r.problem(f"{path}.order_specialties", "expected a mapping of OBR-4 code: specialty")
-    elif table:
-        for code, specialty in table.items():
-            specialties[str(code)] = r.string(specialty, f"{path}.order_specialties.{code}")
+    m = r.mapping(raw, path, {"order_specialties", "closing_codes", "close_on_results",
+                              "specialties"})
     codes = r.strings(m.get("closing_codes"), f"{path}.closing_codes", ())
-    return MappingRules(specialties, frozenset(codes) | DEFAULT_CLOSING_CODES,
-                        r.boolean(m.get("close_on_results"), f"{path}.close_on_results", False))
+    return MappingRules(
+        _code_map(m.get("order_specialties"), f"{path}.order_specialties", "OBR-4 code", r),
+        frozenset(codes) | DEFAULT_CLOSING_CODES,
+        r.boolean(m.get("close_on_results"), f"{path}.close_on_results", False),
+        {code.upper(): specialty for code, specialty in _code_map(
+            m.get("specialties"), f"{path}.specialties", "code", r).items()})
+
+
+def _code_map(table: Any, path: str, what: str, r: _Reader) -> dict[str, str]:
+    """A mapping of code: specialty (both non-empty strings)."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        r.problem(path, f"expected a mapping of {what}: specialty")
+        return {}
+    return {str(code): r.string(specialty, f"{path}.{code}") for code, specialty in table.items()}
 
 
 def _database(raw: Any, r: _Reader) -> Database:

@@ -213,7 +213,8 @@ def test_unknown_keys_at_every_level() -> None:
         "channels[0].ack.app: unknown key (expected one of: application, destination, facility, "
             "mode, timeout_s)",
         f"channels[0].limits.max_frames: unknown key (expected one of: {KEYS_LIMITS})",
-        "channels[0].framing.lenient: unknown key (expected one of: tolerate_missing_cr)",
+        "channels[0].framing.lenient: unknown key (expected one of: mllp_release, "
+        "tolerate_missing_cr)",
         "log.lvl: unknown key (expected one of: file, level)",
         "database.uri: unknown key (expected one of: commit_delay_ms, group_commit_max, sqlite_synchronous, url)",
     ]
@@ -530,16 +531,22 @@ def test_wildcard_host_clashes_with_any_host_on_its_port() -> None:
 
 
 def test_ledger_rules_per_channel() -> None:
-    """`ledger.order_specialties` maps OBR-4 codes; `closing_codes` add to LOINC 11488-4."""
+    """`ledger.order_specialties` maps OBR-4 codes; `closing_codes` add to LOINC 11488-4;
+    `specialties` maps any specialty code, case ignored."""
     config = parse_config({"channels": [channel(ledger={
-        "order_specialties": {"CONSULT-NEUR": "NEUR"}, "closing_codes": ["X-NOTE"]})]})
+        "order_specialties": {"CONSULT-NEUR": "NEUR"}, "closing_codes": ["X-NOTE"],
+        "specialties": {"neurocons": "NEUR", "NEURO": "NEUR"}})]})
     rules = config.channels[0].rules
     assert rules.order_specialties == {"CONSULT-NEUR": "NEUR"}
     assert rules.closing_codes == frozenset({"11488-4", "X-NOTE"})
-    assert problems({"channels": [channel(ledger={"order_specialties": ["x"], "x": 1})]}) == [
+    assert (rules.specialty("NeuroCons"), rules.specialty("neuro"), rules.specialty("x")) == (
+        "NEUR", "NEUR", "")
+    assert problems({"channels": [channel(ledger={"order_specialties": ["x"], "x": 1,
+                                                  "specialties": {"A": ""}})]}) == [
         "channels[0].ledger.x: unknown key (expected one of: close_on_results, closing_codes, "
-        "order_specialties)",
-        "channels[0].ledger.order_specialties: expected a mapping of OBR-4 code: specialty"]
+        "order_specialties, specialties)",
+        "channels[0].ledger.order_specialties: expected a mapping of OBR-4 code: specialty",
+        "channels[0].ledger.specialties.A: expected a non-empty string"]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from enginectl import sample_payload
+from sqlalchemy import text
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
@@ -162,3 +163,33 @@ def test_a_ref_without_any_prd_is_ae_100(db_url: str) -> None:
     ack = parse(result.acks[0])
     assert (ack["MSA.1"], ack["ERR.3.1"], ack["ERR.2.1"], ack["ERR.2.2"]) == ("AE", "100",
                                                                             "PRD", "1")
+
+
+def test_the_fallback_compares_specialties_through_the_channel_map(db_url: str) -> None:
+    """A REF for NEURO (PRD-4.1) and an SIU whose location says NEUROLOGY (AIL-3.1) and whose
+    service says NEUROCONS (AIS-3.1), without SCH-26: no fallback match as sent; with
+    `ledger.specialties: {NEUROLOGY: NEURO}` on the channel, matched via fallback."""
+    siu = _edit(SIU, "SCH", 26, "", "SIU-MAPPED")
+    siu = siu.replace(b"AIL|1|A|NEURO^^^SOUTHHOSP|", b"AIL|1|A|NEUROLOGY^^^SOUTHHOSP|")
+    results = []
+    for specialties in ({}, {"NEUROLOGY": "NEURO"}):
+        channel = parse_config({"channels": [{
+            "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12", "SIU^S12"],
+            "ledger": {"specialties": specialties}}]}).channels[0]
+        url = db_url.replace("engine.db", f"map-{len(specialties)}.db") \
+            if db_url.startswith("sqlite") else db_url
+        db = open_database(url)
+        pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+        for m in (REF, siu):
+            pipeline.process_batch([Job(channel, m, "x", NOW)])
+        pipeline.close()
+        with db.connect() as conn:
+            results.append([(a["match"], a["via"], a["specialty"])
+                            for a in list_appointments(conn)])
+        if not db_url.startswith("sqlite"):  # one PostgreSQL database per test: empty it
+            with db.begin() as conn:
+                for table in ("referral_events", "appointment_keys", "appointments",
+                              "referral_patients", "referral_keys", "referrals", "messages"):
+                    conn.execute(text(f"DELETE FROM {table}"))
+        db.dispose()
+    assert results == [[("unmatched", None, "NEUROLOGY")], [("matched", "fallback", "NEURO")]]

@@ -980,3 +980,49 @@ def test_siu_s14_start_is_not_cleared_while_another_start_field_has_a_value() ->
                                  RULES))
     assert "start" not in change.cleared
     assert change.start == datetime(2026, 3, 1, 9, 0)
+
+
+# --- `ledger.specialties`: one map for every specialty code (HL7-SPEC §4, §6) ----------------
+
+MAPPED = MappingRules(specialties={"NEURO": "NEUR", "NEUROCONS": "NEUR", "DRN": "NEUR",
+                                   "CONSULT-NEUR": "NEUR", "NPI1": "CARD"})
+
+
+def test_ref_specialty_is_prd_rt_4_mapped_or_as_sent() -> None:
+    assert only(map_ref(ref_msg(), MAPPED)).specialty == "NEUR"
+    assert only(map_ref(ref_msg(), RULES)).specialty == "NEURO"  # no map: as sent
+
+
+def test_ref_without_prd_rt_4_falls_back_to_mapped_obr_4_then_the_rt_provider_id() -> None:
+    """§4: without PRD(RT)-4, OBR-4.1 (or PR1-3.1), then the RT provider's id, each only
+    through the map; nothing mapped: no specialty."""
+    plain = ref_msg("REF^I12")
+    no_location = build(*[ln if not ln.startswith("PRD|") else
+                          seg("PRD", {1: "RT", 2: "DOC^ANN", 7: "NPI1"})
+                          for ln in sample_lines(plain)])
+    with_obr = build(*sample_lines(no_location), seg("OBR", {1: "1", 4: "CONSULT-NEUR^x^L"}))
+    assert only(map_ref(with_obr, MAPPED)).specialty == "NEUR"
+    assert only(map_ref(no_location, MAPPED)).specialty == "CARD"  # PRD-7.1 NPI1
+    assert only(map_ref(no_location, RULES)).specialty == ""
+
+
+def test_siu_specialty_is_the_first_mapped_of_ail_ais_aip_else_ail_or_ais_as_sent() -> None:
+    """§6: AIL-3.1, AIS-3.1, AIP-3.1 through the map, first mapped wins; without a mapped one,
+    AIL-3.1, else AIS-3.1 as sent (an AIP person id is never a specialty unmapped)."""
+    both = siu_msg(ail={3: "CLINIC9"}, ais={3: "NEUROCONS"}, aip={3: "DRN"})
+    assert appointment(map_siu(both, MAPPED)).specialty == "NEUR"  # AIS mapped, AIL not
+    assert appointment(map_siu(both, RULES)).specialty == "CLINIC9"
+    only_aip = siu_msg(aip={3: "DRN^DOC"})
+    assert appointment(map_siu(only_aip, MAPPED)).specialty == "NEUR"
+    assert appointment(map_siu(only_aip, RULES)).specialty == ""
+
+
+def test_order_specialty_through_order_specialties_then_specialties() -> None:
+    assert only(map_order(order_msg(), RULES)).specialty == "NEUR"
+    assert only(map_order(order_msg(), MAPPED)).specialty == "NEUR"
+    assert only(map_order(order_msg(obr={4: "OTHER"}), MAPPED)).specialty == ""
+
+
+def sample_lines(msg: InboundMessage) -> list[str]:
+    """The message's segments as lines again (MSH rebuilt with its separator)."""
+    return ["|".join(s if s[0] != "MSH" else (s[0], *s[2:])) for s in msg.segments]

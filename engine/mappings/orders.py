@@ -143,7 +143,7 @@ def _change(msg: InboundMessage, rules: MappingRules, source: str, group: OrderG
         patient_ids=patient_ids(msg) if has_pid else (),
         filler_order_number=read_ei(msg, f"{orc}.3") or (read_ei(msg, f"{obr}.3") if obr else None),
         priority=_priority(msg, orc, obr, group.tq1),
-        specialty=rules.order_specialties.get(text(msg, f"{obr}.4.1"), "") if obr else "",
+        specialty=_specialty(msg, rules, obr),
         window_start=window_start,
         window_end=window_end,
         providers=_providers(msg, orc, obr),
@@ -206,3 +206,9 @@ def _providers(msg: InboundMessage, orc: str, obr: str) -> tuple[Provider, ...]:
         for wire in wires
     )
     return tuple(p for p in providers if p.id or p.name)
+
+
+def _specialty(msg: InboundMessage, rules: MappingRules, obr: str) -> str:
+    """OBR-4.1 through `ledger.order_specialties`, then `ledger.specialties`; "" without."""
+    code = text(msg, f"{obr}.4.1") if obr else ""
+    return rules.order_specialties.get(code, "") or rules.specialty(code)

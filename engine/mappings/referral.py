@@ -76,13 +76,25 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         patient_ids=patient_ids(msg),
         external_ids=read_eis(msg, "RF1.11"),
         priority=text(msg, "RF1.2.1"),
-        specialty=next((p.location for p in providers if p.role.upper() == "RT"), ""),
+        specialty=_specialty(msg, providers, rules),
         window_start=window_start,
         window_end=window_end,
         providers=providers,
         diagnoses=diagnoses(msg, range(1, msg.count("DG1") + 1)),
         cleared=_cleared(msg) if kind == "REF" and event_code == "I13" else frozenset(),
     )]
+
+
+def _specialty(msg: InboundMessage, providers: tuple[Provider, ...], rules: MappingRules) -> str:
+    """§4: the referred-to provider's PRD-4.1 (point of care) through `ledger.specialties`, or
+    as sent; without one, the first of OBR-4.1, PR1-3.1 and the RT provider's id (PRD-7.1)
+    that `ledger.specialties` maps."""
+    referred_to = next((p for p in providers if p.role.upper() == "RT"), None)
+    location = referred_to.location if referred_to else ""
+    if location:
+        return rules.specialty(location) or location
+    codes = (text(msg, "OBR.4.1"), text(msg, "PR1.3.1"), referred_to.id if referred_to else "")
+    return next((s for s in map(rules.specialty, codes) if s), "")
 
 
 def _cleared(msg: InboundMessage) -> frozenset[str]:

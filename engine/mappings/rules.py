@@ -15,3 +15,10 @@ class MappingRules:
     closing_codes: frozenset[str] = DEFAULT_CLOSING_CODES
     # ORU^R01 / MDM^T02 whose placer number names a referral may close it (issue 3)
     close_on_results: bool = False
+    # Any code the mappers read a specialty from (PRD-4.1, PRD-7.1, OBR-4.1, PR1-3.1, AIL-3.1,
+    # AIS-3.1, AIP-3.1) → the specialty the ledger compares (HL7-SPEC §4, §6); keys upper-case
+    specialties: dict[str, str] = field(default_factory=dict)
+
+    def specialty(self, code: str) -> str:
+        """The mapped specialty of `code` (case ignored), or ""."""
+        return self.specialties.get(code.upper(), "") if code else ""

@@ -87,12 +87,19 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         filler_status=filler_status,
         start=start_time(msg),
         duration_min=duration_minutes(msg),
-        specialty=text(msg, "AIL.3.1") or text(msg, "AIS.3.1"),
+        specialty=_specialty(msg, rules),
         placer_order_numbers=read_eis(msg, "SCH.26"),
         filler_order_numbers=read_eis(msg, "SCH.27"),
         patient_ids=patient_ids(msg) if msg.segment("PID") else (),
         cleared=_cleared(msg) if event == "S14" else frozenset(),
     )]
+
+
+def _specialty(msg: InboundMessage, rules: MappingRules) -> str:
+    """§6: the first of AIL-3.1, AIS-3.1, AIP-3.1 that `ledger.specialties` maps; else AIL-3.1
+    or AIS-3.1 as sent (a person's id in AIP-3 is no specialty unless mapped)."""
+    codes = [text(msg, path) for path in ("AIL.3.1", "AIS.3.1", "AIP.3.1")]
+    return next((s for s in map(rules.specialty, codes) if s), "") or codes[0] or codes[1]
 
 
 def _cleared(msg: InboundMessage) -> frozenset[str]:
