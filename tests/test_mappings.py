@@ -492,7 +492,7 @@ def test_orm_duplicate_sample_maps_cleanly() -> None:
     ("CA", CANCEL), ("OC", CANCEL), ("CR", CANCEL), ("DC", CANCEL), ("OD", CANCEL),
     ("UC", NOTE), ("XO", MODIFY), ("XX", MODIFY), ("XR", MODIFY),
     ("HD", NOTE), ("RL", NOTE), ("RP", NOTE), ("RO", NOTE), ("SN", NOTE), ("NA", NOTE),
-    ("IP", NOTE), ("SC", NOTE),
+    ("SC", NOTE), ("RE", NOTE), ("CH", NOTE), ("PA", NOTE), ("MC", NOTE),
 ])
 @pytest.mark.parametrize("message_type", ["ORM^O01", "OMG^O19", "OSU^O51"])
 def test_orc1_table(message_type: str, control: str, event: str) -> None:
@@ -528,7 +528,7 @@ def test_orc1_empty_is_101_and_unknown_is_103() -> None:
         map_order(order_msg("ORM^O01", {1: ""}), RULES)
     assert_error(empty.value, "101", Location("ORC", 1, 1))
     with pytest.raises(UnknownCode) as unknown:
-        map_order(order_msg("OMG^O19", {1: "RE"}), RULES)
+        map_order(order_msg("OMG^O19", {1: "ZX"}), RULES)
     assert_error(unknown.value, "103", Location("ORC", 1, 1))
 
 
@@ -1026,3 +1026,30 @@ def test_order_specialty_through_order_specialties_then_specialties() -> None:
 def sample_lines(msg: InboundMessage) -> list[str]:
     """The message's segments as lines again (MSH rebuilt with its separator)."""
     return ["|".join(s if s[0] != "MSH" else (s[0], *s[2:])) for s in msg.segments]
+
+
+@pytest.mark.parametrize("control", ["IP", "ZZ", "N W"])
+def test_orc1_outside_table_0119_is_103_and_every_table_code_is_taken(control: str) -> None:
+    """§3: a code outside table 0119 (IP is an ORC-5 order status, not an order control) is
+    AE 103 at ORC-1; a table code this engine does not act on (RE, observations to follow) is
+    recorded without a change, not rejected."""
+    with pytest.raises(UnknownCode) as err:
+        map_order(order_msg("ORM^O01", {1: control}), RULES)
+    assert_error(err.value, "103", Location("ORC", 1, 1))
+
+
+@pytest.mark.parametrize(("message_type", "raises"), [
+    ("REF^I12", True), ("REF^I13", True), ("RRI^I12", True), ("RRI^I14", True),
+    ("REF^I14", False), ("REF^I15", False),
+])
+def test_rf1_1_outside_table_0283_is_103_where_it_is_acted_on(message_type: str,
+                                                              raises: bool) -> None:
+    """§3: RF1-1 decides I12's opening status and I13's and every RRI's event: a code outside
+    table 0283 (A, E, P, R) there is AE 103 at RF1-1; I14 and I15 do not read it."""
+    msg = ref_msg(message_type, {1: "ZZ"})
+    if raises:
+        with pytest.raises(UnknownCode) as err:
+            map_ref(msg, RULES)
+        assert_error(err.value, "103", Location("RF1", 1, 1))
+    else:
+        assert only(map_ref(msg, RULES)).status_code == "ZZ"

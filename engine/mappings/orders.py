@@ -43,12 +43,19 @@ from engine.parsing.message import InboundMessage
 # MSH-9 → the ledger source that owns the key; OSU updates OMG-originated (360X) referrals.
 SOURCES = {("ORM", "O01"): "ORM", ("OMG", "O19"): "OMG", ("OSU", "O51"): "OMG"}
 
-# Table 0119 order control → event; SC is resolved through ORC-5.
+# Table 0119 order control (v2.8.2, a superset of the earlier versions')
+TABLE_0119 = frozenset({
+    "AF", "CA", "CH", "CN", "CP", "CR", "DC", "DE", "DF", "DR", "FU", "HD", "HR", "LI", "MC",
+    "NA", "NW", "OC", "OD", "OE", "OF", "OH", "OK", "OP", "OR", "PA", "PR", "PY", "RE", "RF",
+    "RL", "RO", "RP", "RQ", "RR", "RU", "SC", "SN", "SR", "SS", "UA", "UC", "UD", "UF", "UH",
+    "UM", "UN", "UR", "UX", "XO", "XR", "XX",
+})
+# Table 0119 code → event; SC is resolved through ORC-5; every other code of the table is
+# recorded in the history and changes nothing.
 ORDER_EVENTS: dict[str, str] = {
     "NW": OPEN, "OK": ACCEPT, "UA": REJECT,
     "CA": CANCEL, "OC": CANCEL, "CR": CANCEL, "DC": CANCEL, "OD": CANCEL,
-    "UC": NOTE, "XO": MODIFY, "XX": MODIFY, "XR": MODIFY, "SC": NOTE,
-    "HD": NOTE, "RL": NOTE, "RP": NOTE, "RO": NOTE, "SN": NOTE, "NA": NOTE, "IP": NOTE,
+    "XO": MODIFY, "XX": MODIFY, "XR": MODIFY, "SC": NOTE,
 }
 # ORC-1 SC: table 0038 order status in ORC-5 → event (anything else is a note).
 STATUS_EVENTS = {"CM": COMPLETE, "CA": CANCEL, "DC": CANCEL, "SC": ACCEPT, "IP": ACCEPT}
@@ -155,16 +162,16 @@ def _event(control: str, order_status: str) -> str:
     """Table 0119 → event; for SC, ORC-5 (table 0038) decides."""
     if control == "SC":
         return STATUS_EVENTS.get(order_status.upper(), NOTE)
-    return ORDER_EVENTS[control]
+    return ORDER_EVENTS.get(control, NOTE)
 
 
 def _order_control(msg: InboundMessage, n: int) -> str:
-    """ORC-1 from table 0119: 101 when empty, 103 when outside the codes we act on."""
+    """ORC-1 from table 0119: 101 when empty, 103 when outside the table."""
     control = text(msg, f"ORC[{n}].1").upper()
     if not control:
         raise RequiredFieldMissing("ORC-1 (order control) is empty", Location("ORC", n, 1))
-    if control not in ORDER_EVENTS:
-        raise UnknownCode("ORC-1 (order control) is not a table 0119 code this engine acts on",
+    if control not in TABLE_0119:
+        raise UnknownCode("ORC-1 (order control) is not a table 0119 code",
                           Location("ORC", n, 1))
     return control
 

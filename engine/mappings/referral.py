@@ -22,6 +22,7 @@ from engine.mappings.changes import (
     ReferralChange,
     RequiredFieldMissing,
     RequiredSegmentMissing,
+    UnknownCode,
 )
 from engine.mappings.fields import (
     diagnoses,
@@ -38,6 +39,7 @@ from engine.mappings.rules import MappingRules
 from engine.parsing.message import InboundMessage
 
 KEY_LOCATION = Location("RF1", 1, 6)
+TABLE_0283 = frozenset({"A", "E", "P", "R"})  # referral status: what I12, I13 and RRI act on
 TRIGGERS = frozenset({"I12", "I13", "I14", "I15"})
 
 # Table 0283 referral status → event, for I13 and RRI.
@@ -64,6 +66,10 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     window_start = read_dtm(msg, "RF1.7", Location("RF1", 1, 7))
     window_end = read_dtm(msg, "RF1.8", Location("RF1", 1, 8))
     status = text(msg, "RF1.1.1")
+    if status and status.upper() not in TABLE_0283 and (kind == "RRI" or event_code in ("I12",
+                                                                                         "I13")):
+        raise UnknownCode("RF1-1 (referral status) is not a table 0283 code (A, E, P, R)",
+                          Location("RF1", 1, 1))
     providers = _providers(msg)
     return [ReferralChange(
         event=_event(msg, kind, event_code, status.upper(), rules),
