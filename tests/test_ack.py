@@ -34,7 +34,7 @@ def _msg(msh9: str = "REF^I12^REF_I12", version: str = "2.5.1", processing: str 
          msh15: str = "", msh16: str = "", control: str = "C1") -> bytes:
     tail = f"|||{msh15}|{msh16}" if msh15 or msh16 else ""
     return (f"MSH|^~\\&|PCPEHR|NORTH|REFTRACK|HUB|20260101120000||{msh9}|{control}|"
-            f"{processing}|{version}{tail}\rRF1|P|||||R-1^PCPEHR\rPID|1||100001^^^NORTH^MR\r"
+            f"{processing}|{version}{tail}\rRF1|P|||||R-1^PCPEHR\rPRD|RT\rPID|1||100001^^^NORTH^MR\r"
             ).encode()
 
 
@@ -156,7 +156,7 @@ def test_custom_delimiters_are_transcoded_to_standard(builder: AckBuilder) -> No
     """A sender with `#$*?%` delimiters gets a standard `|^~\\&` ACK with its values re-encoded:
     its `|` is data and becomes `\\F\\`, its escaped `?F?` is a `#`, plain in the ACK."""
     raw = (b"MSH#$*?%#PC|PEHR#NORTH$X#REFTRACK#HUB#20260101##REF$I12#C?F?1#P#2.5.1\r"
-           b"RF1#P#####R-1\rPID#1\r")
+           b"RF1#P#####R-1\rPRD#RT\rPID#1\r")
     (ack,) = _answer(builder, raw)
     assert ack == (b"MSH|^~\\&|REFTRACK|HUB|PC\\F\\PEHR|NORTH^X|20261128093000+0000||"
                    b"ACK^I12^ACK|ACK1|P|2.5.1\rMSA|AA|C#1\r")
@@ -171,7 +171,7 @@ def test_transcode_round_trips_structure() -> None:
 def test_ack_uses_inbound_charset_and_echoes_msh18(builder: AckBuilder) -> None:
     """A latin-1 sender gets its ACK in latin-1 with MSH-18 echoed."""
     raw = ("MSH|^~\\&|PCPEHR|MÜNCHEN|REFTRACK|HUB|20260101||REF^I12|C1|P|2.5.1|||||"
-           "|8859/1\rRF1|P|||||R-1\rPID|1\r").encode("latin-1")
+           "|8859/1\rRF1|P|||||R-1\rPRD|RT\rPID|1\r").encode("latin-1")
     (ack,) = _answer(builder, raw)
     assert "MÜNCHEN".encode("latin-1") in ack
     assert ack.split(b"\r")[0].endswith(b"|8859/1")

@@ -321,9 +321,11 @@ def test_what_hl7apy_rejects_is_ae_stored_and_changes_no_ledger(
 
 def test_the_same_message_on_a_lenient_channel_is_aa(
         pipeline: tuple[Pipeline, Database]) -> None:
-    """Lenient channels are unchanged: the REF^I12 without PRD is AA and opens its referral."""
+    """Lenient channels are unchanged: a REF^I12 whose second PRD has no PRD-1 (hl7apy: a
+    required field) is AA and opens its referral.  (One without any PRD is AE 100 on every
+    channel: the engine's own REF rule, HL7-SPEC §4.)"""
     p, db = pipeline
-    assert _run(p, LENIENT, _renamed(_without(REF, b"PRD"), "L1")) == [
+    assert _run(p, LENIENT, _renamed(_with_field(REF, b"PRD", 1, b"", seq=2), "L1")) == [
         [["AA", "REF-L1", "", ""]]]
     assert _keys(db) == ["MFP-R-L1^PCPEHR"]
 
@@ -446,24 +448,25 @@ def _referral_count(url: str) -> int:
 def test_the_engine_answers_a_strict_channel_over_tcp(
         engine: tuple[Engine, dict[str, int]], sqlite_url: str) -> None:
     """Over real MLLP: a valid REF^I12 on the strict channel is AA and opens a referral; one
-    without PRD is AE 100 PRD^1, stored, logged in `message.stored` with its code and
-    location, and opens nothing; in enhanced mode it is CA then AE; the same message on the
-    lenient channel is AA."""
+    whose second PRD has no PRD-1 is AE 101 PRD^2^1, stored, logged in `message.stored` with
+    its code and location, and opens nothing; in enhanced mode it is CA then AE; the same
+    message on the lenient channel is AA."""
     eng, ports = engine
     strict, plain = ports["referrals"], ports["plain"]
     assert _exchange(strict, REF) == [("AA", "", "")]
     assert _referral_count(sqlite_url) == 1
-    assert _exchange(strict, _renamed(_without(REF, b"PRD"), "T1")) == [("AE", "100", "PRD^1")]
-    enhanced = _without(sample_payload("enhanced_al_al_v251.hl7"), b"PRD")
-    assert _exchange(strict, enhanced, 2) == [("CA", "", ""), ("AE", "100", "PRD^1")]
+    no_role = _with_field(REF, b"PRD", 1, b"", seq=2)
+    assert _exchange(strict, _renamed(no_role, "T1")) == [("AE", "101", "PRD^2^1")]
+    enhanced = _with_field(sample_payload("enhanced_al_al_v251.hl7"), b"PRD", 1, b"", seq=2)
+    assert _exchange(strict, enhanced, 2) == [("CA", "", ""), ("AE", "101", "PRD^2^1")]
     assert _referral_count(sqlite_url) == 1
-    assert _exchange(plain, _renamed(_without(REF, b"PRD"), "T2")) == [("AA", "", "")]
+    assert _exchange(plain, _renamed(no_role, "T2")) == [("AA", "", "")]
     assert _referral_count(sqlite_url) == 2
     assert stored_messages(sqlite_url, "channel", "control_id", "status", "error_code",
                            "error_location", "ack_codes") == [
         ("referrals", "REF-I12-V251", "accepted", "", "", "AA"),
-        ("referrals", "REF-T1", "errored", "100", "PRD^1", "AE"),
-        ("referrals", "ENH-AL-AL-V251", "errored", "100", "PRD^1", "CA AE"),
+        ("referrals", "REF-T1", "errored", "101", "PRD^2^1", "AE"),
+        ("referrals", "ENH-AL-AL-V251", "errored", "101", "PRD^2^1", "CA AE"),
         ("plain", "REF-T2", "accepted", "", "", "AA"),
     ]
     deadline = time.monotonic() + 10
@@ -471,6 +474,6 @@ def test_the_engine_answers_a_strict_channel_over_tcp(
         time.sleep(0.1)
     assert [(e["control_id"], e["ack"], e.get("error_code"), e.get("error_location"))
             for e in stored] == [
-        ("REF-I12-V251", "AA", None, None), ("REF-T1", "AE", "100", "PRD^1"),
-        ("ENH-AL-AL-V251", "CA AE", "100", "PRD^1"), ("REF-T2", "AA", None, None)]
+        ("REF-I12-V251", "AA", None, None), ("REF-T1", "AE", "101", "PRD^2^1"),
+        ("ENH-AL-AL-V251", "CA AE", "101", "PRD^2^1"), ("REF-T2", "AA", None, None)]
     assert not any("PATIENT" in json.dumps(e) for e in eng.events())
