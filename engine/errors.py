@@ -169,6 +169,15 @@ class CommitFailed(HL7Error):
     disposition = Disposition.ERRORED
 
 
+class RecordLocked(HL7Error):
+    """The database stayed locked by another writer past the wait (SQLite's busy timeout, a
+    PostgreSQL lock timeout, deadlock or serialisation failure): nothing was stored; AR 206
+    (CE in enhanced mode), retry later (HL7-SPEC §3)."""
+
+    code = "206"
+    disposition = Disposition.REJECTED
+
+
 class InternalError(HL7Error):
     """An unexpected failure while processing; the message is stored, the sender is told AR 207."""
 

@@ -8,6 +8,7 @@ every frame of the batch is answered AE/CE 207 and nothing is promised (HL7-SPEC
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from engine.errors import (
     HL7Error,
     InternalError,
     Location,
+    RecordLocked,
 )
 from engine.ledger import apply as ledger
 from engine.ledger import store as ledger_store
@@ -142,9 +144,11 @@ class Pipeline:
                 p.row = _row(p)
                 continue
             except Exception as exc:  # noqa: BLE001 - SQLAlchemy's or the driver's
-                log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__)
+                locked = _locked(exc)
+                log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__,
+                          locked=locked)
                 self._drop_connection()
-                return [self._uncommitted(p) for p in prepared]
+                return [self._uncommitted(p, locked) for p in prepared]
             return [self._finish(p, s, waiting.get(i))
                     for i, (p, s) in enumerate(zip(prepared, stored, strict=True))]
 
@@ -252,12 +256,28 @@ class Pipeline:
             waiting=waiting,
         )
 
-    def _uncommitted(self, p: _Prepared) -> Result:
-        error = CommitFailed("the message could not be stored; send it again")
-        verdict = Verdict(Disposition.ERRORED, Stage.COMMIT, error.code, None, error.reason)
+    def _uncommitted(self, p: _Prepared, locked: bool = False) -> Result:
+        error: HL7Error = RecordLocked("the database is locked by another writer; send it "
+                                       "again later") if locked else CommitFailed(
+            "the message could not be stored; send it again")
+        verdict = Verdict(error.disposition, Stage.COMMIT, error.code, None, error.reason)
         builder = self._builders[p.job.channel.name]
         return Result(builder.build(p.msg, verdict), verdict, None, p.row["control_id"],
                       p.row["message_type"], p.row["digest"], committed=False)
+
+
+# PostgreSQL SQLSTATEs of a lock that was not had: lock_not_available (lock_timeout),
+# deadlock_detected, serialization_failure.
+_LOCK_STATES = frozenset({"55P03", "40P01", "40001"})
+
+
+def _locked(exc: BaseException) -> bool:
+    """Did the batch fail on another writer's lock (AR 206), not on the store itself (207)?"""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, sqlite3.OperationalError):
+        text = str(cause)
+        return "database is locked" in text or "database is busy" in text
+    return getattr(cause, "sqlstate", None) in _LOCK_STATES
 
 
 def prepare(job: Job) -> _Prepared:

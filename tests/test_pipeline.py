@@ -145,3 +145,60 @@ def test_a_ledger_bug_marks_only_its_message_and_the_batch_is_redone(
     with db.connect() as conn:  # type: ignore[attr-defined]
         assert sorted(r["status"] for r in list_referrals(conn)) == ["pending", "pending"]
     pipeline.close()
+
+
+def test_a_database_locked_by_another_writer_is_ar_206_then_stored_on_resend(
+        sqlite_url: str) -> None:
+    """HL7-SPEC §3 "record locked": while another connection holds SQLite's write lock past the
+    busy wait, the batch is AR 206 (CE 206 in enhanced mode) and nothing is stored; sent again
+    once the lock is gone, it is AA.  A store failure that is no lock stays AE 207 (above)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    pipeline, db = _pipeline(sqlite_url)
+
+    @event.listens_for(db, "connect")
+    def _short_wait(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=100")  # the engine waits 30 s
+
+    db.dispose()  # type: ignore[attr-defined]  # the pooled connection had the 30 s wait
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    enhanced = sample_payload("enhanced_al_al_v251.hl7")
+    try:
+        locked = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7")),
+                                         _job(enhanced)])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    answers = [[(parse(a)["MSA.1"], parse(a)["ERR.3.1"]) for a in r.acks] for r in locked]
+    assert answers == [[("AR", "206")], [("CE", "206")]]
+    assert not any(r.committed for r in locked)
+    assert _count(db) == 0
+    again = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7"))])
+    assert [parse(a)["MSA.1"] for a in again[0].acks] == ["AA"]
+    assert _count(db) == 1
+    pipeline.close()
+
+
+def test_lock_failures_are_told_apart_from_store_failures() -> None:
+    """AR 206 for another writer's lock (SQLite busy, PostgreSQL lock timeout, deadlock,
+    serialisation failure), AE 207 for anything else (disk full, I/O)."""
+    import sqlite3
+
+    import psycopg.errors
+    from sqlalchemy.exc import OperationalError
+
+    from engine.pipeline import _locked
+
+    def wrapped(cause: Exception) -> OperationalError:
+        return OperationalError("COMMIT", {}, cause)
+
+    assert [_locked(wrapped(c)) for c in (
+        sqlite3.OperationalError("database is locked"), psycopg.errors.LockNotAvailable("x"),
+        psycopg.errors.DeadlockDetected("x"), psycopg.errors.SerializationFailure("x"),
+    )] == [True] * 4
+    assert [_locked(wrapped(c)) for c in (
+        sqlite3.OperationalError("disk I/O error"), psycopg.errors.DiskFull("x"),
+    )] + [_locked(RuntimeError("x"))] == [False] * 3
