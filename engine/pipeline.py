@@ -31,7 +31,7 @@ from engine.errors import (
 )
 from engine.ledger import apply as ledger
 from engine.ledger import store as ledger_store
-from engine.mappings.changes import Change
+from engine.mappings.changes import AppointmentChange, Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
 from engine.routes.enqueue import Enqueuer, Routed
@@ -294,6 +294,7 @@ def prepare(job: Job) -> _Prepared:
     if msg is not None and verdict.accepted:
         try:
             changes = map_message(msg, job.channel.rules)
+            _warn_conflicts(changes, msg)
         except ContentError as exc:
             verdict = Verdict(exc.disposition, Stage.CONTENT, exc.code, exc.location, exc.reason)
         except Exception as exc:  # noqa: BLE001 - a mapper bug must not stop the engine
@@ -321,6 +322,15 @@ def _strict(msg: InboundMessage, job: Job) -> Verdict:
         return ACCEPTED
     stage = Stage.CONTENT if isinstance(error, ContentError) else Stage.HEADER
     return Verdict(error.disposition, stage, error.code, error.location, error.reason)
+
+
+def _warn_conflicts(changes: list[Change], msg: InboundMessage) -> None:
+    """§6: an appointment whose duration sources disagree by more than a minute is a warning
+    (field names and minutes only)."""
+    for change in changes:
+        if isinstance(change, AppointmentChange) and change.duration_conflict:
+            log.warning("appointment.duration_conflict", control_id=msg.header.control_id,
+                        sources=change.duration_conflict)
 
 
 def _row(p: _Prepared) -> dict[str, Any]:

@@ -193,3 +193,29 @@ def test_the_fallback_compares_specialties_through_the_channel_map(db_url: str) 
                     conn.execute(text(f"DELETE FROM {table}"))
         db.dispose()
     assert results == [[("unmatched", None, "NEUROLOGY")], [("matched", "fallback", "NEURO")]]
+
+
+def test_the_history_names_the_duration_source_and_a_conflict_is_a_warning(
+        db_url: str) -> None:
+    """§6 "record the source field; if two sources disagree by more than 1 minute, warn": the
+    appointment's history row says where its duration came from and which sources disagree,
+    and `appointment.duration_conflict` is logged (field names and minutes only)."""
+    from sqlalchemy import select
+    from structlog.testing import capture_logs
+
+    from engine.store.schema import referral_events
+
+    siu = _edit(SIU, "AIS", 7, "45", "SIU-CLASH")
+    with capture_logs() as logs:
+        acks, _refs, appts = _run(db_url, [REF, siu])
+    assert (acks, appts["SCHED-A-5001^SCHED"]["duration_min"]) == (["AA", "AA"], 30)
+    db = open_database(db_url)
+    with db.connect() as conn:
+        rules = [r for (r,) in conn.execute(select(referral_events.c.rule).where(
+            referral_events.c.event == "SIU^S12 booked"))]
+    db.dispose()
+    assert rules == ["§6 appointment created; duration from SCH-9 (sources disagree: "
+                     "SCH-9 30 min, AIS-7 45 min)"]
+    assert [(e["control_id"], e["sources"]) for e in logs
+            if e["event"] == "appointment.duration_conflict"] == [
+        ("SIU-CLASH", "SCH-9 30 min, AIS-7 45 min")]

@@ -689,6 +689,7 @@ def test_siu_s12_sample_maps_every_field() -> None:
         filler_status="Booked",
         start=datetime(2026, 3, 2, 9, 0),
         duration_min=30,
+        duration_source="SCH-9",
         specialty="NEURO",
         placer_order_numbers=(EI("MFP-R-1001", "PCPEHR"),),
         filler_order_numbers=(),
@@ -1053,3 +1054,24 @@ def test_rf1_1_outside_table_0283_is_103_where_it_is_acted_on(message_type: str,
         assert_error(err.value, "103", Location("RF1", 1, 1))
     else:
         assert only(map_ref(msg, RULES)).status_code == "ZZ"
+
+
+def test_duration_records_its_source_and_names_sources_that_disagree() -> None:
+    """§6: the first of SCH-9/10, TQ1-8 minus TQ1-7, AIS-7/8 is the duration and its field is
+    recorded; later sources more than a minute off are named; a later unreadable one is
+    ignored (only the one used must read)."""
+    agree = appointment(map_siu(siu_msg(sch={9: "30", 10: "min"}, ais={7: "31", 8: "min"}),
+                                RULES))
+    assert (agree.duration_min, agree.duration_source, agree.duration_conflict) == (
+        30, "SCH-9", "")
+    clash = appointment(map_siu(siu_msg(sch={9: "30", 10: "min"},
+                                        tq1={7: "20260302090000", 8: "20260302100000"},
+                                        ais={7: "45", 8: "min"}), RULES))
+    assert (clash.duration_min, clash.duration_source, clash.duration_conflict) == (
+        30, "SCH-9", "SCH-9 30 min, TQ1-8 60 min, AIS-7 45 min")
+    later_bad = appointment(map_siu(siu_msg(sch={9: "30", 10: "min"},
+                                            ais={7: "forty", 8: "min"}), RULES))
+    assert (later_bad.duration_min, later_bad.duration_source, later_bad.duration_conflict) \
+        == (30, "SCH-9", "")
+    with pytest.raises(BadValue):
+        map_siu(siu_msg(sch={9: "half an hour"}, ais={7: "45", 8: "min"}), RULES)

@@ -228,7 +228,7 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
     ctx.record(appointment_id=aid, referral_id=row["referral_id"],
                event=f"SIU^{ch.trigger} {status}", before=row["status"], after=status,
                rule="§6 appointment " + ("created" if row["status"] is None else "updated")
-               + (" (no status named: kept)" if keep else ""))
+               + (" (no status named: kept)" if keep else "") + _duration_note(ch))
     effect = f"appointment {ch.key.text} {status}"
     rid = row["referral_id"]
     linked_now = False
@@ -238,6 +238,15 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
     ctx.effects.append(effect)
     if rid is not None and (linked_now or not keep):
         _follow(ctx, int(rid), aid, status, ch.rescheduled, ch.trigger)
+
+
+def _duration_note(ch: AppointmentChange) -> str:
+    """§6: the duration's source field, and the sources when they disagree."""
+    if not ch.duration_source:
+        return ""
+    note = f"; duration from {ch.duration_source}"
+    return note + (f" (sources disagree: {ch.duration_conflict})" if ch.duration_conflict
+                   else "")
 
 
 def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[int | None, str]:

@@ -115,7 +115,9 @@ class AppointmentChange:
     filler_status: str = ""  # SCH-25.1 as sent (local words kept)
     start: datetime | None = None  # SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8
     duration_min: int | None = None
-    specialty: str = ""  # AIL-3.1, then AIS-3.1
+    duration_source: str = ""  # SCH-9, TQ1-8 or AIS-7 (§6: record the source field)
+    duration_conflict: str = ""  # the sources' minutes when two disagree by more than 1 min
+    specialty: str = ""  # the first mapped of AIL-3.1, AIS-3.1, AIP-3.1, else AIL or AIS as sent
     placer_order_numbers: tuple[EI, ...] = ()  # SCH-26
     filler_order_numbers: tuple[EI, ...] = ()  # SCH-27
     patient_ids: tuple[PatientId, ...] = ()

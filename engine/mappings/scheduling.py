@@ -6,7 +6,9 @@ gives.  Blocked slots (S23/S24) and the S25 query have no appointment effect.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 from engine.errors import Location
 from engine.mappings.changes import (
@@ -76,6 +78,7 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         raise RequiredFieldMissing("SCH-2 and SCH-1 (appointment ids) are both empty",
                                    Location("SCH", 1, 2))
     filler_status = text(msg, "SCH.25.1")
+    duration = durations(msg)
     status = TRIGGER_STATUS.get(event) or FILLER_STATUS.get(filler_status.upper(), BOOKED)
     if event == "S12" and FILLER_STATUS.get(filler_status.upper()) == COMPLETE_APPT:
         status = COMPLETE_APPT  # §7: S14/S12 with SCH-25 Complete completes the referral
@@ -86,7 +89,9 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         rescheduled=event == "S13",
         filler_status=filler_status,
         start=start_time(msg),
-        duration_min=duration_minutes(msg),
+        duration_min=duration.minutes,
+        duration_source=duration.source,
+        duration_conflict=duration.conflict,
         specialty=_specialty(msg, rules),
         placer_order_numbers=read_eis(msg, "SCH.26"),
         filler_order_numbers=read_eis(msg, "SCH.27"),
@@ -123,14 +128,32 @@ def start_time(msg: InboundMessage) -> datetime | None:
     return None
 
 
-def duration_minutes(msg: InboundMessage) -> int | None:
-    """SCH-9/SCH-10, then TQ1-8 minus TQ1-7, then AIS-7/AIS-8: the first that gives minutes."""
-    minutes = _with_units(msg, "SCH.9", "SCH.10.1", Location("SCH", 1, 9))
-    if minutes is None:
-        minutes = _tq1_span(msg)
-    if minutes is None:
-        minutes = _with_units(msg, "AIS.7", "AIS.8.1", Location("AIS", 1, 7))
-    return minutes
+class Duration(NamedTuple):
+    minutes: int | None
+    source: str  # the field it came from: SCH-9, TQ1-8 or AIS-7 ("" without one)
+    conflict: str  # every source's minutes when two disagree by more than a minute, else ""
+
+
+def durations(msg: InboundMessage) -> Duration:
+    """§6: SCH-9/SCH-10, then TQ1-8 minus TQ1-7, then AIS-7/AIS-8: the first that gives minutes
+    is the duration (an unreadable one is 102); the later ones, where readable, are compared
+    with it, and more than a minute apart they are named in `conflict`."""
+    found: list[tuple[str, int]] = []
+    for name, read in _DURATION_SOURCES:
+        try:
+            minutes = read(msg)
+        except BadValue:
+            if not found:
+                raise
+            continue
+        if minutes is not None:
+            found.append((name, minutes))
+    if not found:
+        return Duration(None, "", "")
+    (source, minutes), others = found[0], found[1:]
+    conflict = ", ".join(f"{n} {m} min" for n, m in found) \
+        if any(abs(m - minutes) > 1 for _, m in others) else ""
+    return Duration(minutes, source, conflict)
 
 
 def _with_units(msg: InboundMessage, path: str, units_path: str, where: Location) -> int | None:
@@ -144,6 +167,14 @@ def _with_units(msg: InboundMessage, path: str, units_path: str, where: Location
     return round(amount * factor)
 
 
+def _sch_duration(msg: InboundMessage) -> int | None:
+    return _with_units(msg, "SCH.9", "SCH.10.1", Location("SCH", 1, 9))
+
+
+def _ais_duration(msg: InboundMessage) -> int | None:
+    return _with_units(msg, "AIS.7", "AIS.8.1", Location("AIS", 1, 7))
+
+
 def _tq1_span(msg: InboundMessage) -> int | None:
     """TQ1-8 end minus TQ1-7 start, when both are given and the end is not before the start."""
     start = read_dtm(msg, "TQ1.7", Location("TQ1", 1, 7))
@@ -151,3 +182,7 @@ def _tq1_span(msg: InboundMessage) -> int | None:
     if start is None or end is None or end < start:
         return None
     return round((end - start).total_seconds() / 60)
+
+
+_DURATION_SOURCES: tuple[tuple[str, Callable[[InboundMessage], int | None]], ...] = (
+    ("SCH-9", _sch_duration), ("TQ1-8", _tq1_span), ("AIS-7", _ais_duration))
