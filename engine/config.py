@@ -400,14 +400,17 @@ def _check_passthrough(channels: list[tuple[int, Channel]], config: Config, r: _
 
 def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
     m = r.mapping(raw, path, {"order_specialties", "closing_codes", "close_on_results",
-                              "specialties"})
+                              "specialties", "referred_to"})
     codes = r.strings(m.get("closing_codes"), f"{path}.closing_codes", ())
+    referred_to = "" if m.get("referred_to") is None else check_path(
+        m["referred_to"], f"{path}.referred_to", r.problems) or ""
     return MappingRules(
         _code_map(m.get("order_specialties"), f"{path}.order_specialties", "OBR-4 code", r),
         frozenset(codes) | DEFAULT_CLOSING_CODES,
         r.boolean(m.get("close_on_results"), f"{path}.close_on_results", False),
         {code.upper(): specialty for code, specialty in _code_map(
-            m.get("specialties"), f"{path}.specialties", "code", r).items()})
+            m.get("specialties"), f"{path}.specialties", "code", r).items()},
+        referred_to)
 
 
 def _code_map(table: Any, path: str, what: str, r: _Reader) -> dict[str, str]:

@@ -544,9 +544,13 @@ def test_ledger_rules_per_channel() -> None:
     assert problems({"channels": [channel(ledger={"order_specialties": ["x"], "x": 1,
                                                   "specialties": {"A": ""}})]}) == [
         "channels[0].ledger.x: unknown key (expected one of: close_on_results, closing_codes, "
-        "order_specialties, specialties)",
+        "order_specialties, referred_to, specialties)",
         "channels[0].ledger.order_specialties: expected a mapping of OBR-4 code: specialty",
         "channels[0].ledger.specialties.A: expected a non-empty string"]
+    assert problems({"channels": [channel(ledger={"referred_to": "OBR"})]}) == [
+        "channels[0].ledger.referred_to: expected a path to a field, got a whole segment 'OBR'"]
+    assert parse_config({"channels": [channel(ledger={"referred_to": "PRT.5"})]}
+                        ).channels[0].rules.referred_to == "PRT.5"
 
 
 @pytest.mark.slow

@@ -209,13 +209,38 @@ def test_read_ei_takes_the_first_repetition_and_read_eis_all() -> None:
     assert read_eis(m, "RF1.6") == ()
 
 
-def test_patient_ids_use_cx41_then_cx42_and_skip_reps_without_cx1() -> None:
-    """PID-3: CX.4.1 namespace, the CX.4.2 OID when CX.4.1 is empty, no CX.1 → skipped."""
+def test_patient_ids_keep_cx41_and_cx42_and_skip_reps_without_cx1() -> None:
+    """PID-3: CX.4.1 namespace and CX.4.2 OID both kept; no CX.1 → skipped; the CLI text is
+    `CX.1^CX.4.1`, the OID standing in for an empty namespace."""
     m = build(msh("REF^I12"),
               "PID|1||111^^^NC&1.2.3&ISO^MR~222^^^&2.16.840.1&ISO^MR~^^^SH^MR~333~4\\S\\4^^^SH")
-    assert patient_ids(m) == (
-        PatientId("111", "NC"), PatientId("222", "2.16.840.1"), PatientId("333", ""),
+    ids = patient_ids(m)
+    assert ids == (
+        PatientId("111", "NC", "1.2.3"), PatientId("222", "", "2.16.840.1"), PatientId("333", ""),
         PatientId("4^4", "SH"))
+    assert [p.text for p in ids] == ["111^NC", "222^2.16.840.1", "333^", "4^4^SH"]
+
+
+@pytest.mark.parametrize(("cx", "expected"), [
+    ("7^^^NS&1.2.840.1&ISO", PatientId("7", "NS", "1.2.840.1")),
+    ("7^^^&1.2.840.1&ISO", PatientId("7", "", "1.2.840.1")),
+    ("7^^^NS&1.2.840.1&iso", PatientId("7", "NS", "1.2.840.1")),
+    ("7^^^NS", PatientId("7", "NS", "")),
+    ("7^^^NS&&", PatientId("7", "NS", "")),
+    ("7^^^NS&1.2.840.1", PatientId("7", "NS", "1.2.840.1")),  # CX.4.3 empty: an OID as written
+    ("7^^^&1.2.840.1&DNS", PatientId("7", "", "")),  # not an ISO OID: no authority at all
+    ("7^^^NS&1.2.840.1&UUID", PatientId("7", "NS", "")),
+    ("7^^^NS&hosp.example.org&DNS", PatientId("7", "NS", "")),
+    ("7^^^NS&not-an-oid&ISO", PatientId("7", "NS", "")),  # ISO, but not written as an OID
+    ("7^^^NS&1840&ISO", PatientId("7", "NS", "")),  # one arc: not taken as an OID
+    ('7^^^NS&""&ISO', PatientId("7", "NS", "")),
+])
+def test_patient_ids_take_cx42_as_the_oid_only_when_cx43_is_iso_or_empty(
+        cx: str, expected: PatientId) -> None:
+    """HL7-SPEC §8, CX.4 = `NS&OID&ISO`: CX.4.2 is the OID when CX.4.3 is ISO (any case) or
+    empty and CX.4.2 is written as an OID (digits and dots); any other universal id type is
+    not an OID and is dropped."""
+    assert patient_ids(build(msh("REF^I12"), f"PID|1||{cx}^MR")) == (expected,)
 
 
 def test_patient_ids_without_pid_are_empty() -> None:
@@ -1075,3 +1100,19 @@ def test_duration_records_its_source_and_names_sources_that_disagree() -> None:
         == (30, "SCH-9", "")
     with pytest.raises(BadValue):
         map_siu(siu_msg(sch={9: "half an hour"}, ais={7: "45", 8: "min"}), RULES)
+
+
+def test_referred_to_provider_of_an_order_comes_from_the_configured_field() -> None:
+    """§5: no standard ORC/OBR field names the referred-to provider; `ledger.referred_to`
+    says which does (here OBR-28), read in each order's own OBR, as role RT; without it,
+    none.  Its id, or OBR-24, gives the specialty through `ledger.specialties` when OBR-4
+    maps to nothing."""
+    rules = MappingRules(referred_to="OBR.28", specialties={"NPI9": "CARD", "NRO": "NEUR"})
+    msg = build(msh("ORM^O01"), PID,
+                seg("ORC", {1: "NW", 2: "P-1^PL"}), seg("OBR", {1: "1", 4: "X1", 28: "NPI9^SPEC^SAM"}),
+                seg("ORC", {1: "NW", 2: "P-2^PL"}), seg("OBR", {1: "2", 4: "X2", 24: "NRO"}))
+    first, second = map_order(msg, rules)
+    assert isinstance(first, ReferralChange) and isinstance(second, ReferralChange)
+    assert [(p.role, p.id, p.name) for p in first.providers] == [("RT", "NPI9", "SPEC^SAM")]
+    assert (first.specialty, second.specialty, second.providers) == ("CARD", "NEUR", ())
+    assert only(map_order(order_msg(obr={28: "NPI9^SPEC^SAM"}), RULES)).providers == ()

@@ -153,7 +153,7 @@ def _change(msg: InboundMessage, rules: MappingRules, source: str, group: OrderG
         specialty=_specialty(msg, rules, obr),
         window_start=window_start,
         window_end=window_end,
-        providers=_providers(msg, orc, obr),
+        providers=_providers(msg, orc, obr) + _referred_to(msg, rules, orc, obr),
         diagnoses=diagnoses(msg, group.dg1),
     )
 
@@ -215,7 +215,30 @@ def _providers(msg: InboundMessage, orc: str, obr: str) -> tuple[Provider, ...]:
     return tuple(p for p in providers if p.id or p.name)
 
 
+def _referred_to(msg: InboundMessage, rules: MappingRules, orc: str, obr: str
+                 ) -> tuple[Provider, ...]:
+    """`ledger.referred_to` (HL7-SPEC §5): the XCN there as role RT.  An ORC or OBR path reads
+    this order group's segment; any other segment, its first occurrence."""
+    if not rules.referred_to:
+        return ()
+    segment, _, rest = rules.referred_to.partition(".")
+    group = {"ORC": orc, "OBR": obr}.get(segment.split("[")[0], segment)
+    if not group:
+        return ()
+    wires = msg.repetitions(f"{group}.{rest}")
+    providers = (Provider(role="RT", id=component(msg, wire, 1), name=person_name(msg, wire, 2))
+                 for wire in wires)
+    return tuple(p for p in providers if p.id or p.name)
+
+
 def _specialty(msg: InboundMessage, rules: MappingRules, obr: str) -> str:
-    """OBR-4.1 through `ledger.order_specialties`, then `ledger.specialties`; "" without."""
+    """OBR-4.1 through `ledger.order_specialties`, then `ledger.specialties`; else OBR-24
+    (diagnostic service section, §5), then the referred-to provider's id, through
+    `ledger.specialties`; "" without."""
     code = text(msg, f"{obr}.4.1") if obr else ""
-    return rules.order_specialties.get(code, "") or rules.specialty(code)
+    found = rules.order_specialties.get(code, "") or rules.specialty(code)
+    if found or not obr:
+        return found
+    referred = _referred_to(msg, rules, "", obr)
+    return rules.specialty(text(msg, f"{obr}.24")) or rules.specialty(
+        referred[0].id if referred else "")

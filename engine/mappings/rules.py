@@ -18,6 +18,9 @@ class MappingRules:
     # Any code the mappers read a specialty from (PRD-4.1, PRD-7.1, OBR-4.1, PR1-3.1, AIL-3.1,
     # AIS-3.1, AIP-3.1) → the specialty the ledger compares (HL7-SPEC §4, §6); keys upper-case
     specialties: dict[str, str] = field(default_factory=dict)
+    # Orders: the field that names the referred-to provider (an XCN), e.g. OBR.28, PRT.5 or a
+    # Z-segment's; no standard ORC/OBR field does (HL7-SPEC §5).  "" reads none.
+    referred_to: str = ""
 
     def specialty(self, code: str) -> str:
         """The mapped specialty of `code` (case ignored), or ""."""
