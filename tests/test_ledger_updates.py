@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from enginectl import sample_payload
 from sqlalchemy import text
 
@@ -219,3 +220,65 @@ def test_the_history_names_the_duration_source_and_a_conflict_is_a_warning(
     assert [(e["control_id"], e["sources"]) for e in logs
             if e["event"] == "appointment.duration_conflict"] == [
         ("SIU-CLASH", "SCH-9 30 min, AIS-7 45 min")]
+
+
+# --- HL7-SPEC §8: assigning authorities as `NS&OID&ISO` --------------------------------------
+
+
+@pytest.mark.parametrize(("ref_cx", "siu_cx", "match"), [
+    pytest.param("555^^^NORTH&1.2.840.9&ISO", "555^^^SOUTH&1.2.840.9&ISO", "matched",
+                 id="same-oid-other-namespaces"),
+    pytest.param("555^^^NORTH&1.2.840.9&ISO", "555^^^&1.2.840.9&ISO", "matched",
+                 id="same-oid-with-and-without-namespace"),
+    pytest.param("555^^^&1.2.840.9&ISO", "555^^^NORTH&1.2.840.9&ISO", "matched",
+                 id="same-oid-without-and-with-namespace"),
+    pytest.param("555^^^NORTH&1.2.840.9&ISO", "555^^^NORTH&1.2.840.8&ISO", "unmatched",
+                 id="same-namespace-other-oids"),
+    pytest.param("555^^^NORTH", "555^^^NORTH", "matched", id="same-namespace-no-oids"),
+    pytest.param("555^^^NORTH", "555^^^NORTH&1.2.840.9&ISO", "matched",
+                 id="same-namespace-one-oid"),
+    pytest.param("555^^^NORTH", "555^^^&1.2.840.9&ISO", "unmatched",
+                 id="namespace-against-oid-only"),
+    pytest.param("555^^^&1.2.840.9&DNS", "555^^^&1.2.840.9&DNS", "unmatched",
+                 id="not-an-iso-oid"),
+])
+def test_the_fallback_compares_oids_when_both_have_one_else_namespaces(
+        db_url: str, ref_cx: str, siu_cx: str, match: str) -> None:
+    """§8, CX.4 = `NS&OID&ISO`: the REF's and the SIU's only PID-3 ids differ in CX.4; the
+    SIU has no SCH-26, so only the fallback (same patient, specialty, window) can link it."""
+    ref = _edit(REF, "PID", 3, ref_cx + "^MR", "REF-CX4")
+    siu = _edit(_edit(SIU, "SCH", 26, "", "SIU-CX4"), "PID", 3, siu_cx + "^MR", "SIU-CX4")
+    acks, refs, appts = _run(db_url, [ref, siu])
+    appt = appts["SCHED-A-5001^SCHED"]
+    assert (acks, appt["match"]) == (["AA", "AA"], match)
+    if match == "matched":
+        assert (appt["via"], refs["MFP-R-1001^PCPEHR"]["status"]) == ("fallback", "scheduled")
+
+
+def test_a_referral_that_learns_its_patients_oid_compares_by_it(db_url: str) -> None:
+    """REF with `555^^^NORTH`, then an I13 naming `NORTH&1.2.840.9&ISO`: the stored id gains
+    the OID (still one id, shown `555^NORTH`), so an SIU from NORTH with another OID is another
+    patient and one carrying only the OID is this one."""
+    ref = _edit(REF, "PID", 3, "555^^^NORTH^MR", "REF-NS")
+    update = _edit(_edit(REF, "PID", 3, "555^^^NORTH&1.2.840.9&ISO^MR", "I13-OID", "I13"),
+                   "RF1", 1, "", "I13-OID")
+    other = _edit(_edit(SIU, "SCH", 26, "", "SIU-OTHER"), "PID", 3,
+                  "555^^^NORTH&1.2.840.8&ISO^MR", "SIU-OTHER")
+    acks, refs, appts = _run(db_url, [ref, update, other])
+    assert (acks, refs["MFP-R-1001^PCPEHR"]["patient_ids"]) == (["AA"] * 3, ["555^NORTH"])
+    assert appts["SCHED-A-5001^SCHED"]["match"] == "unmatched"
+    same = _edit(_edit(_edit(SIU, "SCH", 26, "", "SIU-SAME"), "SCH", 2, "SCHED-A-5002^SCHED",
+                       "SIU-SAME"), "PID", 3, "555^^^&1.2.840.9&ISO^MR", "SIU-SAME")
+    _acks, _refs, appts = _run(db_url, [same])
+    assert (appts["SCHED-A-5002^SCHED"]["match"], appts["SCHED-A-5002^SCHED"]["via"]) == (
+        "matched", "fallback")
+
+
+def test_the_cli_shows_patient_ids_as_cx1_and_namespace_or_else_oid(db_url: str) -> None:
+    """`referrals --json` keeps `CX.1^CX.4.1`: the namespace when there is one (its OID is
+    stored, not shown), the OID when there is none, and nothing for a bare id.  `556^^^NORTH`
+    and `556^^^NORTH&OID&ISO` in one PID-3 are one id."""
+    ref = _edit(REF, "PID", 3, "555^^^&1.2.840.9&ISO~556^^^NORTH~556^^^NORTH&1.2.840.9&ISO~557",
+                "REF-CLI")
+    _acks, refs, _ = _run(db_url, [ref])
+    assert refs["MFP-R-1001^PCPEHR"]["patient_ids"] == ["555^1.2.840.9", "556^NORTH", "557^"]

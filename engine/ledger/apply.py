@@ -145,7 +145,7 @@ def _open(ctx: Context, ch: ReferralChange) -> None:
     rid = store.add_referral(ctx.conn, values)
     keys = _unique([(ORIGINATING.get(ch.source, "ORC-2"), ch.key), *_extra_keys(ch)])
     store.insert_keys(ctx.conn, rid, keys)
-    store.insert_patients(ctx.conn, rid, sorted(set(ch.patient_ids)))
+    store.insert_patients(ctx.conn, rid, c.merge_patient_ids(sorted(set(ch.patient_ids))))
     ctx.record(referral_id=rid, event=f"{ch.trigger} open", before=None, after=status,
                rule="§7 new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else ""))
     ctx.effects.append(f"referral {ch.key.text} new→{status}")

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select
 
 from engine.ledger.facts import AppointmentFacts, ReferralFacts
-from engine.mappings.changes import EI, PatientId, Provider
+from engine.mappings.changes import EI, PatientId, Provider, merge_patient_ids
 from engine.store import sql
 from engine.store.schema import referral_events, referral_patients, referrals
 
@@ -58,7 +58,8 @@ def insert_keys(conn: Connection, referral_id: int, keys: list[tuple[str, EI]]) 
 def insert_patients(conn: Connection, referral_id: int, ids: list[PatientId]) -> None:
     """The patient ids of a referral just created."""
     sql.insert_many(conn, "referral_patients", [
-        {"referral_id": referral_id, "patient_id": p.id, "authority": p.authority} for p in ids])
+        {"referral_id": referral_id, "patient_id": p.id, "authority": p.authority,
+         "authority_oid": p.oid} for p in ids])
 
 
 _REFERRAL_COLUMNS = ("id", "status", "review", "key_id", "key_authority", "priority",
@@ -104,14 +105,33 @@ def add_keys(conn: Connection, referral_id: int, keys: Iterable[tuple[str, EI]])
 
 
 def add_patients(conn: Connection, referral_id: int, ids: Iterable[PatientId]) -> None:
+    """Add the ids the referral does not have yet.  An id that merges into a stored one
+    (`PatientId.merged`: the same CX.1 under the same namespace or OID) is not added again; what
+    it adds to it (the OID of a stored `NS`, the namespace of a stored `&OID&ISO`) is filled in.
+    Nothing stored is ever changed or deleted otherwise."""
     wanted = list(ids)
     if not wanted:
         return
-    have = {(str(r[0]), str(r[1])) for r in sql.rows(
-        conn, "SELECT patient_id, authority FROM referral_patients WHERE referral_id = ?",
-        [referral_id])}
-    fresh = sorted({p for p in wanted if (p.id, p.authority) not in have})
-    insert_patients(conn, referral_id, fresh)
+    stored = [(int(r[0]), _patient(r[1], r[2], r[3])) for r in sql.rows(
+        conn, "SELECT id, patient_id, authority, authority_oid FROM referral_patients "
+              "WHERE referral_id = ? ORDER BY id", [referral_id])]
+    fresh: list[PatientId] = []
+    for p in wanted:
+        for i, (row_id, have) in enumerate(stored):
+            both = have.merged(p)
+            if both is not None:
+                if both != have:
+                    sql.update(conn, "referral_patients", row_id,
+                               {"authority": both.authority, "authority_oid": both.oid})
+                    stored[i] = (row_id, both)
+                break
+        else:
+            fresh.append(p)
+    insert_patients(conn, referral_id, merge_patient_ids(sorted(fresh)))
+
+
+def _patient(patient_id: Any, authority: Any, oid: Any) -> PatientId:
+    return PatientId(str(patient_id), str(authority or ""), str(oid or ""))
 
 
 def expirable(conn: Connection, statuses: Iterable[str], now: datetime, received_before: datetime,
@@ -175,16 +195,36 @@ def set_statuses(conn: Connection, referral_ids: list[int], status: str, at: dat
 
 def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
                           statuses: Iterable[str]) -> list[dict[str, Any]]:
-    """Referrals in `statuses` that share a (CX.1, CX.4.1) pair with `ids`.  An id without an
-    assigning authority is never compared (§8: no bare MRNs across facilities)."""
-    pairs = [(p.id, p.authority) for p in ids if p.authority]
-    if not pairs:
-        return []
-    q = (select(referrals).distinct()
-         .join(referral_patients, referral_patients.c.referral_id == referrals.c.id)
-         .where(tuple_(referral_patients.c.patient_id, referral_patients.c.authority).in_(pairs))
-         .where(referrals.c.status.in_(list(statuses))))
-    return [dict(r) for r in conn.execute(q).mappings()]
+    """Referrals in `statuses` with a patient id that `PatientId.matches` one of `ids` (§8): CX.1
+    equal, and the OIDs equal when both have one, else the same non-empty namespace.  An id
+    with neither namespace nor OID is never compared (no bare MRNs across facilities)."""
+    q = patients_query(ids, statuses)
+    return [] if q is None else [dict(r) for r in conn.execute(q).mappings()]
+
+
+def patients_query(ids: Iterable[PatientId], statuses: Iterable[str]) -> Select[Any] | None:
+    """The statement behind `referrals_of_patients` (None: no id can match).  The stored ids
+    are found by CX.1 (`ix_referral_patients_patient`), their few rows filtered by authority,
+    and the referrals read by primary key: its cost follows the patient, not the ledger."""
+    wanted = [p for p in ids if p.authority or p.oid]
+    if not wanted:
+        return None
+    rp = referral_patients.c
+    same = or_(*(and_(rp.patient_id == p.id, _same_authority(p)) for p in wanted))
+    ids_q = select(rp.referral_id).where(rp.patient_id.in_(sorted({p.id for p in wanted})), same)
+    return (select(referrals).where(referrals.c.id.in_(ids_q))
+            .where(referrals.c.status.in_(list(statuses))))
+
+
+def _same_authority(p: PatientId) -> ColumnElement[bool]:
+    """SQL for `PatientId.matches` past CX.1: a stored row's authority against `p`'s."""
+    rp = referral_patients.c
+    if not p.oid:  # only the namespace can be compared
+        return rp.authority == p.authority
+    by_oid = rp.authority_oid == p.oid
+    if not p.authority:
+        return by_oid
+    return or_(by_oid, and_(rp.authority_oid == "", rp.authority == p.authority))
 
 
 _APPOINTMENT_COLUMNS = ("id", "key_id", "key_authority", "status", "match", "referral_id")
@@ -278,9 +318,9 @@ def referral_facts(conn: Connection, referral_id: int) -> ReferralFacts:
         window_end=as_datetime(end), due_at=as_datetime(due),
         external_ids=tuple(k for kind, k in keys_of(conn, referral_id)
                            if kind in ("RF1-11", "ORC-3")),
-        patient_ids=tuple(PatientId(str(p), str(a or "")) for p, a in sql.rows(
-            conn, "SELECT patient_id, authority FROM referral_patients WHERE referral_id = ? "
-                  "ORDER BY id", [referral_id])),
+        patient_ids=tuple(_patient(p, a, o) for p, a, o in sql.rows(
+            conn, "SELECT patient_id, authority, authority_oid FROM referral_patients "
+                  "WHERE referral_id = ? ORDER BY id", [referral_id])),
         providers=tuple(Provider(str(p.get("role") or ""), str(p.get("id") or ""),
                                  str(p.get("name") or ""), str(p.get("location") or ""))
                         for p in json.loads(providers or "[]")),

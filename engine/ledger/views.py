@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from engine.ledger import lifecycle as lc
-from engine.mappings.changes import EI
+from engine.mappings.changes import EI, PatientId
 from engine.store.schema import (
     appointments,
     outbound,
@@ -68,7 +68,8 @@ def _referral(r: dict[str, Any], keys: list[dict[str, Any]], patients: list[dict
         "source": r["source"],
         "priority": r["priority"],
         "specialty": r["specialty"],
-        "patient_ids": [f"{p['patient_id']}^{p['authority']}" for p in patients],
+        "patient_ids": [PatientId(p["patient_id"], p["authority"], p["authority_oid"]).text
+                        for p in patients],
         "external_ids": [_ei(k["key_id"], k["key_authority"]) for k in keys
                          if k["kind"] == "RF1-11"],
         "filler_order_number": _ei(filler["key_id"], filler["key_authority"]) if filler else None,

@@ -1,10 +1,12 @@
 """The values mappers produce and the ledger applies.  Frozen, plain, no database.
 
-Identifiers are HL7 EI (`EI.1^EI.2`); patients are PID-3 (CX.1, CX.4.1) pairs (HL7-SPEC §8).
+Identifiers are HL7 EI (`EI.1^EI.2`); patients are PID-3 CX.1 with the CX.4 namespace and OID
+(HL7-SPEC §8).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,14 +38,56 @@ class EI:
 
 @dataclass(frozen=True, slots=True, order=True)
 class PatientId:
-    """PID-3 as a (CX.1, CX.4.1) pair; CX.4.2 (an OID) stands in when CX.4.1 is empty."""
+    """PID-3 as CX.1 with its assigning authority (HD): CX.4.1, the namespace, and CX.4.2, the
+    OID (empty unless CX.4.3 is ISO or empty, `engine.mappings.fields.patient_ids`)."""
 
     id: str
-    authority: str
+    authority: str  # CX.4.1, the namespace
+    oid: str = ""  # CX.4.2 when it is an ISO OID
 
     @property
     def text(self) -> str:
-        return f"{self.id}^{self.authority}"
+        """`CX.1^CX.4.1`, the OID standing in for an empty namespace, as the CLI prints it."""
+        return f"{self.id}^{self.authority or self.oid}"
+
+    def matches(self, other: PatientId) -> bool:
+        """HL7-SPEC §8: CX.1 equal, and the OIDs equal when both have one, else the same
+        non-empty namespace.  An id with neither never matches (no bare MRNs across facilities).
+        `engine.ledger.store.referrals_of_patients` asks the same in SQL."""
+        if self.id != other.id:
+            return False
+        if self.oid and other.oid:
+            return self.oid == other.oid
+        return bool(self.authority) and self.authority == other.authority
+
+    def merged(self, other: PatientId) -> PatientId | None:
+        """The id both describe, when `other` is the same CX.1 under the same authority: equal,
+        or sharing a non-empty namespace or OID with no part that differs where both have one.
+        What one side lacks, the other fills in (`NS` and `NS&OID&ISO` are `NS&OID&ISO`).
+        None when they are different ids, or cannot be told to be the same."""
+        if self == other:
+            return self
+        if self.id != other.id:
+            return None
+        parts = ((self.authority, other.authority), (self.oid, other.oid))
+        if any(a and b and a != b for a, b in parts) or not any(a and a == b for a, b in parts):
+            return None
+        return PatientId(self.id, self.authority or other.authority, self.oid or other.oid)
+
+
+def merge_patient_ids(ids: Iterable[PatientId]) -> list[PatientId]:
+    """`ids` with each one that merges into an earlier one (`PatientId.merged`) folded into it,
+    in their first order."""
+    out: list[PatientId] = []
+    for p in ids:
+        for i, have in enumerate(out):
+            both = have.merged(p)
+            if both is not None:
+                out[i] = both
+                break
+        else:
+            out.append(p)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

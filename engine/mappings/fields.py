@@ -25,6 +25,8 @@ _DTM = re.compile(
     r"(?:([+-])(\d{2})(\d{2}))?"
 )
 _NM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+# An ISO OID as HD.2 carries it (table 0301 ISO): at least two arcs of ASCII digits.
+_OID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 
 
 def text(msg: InboundMessage, path: str) -> str:
@@ -119,17 +121,26 @@ def read_eis(msg: InboundMessage, path: str) -> tuple[EI, ...]:
 
 
 def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
-    """PID-3 as (CX.1, CX.4.1) pairs, CX.4.2 (an OID) standing in for an empty CX.4.1 (§8).
+    """PID-3 as CX.1 with CX.4.1 (the namespace) and CX.4.2 (the OID) of its HD (§8).
 
-    Repetitions without CX.1 carry no identifier and are skipped.
+    CX.4.2 is taken as an OID only when it is written as one (digits and dots, `_OID`) and
+    CX.4.3 is ISO (any case) or empty: another universal id type (DNS, UUID, URI, ...) is not an
+    OID, and without a namespace such an id has no authority we compare.  Repetitions without
+    CX.1 carry no identifier and are skipped.
     """
     ids: list[PatientId] = []
     for wire in msg.repetitions("PID.3"):
         ident = component(msg, wire, 1)
         if ident:
-            authority = component(msg, wire, 4, 1) or component(msg, wire, 4, 2)
-            ids.append(PatientId(ident, authority))
+            ids.append(PatientId(ident, component(msg, wire, 4, 1), _oid(msg, wire)))
     return tuple(ids)
+
+
+def _oid(msg: InboundMessage, wire: str) -> str:
+    """CX.4.2 when it is an ISO OID (CX.4.3 ISO or empty), else empty."""
+    oid = component(msg, wire, 4, 2)
+    kind = component(msg, wire, 4, 3)
+    return oid if kind.upper() in ("", "ISO") and _OID.fullmatch(oid) else ""
 
 
 def person_name(msg: InboundMessage, wire: str, family: int) -> str:

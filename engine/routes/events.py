@@ -126,9 +126,11 @@ def _prds(providers: tuple[Provider, ...]) -> list[str]:
 
 
 def _pid(facts: ReferralFacts) -> str:
-    """PID-3 as CX.1^^^CX.4.1 pairs and nothing else about the patient.  PID-5 is required in
-    2.5.1; we store no names, so it is an empty name of type U (unspecified, table 0200)."""
-    ids = "~".join(_components(p.id, "", "", p.authority) for p in facts.patient_ids)
+    """PID-3 as CX.1^^^CX.4.1 pairs and nothing else about the patient; an id stored with an
+    OID and no namespace carries the OID there, as before the OID was stored apart (the ids
+    are echoed, never compared).  PID-5 is required in 2.5.1; we store no names, so it is an
+    empty name of type U (unspecified, table 0200)."""
+    ids = "~".join(_components(p.id, "", "", p.authority or p.oid) for p in facts.patient_ids)
     return _segment("PID", "1", "", ids, "", "^^^^^^U")
 
 

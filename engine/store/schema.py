@@ -96,7 +96,8 @@ referral_patients = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("referral_id", Id, nullable=False),
     Column("patient_id", String(199), nullable=False),  # CX.1
-    Column("authority", String(199), nullable=False, server_default=""),  # CX.4.1
+    Column("authority", String(199), nullable=False, server_default=""),  # CX.4.1 namespace
+    Column("authority_oid", String(199), nullable=False, server_default=""),  # CX.4.2 ISO (0010)
     Index("ix_referral_patients_patient", "patient_id", "authority"),
     Index("ix_referral_patients_referral", "referral_id"),
 )
@@ -112,7 +113,8 @@ appointments = Table(
     Column("start", DateTime()),
     Column("duration_min", Integer),
     Column("specialty", String(64), nullable=False, server_default=""),
-    Column("patient_ids", Text, nullable=False, server_default="[]"),  # JSON ["id^auth", ...]
+    # JSON ["CX.1^CX.4.1", ...] (PatientId.text): shown by the CLI, never matched on
+    Column("patient_ids", Text, nullable=False, server_default="[]"),
     Column("match", String(16), nullable=False),  # matched | unmatched | ambiguous
     Column("referral_id", Id),
     Column("via", String(16)),  # SCH-26 | SCH-27 | fallback | manual
