@@ -282,3 +282,28 @@ def test_the_cli_shows_patient_ids_as_cx1_and_namespace_or_else_oid(db_url: str)
                 "REF-CLI")
     _acks, refs, _ = _run(db_url, [ref])
     assert refs["MFP-R-1001^PCPEHR"]["patient_ids"] == ["555^1.2.840.9", "556^NORTH", "557^"]
+
+
+def test_an_orphan_is_linked_when_its_order_gains_the_filler_number_it_names(
+        db_url: str) -> None:
+    """§8 "re-evaluate orphans when a referral ... gains keys (RF1-11, ORC-3)": an SIU whose
+    SCH-27 names a filler order number arrives first (orphan); the order opens without it
+    (still unmatched); an ORC SC carrying that ORC-3 links the appointment via SCH-27."""
+    channel = parse_config({"channels": [{
+        "name": "referrals", "listen": {"port": 0},
+        "accept": ["ORM^O01", "SIU^S12-S26"]}]}).channels[0]
+    siu = _edit(_edit(SIU, "SCH", 26, "", "SIU-FILLER"), "SCH", 27, "F-77^SPEC", "SIU-FILLER")
+    order = sample_payload("orm_o01_v24.hl7")
+    status = _edit(_edit(order, "ORC", 1, "SC", "ORM-SC"), "ORC", 3, "F-77^SPEC", "ORM-SC")
+    db = open_database(db_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    seen = []
+    for m in (siu, order, status):
+        (result,) = pipeline.process_batch([Job(channel, m, "x", NOW)])
+        with db.connect() as conn:
+            (appt,) = list_appointments(conn)
+        seen.append((parse(result.acks[0])["MSA.1"], appt["match"], appt["via"]))
+    pipeline.close()
+    db.dispose()
+    assert seen == [("AA", "unmatched", None), ("AA", "unmatched", None),
+                    ("AA", "matched", "SCH-27")]

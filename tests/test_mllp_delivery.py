@@ -322,3 +322,25 @@ def test_a_release_2_downstream_commit_ack_is_skipped_and_its_nak_retried(db: En
     assert first.error == "downstream could not store it (MLLP release 2 NAK)"
     assert sink.received == [_message(1), _message(1), _message(2)]
     assert _rows(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]
+
+
+def test_a_message_with_an_msa_that_is_no_ack_never_counts(db: Engine) -> None:
+    """HL7-SPEC §3: "a message containing MSA that is not MSH-9 = ACK is not an acknowledgment":
+    an RRI^I12 carrying MSA|AA and the right MSA-2 is ignored; the wait times out and the
+    message is sent again."""
+    def rri(message: bytes, n: int) -> bytes:
+        answer = ack_for(message)
+        return answer.replace(b"|ACK^I12^ACK|", b"|RRI^I12^RRI_I12|") if n == 0 else answer
+
+    sink = Sink(rri)
+    try:
+        _queue(db, 1)
+        worker = _worker(db, sink, ack_timeout_s=0.3)
+        first = worker.run_pass()
+        _drain(worker)
+        worker.close()
+    finally:
+        sink.close()
+    assert (first.delivered, first.error) == (0, "no ACK within 0.3 s")
+    assert sink.received == [_message(1), _message(1)]
+    assert _rows(db) == [("OUT-1", "delivered", 2)]
