@@ -18,7 +18,7 @@ import yaml
 from engine.errors import EngineError
 from engine.ledger.apply import DEFAULT_DEADLINES, DEFAULT_WINDOW_DAYS, LedgerSettings
 from engine.ledger.lifecycle import EVENT_NAMES
-from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules
+from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules, link_name
 from engine.routes.filters import When, check_path, parse_when
 from engine.routes.transforms import Step, parse_transform
 from engine.tls import ClientTLS, ListenTLS, TLSFileError, client_options, server_options
@@ -400,7 +400,7 @@ def _check_passthrough(channels: list[tuple[int, Channel]], config: Config, r: _
 
 def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
     m = r.mapping(raw, path, {"order_specialties", "closing_codes", "close_on_results",
-                              "specialties", "referred_to"})
+                              "specialties", "referred_to", "link_fields"})
     codes = r.strings(m.get("closing_codes"), f"{path}.closing_codes", ())
     referred_to = "" if m.get("referred_to") is None else check_path(
         m["referred_to"], f"{path}.referred_to", r.problems) or ""
@@ -410,7 +410,27 @@ def _rules(raw: Any, path: str, r: _Reader) -> MappingRules:
         r.boolean(m.get("close_on_results"), f"{path}.close_on_results", False),
         {code.upper(): specialty for code, specialty in _code_map(
             m.get("specialties"), f"{path}.specialties", "code", r).items()},
-        referred_to)
+        referred_to,
+        _link_fields(m.get("link_fields"), f"{path}.link_fields", r))
+
+
+def _link_fields(raw: Any, path: str, r: _Reader) -> tuple[str, ...]:
+    """`ledger.link_fields: [SCH.4, ZRF.1]`: HL7 paths to a field, not SCH-26/27 (always
+    tried first); a segment and field of at most 8 characters as `SEG-N`, the name history and
+    `via` show."""
+    out: list[str] = []
+    for i, item in enumerate(r.strings(raw, path, ())):
+        found = check_path(item, f"{path}[{i}]", r.problems)
+        if found is None:
+            continue
+        name = link_name(found)
+        if name in ("SCH-26", "SCH-27"):
+            r.problem(f"{path}[{i}]", f"{name} is always tried first; list other fields")
+        elif len(name) > 8:
+            r.problem(f"{path}[{i}]", f"expected a segment and field like SCH.4, got {found!r}")
+        else:
+            out.append(found)
+    return tuple(out)
 
 
 def _code_map(table: Any, path: str, what: str, r: _Reader) -> dict[str, str]:

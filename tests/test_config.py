@@ -544,13 +544,20 @@ def test_ledger_rules_per_channel() -> None:
     assert problems({"channels": [channel(ledger={"order_specialties": ["x"], "x": 1,
                                                   "specialties": {"A": ""}})]}) == [
         "channels[0].ledger.x: unknown key (expected one of: close_on_results, closing_codes, "
-        "order_specialties, referred_to, specialties)",
+        "link_fields, order_specialties, referred_to, specialties)",
         "channels[0].ledger.order_specialties: expected a mapping of OBR-4 code: specialty",
         "channels[0].ledger.specialties.A: expected a non-empty string"]
     assert problems({"channels": [channel(ledger={"referred_to": "OBR"})]}) == [
         "channels[0].ledger.referred_to: expected a path to a field, got a whole segment 'OBR'"]
     assert parse_config({"channels": [channel(ledger={"referred_to": "PRT.5"})]}
                         ).channels[0].rules.referred_to == "PRT.5"
+    assert parse_config({"channels": [channel(ledger={"link_fields": ["SCH.4", "ZRF.2"]})]}
+                        ).channels[0].rules.link_fields == ("SCH.4", "ZRF.2")
+    assert problems({"channels": [channel(ledger={"link_fields": ["SCH.26", "SCH", "ZRF.123456"]})]}) == [
+        "channels[0].ledger.link_fields[0]: SCH-26 is always tried first; list other fields",
+        "channels[0].ledger.link_fields[1]: expected a path to a field, got a whole segment 'SCH'",
+        "channels[0].ledger.link_fields[2]: expected a segment and field like SCH.4, got "
+        "'ZRF.123456'"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ owning system (HL7-SPEC §8)."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,28 +173,38 @@ def test_the_fallback_compares_specialties_through_the_channel_map(db_url: str) 
     `ledger.specialties: {NEUROLOGY: NEURO}` on the channel, matched via fallback."""
     siu = _edit(SIU, "SCH", 26, "", "SIU-MAPPED")
     siu = siu.replace(b"AIL|1|A|NEURO^^^SOUTHHOSP|", b"AIL|1|A|NEUROLOGY^^^SOUTHHOSP|")
-    results = []
-    for specialties in ({}, {"NEUROLOGY": "NEURO"}):
-        channel = parse_config({"channels": [{
-            "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12", "SIU^S12"],
-            "ledger": {"specialties": specialties}}]}).channels[0]
-        url = db_url.replace("engine.db", f"map-{len(specialties)}.db") \
-            if db_url.startswith("sqlite") else db_url
-        db = open_database(url)
-        pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
-        for m in (REF, siu):
-            pipeline.process_batch([Job(channel, m, "x", NOW)])
-        pipeline.close()
-        with db.connect() as conn:
-            results.append([(a["match"], a["via"], a["specialty"])
-                            for a in list_appointments(conn)])
-        if not db_url.startswith("sqlite"):  # one PostgreSQL database per test: empty it
-            with db.begin() as conn:
-                for table in ("referral_events", "appointment_keys", "appointments",
-                              "referral_patients", "referral_keys", "referrals", "messages"):
-                    conn.execute(text(f"DELETE FROM {table}"))
-        db.dispose()
+    results = [[(a["match"], a["via"], a["specialty"]) for a in _appointments_after(
+        db_url, {"specialties": specialties}, [REF, siu])]
+        for specialties in ({}, {"NEUROLOGY": "NEURO"})]
     assert results == [[("unmatched", None, "NEUROLOGY")], [("matched", "fallback", "NEURO")]]
+
+
+def _appointments_after(db_url: str, ledger: dict[str, Any], messages: list[bytes]
+                        ) -> list[dict[str, Any]]:
+    """`messages` through a channel with these `ledger:` rules into an empty ledger: the
+    appointments then.  (SQLite: a file per call; PostgreSQL, one database per test: emptied
+    after the call.)"""
+    channel = parse_config({"channels": [{
+        "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12", "SIU^S12"],
+        "ledger": ledger}]}).channels[0]
+    url = db_url.replace("engine.db", f"ledger-{next(_FILES)}.db")
+    db = open_database(url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    for m in messages:
+        pipeline.process_batch([Job(channel, m, "x", NOW)])
+    pipeline.close()
+    with db.connect() as conn:
+        found = list_appointments(conn)
+    if not url.startswith("sqlite"):
+        with db.begin() as conn:
+            for table in ("referral_events", "appointment_keys", "appointments",
+                          "referral_patients", "referral_keys", "referrals", "messages"):
+                conn.execute(text(f"DELETE FROM {table}"))
+    db.dispose()
+    return found
+
+
+_FILES = itertools.count()
 
 
 def test_the_history_names_the_duration_source_and_a_conflict_is_a_warning(
@@ -307,3 +318,17 @@ def test_an_orphan_is_linked_when_its_order_gains_the_filler_number_it_names(
     db.dispose()
     assert seen == [("AA", "unmatched", None), ("AA", "unmatched", None),
                     ("AA", "matched", "SCH-27")]
+
+
+def test_configured_link_fields_link_after_sch26_and_wait_as_orphans(db_url: str) -> None:
+    """§6 link 3, off by default: with `ledger.link_fields: [SCH.4]` an SIU whose SCH-4 placer
+    group carries the referral's key (and no SCH-26) is linked via SCH-4, also when it comes
+    first (an orphan linked when the REF arrives); without the setting SCH-4 is not read."""
+    siu = _edit(_edit(SIU, "SCH", 26, "", "SIU-GROUP"), "SCH", 4, "MFP-R-1001^PCPEHR",
+                "SIU-GROUP")
+    other_patient = siu.replace(b"200001^^^SOUTHHOSP", b"299999^^^SOUTHHOSP").replace(
+        b"100001^^^NORTHCLINIC", b"199999^^^NORTHCLINIC")  # so no fallback can link it
+    seen = [[(a["match"], a["referral"], a["via"]) for a in _appointments_after(
+        db_url, {"link_fields": link_fields} if link_fields else {}, [other_patient, REF])]
+        for link_fields in ([], ["SCH.4"])]  # the SIU first: an orphan until the REF comes
+    assert seen == [[("unmatched", None, None)], [("matched", "MFP-R-1001^PCPEHR", "SCH-4")]]

@@ -222,8 +222,8 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
     else:
         aid = int(row["id"])
         store.set_appointment(ctx.conn, aid, **values)
-    store.set_appointment_keys(ctx.conn, aid, [("SCH-26", k) for k in ch.placer_order_numbers]
-                               + [("SCH-27", k) for k in ch.filler_order_numbers],
+    store.set_appointment_keys(ctx.conn, aid, [(via, k) for via, keys in _links(ch)
+                                               for k in keys],
                                fresh=row["status"] is None)
     ctx.record(appointment_id=aid, referral_id=row["referral_id"],
                event=f"SIU^{ch.trigger} {status}", before=row["status"], after=status,
@@ -240,6 +240,17 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
         _follow(ctx, int(rid), aid, status, ch.rescheduled, ch.trigger)
 
 
+def _links(ch: AppointmentChange) -> list[tuple[str, tuple[EI, ...]]]:
+    """The SIU's keys that name a referral, strongest first (§6): SCH-26, SCH-27, then the
+    channel's `ledger.link_fields`."""
+    return [("SCH-26", ch.placer_order_numbers), ("SCH-27", ch.filler_order_numbers),
+            *ch.other_keys]
+
+
+def _links_named(links: list[tuple[str, tuple[EI, ...]]]) -> str:
+    return "/".join(via for via, keys in links if keys)
+
+
 def _duration_note(ch: AppointmentChange) -> str:
     """§6: the duration's source field, and the sources when they disagree."""
     if not ch.duration_source:
@@ -253,15 +264,16 @@ def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[
     """Identifier first (SCH-26, then SCH-27), then the fallback (§6 "Links back").  An SIU
     whose SCH-26/27 name no referral yet is an orphan (§8: it came before its REF or order) and
     waits for that key: the fallback would link it to another referral of the patient."""
-    for via, keys in (("SCH-26", ch.placer_order_numbers), ("SCH-27", ch.filler_order_numbers)):
+    links = _links(ch)
+    for via, keys in links:
         found = sorted({rid for k in keys for rid in store.referral_ids_for(ctx.conn, k)})
         if len(found) == 1:
             return _link(ctx, aid, found[0], via), f"{effect}, matched via {via}"
         if len(found) > 1:
             _ambiguous(ctx, aid, found)
             return None, f"{effect}, ambiguous"
-    if ch.placer_order_numbers or ch.filler_order_numbers:
-        return None, f"{effect}, unmatched (waits for the referral its SCH-26/27 names)"
+    if any(keys for _via, keys in links):
+        return None, f"{effect}, unmatched (waits for the referral its {_links_named(links)} names)"
     if ch.patient_ids and ch.specialty and ch.start is not None:
         found = sorted(int(r["id"]) for r in store.referrals_of_patients(
             ctx.conn, ch.patient_ids, lc.MATCHABLE) if _fallback_fits(ctx, r, ch))

@@ -251,7 +251,8 @@ def set_appointment(conn: Connection, appointment_id: int, **values: Any) -> Non
 
 def set_appointment_keys(conn: Connection, appointment_id: int,
                          keys: Iterable[tuple[str, EI]], fresh: bool = False) -> None:
-    """Replace the appointment's SCH-26/SCH-27 keys (`fresh`: it has none yet)."""
+    """Replace the appointment's keys (SCH-26, SCH-27, `ledger.link_fields`; `fresh`: it has
+    none yet)."""
     if not fresh:
         sql.rows(conn, "DELETE FROM appointment_keys WHERE appointment_id = ?", [appointment_id])
     sql.insert_many(conn, "appointment_keys", [
@@ -260,7 +261,8 @@ def set_appointment_keys(conn: Connection, appointment_id: int,
 
 
 def orphans_for(conn: Connection, key: EI) -> list[tuple[dict[str, Any], str]]:
-    """Unmatched appointments whose SCH-26/SCH-27 carry `key`, with the kind that matched."""
+    """Unmatched appointments whose SCH-26/SCH-27 (or link field) carry `key`, with the kind
+    that matched."""
     found = sql.rows(conn, "SELECT a.id, a.key_id, a.key_authority, a.status, k.kind, "
                            "k.key_authority FROM appointments a JOIN appointment_keys k "
                            "ON k.appointment_id = a.id WHERE k.key_id = ? "

@@ -164,6 +164,8 @@ class AppointmentChange:
     specialty: str = ""  # the first mapped of AIL-3.1, AIS-3.1, AIP-3.1, else AIL or AIS as sent
     placer_order_numbers: tuple[EI, ...] = ()  # SCH-26
     filler_order_numbers: tuple[EI, ...] = ()  # SCH-27
+    # `ledger.link_fields` (§6 link 3): (name such as SCH-4, the keys there), tried after 26/27
+    other_keys: tuple[tuple[str, tuple[EI, ...]], ...] = ()
     patient_ids: tuple[PatientId, ...] = ()
     cleared: frozenset[str] = frozenset()  # of start, duration_min, specialty (S14 `""`)
 

@@ -21,7 +21,16 @@ class MappingRules:
     # Orders: the field that names the referred-to provider (an XCN), e.g. OBR.28, PRT.5 or a
     # Z-segment's; no standard ORC/OBR field does (HL7-SPEC §5).  "" reads none.
     referred_to: str = ""
+    # SIU fields (EI, repeating) that name the referral beside SCH-26/27, tried after them: SCH-4
+    # placer group, a site's Z-field (HL7-SPEC §6 link 3: configurable, off by default)
+    link_fields: tuple[str, ...] = ()
 
     def specialty(self, code: str) -> str:
         """The mapped specialty of `code` (case ignored), or ""."""
         return self.specialties.get(code.upper(), "") if code else ""
+
+
+def link_name(path: str) -> str:
+    """A link field's name in history and `via`: `SCH.4` → `SCH-4`, `ZRF[2].1.1` → `ZRF-1`."""
+    segment, _, rest = path.partition(".")
+    return f"{segment.split('[')[0]}-{rest.split('.')[0].split('[')[0]}"

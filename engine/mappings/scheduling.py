@@ -33,7 +33,7 @@ from engine.mappings.fields import (
     read_nm,
     text,
 )
-from engine.mappings.rules import MappingRules
+from engine.mappings.rules import MappingRules, link_name
 from engine.parsing.message import InboundMessage
 
 # Trigger → status, for the events that fix it.
@@ -95,6 +95,8 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         specialty=_specialty(msg, rules),
         placer_order_numbers=read_eis(msg, "SCH.26"),
         filler_order_numbers=read_eis(msg, "SCH.27"),
+        other_keys=tuple((link_name(p), keys) for p in rules.link_fields
+                         if (keys := read_eis(msg, p))),
         patient_ids=patient_ids(msg) if msg.segment("PID") else (),
         cleared=_cleared(msg) if event == "S14" else frozenset(),
     )]
