@@ -138,6 +138,8 @@ def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
 
 def _oid(msg: InboundMessage, wire: str) -> str:
     """CX.4.2 when it is an ISO OID (CX.4.3 ISO or empty), else empty."""
+    if msg.delimiters.subcomponent not in wire:  # no CX.4.2 (most feeds send CX.4.1 alone)
+        return ""
     oid = component(msg, wire, 4, 2)
     kind = component(msg, wire, 4, 3)
     return oid if kind.upper() in ("", "ISO") and _OID.fullmatch(oid) else ""

@@ -105,6 +105,8 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
 def _specialty(msg: InboundMessage, rules: MappingRules) -> str:
     """§6: the first of AIL-3.1, AIS-3.1, AIP-3.1 that `ledger.specialties` maps; else AIL-3.1
     or AIS-3.1 as sent (a person's id in AIP-3 is no specialty unless mapped)."""
+    if not rules.specialties:  # nothing to map: AIP-3 can say nothing
+        return text(msg, "AIL.3.1") or text(msg, "AIS.3.1")
     codes = [text(msg, path) for path in ("AIL.3.1", "AIS.3.1", "AIP.3.1")]
     return next((s for s in map(rules.specialty, codes) if s), "") or codes[0] or codes[1]
 
