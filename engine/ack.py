@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from engine.errors import TABLE_0357, Disposition, HL7Error, Location
-from engine.parsing.escape import escape, unescape
+from engine.parsing.escape import escape, transcode
 from engine.parsing.header import Header
-from engine.parsing.message import STANDARD, Delimiters, InboundMessage
+from engine.parsing.message import STANDARD, InboundMessage
 from engine.parsing.parser import parse
 
 GARBAGE_VERSION = "2.5.1"  # MSH-12 of an ACK to bytes that had no MSH to echo
@@ -218,16 +218,6 @@ def _wire(msg: InboundMessage | None, raw: str | None) -> str:
     if not raw or msg is None or msg.delimiters is STANDARD:
         return raw or ""
     return transcode(raw, msg.delimiters, STANDARD, msg.charset)
-
-
-def transcode(raw: str, src: Delimiters, dst: Delimiters, charset: str = "utf-8") -> str:
-    """Re-encode one field's wire text from one delimiter set to another, leaf by leaf."""
-    return dst.repetition.join(
-        dst.component.join(
-            dst.subcomponent.join(escape(unescape(leaf, src, charset), dst)
-                                  for leaf in comp.split(src.subcomponent))
-            for comp in rep.split(src.component))
-        for rep in raw.split(src.repetition))
 
 
 RELAYABLE = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})

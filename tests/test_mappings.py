@@ -711,7 +711,7 @@ def test_siu_s12_sample_maps_every_field() -> None:
         key=EI("SCHED-A-5001", "SCHED"),
         status=BOOKED,
         rescheduled=False,
-        filler_status="Booked",
+        filler_status="Booked^Booked^HL70278",
         start=datetime(2026, 3, 2, 9, 0),
         duration_min=30,
         duration_source="SCH-9",
@@ -731,12 +731,13 @@ def test_siu_s12_v23_sample() -> None:
 
 
 @pytest.mark.parametrize(("name", "trigger", "status", "filler_status"), [
-    ("siu_s15_v251.hl7", "S15", CANCELLED, "Cancelled"),
-    ("siu_s26_v251.hl7", "S26", NOSHOW, "Noshow"),
-    ("crlf_terminators.hl7", "S14", BOOKED, "Booked"),
+    ("siu_s15_v251.hl7", "S15", CANCELLED, "Cancelled^Cancelled^HL70278"),
+    ("siu_s26_v251.hl7", "S26", NOSHOW, "Noshow^Noshow^HL70278"),
+    ("crlf_terminators.hl7", "S14", BOOKED, "Booked^Booked^HL70278"),
 ])
 def test_siu_status_samples(name: str, trigger: str, status: str, filler_status: str) -> None:
-    """S15 cancels, S26 is a no-show, S14 with SCH-25 Booked stays booked."""
+    """S15 cancels, S26 is a no-show, S14 with SCH-25 Booked stays booked; SCH-25 is kept as
+    sent, coding system included (§6)."""
     change = appointment(map_siu(sample(name), RULES))
     assert (change.trigger, change.status, change.filler_status) == (
         trigger, status, filler_status)
@@ -770,10 +771,9 @@ def test_siu_trigger_table(trigger: str, status: str, rescheduled: bool) -> None
 def test_s14_status_follows_sch25(filler: str, status: str) -> None:
     """S14: SCH-25.1 (table 0278, any case) gives the status; local words read as booked;
     Pending, Waitlist, Blocked (no booking) and an empty SCH-25 keep the stored status (KEEP);
-    filler_status keeps SCH-25.1 as sent."""
+    filler_status keeps SCH-25 as sent (§6: the raw value, a local word's coding system too)."""
     change = appointment(map_siu(siu_msg("S14", {25: filler}), RULES))
-    assert (change.status, change.rescheduled, change.filler_status) == (
-        status, False, filler.split("^")[0])
+    assert (change.status, change.rescheduled, change.filler_status) == (status, False, filler)
 
 
 @pytest.mark.parametrize("trigger", ["S18", "S19", "S20", "S21", "S22"])
@@ -1116,3 +1116,11 @@ def test_referred_to_provider_of_an_order_comes_from_the_configured_field() -> N
     assert [(p.role, p.id, p.name) for p in first.providers] == [("RT", "NPI9", "SPEC^SAM")]
     assert (first.specialty, second.specialty, second.providers) == ("CARD", "NEUR", ())
     assert only(map_order(order_msg(obr={28: "NPI9^SPEC^SAM"}), RULES)).providers == ()
+
+
+def test_sch25_is_kept_in_standard_delimiters_from_a_custom_set() -> None:
+    """A sender with `#$*?%` delimiters: SCH-25 `Scheduled$$CSI` is kept as
+    `Scheduled^^CSI`, and a `^` inside its text is escaped as `\\S\\`."""
+    msg = parse(b"MSH#$*?%#SCHED#SOUTH#REFTRACK#HUB#20260101##SIU$S14#C1#P#2.5.1\r"
+                b"SCH#PL-1#FL-1" + b"#" * 23 + b"Sched^uled$$CSI\rRGS#1#A\r")
+    assert appointment(map_siu(msg, RULES)).filler_status == "Sched\\S\\uled^^CSI"

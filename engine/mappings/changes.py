@@ -156,7 +156,7 @@ class AppointmentChange:
     # no status: an empty SCH-25, or Pending/Waitlist/Blocked (not a booking, §7)
     status: str
     rescheduled: bool = False  # S13: new time
-    filler_status: str = ""  # SCH-25.1 as sent (local words kept)
+    filler_status: str = ""  # SCH-25 as sent (local words and coding system kept; §6)
     start: datetime | None = None  # SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8
     duration_min: int | None = None
     duration_source: str = ""  # SCH-9, TQ1-8 or AIS-7 (§6: record the source field)

@@ -34,7 +34,8 @@ from engine.mappings.fields import (
     text,
 )
 from engine.mappings.rules import MappingRules, link_name
-from engine.parsing.message import InboundMessage
+from engine.parsing.escape import transcode
+from engine.parsing.message import STANDARD, InboundMessage
 
 # Trigger → status, for the events that fix it.
 TRIGGER_STATUS = {"S12": BOOKED, "S13": BOOKED, "S15": CANCELLED, "S16": CANCELLED,
@@ -87,7 +88,7 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         key=key,
         status=status,
         rescheduled=event == "S13",
-        filler_status=filler_status,
+        filler_status=_raw_filler_status(msg),
         start=start_time(msg),
         duration_min=duration.minutes,
         duration_source=duration.source,
@@ -100,6 +101,17 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         patient_ids=patient_ids(msg) if msg.segment("PID") else (),
         cleared=_cleared(msg) if event == "S14" else frozenset(),
     )]
+
+
+def _raw_filler_status(msg: InboundMessage) -> str:
+    """SCH-25 as sent (§6: "map case-insensitively and keep the raw value"; local words such as
+    `Scheduled^^CSI` carry their coding system), in standard delimiters, cut to its column."""
+    wires = msg.repetitions("SCH.25")
+    if not wires:
+        return ""
+    if msg.delimiters is STANDARD:
+        return wires[0][:64]
+    return transcode(wires[0], msg.delimiters, STANDARD, msg.charset)[:64]
 
 
 def _specialty(msg: InboundMessage, rules: MappingRules) -> str:

@@ -74,3 +74,13 @@ def escape(value: str, delims: Delimiters) -> str:
     if "\r" in out or "\n" in out:
         out = out.replace("\r", f"{e}X0D{e}").replace("\n", f"{e}X0A{e}")
     return out
+
+
+def transcode(raw: str, src: Delimiters, dst: Delimiters, charset: str = "utf-8") -> str:
+    """Re-encode one field's wire text from one delimiter set to another, leaf by leaf."""
+    return dst.repetition.join(
+        dst.component.join(
+            dst.subcomponent.join(escape(unescape(leaf, src, charset), dst)
+                                  for leaf in comp.split(src.subcomponent))
+            for comp in rep.split(src.component))
+        for rep in raw.split(src.repetition))
