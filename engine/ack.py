@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from engine.errors import TABLE_0357, Disposition, HL7Error, Location
+from engine.errors import TABLE_0357, Disposition, HL7Error, Location, shown
 from engine.parsing.escape import escape, transcode
 from engine.parsing.header import Header
 from engine.parsing.message import STANDARD, InboundMessage
@@ -144,6 +144,28 @@ class AckBuilder:
                      for seg in answer.segments if seg[0] == "ERR"]
         return ("\r".join(segments) + "\r").encode(msg.charset, errors="replace")
 
+    def too_large(self, head: bytes, size: int, limit: int
+                  ) -> tuple[list[bytes], dict[str, str]]:
+        """An oversized frame's answer, from its first bytes: AR (CR in enhanced mode) with
+        ERR-3 100 and MSA-2 = its MSH-10 when `head` holds a whole readable MSH; and, for the
+        log, its sender (MSH-3^MSH-4) and control id, shortened and printable.  Never raises."""
+        cut = head[: head.rfind(b"\r") + 1] if b"\r" in head else b""
+        try:
+            msg: InboundMessage | None = parse(cut) if cut else None
+        except Exception:  # noqa: BLE001 - any head answers, readable or not
+            msg = None
+        text = f"frame too large: over the {limit}-byte limit of limits.max_frame_bytes"
+        verdict = Verdict(Disposition.REJECTED, Stage.HEADER, "100", None, text)
+        try:
+            acks = self.build(msg, verdict)
+        except Exception:  # noqa: BLE001
+            acks = [fallback_ack(cut)]
+        if msg is None:
+            return acks, {}
+        h = msg.header
+        return acks, {"sender": shown(f"{h.sending_application}^{h.sending_facility}"),
+                      "control_id": shown(h.control_id)}
+
     def timed_out(self, msg: InboundMessage, text: str) -> bytes:
         """Pass-through without a usable downstream answer: one AE with ERR-3 207."""
         verdict = Verdict(Disposition.ERRORED, Stage.CONTENT, "207", None, text)
@@ -233,9 +255,48 @@ def _copied(answer: InboundMessage, wire: str) -> str:
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
+    """`2.5.1` as (2, 5, 1), read up to the first piece that is not ASCII digits (`str.isdigit`
+    alone also accepts `²` and other digits `int` refuses)."""
     parts: list[int] = []
     for piece in version.split("."):
-        if not piece.isdigit():
+        if not (piece.isascii() and piece.isdigit()) or len(piece) > 3:
             break
         parts.append(int(piece))
     return tuple(parts) or (2, 5)
+
+
+# The answer of last resort, when building the real ACK failed (a bug): made from constants and
+# the control id only when that reads as plain ASCII, so building it cannot fail.
+_FALLBACK_TEXT = "Application internal error: the answer could not be built; send it again"
+_FALLBACK_ERR = f"ERR|||207^{TABLE_0357['207']}^HL70357|E||||{_FALLBACK_TEXT}"
+_SAFE_ID = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_.")
+
+
+def fallback_ack(raw: bytes, control_id: str = "FALLBACK") -> bytes:
+    """A fixed AR (CR when MSH-15 or MSH-16 is valued) with ERR-3 207, for a frame whose real
+    ACK could not be built.  MSA-2 echoes MSH-10 when it is 1-20 plain ASCII letters, digits or
+    `-_.`; otherwise it is empty.  Never raises."""
+    try:
+        control, enhanced = _header_bits(raw)
+    except Exception:  # noqa: BLE001 - this path must not fail on any input
+        control, enhanced = "", False
+    try:
+        stamp = time.strftime("%Y%m%d%H%M%S+0000", time.gmtime())
+    except Exception:  # noqa: BLE001
+        stamp = ""
+    msh = f"MSH|^~\\&|||||{stamp}||ACK^^ACK|{control_id}|P|{GARBAGE_VERSION}"
+    msa = f"MSA|{'CR' if enhanced else 'AR'}|{control}"
+    return f"{msh}\r{msa}\r{_FALLBACK_ERR}\r".encode("ascii")
+
+
+def _header_bits(raw: bytes) -> tuple[str, bool]:
+    """MSH-10 (when safe to echo) and whether MSH-15/16 ask for enhanced mode."""
+    start = raw.find(b"MSH")
+    if start < 0 or len(raw) < start + 8:
+        return "", False
+    line = raw[start:].split(b"\r", 1)[0]
+    fields = line.split(raw[start + 3: start + 4])
+    control = fields[9] if len(fields) > 9 else b""
+    ok = 0 < len(control) <= 20 and all(b in _SAFE_ID for b in control)
+    enhanced = any(len(fields) > n and fields[n].strip() for n in (14, 15))
+    return (control.decode("ascii") if ok else ""), enhanced

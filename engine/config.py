@@ -47,6 +47,8 @@ class Limits:
     idle_timeout_s: float = 600.0
     max_connections: int = 100
     max_queued_frames: int = 64
+    frame_timeout_s: float = 30.0  # a frame must be complete this long after its 0x0B (0: off)
+    max_connections_per_address: int = 0  # from one peer address (0: only max_connections)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +282,11 @@ def _channel(raw: Any, path: str, r: _Reader) -> Channel | None:
                  d.max_connections, 1, 100000),
         r.number(lim.get("max_queued_frames"), f"{path}.limits.max_queued_frames",
                  d.max_queued_frames, 1, 100000),
+        float(r.number(lim.get("frame_timeout_s"), f"{path}.limits.frame_timeout_s",
+                       d.frame_timeout_s, 0, 86400, integer=False)),
+        r.number(lim.get("max_connections_per_address"),
+                 f"{path}.limits.max_connections_per_address",
+                 d.max_connections_per_address, 0, 100000),
     )
     framing = r.mapping(m.get("framing"), f"{path}.framing",
                         {"tolerate_missing_cr", "mllp_release"})

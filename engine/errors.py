@@ -67,6 +67,19 @@ class Location:
                    int(parts[2]) if len(parts) > 2 else 0)
 
 
+SHOWN_MAX = 20  # characters of a rejected header value quoted back in ERR-8 and the log
+
+
+def shown(value: str) -> str:
+    """A rejected header value as ACK text may quote it: printable ASCII only (anything else
+    becomes `?`), at most SHOWN_MAX characters, `(empty)` for nothing.  Header fields of a
+    damaged frame may hold any text, patient data included, so no more is echoed."""
+    if not value:
+        return "(empty)"
+    cut = value[:SHOWN_MAX - 3] + "..." if len(value) > SHOWN_MAX else value
+    return "".join(c if " " <= c <= "~" else "?" for c in cut)
+
+
 class EngineError(Exception):
     """Root of every error the engine raises on purpose."""
 

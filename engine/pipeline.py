@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes
+from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes, fallback_ack
 from engine.config import STRICT, Channel, Destination, Route
 from engine.errors import (
     CommitFailed,
@@ -129,7 +129,7 @@ class Pipeline:
         that message AR 207 without ledger changes, and runs the batch again: one poison message
         never blocks the others.
         """
-        prepared = [prepare(job) for job in jobs]
+        prepared = [_prepare_safely(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
         while True:
             try:
@@ -243,9 +243,8 @@ class Pipeline:
         verdict = p.verdict
         if stored.retransmission and stored.original is not None:
             verdict = _verdict_of(stored.original)
-        builder = self._builders[p.job.channel.name]
         return Result(
-            acks=builder.build(p.msg, verdict),
+            acks=self._acks(p, verdict),
             verdict=verdict,
             message_id=stored.message_id,
             control_id=p.row["control_id"],
@@ -261,9 +260,19 @@ class Pipeline:
                                        "again later") if locked else CommitFailed(
             "the message could not be stored; send it again")
         verdict = Verdict(error.disposition, Stage.COMMIT, error.code, None, error.reason)
-        builder = self._builders[p.job.channel.name]
-        return Result(builder.build(p.msg, verdict), verdict, None, p.row["control_id"],
+        return Result(self._acks(p, verdict), verdict, None, p.row["control_id"],
                       p.row["message_type"], p.row["digest"], committed=False)
+
+    def _acks(self, p: _Prepared, verdict: Verdict) -> list[bytes]:
+        """The message's ACKs; if building them fails (a bug), the fixed AR 207 of
+        `fallback_ack`, so one frame's answer never costs the batch its answers."""
+        builder = self._builders[p.job.channel.name]
+        try:
+            return builder.build(p.msg, verdict)
+        except Exception as exc:  # noqa: BLE001 - the frame still gets an answer
+            log.error("ack.build_failed", error=type(exc).__name__, channel=p.job.channel.name,
+                      digest=p.row.get("digest", "")[:16])
+            return [fallback_ack(p.job.raw, control_id=_fallback_id(builder))]
 
 
 # PostgreSQL SQLSTATEs of a lock that was not had: lock_not_available (lock_timeout),
@@ -278,6 +287,21 @@ def _locked(exc: BaseException) -> bool:
         text = str(cause)
         return "database is locked" in text or "database is busy" in text
     return getattr(cause, "sqlstate", None) in _LOCK_STATES
+
+
+def _prepare_safely(job: Job) -> _Prepared:
+    """`prepare`, with its own bugs caught: the frame is then stored as received and answered
+    AR 207 (`pipeline.prepare_failed` is logged), and the batch goes on."""
+    try:
+        return prepare(job)
+    except Exception as exc:  # noqa: BLE001 - one frame must not cost the batch
+        log.error("pipeline.prepare_failed", error=type(exc).__name__, channel=job.channel.name,
+                  size=len(job.raw))
+        error = InternalError("unexpected error while reading the message")
+        p = _Prepared(job, None, Verdict(error.disposition, Stage.HEADER, error.code, None,
+                                         error.reason))
+        p.row = _row(p)
+        return p
 
 
 def prepare(job: Job) -> _Prepared:
@@ -378,18 +402,24 @@ def _verdict_of(row: dict[str, Any]) -> Verdict:
 
 
 def failed(builders: dict[str, AckBuilder]) -> Callable[[Job, BaseException], Result]:
-    """The answer for a job whose batch raised before committing: AE/CE 207, nothing promised."""
+    """The answer for a job whose batch raised outside the per-message boundaries (a bug):
+    nothing was committed, and the answer is `fallback_ack`'s fixed AR 207, built from
+    constants so that it cannot raise in turn."""
 
     def answer(job: Job, _exc: BaseException) -> Result:
-        error = CommitFailed("internal error while storing the message; send it again")
-        verdict = Verdict(Disposition.ERRORED, Stage.COMMIT, error.code, None, error.reason)
-        try:
-            msg: InboundMessage | None = parse(job.raw)
-        except HL7Error:
-            msg = None
-        h = msg.header if msg is not None else None
-        return Result(builders[job.channel.name].build(msg, verdict), verdict, None,
-                      h.control_id_raw if h else "", h.message_type if h else "",
-                      hashlib.sha256(job.raw).hexdigest(), committed=False)
+        error = InternalError("the message could not be processed; send it again")
+        verdict = Verdict(error.disposition, Stage.COMMIT, error.code, None, error.reason)
+        ack = fallback_ack(job.raw, control_id=_fallback_id(builders.get(job.channel.name)))
+        return Result([ack], verdict, None, "", "", hashlib.sha256(job.raw).hexdigest(),
+                      committed=False)
 
     return answer
+
+
+def _fallback_id(builder: AckBuilder | None) -> str:
+    """A fresh MSH-10 for a fallback ACK; a fixed one if even that fails."""
+    try:
+        control = builder.control_ids() if builder is not None else ""
+        return control if control.isascii() and control.isalnum() else "FALLBACK"
+    except Exception:  # noqa: BLE001 - the fallback must not fail
+        return "FALLBACK"

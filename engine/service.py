@@ -6,6 +6,7 @@ global reactor.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -159,8 +160,25 @@ class DeliveryService(service.Service):
             log.error("queue.dead_letter", destination=name, count=outcome.dead)
 
 
+EXIT_WRITER_DIED = 70  # EX_SOFTWARE: the supervisor should restart the engine
+
+
+def exit_now(_exc: BaseException) -> None:
+    """The writer thread died (`writer.died` is logged): no frame would be answered again, so
+    the process ends at once with EXIT_WRITER_DIED for its supervisor to restart it.  Nothing
+    is lost: what was not committed was not acknowledged."""
+    from engine.logs import flush_logs
+
+    try:
+        flush_logs()
+    finally:
+        os._exit(EXIT_WRITER_DIED)
+
+
 def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence[str] = (),
-                 link: socket.socket | None = None) -> service.MultiService:
+                 link: socket.socket | None = None,
+                 on_writer_died: Callable[[BaseException], None] = exit_now
+                 ) -> service.MultiService:
     """The whole engine as one MultiService: writer first, then the listeners, then delivery.
 
     With `workers:` > 1 the main process accepts for every channel and starts the workers
@@ -178,9 +196,10 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,
-        commit_delay_s=config.database.commit_delay_ms / 1000)
+        commit_delay_s=config.database.commit_delay_ms / 1000, on_died=on_writer_died)
     factories = [MLLPServerFactory(ch, _handler(ch, writer, _relay(ch, builders, waiters, db,
-                                                                  reactor)), reactor)
+                                                                  reactor)), reactor,
+                                   oversize=builders[ch.name].too_large)
                  for ch in config.channels]
     writer.expect(lambda: sum(f.connections for f in factories))
     top = service.MultiService()

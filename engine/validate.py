@@ -16,6 +16,7 @@ from engine.errors import (
     UnsupportedProcessingId,
     UnsupportedTrigger,
     UnsupportedVersion,
+    shown,
 )
 from engine.parsing import InboundMessage
 
@@ -35,20 +36,20 @@ def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
     if not msg_type:
         return RequiredHeaderFieldMissing("MSH-9 message type is empty", msh9)
     if not channel.accepts_type(msg_type):
-        return UnsupportedMessageType(f"message type {msg_type} is not accepted by channel "
-                                      f"{channel.name}", msh9)
+        return UnsupportedMessageType(f"MSH-9.1 message type {shown(msg_type)} is not accepted "
+                                      f"by channel {channel.name}", msh9)
     if not channel.accepts(msg_type, trigger):
-        return UnsupportedTrigger(f"trigger event {msg_type}^{trigger or '(empty)'} is not accepted "
-                                  f"by channel {channel.name}", msh9)
+        return UnsupportedTrigger(f"MSH-9.2 trigger event {shown(trigger)} of {msg_type} is not "
+                                  f"accepted by channel {channel.name}", msh9)
     if not h.control_id:
         return RequiredHeaderFieldMissing("MSH-10 message control id is empty",
                                           Location("MSH", 1, 10))
     if h.processing_id not in channel.processing_ids:
-        return UnsupportedProcessingId(f"processing id {h.processing_id or '(empty)'} is not "
+        return UnsupportedProcessingId(f"MSH-11 processing id {shown(h.processing_id)} is not "
                                        f"accepted (accepted: {', '.join(channel.processing_ids)})",
                                        Location("MSH", 1, 11))
     if h.version not in channel.versions:
-        return UnsupportedVersion(f"version {h.version or '(empty)'} is not accepted "
+        return UnsupportedVersion(f"MSH-12 version {shown(h.version)} is not accepted "
                                   f"(accepted: {', '.join(channel.versions)})",
                                   Location("MSH", 1, 12))
     return None

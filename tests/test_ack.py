@@ -93,8 +93,8 @@ def test_v23_ack_has_two_component_msh9_and_err1_layout(builder: AckBuilder) -> 
     and the text in MSA-3 (HL7-SPEC §3 ERR layout)."""
     (ack,) = _answer(builder, _msg(msh9="REF^I99", version="2.3"))
     assert ack == (HEAD + b"ACK^I99|ACK1|P|2.3\r"
-                   b"MSA|AR|C1|Unsupported event code: trigger event REF\\S\\I99 is not accepted by "
-                   b"channel referrals\r"
+                   b"MSA|AR|C1|Unsupported event code: MSH-9.2 trigger event I99 of REF is not "
+                   b"accepted by channel referrals\r"
                    b"ERR|MSH^1^9^201&Unsupported event code&HL70357\r")
 
 
@@ -102,7 +102,7 @@ def test_v25_error_ack_is_byte_exact(builder: AckBuilder) -> None:
     """v2.5+: ERR-2 location, ERR-3 CWE from table 0357, ERR-4 severity E, ERR-8 text."""
     (ack,) = _answer(builder, _msg(version="2.9"))
     assert ack.endswith(b"\rMSA|AR|C1\rERR||MSH^1^12|203^Unsupported version id^HL70357|E||||"
-                        b"version 2.9 is not accepted (accepted: 2.3, 2.3.1, 2.4, 2.5, 2.5.1, "
+                        b"MSH-12 version 2.9 is not accepted (accepted: 2.3, 2.3.1, 2.4, 2.5, 2.5.1, "
                         b"2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2)\r")
 
 

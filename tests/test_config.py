@@ -34,7 +34,8 @@ SHIPPED = ROOT / "channels.yaml"
 KEYS_TOP = "channels, database, destinations, ledger, log, retention, routes, workers"
 KEYS_CHANNEL = ("accept, ack, framing, ledger, limits, listen, name, processing_ids, validation, "
                 "versions")
-KEYS_LIMITS = "idle_timeout_s, max_connections, max_frame_bytes, max_queued_frames"
+KEYS_LIMITS = ("frame_timeout_s, idle_timeout_s, max_connections, max_connections_per_address, "
+               "max_frame_bytes, max_queued_frames")
 ACCEPT_FORMS = "expected TYPE^TRIGGER, TYPE^* or TYPE^S12-S26"
 RANGE_FORM = "a trigger range is like S12-S26 (same letter, ascending)"
 

@@ -89,12 +89,23 @@ def test_every_split_point_of_two_frames(tolerate: bool) -> None:
         assert decoder.buffered == 0
 
 
-def test_split_between_fs_and_cr_waits_for_next_byte(decoder: FrameDecoder) -> None:
-    """A read ending in 0x1C completes nothing until the next byte arrives."""
-    assert decoder.feed(b"\x0bMSH|A\r\x1c") == []
-    assert decoder.buffered == 8
-    assert decoder.feed(b"\x0d") == [b"MSH|A\r"]
+def test_split_between_fs_and_cr_waits_for_next_byte_when_strict(strict: FrameDecoder) -> None:
+    """Strict mode: a read ending in 0x1C completes nothing until the next byte arrives."""
+    assert strict.feed(b"\x0bMSH|A\r\x1c") == []
+    assert strict.buffered == 8
+    assert strict.feed(b"\x0d") == [b"MSH|A\r"]
+    assert strict.buffered == 0
+
+
+def test_frame_complete_at_fs_when_tolerant(decoder: FrameDecoder) -> None:
+    """Lenient mode: a read ending in 0x1C completes the frame at once (a sender that never
+    sends the CR and waits for its ACK is answered); the CR arriving later is swallowed,
+    not counted as junk."""
+    assert decoder.feed(b"\x0bMSH|A\r\x1c") == [b"MSH|A\r"]
     assert decoder.buffered == 0
+    assert decoder.feed(b"\x0d") == []
+    assert decoder.feed(b"\x0bMSH|B\r\x1c") == [b"MSH|B\r"]
+    assert decoder.junk_bytes == 0
 
 
 @pytest.mark.parametrize("size", range(1, 17))
@@ -172,15 +183,15 @@ def test_missing_cr_then_next_frame_tolerated(decoder: FrameDecoder) -> None:
 
 def test_missing_cr_then_next_frame_split_tolerated(decoder: FrameDecoder) -> None:
     """Lenient mode: a read ending in 0x1C, the next starting with 0x0B, gives both frames."""
-    assert decoder.feed(b"\x0bMSH|A\r\x1c") == []
-    assert decoder.feed(frame(b"MSH|B\r")) == [b"MSH|A\r", b"MSH|B\r"]
+    assert decoder.feed(b"\x0bMSH|A\r\x1c") == [b"MSH|A\r"]
+    assert decoder.feed(frame(b"MSH|B\r")) == [b"MSH|B\r"]
     assert decoder.junk_bytes == 0
 
 
 def test_missing_cr_then_eof_tolerated(decoder: FrameDecoder) -> None:
-    """Lenient mode: 0x1C followed by connection close completes the frame."""
-    assert decoder.feed(b"\x0bMSH|A\r\x1c") == []
-    assert decoder.eof() == [b"MSH|A\r"]
+    """Lenient mode: 0x1C followed by connection close: the frame was complete at 0x1C."""
+    assert decoder.feed(b"\x0bMSH|A\r\x1c") == [b"MSH|A\r"]
+    assert decoder.eof() == []
     assert decoder.junk_bytes == 0
     assert decoder.buffered == 0
 
@@ -200,10 +211,11 @@ def test_missing_cr_not_tolerated_when_off(strict: FrameDecoder) -> None:
 
 
 def test_missing_cr_then_eof_not_tolerated_when_off(strict: FrameDecoder) -> None:
-    """Strict mode: 0x1C then close yields nothing and the whole partial frame is junk."""
+    """Strict mode: 0x1C then close yields nothing; the partial frame is an incomplete frame
+    (its size reported), not junk."""
     assert strict.feed(b"\x0bMSH|A\r\x1c") == []
     assert strict.eof() == []
-    assert strict.junk_bytes == 8
+    assert (strict.incomplete_bytes, strict.junk_bytes) == (8, 0)
     assert strict.buffered == 0
 
 
@@ -230,11 +242,12 @@ def test_start_block_inside_open_frame_restarts_across_reads(decoder: FrameDecod
     assert decoder.feed(b"\r\x1c\x0d") == [b"MSH|A\r"]
 
 
-def test_eof_with_partial_frame_counts_junk(decoder: FrameDecoder) -> None:
-    """Close in the middle of a frame (no 0x1C) yields nothing and counts the bytes held."""
+def test_eof_with_partial_frame_reports_incomplete(decoder: FrameDecoder) -> None:
+    """Close in the middle of a frame (no 0x1C) yields nothing and reports the bytes held as
+    an incomplete frame, not as junk."""
     assert decoder.feed(b"\x0bMSH|A") == []
     assert decoder.eof() == []
-    assert decoder.junk_bytes == 6
+    assert (decoder.incomplete_bytes, decoder.junk_bytes) == (6, 0)
     assert decoder.buffered == 0
 
 

@@ -242,16 +242,19 @@ def test_frames_arriving_while_busy_wait_their_turn(
 
 def test_frame_split_byte_by_byte(
         conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
-    """A frame fed one byte per read is handed over when, and only when, its final CR arrives."""
+    """A frame fed one byte per read is handed over when, and only when, its 0x1C arrives (the
+    channel tolerates a missing CR); the CR after it is swallowed, not junk."""
     protocol, transport = conn
     stream = frame(msg(1))
-    for i in range(len(stream) - 1):
+    for i in range(len(stream) - 2):
         protocol.dataReceived(stream[i : i + 1])
     assert handler.calls == []
-    protocol.dataReceived(stream[-1:])
+    protocol.dataReceived(stream[-2:-1])
     assert handler.payloads == [msg(1)]
+    protocol.dataReceived(stream[-1:])
     handler.calls[0].deferred.callback([ack(1)])
     assert transport.value() == frame(ack(1))
+    assert protocol.decoder.junk_bytes == 0
 
 
 def test_every_chunk_size_gives_every_frame_and_ack(logs: Logs,
@@ -332,21 +335,48 @@ def test_back_pressure_pauses_then_resumes_after_draining(
     assert transport.value() == b"".join(frame(ack(n)) for n in range(1, 7))
 
 
-def test_oversized_frame_aborts_connection(
-        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler,
-        logs: Logs) -> None:
-    """A frame whose payload passes `max_frame_bytes` (1024) aborts the connection, logged."""
-    protocol, transport = conn
-    protocol.dataReceived(b"\x0b" + b"A" * 1000)
+def test_oversized_frame_is_answered_then_closed(
+        logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
+    """A frame whose payload passes `max_frame_bytes` (1024) is answered with what the factory's
+    `oversize` builds from the frame's start, after the frame in work; then the connection is
+    closed, nothing more is read or handed over, and the log names the sizes and the sender."""
+    seen: list[tuple[bytes, int, int]] = []
+
+    def oversize(head: bytes, size: int, limit: int) -> tuple[list[bytes], dict[str, str]]:
+        seen.append((head, size, limit))
+        return [b"TOO-LARGE"], {"sender": "PCPEHR^NORTH", "control_id": "MSG0002"}
+
+    factory = MLLPServerFactory(channel(), handler, clock, oversize=oversize)
+    protocol, transport = connect(factory, handler)
+    protocol.dataReceived(frame(msg(1)) + b"\x0b" + msg(2) + b"A" * 900)
     assert not transport.disconnecting
-    protocol.dataReceived(b"A" * 25)
-    assert transport.disconnected  # abortConnection, not a graceful close
+    protocol.dataReceived(b"A" * 200)
+    protocol.dataReceived(frame(msg(3)))
+    assert handler.payloads == [msg(1)]  # msg(2) too large; msg(3) after it is never read
+    assert transport.value() == b""  # msg(1)'s ACK first
+    handler.calls[0].deferred.callback([ack(1)])
+    assert transport.value() == frame(ack(1)) + frame(b"TOO-LARGE")
     assert transport.disconnecting
-    assert handler.calls == []
+    protocol.dataReceived(frame(msg(4)))
+    assert handler.payloads == [msg(1)]
+    size = len(msg(2)) + 1100
+    assert seen[0][0].startswith(msg(2)) and seen[0][1:] == (size, 1024)
     assert events(logs, "mllp.frame_too_large") == [{
         "event": "mllp.frame_too_large", "log_level": "warning", "channel": "test",
-        "peer": PEER, "size": 1025, "limit": 1024,
+        "peer": PEER, "size": size, "limit": 1024, "sender": "PCPEHR^NORTH",
+        "control_id": "MSG0002",
     }]
+
+
+def test_oversized_frame_close_is_forced_when_peer_never_reads(
+        logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
+    """After the oversized frame's answer, a close still waiting on the peer ends by force."""
+    factory = MLLPServerFactory(channel(), handler, clock)
+    protocol, transport = connect(factory, handler)
+    protocol.dataReceived(b"\x0b" + b"A" * 1100)
+    assert transport.disconnecting and not transport.disconnected
+    clock.advance(10)
+    assert transport.disconnected
 
 
 def test_frame_at_size_limit_is_accepted(
@@ -517,17 +547,18 @@ def test_frames_complete_before_close_still_handed_over(
 
 def test_final_frame_without_cr_handed_over_when_idle(
         conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
-    """With nothing in work, a final frame cut after its 0x1C is handed over on close."""
+    """A final frame cut after its 0x1C is complete at once, before any close."""
     protocol, _ = conn
     protocol.dataReceived(b"\x0b" + msg(1) + b"\x1c")
-    assert handler.calls == []
-    protocol.connectionLost(CLOSED)
     assert [(c.payload, c.peer) for c in handler.calls] == [(msg(1), PEER)]
+    protocol.connectionLost(CLOSED)
+    assert len(handler.calls) == 1
 
 
 def test_final_frame_without_cr_dropped_in_strict_mode(
         logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
-    """`tolerate_missing_cr: false`: a final frame without CR is junk, counted, not handed over."""
+    """`tolerate_missing_cr: false`: a final frame without CR is not handed over; it is logged
+    as an incomplete frame with its size (not as junk)."""
     factory = MLLPServerFactory(channel(tolerate_missing_cr=False), handler, clock)
     protocol, _ = connect(factory, handler)
     partial = b"\x0b" + msg(2) + b"\x1c"
@@ -535,9 +566,10 @@ def test_final_frame_without_cr_dropped_in_strict_mode(
     protocol.connectionLost(CLOSED)
     handler.calls[0].deferred.callback([ack(1)])
     assert handler.payloads == [msg(1)]
-    assert events(logs, "mllp.junk_discarded") == [{
-        "event": "mllp.junk_discarded", "log_level": "warning", "channel": "test",
-        "peer": PEER, "bytes": len(partial),
+    assert events(logs, "mllp.junk_discarded") == []
+    assert events(logs, "mllp.incomplete_frame") == [{
+        "event": "mllp.incomplete_frame", "log_level": "warning", "channel": "test",
+        "peer": PEER, "size": len(partial),
     }]
 
 
@@ -560,3 +592,92 @@ def test_handler_errback_does_not_hang_connection(
     handler.calls[1].deferred.callback([ack(2)])
     assert transport.value() == frame(ack(2))
     assert not transport.disconnecting
+
+
+# --- slow, silent and crowding peers --------------------------------------------------------
+
+
+def test_frame_timeout_cuts_a_dribbling_sender(
+        logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
+    """A frame still open `frame_timeout_s` after its 0x0B closes the connection, however
+    often bytes arrive (each byte resets only the idle timeout)."""
+    factory = MLLPServerFactory(channel(frame_timeout_s=5.0), handler, clock)
+    protocol, transport = connect(factory, handler)
+    for byte in (b"\x0b" + msg(1))[:9]:
+        protocol.dataReceived(bytes([byte]))
+        clock.advance(0.5)
+    assert not transport.disconnecting
+    clock.advance(1.0)
+    assert transport.disconnecting
+    assert handler.calls == []
+    assert [(e["event"], e["size"]) for e in events(logs, "mllp.frame_timeout")] == [
+        ("mllp.frame_timeout", 9)]
+
+
+def test_frame_timeout_counts_from_each_frame_start(
+        logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
+    """Frames that complete in time never trip the timer, even back to back for longer than
+    the timeout; time between frames does not count."""
+    factory = MLLPServerFactory(channel(frame_timeout_s=5.0, idle_timeout_s=0), handler, clock)
+    protocol, transport = connect(factory, handler)
+    for n in range(1, 5):
+        stream = frame(msg(n))
+        protocol.dataReceived(stream[:20])
+        clock.advance(4.0)
+        protocol.dataReceived(stream[20:] + stream[:0])
+        handler.calls[n - 1].deferred.callback([ack(n)])
+        clock.advance(30.0)
+    assert not transport.disconnecting
+    assert events(logs, "mllp.frame_timeout") == []
+
+
+def test_frame_timeout_waits_while_we_hold_reading(
+        logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
+    """While the engine itself stopped reading (its queue is full), an open frame is not the
+    sender's fault: the timer starts again instead of closing."""
+    factory = MLLPServerFactory(channel(frame_timeout_s=5.0, max_queued_frames=1), handler,
+                                clock)
+    protocol, transport = connect(factory, handler)
+    protocol.dataReceived(b"".join(frame(msg(n)) for n in range(1, 4)) + b"\x0bMSH")
+    assert transport.producerState == "paused"
+    clock.advance(6.0)
+    assert not transport.disconnecting
+    assert events(logs, "mllp.frame_timeout") == []
+
+
+def test_unread_acks_stop_reading_until_they_drain(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler) -> None:
+    """The protocol is its transport's push producer: when the transport says its write
+    buffer is full (a peer that never reads its ACKs), reading stops; it resumes when the
+    buffer drains, unless the frame queue still holds it."""
+    protocol, transport = conn
+    assert transport.producer is protocol and transport.streaming
+    protocol.pauseProducing()  # what the transport does past its buffer size
+    assert transport.producerState == "paused"
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+    protocol.dataReceived(b"".join(frame(msg(n)) for n in range(1, 7)))  # queue past 4
+    protocol.pauseProducing()
+    protocol.resumeProducing()
+    assert transport.producerState == "paused"  # the queue still holds reading
+
+
+def test_per_address_cap_refuses_the_extra_connection(
+        logs: Logs, clock: task.Clock, handler: FakeHandler) -> None:
+    """`max_connections_per_address`: one address may not take every slot; others still
+    connect, and a closed connection frees its address's slot."""
+    factory = MLLPServerFactory(channel(max_connections=10, max_connections_per_address=2),
+                                handler, clock)
+    first, _ = connect(factory, handler, port=40001)
+    connect(factory, handler, port=40002)
+    _, refused = connect(factory, handler, port=40003)
+    assert refused.disconnecting
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.9", 40004))
+    other = factory.buildProtocol(None)
+    other.makeConnection(transport)
+    assert not transport.disconnecting
+    first.connectionLost(CLOSED)
+    _, again = connect(factory, handler, port=40005)
+    assert not again.disconnecting
+    assert [e["reason"] for e in events(logs, "mllp.connection_refused")] == [
+        "max_connections_per_address"]

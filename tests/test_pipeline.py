@@ -112,11 +112,14 @@ def test_a_mapper_bug_answers_ar_207_and_the_batch_goes_on(
 
 
 def test_the_writers_last_resort_answer_never_raises() -> None:
-    """`failed` (a batch that raised) answers AE 207 even for bytes that are not HL7."""
+    """`failed` (a batch that raised) answers the fixed AR 207 even for bytes that are not HL7,
+    echoing MSH-10 when it is plain ASCII; nothing is promised."""
     answer = failed({"referrals": AckBuilder()})
-    for raw in (b"garbage", sample_payload("ref_i12_v251.hl7")):
+    for raw, control in ((b"garbage", ""), (sample_payload("ref_i12_v251.hl7"), "REF-I12-V251")):
         result = answer(_job(raw), RuntimeError("x"))
-        assert parse(result.acks[0])["MSA.1"] == "AE" and not result.committed
+        ack = parse(result.acks[0])
+        assert (ack["MSA.1"], ack["MSA.2"], ack["ERR.3"]) == ("AR", control, "207")
+        assert not result.committed
 
 
 def test_a_ledger_bug_marks_only_its_message_and_the_batch_is_redone(

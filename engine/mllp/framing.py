@@ -22,30 +22,39 @@ LINE_FEED = 0x0A
 _STRAY_AFTER_TRAILER = (CARRIAGE_RETURN, LINE_FEED)
 
 
-class FrameTooLarge(EngineError):
-    """An open frame's payload grew past `max_frame_bytes`; the caller drops the connection."""
+HEAD_BYTES = 4096  # of an oversized frame's start, kept to answer it (its MSH)
 
-    def __init__(self, size: int, limit: int) -> None:
+
+class FrameTooLarge(EngineError):
+    """An open frame's payload grew past `max_frame_bytes`; the caller answers it from `head`
+    (the payload's first HEAD_BYTES bytes, where its MSH is) and drops the connection."""
+
+    def __init__(self, size: int, limit: int, head: bytes = b"") -> None:
         super().__init__(
             f"MLLP frame payload of at least {size} bytes exceeds the {limit}-byte limit"
         )
         self.size = size
         self.limit = limit
+        self.head = head
 
 
 @dataclass(slots=True)
 class FrameDecoder:
     """Per-connection MLLP decoder: `feed()` each read, `eof()` once when the peer closes.
 
-    `tolerate_missing_cr` accepts `0x1C` not followed by CR as the end of a frame (lenient mode,
-    §1 "Missing CR after 0x1C"); otherwise only `0x1C 0x0D` ends a frame and a lone `0x1C` is data.
+    `tolerate_missing_cr` makes `0x1C` alone the end of a frame (lenient mode): the frame is
+    complete as soon as its `0x1C` arrives, so a sender that never sends the CR, and waits for its
+    ACK, is answered at once; a CR (or LF) that follows later is swallowed.  Otherwise only
+    `0x1C 0x0D` ends a frame and a lone `0x1C` is data.
     `junk_bytes` counts every byte discarded outside a frame, including partial frames abandoned by
-    a new `0x0B` or by EOF; CR/LF directly after a trailer are ignored without being counted.
+    a new `0x0B`; CR/LF directly after a trailer are ignored without being counted.  A frame cut
+    by EOF is not junk: `eof()` reports its size in `incomplete_bytes`.
     """
 
     max_frame_bytes: int = 10 * 1024 * 1024
     tolerate_missing_cr: bool = True
     junk_bytes: int = 0
+    incomplete_bytes: int = 0  # set by eof(): the open frame the peer's close cut short
     # Unconsumed input; buf[_pos:] is what is held between calls (_pos is 0 after each call).
     _buf: bytearray = field(default_factory=bytearray, init=False, repr=False, compare=False)
     _pos: int = field(default=0, init=False, repr=False, compare=False)
@@ -56,6 +65,11 @@ class FrameDecoder:
     _scan: int = field(default=0, init=False, repr=False, compare=False)
     # True right after a trailer, while only CR/LF have followed it.
     _after_trailer: bool = field(default=False, init=False, repr=False, compare=False)
+
+    @property
+    def in_frame(self) -> bool:
+        """A frame's 0x0B has arrived and its trailer has not."""
+        return self._in_frame
 
     @property
     def buffered(self) -> int:
@@ -75,15 +89,16 @@ class FrameDecoder:
         return frames
 
     def eof(self) -> list[bytes]:
-        """The peer closed: complete a frame cut after its `0x1C` (lenient mode), drop the rest."""
-        frames: list[bytes] = []
-        buf, end = self._buf, len(self._buf)
-        if self._in_frame and self.tolerate_missing_cr and buf[end - 1] == END_BLOCK:
-            frames.append(self._take(end - 1, end))
+        """The peer closed: an open frame is dropped (its size, 0x0B included, goes to
+        `incomplete_bytes`), bytes outside a frame are junk.  Nothing is ever returned: a frame
+        is complete before EOF or not at all; the list keeps the `feed` shape for callers."""
+        end = len(self._buf)
+        if self._in_frame:
+            self.incomplete_bytes = end - self._pos
         elif not self._after_trailer:
             self.junk_bytes += end - self._pos
         self._reset()
-        return frames
+        return []
 
     def _seek_start(self) -> bool:
         """Outside a frame: skip stray CR/LF after a trailer, count junk up to the next 0x0B."""
@@ -120,14 +135,14 @@ class FrameDecoder:
                 self._check_size(end - self._pos - 1)
                 return None
             self._check_size(trailer - self._pos - 1)
-            if trailer + 1 == end:
-                self._scan = trailer  # 0x1C is the last byte held: wait for the next one.
-                return None
-            if buf[trailer + 1] == CARRIAGE_RETURN:
+            if trailer + 1 < end and buf[trailer + 1] == CARRIAGE_RETURN:
                 return self._take(trailer, trailer + 2)
             if self.tolerate_missing_cr:
-                # The byte after 0x1C is not consumed: it is 0x0B, or junk/stray CR-LF.
+                # Complete at 0x1C; what follows (a late CR, 0x0B, junk) is read as outside.
                 return self._take(trailer, trailer + 1)
+            if trailer + 1 == end:
+                self._scan = trailer  # strict: 0x1C is the last byte held, wait for the next
+                return None
             self._scan = trailer + 1  # strict mode: a lone 0x1C is payload data
 
     def _take(self, trailer: int, resume: int) -> bytes:
@@ -138,8 +153,9 @@ class FrameDecoder:
 
     def _check_size(self, size: int) -> None:
         if size > self.max_frame_bytes:
+            head = bytes(self._buf[self._pos + 1: self._pos + 1 + HEAD_BYTES])
             self._reset()
-            raise FrameTooLarge(size, self.max_frame_bytes)
+            raise FrameTooLarge(size, self.max_frame_bytes, head)
 
     def _compact(self) -> None:
         if self._pos:

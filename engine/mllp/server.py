@@ -11,6 +11,7 @@ closed after `idle_timeout_s`.  A `listen.tls` channel runs this same protocol u
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,11 +27,14 @@ from engine.config import Channel
 from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK, FrameDecoder, FrameTooLarge
 
 START, END = b"\x0b", b"\x1c\r"
+CLOSE_GRACE_S = 10.0  # after answering an oversized frame, how long a close may wait on the peer
 
 # handler(payload, peer) -> the ACKs to write; on a `framing.mllp_release: 2` channel it is
 # called with a third argument, `committed(stored: bool)`, which it calls once the frame is
 # stored (or could not be), before the ACKs are ready.
 Handler = Callable[..., "defer.Deferred[list[bytes]]"]
+# oversize(head, size, limit) -> (the ACKs, what to log: sender, control_id); never raises.
+Oversize = Callable[[bytes, int, int], tuple[list[bytes], dict[str, str]]]
 
 
 def frame(payload: bytes) -> bytes:
@@ -38,12 +42,30 @@ def frame(payload: bytes) -> bytes:
     return START + payload + END
 
 
+def _no_delay(transport: Any) -> None:
+    """TCP_NODELAY: an ACK goes out at once, not after the peer's delayed ACK of the last one
+    (Nagle), which costs a pipelining sender ~40 ms per frame."""
+    with contextlib.suppress(AttributeError, NotImplementedError, OSError):
+        transport.setTcpNoDelay(True)  # not on a test's transport, or a closed socket
+
+
 def peer_text(address: IAddress) -> str:
     host, port = getattr(address, "host", "?"), getattr(address, "port", "")
     return f"{host}:{port}" if port != "" else str(host)
 
 
+class _Close:
+    """Queued after the frames before it: write these ACKs, then close (an oversized frame)."""
+
+    def __init__(self, acks: list[bytes]) -> None:
+        self.acks = acks
+
+
 class MLLPServerProtocol(Protocol, TimeoutMixin):
+    """One connection.  It is also the push producer of its own transport's writes: when the
+    ACKs a peer has not read pass the transport's buffer size, reading stops until they drain,
+    so a sender that never reads its ACKs costs a bounded amount of memory."""
+
     transport: Any
 
     def __init__(self, factory: MLLPServerFactory) -> None:
@@ -51,49 +73,109 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         self.channel = factory.channel
         self.decoder = FrameDecoder(self.channel.limits.max_frame_bytes,
                                     self.channel.tolerate_missing_cr)
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[bytes | _Close] = deque()
         self.busy = False
         self.draining = False  # in _next's loop: a handler answering at once must not recurse
-        self.paused = False
+        self.paused = False  # reading stopped (for one of `_holds`)
+        self._holds: set[str] = set()  # why reading is stopped: "queue", "writes", "closing"
         self.open = False
         self.peer = "?"
+        self.host = ""
         self.log: Any = factory.log
+        self._frame_timer: Any = None  # armed while a frame is open (limits.frame_timeout_s)
 
     def connectionMade(self) -> None:
-        self.peer = peer_text(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer = peer_text(address)
+        self.host = str(getattr(address, "host", ""))
         self.log = self.factory.log.bind(peer=self.peer)
-        if not self.channel.allows(str(getattr(self.transport.getPeer(), "host", ""))):
-            self.log.warning("mllp.connection_refused", reason="not_allowed")
-            self.transport.loseConnection()
-            return
-        if self.factory.connections >= self.channel.limits.max_connections:
-            self.log.warning("mllp.connection_refused", reason="max_connections",
-                             limit=self.channel.limits.max_connections)
+        refused = self._refusal()
+        if refused is not None:
+            self.log.warning("mllp.connection_refused", **refused)
             self.transport.loseConnection()
             return
         self.open = True
-        self.factory.connections += 1
+        self.factory.opened(self.host)
         self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
+        _no_delay(self.transport)
+        self.transport.registerProducer(self, True)
         if self.channel.limits.idle_timeout_s:
             self.setTimeout(self.channel.limits.idle_timeout_s)
         self.log.info("mllp.connection_opened", connections=self.factory.connections)
 
+    def _refusal(self) -> dict[str, Any] | None:
+        """Why this connection may not be served (allow-list, connection caps), or None."""
+        limits = self.channel.limits
+        if not self.channel.allows(self.host):
+            return {"reason": "not_allowed"}
+        if self.factory.connections >= limits.max_connections:
+            return {"reason": "max_connections", "limit": limits.max_connections}
+        per_address = limits.max_connections_per_address
+        if per_address and self.factory.by_address.get(self.host, 0) >= per_address:
+            return {"reason": "max_connections_per_address", "limit": per_address}
+        return None
+
     def dataReceived(self, data: bytes) -> None:
+        if "closing" in self._holds:
+            return  # an oversized frame is being answered: nothing more is read
         self.resetTimeout()
         junk = self.decoder.junk_bytes
         try:
             frames = self.decoder.feed(data)
         except FrameTooLarge as exc:
-            self.log.warning("mllp.frame_too_large", size=exc.size, limit=exc.limit)
-            self.transport.abortConnection()
+            self._junk(junk)
+            self._too_large(exc)
             return
         self._junk(junk)
+        self._watch_frame(bool(frames))
         if frames:
             self.queue.extend(frames)
             self._next()
-        if len(self.queue) > self.channel.limits.max_queued_frames and not self.paused:
-            self.paused = True
-            self.transport.pauseProducing()
+        if len(self.queue) > self.channel.limits.max_queued_frames:
+            self._hold("queue")
+
+    def _watch_frame(self, completed: bool) -> None:
+        """Arm the frame timer when a frame opens (again after one completed in this read),
+        disarm it when none is open: a frame must be complete `frame_timeout_s` after its
+        0x0B, however slowly its bytes come (each byte resets only the idle timeout)."""
+        timeout = self.channel.limits.frame_timeout_s
+        if not timeout:
+            return
+        if not self.decoder.in_frame:
+            self._cancel_frame_timer()
+        elif self._frame_timer is None or completed:
+            self._cancel_frame_timer()
+            self._frame_timer = self.factory.clock.callLater(timeout, self._frame_timed_out)
+
+    def _frame_timed_out(self) -> None:
+        self._frame_timer = None
+        if not self.open or not self.decoder.in_frame:
+            return
+        if self._holds:  # we stopped reading, not the sender: give it the time again
+            self._watch_frame(True)
+            return
+        self.log.warning("mllp.frame_timeout", frame_timeout_s=self.channel.limits.frame_timeout_s,
+                         size=self.decoder.buffered)
+        self.transport.loseConnection()
+
+    def _cancel_frame_timer(self) -> None:
+        if self._frame_timer is not None:
+            if self._frame_timer.active():
+                self._frame_timer.cancel()
+            self._frame_timer = None
+
+    def _too_large(self, exc: FrameTooLarge) -> None:
+        """Answer the oversized frame after the frames before it (AR/CR, ERR-3 100, MSA-2 from
+        its MSH when readable), then close; nothing more is read meanwhile."""
+        acks: list[bytes] = []
+        about: dict[str, str] = {}
+        if self.factory.oversize is not None:
+            acks, about = self.factory.oversize(exc.head, exc.size, exc.limit)
+        self.log.warning("mllp.frame_too_large", size=exc.size, limit=exc.limit, **about)
+        self._cancel_frame_timer()
+        self._hold("closing")
+        self.queue.append(_Close(acks))
+        self._next()
 
     def _junk(self, before: int) -> None:
         if self.decoder.junk_bytes != before:
@@ -105,8 +187,12 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         self.draining = True
         try:
             while not self.busy and self.queue:
+                item = self.queue.popleft()
+                if isinstance(item, _Close):
+                    self._close_after(item.acks)
+                    return
                 self.busy = True
-                args: tuple[Any, ...] = (self.queue.popleft(), self.peer)
+                args: tuple[Any, ...] = (item, self.peer)
                 if self.channel.mllp_release == 2:
                     args += (self._committed,)
                 d = defer.maybeDeferred(self.factory.handler, *args)
@@ -114,16 +200,51 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         finally:
             self.draining = False
 
+    def _close_after(self, acks: list[bytes]) -> None:
+        self.queue.clear()
+        if self.transport is None:
+            return
+        for ack in acks:
+            self.transport.write(frame(ack))
+        self.transport.loseConnection()
+        # A peer that does not read would keep a graceful close waiting for ever.
+        self.factory.clock.callLater(CLOSE_GRACE_S, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def _reply(self, acks: list[bytes]) -> None:
         if self.transport is not None:
             for ack in acks:
                 self.transport.write(frame(ack))
         self.busy = False
-        if (self.paused and self.transport is not None
-                and len(self.queue) <= self.channel.limits.max_queued_frames // 2):
+        if len(self.queue) <= self.channel.limits.max_queued_frames // 2:
+            self._release("queue")
+        self._next()
+
+    def _hold(self, why: str) -> None:
+        """Stop reading for this reason (reading resumes when no reason is left)."""
+        self._holds.add(why)
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def _release(self, why: str) -> None:
+        self._holds.discard(why)
+        if self.paused and not self._holds and self.transport is not None:
             self.paused = False
             self.transport.resumeProducing()
-        self._next()
+
+    # IPushProducer, for the transport's write buffer (registered in connectionMade).
+    def pauseProducing(self) -> None:
+        self._hold("writes")
+
+    def resumeProducing(self) -> None:
+        self._release("writes")
+
+    def stopProducing(self) -> None:
+        self._cancel_frame_timer()
 
     def _committed(self, stored: bool) -> None:
         """MLLP release 2: the frame is on safe storage (ACK) or is not (NAK); the HL7 ACK
@@ -144,6 +265,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.setTimeout(None)
+        self._cancel_frame_timer()
         if self.channel.tls is not None:
             self._tls_failed(reason)
         if self.factory.on_close is not None:  # every connection, refused ones too
@@ -151,12 +273,13 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         if not self.open:
             return
         self.open = False
-        self.factory.connections -= 1
+        self.factory.closed(self.host)
         junk = self.decoder.junk_bytes
-        tail = self.decoder.eof()
+        self.decoder.eof()
         self._junk(junk)
+        if self.decoder.incomplete_bytes:
+            self.log.warning("mllp.incomplete_frame", size=self.decoder.incomplete_bytes)
         # Frames complete before the close are still stored: nothing received is dropped.
-        self.queue.extend(tail)
         self.transport = None
         self._next()
         self.log.info("mllp.connection_closed", connections=self.factory.connections,
@@ -173,17 +296,34 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
 
 
 class MLLPServerFactory(Factory):
-    """One per channel: the channel's limits, its handler, a clock, and a connection count."""
+    """One per channel: the channel's limits, its handler, a clock, and connection counts
+    (in all and per peer address).  `oversize(head, size, limit)` gives an oversized frame's
+    answer and what to log about it (sender, control id) from the frame's first bytes."""
 
     protocol = MLLPServerProtocol  # type: ignore[assignment]
 
-    def __init__(self, channel: Channel, handler: Handler, clock: Any, log: Any = None) -> None:
+    def __init__(self, channel: Channel, handler: Handler, clock: Any, log: Any = None,
+                 oversize: Oversize | None = None) -> None:
         self.channel = channel
         self.handler = handler
         self.clock = clock
+        self.oversize = oversize
         self.connections = 0
+        self.by_address: dict[str, int] = {}
         self.on_close: Callable[[], None] | None = None  # an ingest worker reports closes
         self.log = log or structlog.get_logger("engine.mllp").bind(channel=channel.name)
+
+    def opened(self, host: str) -> None:
+        self.connections += 1
+        self.by_address[host] = self.by_address.get(host, 0) + 1
+
+    def closed(self, host: str) -> None:
+        self.connections -= 1
+        left = self.by_address.get(host, 1) - 1
+        if left > 0:
+            self.by_address[host] = left
+        else:
+            self.by_address.pop(host, None)
 
     def buildProtocol(self, addr: IAddress | None) -> MLLPServerProtocol:
         return MLLPServerProtocol(self)

@@ -20,10 +20,16 @@ R = TypeVar("R")
 
 log = structlog.get_logger("engine.writer")
 _STOP = object()
+_IDLE_S = 1.0  # an idle writer still beats this often (readiness checks read `beat`)
 
 
 class GroupCommitWriter(Generic[J, R]):
-    """Batches jobs for `work`; each job's `done` callback gets its result through `deliver`."""
+    """Batches jobs for `work`; each job's `done` callback gets its result through `deliver`.
+
+    `fail(job, exc)` answers a job whose batch raised; it must not raise itself.  Nothing one
+    batch raises ends the thread; if it ends anyway (a BaseException, or a bug in this loop),
+    `writer.died` is logged at critical level and `on_died` is called, so the process can exit
+    and be restarted instead of accepting frames it will never answer."""
 
     def __init__(
         self,
@@ -34,6 +40,7 @@ class GroupCommitWriter(Generic[J, R]):
         on_stop: Callable[[], None] | None = None,
         commit_delay_s: float = 0.0,
         expected: Callable[[], int] = lambda: 1,
+        on_died: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._work = work
         self._deliver = deliver
@@ -42,10 +49,22 @@ class GroupCommitWriter(Generic[J, R]):
         self._on_stop = on_stop
         self._commit_delay_s = commit_delay_s
         self._expected = expected
+        self._on_died = on_died
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.jobs = 0
+        self.beat = time.monotonic()  # the loop's last sign of life (at least every _IDLE_S)
+
+    @property
+    def alive(self) -> bool:
+        """The thread is running (started and neither stopped nor dead)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the loop last showed life: about `_IDLE_S` at most while idle, the
+        length of the batch in hand while busy; it grows without bound once the thread died."""
+        return time.monotonic() - self.beat
 
     def expect(self, expected: Callable[[], int]) -> None:
         """How many jobs may be coming at once (read on the writer thread, an int)."""
@@ -67,19 +86,40 @@ class GroupCommitWriter(Generic[J, R]):
         self._thread = None
 
     def _run(self) -> None:
+        died: BaseException | None = None
         try:
             self._loop()
+        except BaseException as exc:  # noqa: BLE001 - reported below, the process must know
+            died = exc
         finally:
             if self._on_stop is not None:
-                self._on_stop()
+                try:
+                    self._on_stop()
+                except Exception as exc:  # noqa: BLE001 - closing must not hide a death
+                    log.error("writer.close_failed", error=type(exc).__name__)
+        if died is not None:
+            log.critical("writer.died", error=type(died).__name__)
+            if self._on_died is not None:
+                self._on_died(died)
 
     def _loop(self) -> None:
+        """Take jobs until stopped.  Whatever one batch raises is that batch's problem: its jobs
+        are answered through `fail` and the loop goes on with the next."""
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=_IDLE_S)
+            except queue.Empty:
+                self.beat = time.monotonic()
+                continue
+            self.beat = time.monotonic()
             if first is _STOP:
                 return
             batch, stopping = self._gather(first)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug of ours; the writer lives on
+                log.exception("writer.batch_lost", batch=len(batch), error=type(exc).__name__)
+            self.beat = time.monotonic()
             if stopping:
                 return
 
@@ -112,6 +152,8 @@ class GroupCommitWriter(Generic[J, R]):
         jobs = [job for job, _ in batch]
         try:
             results = self._work(jobs)
+            if len(results) != len(jobs):
+                raise RuntimeError(f"{len(results)} results for {len(jobs)} jobs")
         except Exception as exc:  # the engine never dies on one batch: each job gets an answer
             log.exception("writer.batch_failed", batch=len(jobs), error=type(exc).__name__)
             results = [self._fail(job, exc) for job in jobs]
@@ -121,6 +163,9 @@ class GroupCommitWriter(Generic[J, R]):
 
         def fire() -> None:
             for done, result in zip(callbacks, results, strict=True):
-                done(result)
+                try:
+                    done(result)
+                except Exception as exc:  # noqa: BLE001 - one callback must not starve the rest
+                    log.exception("writer.callback_failed", error=type(exc).__name__)
 
         self._deliver(fire)
