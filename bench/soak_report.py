@@ -116,10 +116,9 @@ def _series(o: Outcome, index: int, minutes: float) -> dict[str, Any]:
     if not values:
         return {}
     after = min(60.0, minutes * 30)
-    base = next((v for t, v in values if t >= after), values[-1])
+    base_at, base = next(((t, v) for t, v in values if t >= after), values[-1])
     return {"first": values[0][1], "last": values[-1][1], "max": max(v for _, v in values),
-            "baseline_at_s": next((t for t, _ in values if t >= after), values[-1][0]),
-            "growth_after_baseline": round(values[-1][1] - base, 1),
+            "baseline_at_s": base_at, "growth_after_baseline": round(values[-1][1] - base, 1),
             "idle_end": o.idle[index] if o.idle else None}
 
 
