@@ -125,6 +125,9 @@ class Hostile:
             except (asyncio.IncompleteReadError, ConnectionError):
                 tally.outcomes["closed"] += 1
                 return
+            except asyncio.LimitOverrunError:
+                tally.outcomes["an answer over 64 KiB"] += 1
+                return
             tally.outcomes[msa_fields(ack)[0].decode(errors="replace")] += 1
 
     def _frame(self, kind: str, payload: bytes) -> bytes:
