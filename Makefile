@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= channels.yaml
+SOAK_MINUTES ?= 10
+SOAK_FLAGS   ?=
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench soak clean
 
 install: $(STAMP)
 
@@ -38,6 +40,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ledger
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.delivery --workers 2
+	$(BIN)/python -m bench.pipelined
+	$(BIN)/python -m bench.soak --minutes 1
+
+# The soak alone, longer (docs/performance.md); e.g. SOAK_FLAGS="--no-hostile poison".
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_FLAGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -10,4 +10,8 @@ and then the real engine with the same synthetic load, and reports both side by 
 * `bench.measure`: one throughput measurement (with server CPU) and the memory check.
 * `bench.summary`: the figures as JSON and as the printed table, targets judged PASS/MISS.
 * `bench.run`: the whole run, writing `bench/results/latest.json`.
+* `bench.pipelined`: the ACK latency of the second of two frames sent in one write.
+* `bench.hostile`: hostile MLLP traffic, one bounded attempt per kind of abuse.
+* `bench.soak` and `bench.soak_report`: valid beside hostile traffic for N minutes, judged
+  PASS/FAIL (docs/performance.md).
 """

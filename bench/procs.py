@@ -3,7 +3,8 @@
 `/proc/<pid>/stat` fields 14 and 15 (utime, stime, in clock ticks) cover every thread of the
 process; `/proc/<pid>/task/<tid>/stat` gives the same per thread, so the reactor thread (tid ==
 pid) can be told from the others (the engine's writer thread).  `VmRSS` comes from
-`/proc/<pid>/status`.  An engine with ingest workers counts its worker processes in.
+`/proc/<pid>/status`, and the open file descriptors are the entries of `/proc/<pid>/fd`.  An engine
+with ingest workers counts its worker processes in.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def rss_mb(pid: int) -> float:
                 total += int(line.split()[1]) / 1024
     if not total:
         raise RuntimeError(f"no VmRSS for pid {pid}")
+    return total
+
+
+def open_fds(pid: int) -> int:
+    """Open file descriptors (entries of /proc/<pid>/fd) of the process and its live children."""
+    total = 0
+    for p in (pid, *children(pid)):
+        with contextlib.suppress(OSError):  # a child that just ended
+            total += sum(1 for _ in Path(f"/proc/{p}/fd").iterdir())
     return total
 
 

@@ -76,16 +76,18 @@ def use_tls(tmp: Path) -> None:
     TLS.context = context
 
 
-def engine_server(tmp: Path, extra: dict[str, Any] | None = None) -> ServerProcess:
-    """The engine on a fresh database, with a one-channel config (channel `bench`, plus the
-    top-level keys in `extra`, e.g. destinations and routes) written to `tmp`."""
+def engine_server(tmp: Path, extra: dict[str, Any] | None = None,
+                  channel: dict[str, Any] | None = None) -> ServerProcess:
+    """The engine on a fresh database, with a one-channel config (channel `bench`, with the
+    channel keys in `channel`, e.g. `limits`, plus the top-level keys in `extra`, e.g.
+    destinations and routes) written to `tmp`."""
     port = free_port(HOST)
     config = {
         "database": {"url": f"sqlite:///{tmp / 'bench.db'}", "sqlite_synchronous": "FULL"},
         "log": {"file": str(tmp / "engine.log"), "level": "info"},
         "channels": [{"name": "bench", "listen": {"host": HOST, "port": port,
                                                   **({"tls": TLS_FILES} if TLS_FILES else {})},
-                      "accept": ["REF^I12-I15", "SIU^S12-S26"]}],
+                      "accept": ["REF^I12-I15", "SIU^S12-S26"], **(channel or {})}],
         **(extra or {}),
     }
     path = tmp / "bench.yaml"
