@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", parents=[common])  # started by `run`, not by hand
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--link-fd", type=int, required=True)
+    sub.add_parser("reload", parents=[common],
+                   help="check the config, then have the engine running with it reload it "
+                        "(SIGHUP; no restart, connections stay open)")
     sub.add_parser("check-config", parents=[common],
                    help="validate the configuration, print every problem with its YAML path")
     send = sub.add_parser("send", parents=[common], help="send HL7 files over MLLP, print ACKs")
@@ -160,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
-        "run": cmd_run, "worker": cmd_worker, "check-config": cmd_check_config, "send": cmd_send,
+        "run": cmd_run, "worker": cmd_worker, "reload": cmd_reload, "check-config": cmd_check_config, "send": cmd_send,
         "tail": cmd_tail, "show": cmd_show, "referrals": cmd_referrals,
         "referral": cmd_referral, "appointments": cmd_appointments, "worklist": cmd_worklist,
         "link": cmd_link, "report": cmd_report, "sweep": cmd_sweep, "purge": cmd_purge, "validate": cmd_validate,
@@ -285,28 +288,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
+    from engine.control import pid_file, reload_on_sighup, remove_pid, write_pid
     from engine.logs import configure_logging, emit, flush_logs
     from engine.service import make_service
 
-    config = _config(args)
-    if args.workers is not None:
-        if not 1 <= args.workers <= 64:
-            print(f"--workers: expected 1-64, got {args.workers}", file=sys.stderr)
-            return EXIT_CONFIG
-        config = dataclasses.replace(config, workers=args.workers)
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        print(f"--workers: expected 1-64, got {args.workers}", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _run_config(args)
     configure_logging(config.log.file, config.log.level,
                       console_level="warning" if args.quiet else config.log.level)
     db = _open(config.database)
     worker_argv = ["--config", args.config, "--database", config.database.url]
     top = make_service(config, reactor, db, worker_argv)
     r: Any = reactor
+    pid = pid_file(args.config)
+    write_pid(pid)
+    reload_on_sighup(r, lambda: _run_config(args), top.apply)
     flusher = LoopingCall(flush_logs)
     flusher.clock = r
     r.callWhenRunning(flusher.start, 0.5, now=False)
     exit_code = [EXIT_OK]
-    sweeper = LoopingCall(_sweep_in_thread, r, db, config)
+    sweeper = LoopingCall(lambda: _sweep_in_thread(r, db, top.config))  # reloads apply
     sweeper.clock = r
-    purger = _daily_purge(r, db, config)
+    purger = _daily_purge(r, db, lambda: top.config)
 
     def start() -> None:
         try:
@@ -326,8 +331,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
     _stop_on_signals(r)
     r.run(installSignalHandlers=False)
+    remove_pid(pid)
     db.dispose()
     return exit_code[0]
+
+
+def _run_config(args: argparse.Namespace) -> Config:
+    """`run`'s configuration: the file, with --database and --workers applied (a reload
+    reads it the same way)."""
+    config = _config(args)
+    if args.workers is not None:
+        config = dataclasses.replace(config, workers=args.workers)
+    return config
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the config file, then signal the engine running with it to reload it (SIGHUP)."""
+    from engine.control import NotRunning, send_reload
+
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.config}: not reloaded (fix the errors above)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        pid = send_reload(args.config)
+    except NotRunning as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_NOT_OK
+    print(f"asked the engine (pid {pid}) to reload {args.config}; its log says "
+          "config.reloaded, or config.reload_failed and why")
+    return EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -400,15 +436,18 @@ def _sweep_in_thread(reactor: Any, db: Any, config: Config) -> Any:
     return None
 
 
-def _daily_purge(reactor: Any, db: Any, config: Config) -> Any:
-    """The retention purge `run` starts with the sweep (a LoopingCall), or None when
-    `retention.message_bodies_days` is not set."""
+def _daily_purge(reactor: Any, db: Any, config: Callable[[], Config]) -> Any:
+    """The retention purge `run` starts with the sweep (a LoopingCall); each run reads the
+    current config's `retention.message_bodies_days` (a reload may set or clear it) and does
+    nothing without one."""
     from twisted.internet.task import LoopingCall
 
-    days = config.retention.message_bodies_days
-    if days is None:
-        return None
-    purger = LoopingCall(_purge_in_thread, reactor, db, days)
+    def tick() -> None:
+        days = config().retention.message_bodies_days
+        if days is not None:
+            _purge_in_thread(reactor, db, days)
+
+    purger = LoopingCall(tick)
     purger.clock = reactor
     return purger
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes, fallback_ack
-from engine.config import STRICT, Channel, Destination, Route
+from engine.config import STRICT, Channel, Config, Destination, Route
 from engine.errors import (
     CommitFailed,
     ContentError,
@@ -103,6 +103,22 @@ class Pipeline:
         self._ledger = settings or ledger.LedgerSettings()  # `ledger:`: the time rules
         self._enqueue = Enqueuer()
         self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
+        self._pending: Config | None = None  # a reloaded config, taken at the next batch
+
+    def configure(self, config: Config) -> None:
+        """Take this configuration's routes, destinations' order keys, pass-through channels
+        and ledger settings, in the order they depend on each other (now, on this thread)."""
+        self._enqueue = Enqueuer()
+        self._events = None
+        self.route(config.routes)
+        self.order_by(config.destinations)
+        self.answer_from(config.channels)
+        self._ledger = config.ledger
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload (any thread): the writer takes `config` before its next batch, so a batch
+        never sees half of one configuration and half of another."""
+        self._pending = config
 
     def route(self, routes: tuple[Route, ...]) -> None:
         """Take these routes from now on: message routes by their `from:` channel, event routes
@@ -129,6 +145,9 @@ class Pipeline:
         that message AR 207 without ledger changes, and runs the batch again: one poison message
         never blocks the others.
         """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.configure(pending)
         prepared = [_prepare_safely(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
         while True:

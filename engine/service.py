@@ -25,6 +25,7 @@ from engine.errors import CannotListen
 from engine.logs import emit
 from engine.mllp.server import Handler, MLLPServerFactory, listening_factory
 from engine.pipeline import Job, Pipeline, Result, failed
+from engine.reload import ConfigDiff, diff
 from engine.routes.delivery import FileDeliverer
 from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.routes.passthrough import Relay, Waiters
@@ -67,6 +68,9 @@ class ListenerService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self._bind()
+
+    def _bind(self) -> None:
         try:
             self.listening = self.reactor.listenTCP(self.channel.port,
                                                     listening_factory(self.factory),
@@ -87,6 +91,35 @@ class ListenerService(service.Service):
         if self.listening is not None:
             return self.listening.stopListening()
         return None
+
+    def replace(self, channel: Channel, factory: MLLPServerFactory) -> None:
+        """A reload changed this channel: new connections get `factory`.  On the same address
+        the bound port stays and only its factory changes (nothing to rebind); on another, the
+        old port closes and the new one is bound."""
+        same = (channel.host, channel.port) == (self.channel.host, self.channel.port)
+        self.channel, self.factory = channel, factory
+        if same and self.listening is not None:
+            self.listening.factory = listening_factory(factory)
+            self.listening.factory.doStart()
+            log.info("mllp.listener_replaced", channel=channel.name, port=self.port)
+            return
+        old = self.listening
+        self.listening = None
+        d = defer.maybeDeferred(old.stopListening) if old is not None else defer.succeed(None)
+        d.addCallback(lambda _: self._listen_again())
+
+    def _listen_again(self) -> None:
+        try:
+            self._bind()
+        except CannotListen as exc:
+            emit("error", "mllp.listen_failed", {"channel": exc.channel, "host": exc.host,
+                                                 "port": exc.port, "error": exc.reason})
+
+    def retire(self) -> None:
+        """A reload removed this channel: stop listening; its connections finish the frames
+        they sent, then close."""
+        self.factory.retire()
+        self.disownServiceParent()
 
 
 class DeliveryService(service.Service):
@@ -160,6 +193,100 @@ class DeliveryService(service.Service):
             log.error("queue.dead_letter", destination=name, count=outcome.dead)
 
 
+class ReloadRefused(Exception):
+    """A reload that only a restart could apply; nothing was changed."""
+
+
+class EngineService(service.MultiService):
+    """The root of the service tree, holding what a reload changes: the running config, the
+    pipeline, and each channel's factory and listener."""
+
+    def __init__(self, config: Config, reactor: Any, db: Engine, pipeline: Pipeline,
+                 writer: GroupCommitWriter[Job, Result], builders: dict[str, AckBuilder]
+                 ) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.db = db
+        self.pipeline = pipeline
+        self.writer = writer
+        self.builders = builders
+        self.waiters: Waiters | None = None
+        self.factories: dict[str, MLLPServerFactory] = {}
+        self.listeners: dict[str, ListenerService] = {}
+        self.delivery: DeliveryService | None = None
+
+    @property
+    def connections(self) -> int:
+        return sum(f.connections for f in self.factories.values())
+
+    def factory(self, channel: Channel) -> MLLPServerFactory:
+        """A new factory for this channel (its ACK builder made on first use)."""
+        builder = self.builders.setdefault(
+            channel.name, AckBuilder(channel.ack.application, channel.ack.facility))
+        if channel.ack.passthrough and self.waiters is None:
+            self.waiters = Waiters(self.reactor)
+        relay = _relay(channel, self.builders, self.waiters, self.db, self.reactor)
+        made = MLLPServerFactory(channel, _handler(channel, self.writer, relay), self.reactor,
+                                 oversize=builder.too_large)
+        self.factories[channel.name] = made
+        return made
+
+    def reload(self, new: Config) -> ConfigDiff:
+        """Apply `new` (already validated): channels added, removed or replaced now, the rest
+        at the writer's next batch.  Raises ReloadRefused, changing nothing, when only a
+        restart could apply it."""
+        change = diff(self.config, new)
+        if change.restart:
+            raise ReloadRefused(f"{', '.join(change.restart)} changed: restart the engine to "
+                                "apply it")
+        if change.channels and self.config.workers > 1:
+            raise ReloadRefused("channels changed and the engine runs with workers > 1: "
+                                "restart the engine to apply it")
+        self.pipeline.reconfigure(new)
+        channels = {ch.name: ch for ch in new.channels}
+        for name in change.removed:
+            self.listeners.pop(name).retire()
+            self.factories.pop(name, None)
+        for name in change.changed:
+            old = self.factories[name]
+            self.listeners[name].replace(channels[name], self.factory(channels[name]))
+            old.retire()
+        for name in change.added:
+            self.listeners[name] = ListenerService(channels[name], self.factory(channels[name]),
+                                                   self.reactor)
+            self.listeners[name].setServiceParent(self)
+        if change.destinations:
+            self._redeliver(new)
+        self.config = new
+        return change
+
+    def apply(self, new: Config) -> dict[str, object]:
+        """`reload`, for the SIGHUP handler: what changed, as `config.reloaded` logs it."""
+        return self.reload(new).fields()
+
+    def _redeliver(self, new: Config) -> None:
+        """Destinations changed: a new delivery service for the new set (the queues are rows
+        in the database; a destination removed keeps its rows for when it comes back)."""
+        old, self.delivery = self.delivery, None
+        if old is not None:
+            old.disownServiceParent()
+        if not new.destinations:
+            return
+        delivery = DeliveryService(new.destinations, self.db, self.reactor,
+                                   self.waiters.reporter() if self.waiters else None)
+        self.delivery = delivery
+
+        def start(waited: float = 0.0) -> None:
+            # A pass under way finishes first: two workers must never send one queue's head.
+            if old is not None and old.busy and waited < 60:
+                self.reactor.callLater(0.1, start, waited + 0.1)
+            elif self.delivery is delivery and self.running:
+                delivery.setServiceParent(self)
+
+        start()
+
+
 EXIT_WRITER_DIED = 70  # EX_SOFTWARE: the supervisor should restart the engine
 
 
@@ -178,7 +305,7 @@ def exit_now(_exc: BaseException) -> None:
 def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence[str] = (),
                  link: socket.socket | None = None,
                  on_writer_died: Callable[[BaseException], None] = exit_now
-                 ) -> service.MultiService:
+                 ) -> EngineService:
     """The whole engine as one MultiService: writer first, then the listeners, then delivery.
 
     With `workers:` > 1 the main process accepts for every channel and starts the workers
@@ -189,20 +316,14 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     # Other processes (`workers:`) or other engines on the same database may write: batches
     # take turns (PostgreSQL's advisory lock costs one statement per batch).
     pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True), settings=config.ledger)
-    pipeline.route(config.routes)
-    pipeline.order_by(config.destinations)
-    pipeline.answer_from(config.channels)
-    waiters = Waiters(reactor) if any(ch.ack.passthrough for ch in config.channels) else None
+    pipeline.configure(config)
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,
         commit_delay_s=config.database.commit_delay_ms / 1000, on_died=on_writer_died)
-    factories = [MLLPServerFactory(ch, _handler(ch, writer, _relay(ch, builders, waiters, db,
-                                                                  reactor)), reactor,
-                                   oversize=builders[ch.name].too_large)
-                 for ch in config.channels]
-    writer.expect(lambda: sum(f.connections for f in factories))
-    top = service.MultiService()
+    top = EngineService(config, reactor, db, pipeline, writer, builders)
+    factories = [top.factory(ch) for ch in config.channels]
+    writer.expect(lambda: top.connections)
     WriterService(writer).setServiceParent(top)
     if link is not None:
         LinkService(link, {ch.name: f for ch, f in zip(config.channels, factories, strict=True)
@@ -213,12 +334,14 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
         if shared:
             AcceptorService(ch, factory, reactor, dispatch).setServiceParent(top)
         else:
-            ListenerService(ch, factory, reactor).setServiceParent(top)
+            top.listeners[ch.name] = ListenerService(ch, factory, reactor)
+            top.listeners[ch.name].setServiceParent(top)
     if shared:
         WorkerPool(config.workers - 1, worker_argv, dispatch, reactor).setServiceParent(top)
     if config.destinations:
-        DeliveryService(config.destinations, db, reactor,
-                        waiters.reporter() if waiters else None).setServiceParent(top)
+        top.delivery = DeliveryService(config.destinations, db, reactor,
+                                       top.waiters.reporter() if top.waiters else None)
+        top.delivery.setServiceParent(top)
     return top
 
 

@@ -681,3 +681,21 @@ def test_per_address_cap_refuses_the_extra_connection(
     assert not again.disconnecting
     assert [e["reason"] for e in events(logs, "mllp.connection_refused")] == [
         "max_connections_per_address"]
+
+
+def test_a_retired_connection_answers_its_frames_then_closes(
+        conn: tuple[MLLPServerProtocol, StringTransport], handler: FakeHandler,
+        factory: MLLPServerFactory) -> None:
+    """A reload removed or replaced the channel: the connection reads nothing more, answers
+    the frame in work and those already queued, then closes."""
+    protocol, transport = conn
+    protocol.dataReceived(frame(msg(1)) + frame(msg(2)))
+    factory.retire()
+    assert transport.producerState == "paused" and not transport.disconnecting
+    protocol.dataReceived(frame(msg(3)))  # arrived before the pause took effect: not read
+    handler.calls[0].deferred.callback([ack(1)])
+    assert not transport.disconnecting
+    handler.calls[1].deferred.callback([ack(2)])
+    assert transport.value() == frame(ack(1)) + frame(ack(2))
+    assert transport.disconnecting
+    assert handler.payloads == [msg(1), msg(2)]

@@ -83,6 +83,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         self.host = ""
         self.log: Any = factory.log
         self._frame_timer: Any = None  # armed while a frame is open (limits.frame_timeout_s)
+        self.retiring = False  # a reload removed or replaced the channel: close when answered
 
     def connectionMade(self) -> None:
         address = self.transport.getPeer()
@@ -95,7 +96,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             self.transport.loseConnection()
             return
         self.open = True
-        self.factory.opened(self.host)
+        self.factory.opened(self)
         self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
         _no_delay(self.transport)
         self.transport.registerProducer(self, True)
@@ -222,6 +223,20 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         if len(self.queue) <= self.channel.limits.max_queued_frames // 2:
             self._release("queue")
         self._next()
+        self._close_if_retired()
+
+    def retire(self) -> None:
+        """Its channel was removed or replaced by a reload: read nothing more, answer every
+        frame already received, then close."""
+        self._hold("closing")
+        self._cancel_frame_timer()
+        self.retiring = True
+        self._close_if_retired()
+
+    def _close_if_retired(self) -> None:
+        if self.retiring and not self.busy and not self.queue and self.transport is not None:
+            self.log.info("mllp.connection_retired")
+            self.transport.loseConnection()
 
     def _hold(self, why: str) -> None:
         """Stop reading for this reason (reading resumes when no reason is left)."""
@@ -273,7 +288,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         if not self.open:
             return
         self.open = False
-        self.factory.closed(self.host)
+        self.factory.closed(self)
         junk = self.decoder.junk_bytes
         self.decoder.eof()
         self._junk(junk)
@@ -310,20 +325,28 @@ class MLLPServerFactory(Factory):
         self.oversize = oversize
         self.connections = 0
         self.by_address: dict[str, int] = {}
+        self.live: set[MLLPServerProtocol] = set()
         self.on_close: Callable[[], None] | None = None  # an ingest worker reports closes
         self.log = log or structlog.get_logger("engine.mllp").bind(channel=channel.name)
 
-    def opened(self, host: str) -> None:
+    def opened(self, protocol: MLLPServerProtocol) -> None:
+        self.live.add(protocol)
         self.connections += 1
-        self.by_address[host] = self.by_address.get(host, 0) + 1
+        self.by_address[protocol.host] = self.by_address.get(protocol.host, 0) + 1
 
-    def closed(self, host: str) -> None:
+    def closed(self, protocol: MLLPServerProtocol) -> None:
+        self.live.discard(protocol)
         self.connections -= 1
-        left = self.by_address.get(host, 1) - 1
+        left = self.by_address.get(protocol.host, 1) - 1
         if left > 0:
-            self.by_address[host] = left
+            self.by_address[protocol.host] = left
         else:
-            self.by_address.pop(host, None)
+            self.by_address.pop(protocol.host, None)
+
+    def retire(self) -> None:
+        """Every open connection finishes the frames it sent, then closes (a reload)."""
+        for protocol in list(self.live):
+            protocol.retire()
 
     def buildProtocol(self, addr: IAddress | None) -> MLLPServerProtocol:
         return MLLPServerProtocol(self)
