@@ -1,7 +1,8 @@
 """`hl7-engine`: the operator's command line (DESIGN.md "Operator interface").
 
 The only module that imports the global reactor.  Every command takes `--config PATH` (default
-`channels.yaml`) and `--database URL` (overrides the config's `database`).  Exit codes: 0 done,
+`channels.yaml`) and `--database URL` (overrides the config's `database`), before or after the
+command name (after wins when both are given).  Exit codes: 0 done,
 1 a message was not accepted or not found, 2 bad configuration or usage.
 """
 
@@ -32,15 +33,31 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
 
 
+_GLOBAL_OPTIONS = ("--config and --database may come before or after the command; given in both "
+                   "places, the one after the command wins.")
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--config and --database, on the main parser (with their defaults) and again on each
+    command's parser.  A command's copies default to SUPPRESS: argparse copies a sub-parser's
+    whole namespace over the main one's, so a default there would undo `--database URL COMMAND`."""
+    wins = "; here it overrides one given before the command" if suppress else ""
+    parser.add_argument("--config", default=argparse.SUPPRESS if suppress else "channels.yaml",
+                        metavar="PATH",
+                        help=f"channels.yaml to use (default: channels.yaml{wins})")
+    parser.add_argument("--database", metavar="URL",
+                        default=argparse.SUPPRESS if suppress else None,
+                        help="database URL, overriding the config (sqlite:///FILE or "
+                             f"postgresql+psycopg://USER@HOST/DB{wins})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default="channels.yaml", metavar="PATH",
-                        help="channels.yaml to use (default: %(default)s)")
-    common.add_argument("--database", metavar="URL",
-                        help="database URL, overriding the config (sqlite:///FILE or "
-                             "postgresql+psycopg://USER@HOST/DB)")
-    p = argparse.ArgumentParser(prog="hl7-engine", parents=[common],
-                                description="HL7 v2 interface engine that tracks referrals.")
+    _global_options(common, suppress=True)
+    p = argparse.ArgumentParser(prog="hl7-engine",
+                                description="HL7 v2 interface engine that tracks referrals.",
+                                epilog=_GLOBAL_OPTIONS)
+    _global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", parents=[common], help="start every channel's MLLP listener")
     run.add_argument("--quiet", action="store_true",
