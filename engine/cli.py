@@ -236,14 +236,30 @@ def _database_only(args: argparse.Namespace) -> tuple[Database, str]:
     return config.database, config.log.file
 
 
-def _open(database: Database) -> Any:
+def _open(database: Database, create: bool = False) -> Any:
+    """The database, migrated.  Only `run` may `create` a SQLite file: the other commands read
+    or change an engine's database, and a new empty one would hide a wrong path."""
     from engine.store.database import open_database
 
+    if not create:
+        _must_exist(database.url)
     try:
         return open_database(database.url, database.sqlite_synchronous)
     except OSError as exc:  # the SQLite file's folder cannot be made
         raise ConfigError([f"database: cannot open {exc.filename or database.url} "
                            f"({exc.strerror or type(exc).__name__})"]) from exc
+
+
+def _must_exist(url: str) -> None:
+    """A ConfigError when `url` names a SQLite file that is not there."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database).absolute()
+    if not path.exists():
+        raise ConfigError([f"no database at {path} (is the engine configured with this file?)"])
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -313,7 +329,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, workers=args.workers)
     configure_logging(config.log.file, config.log.level,
                       console_level="warning" if args.quiet else config.log.level)
-    db = _open(config.database)
+    db = _open(config.database, create=True)
     worker_argv = ["--config", args.config, "--database", config.database.url]
     top = make_service(config, reactor, db, worker_argv)
     r: Any = reactor

@@ -129,6 +129,15 @@ def sample_payload(name: str) -> bytes:
     return data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
 
 
+def create_database(url: str) -> str:
+    """Make the database as `run` does (migrated, empty), for commands that only open one; its
+    URL."""
+    from engine.store.database import open_database
+
+    open_database(url).dispose()
+    return url
+
+
 def stored_messages(url: str, *columns: str) -> list[tuple[Any, ...]]:
     """These columns of every stored message, in id order, read straight from the database."""
     from sqlalchemy import create_engine, select

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from enginectl import write_config
+from enginectl import create_database, write_config
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -16,21 +16,12 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def _database(path: Path) -> str:
-    """A real, empty, migrated SQLite database at `path`; its URL."""
-    from engine.store.database import open_database
-
-    url = f"sqlite:///{path}"
-    open_database(url).dispose()
-    return url
-
-
 @pytest.mark.parametrize("before", [True, False], ids=["before", "after"])
 def test_database_is_honoured_before_or_after_the_command(tmp_path: Path, before: bool) -> None:
     """`hl7-engine --database URL referrals` reads URL, as `referrals --database URL` does: the
     config's own database is never opened (nor created)."""
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'configured.db'}")
-    url = _database(tmp_path / "given.db")
+    url = create_database(f"sqlite:///{tmp_path / 'given.db'}")
     options = ["--config", str(config), "--database", url]
     args = [*options, "referrals"] if before else ["referrals", *options]
     out = _cli(*args, cwd=tmp_path)
@@ -41,7 +32,7 @@ def test_database_is_honoured_before_or_after_the_command(tmp_path: Path, before
 def test_config_is_honoured_before_the_command(tmp_path: Path) -> None:
     """`--config PATH` before the command is the config used: not ./channels.yaml."""
     (tmp_path / "etc").mkdir()
-    config = write_config(tmp_path / "etc", _database(tmp_path / "engine.db"))
+    config = write_config(tmp_path / "etc", create_database(f"sqlite:///{tmp_path / 'engine.db'}"))
     out = _cli("--config", str(config), "queue", cwd=tmp_path)
     assert (out.returncode, out.stdout, out.stderr) == (0, "(none)\n", "")
 
@@ -49,7 +40,7 @@ def test_config_is_honoured_before_the_command(tmp_path: Path) -> None:
 def test_after_the_command_wins_over_before(tmp_path: Path) -> None:
     """Given on both sides of the command, the option after it is the one used."""
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'configured.db'}")
-    url = _database(tmp_path / "after.db")
+    url = create_database(f"sqlite:///{tmp_path / 'after.db'}")
     out = _cli("--config", str(tmp_path / "nowhere.yaml"), "--database",
                f"sqlite:///{tmp_path / 'before.db'}", "referrals", "--config", str(config),
                "--database", url, cwd=tmp_path)

@@ -9,7 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from enginectl import ROOT, Engine, delivered_files, sample_payload, send_samples, write_config
+from enginectl import (
+    ROOT,
+    Engine,
+    create_database,
+    delivered_files,
+    sample_payload,
+    send_samples,
+    write_config,
+)
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -111,7 +119,7 @@ def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_u
 def test_queue_commands_from_the_cli(tmp_path: Path, sqlite_url: str) -> None:
     """pause/resume/retry/release/replay answer in words, change the queue's state, reject an
     unknown destination, and `queue` shows a paused destination as paused."""
-    config = write_config(tmp_path, sqlite_url, top={
+    config = write_config(tmp_path, create_database(sqlite_url), top={
         "destinations": [{"name": "archive", "type": "file", "directory": str(tmp_path / "o")}]})
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
