@@ -106,15 +106,16 @@ def test_shipped_file_accepts_exactly_the_26_referral_types(shipped: Config) -> 
 
 
 def test_shipped_file_limits_versions_and_logging(shipped: Config) -> None:
-    """The shipped limits, versions, processing id, framing, database and log settings."""
+    """The shipped limits, versions, processing id, framing, database and log settings; its
+    relative paths are taken from its own folder."""
     ch = shipped.channels[0]
     assert ch.limits == Limits(max_frame_bytes=10485760, idle_timeout_s=600.0,
                                max_connections=100, max_queued_frames=64)
     assert ch.versions == DEFAULT_VERSIONS
     assert ch.processing_ids == ("P",)
     assert ch.tolerate_missing_cr is True
-    assert shipped.database == Database(url="sqlite:///var/engine.db")
-    assert shipped.log == Logging(file="var/log/engine.log", level="info")
+    assert shipped.database == Database(url=f"sqlite:///{ROOT / 'var' / 'engine.db'}")
+    assert shipped.log == Logging(file=str(ROOT / "var" / "log" / "engine.log"), level="info")
 
 
 # --- defaults and accepted forms ------------------------------------------------------------
@@ -500,7 +501,7 @@ def test_cli_check_config_shipped_file_ok() -> None:
         "2.3, 2.3.1, 2.4, 2.5, 2.5.1, 2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2, validation lenient\n"
         "ledger: window 180 days when RF1-8 is empty, deadlines to be scheduled S 1, A 2, R 14 "
         "days; message bodies kept for ever\n"
-        "channels.yaml: OK (1 channel(s), database sqlite:///var/engine.db)\n"
+        f"channels.yaml: OK (1 channel(s), database sqlite:///{ROOT / 'var' / 'engine.db'})\n"
     )
 
 
@@ -587,7 +588,8 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
     assert result.stdout.splitlines()[1:] == [
         "destination spec: mllp to spec.example.org:6661, ACK within 5 s, order per_key PID.3.1,"
         " retry 2-60 s, dead letter after 4 attempts",
-        "destination arch: file into out, order strict, retry every 0.5 s, dead letter after 20"
+        f"destination arch: file into {tmp_path / 'out'}, order strict, retry every 0.5 s, "
+        "dead letter after 20"
         " attempts",
         "route refs: from a when type REF^I12; sender PCPEHR; PV1.2 = 'O', 1 transform step(s)"
         " to spec, arch",
@@ -595,7 +597,7 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
         "processes: 2 (the main one accepts and delivers, 1 ingests)",
         "ledger: window 90 days when RF1-8 is empty, deadlines to be scheduled S 0.25, A 2, "
         "R 14, P 3 days; message bodies purged after 365 days",
-        f"{path}: OK (1 channel(s), database sqlite:///var/engine.db)",
+        f"{path}: OK (1 channel(s), database sqlite:///{tmp_path / 'var' / 'engine.db'})",
     ]
 
 
