@@ -1,7 +1,9 @@
 """`channels.yaml`, parsed into frozen, validated objects (STYLE.md rule 8).
 
-Every problem is collected with its YAML path (`channels[0].listen.port: expected 1-65535`) and
-reported at once; unknown keys are errors; a half-valid configuration never starts.
+Every problem is collected with its YAML path (`channels[0].listen.port: expected 1-65535`),
+after the file's path when there is a file (`channels.yaml: channels[0].listen.port: …`), and
+reported at once; unknown keys are errors, with the closest allowed key suggested; a half-valid
+configuration never starts.
 
 Relative paths in a configuration file (the SQLite database, `log.file`, TLS files, file
 destinations' folders) are relative to the file's folder, not to the working directory: they
@@ -10,6 +12,7 @@ are made absolute here, so the rest of the engine only sees absolute ones.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable
@@ -35,6 +38,8 @@ DEFAULT_LOG_FILE = "var/log/engine.log"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LENIENT, STRICT = "lenient", "strict"  # `channels[].validation`
 _SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?$")
+_UNKNOWN_KEY = re.compile(r"^(?P<path>(?:.*\.)?(?P<key>[^.]+)): unknown key "
+                          r"\(expected one of: (?P<allowed>[^)]*)\)$")
 _ACCEPT = re.compile(r"^([A-Z][A-Z0-9]{2})\^(\*|[A-Z0-9]{3}(?:-[A-Z0-9]{3})?)$")
 
 
@@ -501,7 +506,7 @@ def parse_config(data: Any, source: str = "") -> Config:
     top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes",
                                "workers", "ledger", "retention"})
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(r.problems)
+        raise ConfigError(_report(r.problems, source))
     channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
     raw_channels = top.get("channels")
     if not isinstance(raw_channels, list) or not raw_channels:
@@ -533,8 +538,26 @@ def parse_config(data: Any, source: str = "") -> Config:
     )
     _check_passthrough(channels, config, r)
     if r.problems:
-        raise ConfigError(r.problems)
+        raise ConfigError(_report(r.problems, source))
     return config
+
+
+def _report(problems: list[str], source: str) -> list[str]:
+    """The problems as printed: each after the file's path (when parsed from a file), and an
+    unknown key with the allowed key it most resembles.  (The route filter and transform parsers
+    word unknown keys the same way as `_Reader.mapping`, so all are completed here.)"""
+    prefix = f"{source}: " if source else ""
+    return [prefix + _suggest(problem) for problem in problems]
+
+
+def _suggest(problem: str) -> str:
+    """`x.acept: unknown key (expected one of: accept, …)` → `x.acept: unknown key; did you
+    mean 'accept'?`; without a close match, unchanged (the list of allowed keys)."""
+    m = _UNKNOWN_KEY.match(problem)
+    if m is None:
+        return problem
+    close = difflib.get_close_matches(m["key"], m["allowed"].split(", "), n=1)
+    return f"{m['path']}: unknown key; did you mean {close[0]!r}?" if close else problem
 
 
 def _ledger(raw: Any, r: _Reader) -> LedgerSettings:

@@ -200,7 +200,8 @@ def test_port_zero_allowed_and_not_a_duplicate() -> None:
 
 
 def test_unknown_keys_at_every_level() -> None:
-    """Unknown keys at top, channel, listen, ack, limits, framing, log and database levels."""
+    """Unknown keys at top, channel, listen, ack, limits, framing, log and database levels: the
+    allowed keys are listed, or the one an unknown key most resembles is suggested."""
     assert problems({
         "colour": 1,
         "channels": [channel(extra=1, listen={"port": 2575, "ssl": True}, ack={"app": "X"},
@@ -213,11 +214,11 @@ def test_unknown_keys_at_every_level() -> None:
         "channels[0].listen.ssl: unknown key (expected one of: allow, host, port, tls)",
         "channels[0].ack.app: unknown key (expected one of: application, destination, facility, "
             "mode, timeout_s)",
-        f"channels[0].limits.max_frames: unknown key (expected one of: {KEYS_LIMITS})",
+        "channels[0].limits.max_frames: unknown key; did you mean 'max_frame_bytes'?",
         "channels[0].framing.lenient: unknown key (expected one of: mllp_release, "
         "tolerate_missing_cr)",
-        "log.lvl: unknown key (expected one of: file, level)",
-        "database.uri: unknown key (expected one of: commit_delay_ms, group_commit_max, sqlite_synchronous, url)",
+        "log.lvl: unknown key; did you mean 'level'?",
+        "database.uri: unknown key; did you mean 'url'?",
     ]
 
 
@@ -446,7 +447,8 @@ def test_load_config_validates_content(tmp_path: Path) -> None:
     assert load_config(path).source == str(path)
     path.write_text("channels:\n  - name: a\n    listen: {port: 2575}\n")
     assert load_problems(path) == [
-        "channels[0].accept: required: the message types this channel takes, e.g. [REF^I12]"]
+        f"{path}: channels[0].accept: required: the message types this channel takes, "
+        "e.g. [REF^I12]"]
 
 
 # --- hl7-engine check-config ----------------------------------------------------------------
@@ -454,7 +456,8 @@ def test_load_config_validates_content(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_check_config_prints_every_problem(tmp_path: Path) -> None:
-    """`check-config` on a bad file prints each problem on its own stderr line and exits 2."""
+    """`check-config` on a bad file prints each problem on its own stderr line, after the
+    file's path, and exits 2."""
     path = tmp_path / "bad.yaml"
     path.write_text(
         "colour: blue\n"
@@ -471,14 +474,14 @@ def test_cli_check_config_prints_every_problem(tmp_path: Path) -> None:
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [
+    assert result.stderr.splitlines() == [f"{path}: {line}" for line in (
         f"colour: unknown key (expected one of: {KEYS_TOP})",
         "channels[0].listen.port: expected an integer in 0-65535, got 70000",
         f"channels[0].accept[1]: {RANGE_FORM}, got 'S26-S12'",
         "channels[1].versions[0]: expected an HL7 v2 version like 2.5.1, got '3.0'",
         "channels[1].name: duplicate of channels[0].name",
         "log.level: expected debug, info, warning or error",
-    ]
+    )]
 
 
 @pytest.mark.slow

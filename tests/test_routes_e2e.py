@@ -62,18 +62,19 @@ def test_routed_messages_land_as_files_in_queue_order(tmp_path: Path, db_url: st
 
 
 def test_route_config_errors_name_their_yaml_path(tmp_path: Path) -> None:
-    """Unknown channels and destinations in a route are reported with their YAML paths."""
+    """Unknown channels and destinations in a route are reported with the file's path and their
+    YAML paths."""
     config = write_config(tmp_path, "sqlite:///x.db", top={
         "destinations": [{"name": "archive", "type": "ftp", "directory": "x"}],
         "routes": [{"name": "r", "from": "nowhere", "to": ["missing"]}]})
     out = subprocess.run([sys.executable, "-m", "engine", "check-config", "--config",
                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
-    assert out.stderr.splitlines() == [
+    assert out.stderr.splitlines() == [f"{config}: {line}" for line in (
         "destinations[0].type: expected file or mllp, got 'ftp'",
         "routes[0].from: no channel named 'nowhere'",
         "routes[0].to[0]: no destination named 'missing'",
-    ]
+    )]
 
 
 def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_url: str) -> None:
