@@ -374,7 +374,8 @@ def _client_tls(raw: Any, path: str, host: str, r: _Reader) -> ClientTLS | None:
     if raw is None:
         return None
     m = r.mapping(raw, path, {"ca", "cert", "key", "server_name"})
-    tls = ClientTLS(r.file(m.get("ca"), f"{path}.ca", ""), r.file(m.get("cert"), f"{path}.cert", ""),
+    tls = ClientTLS(r.file(m.get("ca"), f"{path}.ca", ""),
+                    r.file(m.get("cert"), f"{path}.cert", ""),
                     r.file(m.get("key"), f"{path}.key", ""),
                     r.string(m.get("server_name"), f"{path}.server_name", ""))
     if bool(tls.cert) != bool(tls.key):

@@ -11,10 +11,11 @@ import pytest
 from enginectl import create_database, write_config
 
 COMMANDS = [
-    ["referrals"], ["referral", "MFP-R-1001^PCPEHR"], ["tail"], ["show", "1"], ["show", "1", "--raw"],
-    ["appointments"], ["worklist"], ["report"], ["queue"], ["link", "A^X", "R^Y"], ["sweep"],
-    ["purge", "--older-than", "30"], ["pause", "archive"], ["resume", "archive"],
-    ["retry", "archive"], ["release", "archive"], ["replay", "1"], ["replay", "1", "--to", "archive"],
+    ["referrals"], ["referral", "MFP-R-1001^PCPEHR"], ["tail"], ["show", "1"],
+    ["show", "1", "--raw"], ["appointments"], ["worklist"], ["report"], ["queue"],
+    ["link", "A^X", "R^Y"], ["sweep"], ["purge", "--older-than", "30"], ["pause", "archive"],
+    ["resume", "archive"], ["retry", "archive"], ["release", "archive"], ["replay", "1"],
+    ["replay", "1", "--to", "archive"],
 ]
 
 
