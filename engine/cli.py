@@ -1,7 +1,8 @@
 """`hl7-engine`: the operator's command line (DESIGN.md "Operator interface").
 
 The only module that imports the global reactor.  Every command takes `--config PATH` (default
-`channels.yaml`) and `--database URL` (overrides the config's `database`).  Exit codes: 0 done,
+`channels.yaml`) and `--database URL` (overrides the config's `database`), before or after the
+command name (after wins when both are given).  Exit codes: 0 done,
 1 a message was not accepted or not found, 2 bad configuration or usage.
 """
 
@@ -32,15 +33,31 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
 
 
+_GLOBAL_OPTIONS = ("--config and --database may come before or after the command; given in both "
+                   "places, the one after the command wins.")
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--config and --database, on the main parser (with their defaults) and again on each
+    command's parser.  A command's copies default to SUPPRESS: argparse copies a sub-parser's
+    whole namespace over the main one's, so a default there would undo `--database URL COMMAND`."""
+    wins = "; here it overrides one given before the command" if suppress else ""
+    parser.add_argument("--config", default=argparse.SUPPRESS if suppress else "channels.yaml",
+                        metavar="PATH",
+                        help=f"channels.yaml to use (default: channels.yaml{wins})")
+    parser.add_argument("--database", metavar="URL",
+                        default=argparse.SUPPRESS if suppress else None,
+                        help="database URL, overriding the config (sqlite:///FILE or "
+                             f"postgresql+psycopg://USER@HOST/DB{wins})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default="channels.yaml", metavar="PATH",
-                        help="channels.yaml to use (default: %(default)s)")
-    common.add_argument("--database", metavar="URL",
-                        help="database URL, overriding the config (sqlite:///FILE or "
-                             "postgresql+psycopg://USER@HOST/DB)")
-    p = argparse.ArgumentParser(prog="hl7-engine", parents=[common],
-                                description="HL7 v2 interface engine that tracks referrals.")
+    _global_options(common, suppress=True)
+    p = argparse.ArgumentParser(prog="hl7-engine",
+                                description="HL7 v2 interface engine that tracks referrals.",
+                                epilog=_GLOBAL_OPTIONS)
+    _global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", parents=[common], help="start every channel's MLLP listener")
     run.add_argument("--quiet", action="store_true",
@@ -222,14 +239,30 @@ def _database_only(args: argparse.Namespace) -> tuple[Database, str]:
     return config.database, config.log.file
 
 
-def _open(database: Database) -> Any:
+def _open(database: Database, create: bool = False) -> Any:
+    """The database, migrated.  Only `run` may `create` a SQLite file: the other commands read
+    or change an engine's database, and a new empty one would hide a wrong path."""
     from engine.store.database import open_database
 
+    if not create:
+        _must_exist(database.url)
     try:
         return open_database(database.url, database.sqlite_synchronous)
     except OSError as exc:  # the SQLite file's folder cannot be made
         raise ConfigError([f"database: cannot open {exc.filename or database.url} "
                            f"({exc.strerror or type(exc).__name__})"]) from exc
+
+
+def _must_exist(url: str) -> None:
+    """A ConfigError when `url` names a SQLite file that is not there."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database).absolute()
+    if not path.exists():
+        raise ConfigError([f"no database at {path} (is the engine configured with this file?)"])
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -298,7 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _run_config(args)
     configure_logging(config.log.file, config.log.level,
                       console_level="warning" if args.quiet else config.log.level)
-    db = _open(config.database)
+    db = _open(config.database, create=True)
     worker_argv = ["--config", args.config, "--database", config.database.url]
     top = make_service(config, reactor, db, worker_argv)
     r: Any = reactor

@@ -1,11 +1,18 @@
 """`channels.yaml`, parsed into frozen, validated objects (STYLE.md rule 8).
 
-Every problem is collected with its YAML path (`channels[0].listen.port: expected 1-65535`) and
-reported at once; unknown keys are errors; a half-valid configuration never starts.
+Every problem is collected with its YAML path (`channels[0].listen.port: expected 1-65535`),
+after the file's path when there is a file (`channels.yaml: channels[0].listen.port: …`), and
+reported at once; unknown keys are errors, with the closest allowed key suggested; a half-valid
+configuration never starts.
+
+Relative paths in a configuration file (the SQLite database, `log.file`, TLS files, file
+destinations' folders) are relative to the file's folder, not to the working directory: they
+are made absolute here, so the rest of the engine only sees absolute ones.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable
@@ -30,6 +37,9 @@ DEFAULT_DATABASE = "sqlite:///var/engine.db"
 DEFAULT_LOG_FILE = "var/log/engine.log"
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LENIENT, STRICT = "lenient", "strict"  # `channels[].validation`
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?$")
+_UNKNOWN_KEY = re.compile(r"^(?P<path>(?:.*\.)?(?P<key>[^.]+)): unknown key "
+                          r"\(expected one of: (?P<allowed>[^)]*)\)$")
 _ACCEPT = re.compile(r"^([A-Z][A-Z0-9]{2})\^(\*|[A-Z0-9]{3}(?:-[A-Z0-9]{3})?)$")
 
 
@@ -173,6 +183,27 @@ class _Reader:
     """Walks the YAML tree, collecting problems instead of stopping at the first."""
 
     problems: list[str] = field(default_factory=list)
+    base: Path | None = None  # the config file's folder (absolute); None: paths stay as given
+
+    def file(self, value: Any, path: str, default: str | None = None) -> str:
+        """A path (a non-empty string), relative to the config file's folder."""
+        return self.under_base(self.string(value, path, default))
+
+    def under_base(self, text: str) -> str:
+        if not text or self.base is None:
+            return text
+        return str(self.base / text)  # an absolute `text` stays as it is
+
+    def sqlite_under_base(self, url: str) -> str:
+        """`sqlite:///var/engine.db` (relative) → `sqlite:////etc/hl7/var/engine.db`; absolute
+        paths, `:memory:`, `file:` URIs and other databases stay as they are."""
+        m = _SQLITE_URL.match(url)
+        if m is None or self.base is None:
+            return url
+        prefix, database, query = m.groups()
+        if not database or database == ":memory:" or database.startswith(("/", "file:")):
+            return url
+        return f"{prefix}{self.under_base(database)}{query or ''}"
 
     def problem(self, path: str, text: str) -> None:
         self.problems.append(f"{path or '(top level)'}: {text}")
@@ -334,9 +365,9 @@ def _listen_tls(raw: Any, path: str, r: _Reader) -> ListenTLS | None:
     for key in ("cert", "key"):
         if m.get(key) is None:
             r.problem(f"{path}.{key}", "required: a PEM file")
-    tls = ListenTLS(r.string(m.get("cert"), f"{path}.cert", ""),
-                    r.string(m.get("key"), f"{path}.key", ""),
-                    r.string(m.get("client_ca"), f"{path}.client_ca", ""))
+    tls = ListenTLS(r.file(m.get("cert"), f"{path}.cert", ""),
+                    r.file(m.get("key"), f"{path}.key", ""),
+                    r.file(m.get("client_ca"), f"{path}.client_ca", ""))
     if tls.cert and tls.key:
         try:
             server_options(tls)
@@ -350,8 +381,10 @@ def _client_tls(raw: Any, path: str, host: str, r: _Reader) -> ClientTLS | None:
     if raw is None:
         return None
     m = r.mapping(raw, path, {"ca", "cert", "key", "server_name"})
-    tls = ClientTLS(*(r.string(m.get(k), f"{path}.{k}", "") for k in ("ca", "cert", "key",
-                                                                      "server_name")))
+    tls = ClientTLS(r.file(m.get("ca"), f"{path}.ca", ""),
+                    r.file(m.get("cert"), f"{path}.cert", ""),
+                    r.file(m.get("key"), f"{path}.key", ""),
+                    r.string(m.get("server_name"), f"{path}.server_name", ""))
     if bool(tls.cert) != bool(tls.key):
         r.problem(path, "cert and key go together (a client certificate and its key)")
     elif host:
@@ -452,9 +485,9 @@ def _code_map(table: Any, path: str, what: str, r: _Reader) -> dict[str, str]:
 
 def _database(raw: Any, r: _Reader) -> Database:
     if raw is None:
-        return Database()
+        return Database(url=r.sqlite_under_base(DEFAULT_DATABASE))
     if isinstance(raw, str):
-        return Database(url=r.string(raw, "database"))
+        return Database(url=r.sqlite_under_base(r.string(raw, "database")))
     m = r.mapping(raw, "database", {"url", "sqlite_synchronous", "group_commit_max",
                                     "commit_delay_ms"})
     raw_sync = m.get("sqlite_synchronous")
@@ -465,7 +498,7 @@ def _database(raw: Any, r: _Reader) -> Database:
         r.problem("database.sqlite_synchronous", f"expected one of {', '.join(SYNCHRONOUS)}")
         sync = "FULL"
     return Database(
-        url=r.string(m.get("url"), "database.url", DEFAULT_DATABASE),
+        url=r.sqlite_under_base(r.string(m.get("url"), "database.url", DEFAULT_DATABASE)),
         sqlite_synchronous=sync,
         group_commit_max=r.number(m.get("group_commit_max"), "database.group_commit_max",
                                   1000, 1, 100000),
@@ -475,12 +508,13 @@ def _database(raw: Any, r: _Reader) -> Database:
 
 
 def parse_config(data: Any, source: str = "") -> Config:
-    """Validate a loaded YAML document.  Raises `ConfigError` listing every problem."""
-    r = _Reader()
+    """Validate a loaded YAML document.  Raises `ConfigError` listing every problem.  With a
+    `source` (the file's path), relative paths in it are taken from the file's folder."""
+    r = _Reader(base=Path(source).absolute().parent if source else None)
     top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes",
                                "workers", "ledger", "retention"})
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(r.problems)
+        raise ConfigError(_report(r.problems, source))
     channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
     raw_channels = top.get("channels")
     if not isinstance(raw_channels, list) or not raw_channels:
@@ -499,7 +533,7 @@ def parse_config(data: Any, source: str = "") -> Config:
     config = Config(
         channels=tuple(ch for _, ch in channels),
         database=_database(top.get("database"), r),
-        log=Logging(r.string(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
+        log=Logging(r.file(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
         source=source,
         destinations=destinations,
         # With destinations the main process delivers and a worker ingests (engine/workers.py):
@@ -512,8 +546,26 @@ def parse_config(data: Any, source: str = "") -> Config:
     )
     _check_passthrough(channels, config, r)
     if r.problems:
-        raise ConfigError(r.problems)
+        raise ConfigError(_report(r.problems, source))
     return config
+
+
+def _report(problems: list[str], source: str) -> list[str]:
+    """The problems as printed: each after the file's path (when parsed from a file), and an
+    unknown key with the allowed key it most resembles.  (The route filter and transform parsers
+    word unknown keys the same way as `_Reader.mapping`, so all are completed here.)"""
+    prefix = f"{source}: " if source else ""
+    return [prefix + _suggest(problem) for problem in problems]
+
+
+def _suggest(problem: str) -> str:
+    """`x.acept: unknown key (expected one of: accept, …)` → `x.acept: unknown key; did you
+    mean 'accept'?`; without a close match, unchanged (the list of allowed keys)."""
+    m = _UNKNOWN_KEY.match(problem)
+    if m is None:
+        return problem
+    close = difflib.get_close_matches(m["key"], m["allowed"].split(", "), n=1)
+    return f"{m['path']}: unknown key; did you mean {close[0]!r}?" if close else problem
 
 
 def _ledger(raw: Any, r: _Reader) -> LedgerSettings:
@@ -575,7 +627,7 @@ def _destinations(raw: Any, r: _Reader) -> tuple[Destination, ...]:
         if kind == "file" and "tls" in m:
             r.problem(f"{path}.tls", "only for mllp destinations")
         if kind == "file":  # a failed write is retried twice a second
-            out.append(Destination(name, kind, r.string(m.get("directory"), f"{path}.directory"),
+            out.append(Destination(name, kind, r.file(m.get("directory"), f"{path}.directory"),
                                    attempts, retry_initial_s=0.5, retry_max_s=0.5,
                                    order_key=order_key))
         elif kind == "mllp":

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import json
 import os
+import pwd
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -171,12 +172,16 @@ atexit.register(flush_logs)
 
 
 def audit(event: str, **fields: Any) -> None:
-    """An operator action that read a body or changed state."""
-    structlog.get_logger("engine.audit").warning(event, audit=True, user=_user(), **fields)
+    """An operator action that read a body or changed state, with the account that did it."""
+    structlog.get_logger("engine.audit").warning(event, audit=True, user=audit_user(), **fields)
 
 
-def _user() -> str:
+def audit_user() -> str:
+    """The operating-system account running the command: the effective uid's name, or the uid
+    itself when it has no passwd entry.  Never the environment (USER, LOGNAME, SUDO_USER), which
+    anyone can set, nor the terminal's login name, which `sudo -u` does not change."""
+    uid = os.geteuid()
     try:
-        return os.getlogin()
-    except OSError:
-        return os.environ.get("USER", "?")
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

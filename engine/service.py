@@ -189,8 +189,7 @@ class DeliveryService(service.Service):
         if outcome.delivered:
             log.info("delivery.delivered", destination=name, count=outcome.delivered)
             self.start(name)  # more may be queued
-        if outcome.dead:
-            log.error("queue.dead_letter", destination=name, count=outcome.dead)
+        # Dead letters: the worker logged each one (`queue.dead_letter`, with its id and error).
 
 
 class ReloadRefused(Exception):

@@ -38,11 +38,15 @@ def write_config(directory: Path, database: str, top: dict[str, Any] | None = No
 
 
 class Engine:
-    """`hl7-engine run` in a subprocess.  `port` is known once `start()` returns."""
+    """`hl7-engine run` in a subprocess (in `cwd`, with `args` after the config).  `port` is
+    known once `start()` returns."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, cwd: Path = ROOT, args: tuple[str, ...] = ()) -> None:
         self.config = config
-        self.log_file = Path(yaml.safe_load(config.read_text())["log"]["file"])
+        self.cwd = cwd
+        self.args = args
+        # A relative log.file is taken from the config file's folder, as the engine does.
+        self.log_file = config.parent / yaml.safe_load(config.read_text())["log"]["file"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.stderr = ""  # what the engine (and its workers) wrote there, after `stop()`
@@ -50,8 +54,9 @@ class Engine:
     def start(self, timeout: float = 30.0) -> Engine:
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "--config", str(self.config), "--quiet"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "engine", "run", "--config", str(self.config), "--quiet",
+             *self.args],
+            cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         deadline = time.monotonic() + timeout
@@ -127,6 +132,15 @@ def sample_payload(name: str) -> bytes:
     if name == "crlf_terminators.hl7":
         return data
     return data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+
+
+def create_database(url: str) -> str:
+    """Make the database as `run` does (migrated, empty), for commands that only open one; its
+    URL."""
+    from engine.store.database import open_database
+
+    open_database(url).dispose()
+    return url
 
 
 def stored_messages(url: str, *columns: str) -> list[tuple[Any, ...]]:

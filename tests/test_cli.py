@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from enginectl import ROOT, SAMPLES, Engine, write_config
+from enginectl import ROOT, SAMPLES, Engine, create_database, write_config
 
 
 def _cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
@@ -202,7 +202,7 @@ def test_validate_reports_structure_errors_with_hl7apy(tmp_path: Path) -> None:
 def test_empty_listings_say_none(tmp_path: Path, sqlite_url: str) -> None:
     """On an empty ledger, `referrals`, `worklist` and `queue` say "(none)" instead of printing a
     header alone."""
-    config = write_config(tmp_path, sqlite_url)
+    config = write_config(tmp_path, create_database(sqlite_url))
     for command in ("referrals", "worklist", "queue"):
         done = _cli(command, config=config)
         assert done.returncode == 0, done.stderr

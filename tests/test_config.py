@@ -107,15 +107,16 @@ def test_shipped_file_accepts_exactly_the_26_referral_types(shipped: Config) -> 
 
 
 def test_shipped_file_limits_versions_and_logging(shipped: Config) -> None:
-    """The shipped limits, versions, processing id, framing, database and log settings."""
+    """The shipped limits, versions, processing id, framing, database and log settings; its
+    relative paths are taken from its own folder."""
     ch = shipped.channels[0]
     assert ch.limits == Limits(max_frame_bytes=10485760, idle_timeout_s=600.0,
                                max_connections=100, max_queued_frames=64)
     assert ch.versions == DEFAULT_VERSIONS
     assert ch.processing_ids == ("P",)
     assert ch.tolerate_missing_cr is True
-    assert shipped.database == Database(url="sqlite:///var/engine.db")
-    assert shipped.log == Logging(file="var/log/engine.log", level="info")
+    assert shipped.database == Database(url=f"sqlite:///{ROOT / 'var' / 'engine.db'}")
+    assert shipped.log == Logging(file=str(ROOT / "var" / "log" / "engine.log"), level="info")
 
 
 # --- defaults and accepted forms ------------------------------------------------------------
@@ -200,7 +201,8 @@ def test_port_zero_allowed_and_not_a_duplicate() -> None:
 
 
 def test_unknown_keys_at_every_level() -> None:
-    """Unknown keys at top, channel, listen, ack, limits, framing, log and database levels."""
+    """Unknown keys at top, channel, listen, ack, limits, framing, log and database levels: the
+    allowed keys are listed, or the one an unknown key most resembles is suggested."""
     assert problems({
         "colour": 1,
         "channels": [channel(extra=1, listen={"port": 2575, "ssl": True}, ack={"app": "X"},
@@ -213,11 +215,11 @@ def test_unknown_keys_at_every_level() -> None:
         "channels[0].listen.ssl: unknown key (expected one of: allow, host, port, tls)",
         "channels[0].ack.app: unknown key (expected one of: application, destination, facility, "
             "mode, timeout_s)",
-        f"channels[0].limits.max_frames: unknown key (expected one of: {KEYS_LIMITS})",
+        "channels[0].limits.max_frames: unknown key; did you mean 'max_frame_bytes'?",
         "channels[0].framing.lenient: unknown key (expected one of: mllp_release, "
         "tolerate_missing_cr)",
-        "log.lvl: unknown key (expected one of: file, level)",
-        "database.uri: unknown key (expected one of: commit_delay_ms, group_commit_max, sqlite_synchronous, url)",
+        "log.lvl: unknown key; did you mean 'level'?",
+        "database.uri: unknown key; did you mean 'url'?",
     ]
 
 
@@ -446,7 +448,8 @@ def test_load_config_validates_content(tmp_path: Path) -> None:
     assert load_config(path).source == str(path)
     path.write_text("channels:\n  - name: a\n    listen: {port: 2575}\n")
     assert load_problems(path) == [
-        "channels[0].accept: required: the message types this channel takes, e.g. [REF^I12]"]
+        f"{path}: channels[0].accept: required: the message types this channel takes, "
+        "e.g. [REF^I12]"]
 
 
 # --- hl7-engine check-config ----------------------------------------------------------------
@@ -454,7 +457,8 @@ def test_load_config_validates_content(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_check_config_prints_every_problem(tmp_path: Path) -> None:
-    """`check-config` on a bad file prints each problem on its own stderr line and exits 2."""
+    """`check-config` on a bad file prints each problem on its own stderr line, after the
+    file's path, and exits 2."""
     path = tmp_path / "bad.yaml"
     path.write_text(
         "colour: blue\n"
@@ -471,14 +475,14 @@ def test_cli_check_config_prints_every_problem(tmp_path: Path) -> None:
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [
+    assert result.stderr.splitlines() == [f"{path}: {line}" for line in (
         f"colour: unknown key (expected one of: {KEYS_TOP})",
         "channels[0].listen.port: expected an integer in 0-65535, got 70000",
         f"channels[0].accept[1]: {RANGE_FORM}, got 'S26-S12'",
         "channels[1].versions[0]: expected an HL7 v2 version like 2.5.1, got '3.0'",
         "channels[1].name: duplicate of channels[0].name",
         "log.level: expected debug, info, warning or error",
-    ]
+    )]
 
 
 @pytest.mark.slow
@@ -501,7 +505,7 @@ def test_cli_check_config_shipped_file_ok() -> None:
         "2.3, 2.3.1, 2.4, 2.5, 2.5.1, 2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2, validation lenient\n"
         "ledger: window 180 days when RF1-8 is empty, deadlines to be scheduled S 1, A 2, R 14 "
         "days; message bodies kept for ever\n"
-        "channels.yaml: OK (1 channel(s), database sqlite:///var/engine.db)\n"
+        f"channels.yaml: OK (1 channel(s), database sqlite:///{ROOT / 'var' / 'engine.db'})\n"
     )
 
 
@@ -588,7 +592,8 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
     assert result.stdout.splitlines()[1:] == [
         "destination spec: mllp to spec.example.org:6661, ACK within 5 s, order per_key PID.3.1,"
         " retry 2-60 s, dead letter after 4 attempts",
-        "destination arch: file into out, order strict, retry every 0.5 s, dead letter after 20"
+        f"destination arch: file into {tmp_path / 'out'}, order strict, retry every 0.5 s, "
+        "dead letter after 20"
         " attempts",
         "route refs: from a when type REF^I12; sender PCPEHR; PV1.2 = 'O', 1 transform step(s)"
         " to spec, arch",
@@ -596,7 +601,7 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
         "processes: 2 (the main one accepts and delivers, 1 ingests)",
         "ledger: window 90 days when RF1-8 is empty, deadlines to be scheduled S 0.25, A 2, "
         "R 14, P 3 days; message bodies purged after 365 days",
-        f"{path}: OK (1 channel(s), database sqlite:///var/engine.db)",
+        f"{path}: OK (1 channel(s), database sqlite:///{tmp_path / 'var' / 'engine.db'})",
     ]
 
 

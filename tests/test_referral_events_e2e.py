@@ -201,7 +201,9 @@ def test_check_config_reports_on_route_errors(tmp_path: Path) -> None:
     shown = _cli(config, "check-config")
     assert shown.returncode == 2
     lines = shown.stderr.splitlines()
-    assert lines[0] == "routes[1]: give either from: (a channel) or on: (referral events), not both"
-    assert lines[1].startswith("routes[2].on[0]: unknown referral event 'referral.schedule' "
+    assert lines[0] == (f"{config}: routes[1]: give either from: (a channel) or on: (referral "
+                        "events), not both")
+    assert lines[1].startswith(f"{config}: routes[2].on[0]: unknown referral event "
+                               "'referral.schedule' "
                                "(expected one of: referral.pending, ")
     assert len(lines) == 2

@@ -308,6 +308,7 @@ def test_cli_report_bad_date_is_one_line_exit_2(args: list[str], error: str, sql
 def test_cli_report_empty_cohort_says_so(sqlite_url: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """No referral received in the period: a sentence, exit 0."""
+    open_database(sqlite_url).dispose()
     assert main(["report", "--database", sqlite_url, "--config", "/nowhere/channels.yaml",
                  "--since", "2020-01-01", "--until", "2020-02-01"]) == 0
     assert capsys.readouterr().out == (

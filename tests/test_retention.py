@@ -326,6 +326,7 @@ def test_purge_without_retention_says_how_to_set_it(tmp_path: Path, sqlite_url: 
     """No `retention` and no --older-than: exit 2 and one line naming the setting; a bad
     --older-than is exit 2 too; --older-than alone works (here a dry run)."""
     config = write_config(tmp_path, sqlite_url)
+    open_database(sqlite_url).dispose()
     off = _cli(config, "purge")
     assert off.returncode == 2 and off.stdout == ""
     assert off.stderr.splitlines() == [

@@ -9,7 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from enginectl import ROOT, Engine, delivered_files, sample_payload, send_samples, write_config
+from enginectl import (
+    ROOT,
+    Engine,
+    create_database,
+    delivered_files,
+    sample_payload,
+    send_samples,
+    write_config,
+)
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -54,18 +62,19 @@ def test_routed_messages_land_as_files_in_queue_order(tmp_path: Path, db_url: st
 
 
 def test_route_config_errors_name_their_yaml_path(tmp_path: Path) -> None:
-    """Unknown channels and destinations in a route are reported with their YAML paths."""
+    """Unknown channels and destinations in a route are reported with the file's path and their
+    YAML paths."""
     config = write_config(tmp_path, "sqlite:///x.db", top={
         "destinations": [{"name": "archive", "type": "ftp", "directory": "x"}],
         "routes": [{"name": "r", "from": "nowhere", "to": ["missing"]}]})
     out = subprocess.run([sys.executable, "-m", "engine", "check-config", "--config",
                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
-    assert out.stderr.splitlines() == [
+    assert out.stderr.splitlines() == [f"{config}: {line}" for line in (
         "destinations[0].type: expected file or mllp, got 'ftp'",
         "routes[0].from: no channel named 'nowhere'",
         "routes[0].to[0]: no destination named 'missing'",
-    ]
+    )]
 
 
 def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_url: str) -> None:
@@ -111,7 +120,7 @@ def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_u
 def test_queue_commands_from_the_cli(tmp_path: Path, sqlite_url: str) -> None:
     """pause/resume/retry/release/replay answer in words, change the queue's state, reject an
     unknown destination, and `queue` shows a paused destination as paused."""
-    config = write_config(tmp_path, sqlite_url, top={
+    config = write_config(tmp_path, create_database(sqlite_url), top={
         "destinations": [{"name": "archive", "type": "file", "directory": str(tmp_path / "o")}]})
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
