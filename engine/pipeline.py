@@ -8,7 +8,6 @@ every frame of the batch is answered AE/CE 207 and nothing is promised (HL7-SPEC
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +15,6 @@ from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes, fallback_ack
 from engine.config import STRICT, Channel, Config, Destination, Route
@@ -37,6 +35,7 @@ from engine.parsing import InboundMessage, parse
 from engine.routes.enqueue import Enqueuer, Routed
 from engine.routes.event_queue import EventRouter
 from engine.store import sql
+from engine.store.batch import BatchStore, StoreFailed, StoreLocked
 from engine.store.lock import WriteLock
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.store.relayed import Waiting
@@ -95,11 +94,9 @@ class Pipeline:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lock: WriteLock | None = None,
                  settings: ledger.LedgerSettings | None = None) -> None:
-        self._db = db
-        self._lock = lock  # several ingest processes: one batch transaction at a time
+        self._store_batch = BatchStore(db, lock)  # the transaction, its lock and failures
         self._builders = builders
         self._clock = clock
-        self._conn: Connection | None = None  # the writer thread's own, kept between batches
         self._ledger = settings or ledger.LedgerSettings()  # `ledger:`: the time rules
         self._enqueue = Enqueuer()
         self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
@@ -162,11 +159,9 @@ class Pipeline:
                 p.changes = []
                 p.row = _row(p)
                 continue
-            except Exception as exc:  # noqa: BLE001 - SQLAlchemy's or the driver's
-                locked = _locked(exc)
-                log.error("store.commit_failed", batch=len(jobs), error=type(exc).__name__,
-                          locked=locked)
-                self._drop_connection()
+            except StoreFailed as exc:
+                locked = isinstance(exc, StoreLocked)
+                log.error("store.commit_failed", batch=len(jobs), error=exc.error, locked=locked)
                 return [self._uncommitted(p, locked) for p in prepared]
             return [self._finish(p, s, waiting.get(i))
                     for i, (p, s) in enumerate(zip(prepared, stored, strict=True))]
@@ -175,21 +170,10 @@ class Pipeline:
                ) -> tuple[list[Stored], dict[int, Waiting]]:
         """One transaction: the message rows, each message's ledger changes in order, then the
         queue rows (by batch index, the rows pass-through senders wait for)."""
-        if self._conn is None:
-            self._conn = self._db.connect()
-        conn = self._conn
-        database_error = conn.dialect.dbapi.Error if conn.dialect.dbapi else Exception
-        try:
-            with conn.begin():
-                if self._lock is not None:
-                    self._lock.acquire(conn)
-                return self._store_in(conn, prepared, now, database_error)
-        finally:
-            if self._lock is not None:
-                self._lock.release()
+        return self._store_batch.commit_batch(lambda conn: self._store_in(conn, prepared, now))
 
-    def _store_in(self, conn: Connection, prepared: list[_Prepared], now: datetime,
-                  database_error: Any) -> tuple[list[Stored], dict[int, Waiting]]:
+    def _store_in(self, conn: Connection, prepared: list[_Prepared], now: datetime
+                  ) -> tuple[list[Stored], dict[int, Waiting]]:
         """The batch transaction's statements (the lock, when shared, is held)."""
         stored = record_batch(conn, [p.row for p in prepared], now)
         history: list[dict[str, Any]] = []
@@ -199,10 +183,10 @@ class Pipeline:
             if p.changes and not s.retransmission:
                 try:
                     self._to_ledger(conn, p, s.message_id, now, history, effects, events)
-                except (SQLAlchemyError, database_error):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the ledger's bug, not the store's
-                    raise _LedgerBug(i, type(exc).__name__) from exc
+                except Exception as exc:
+                    if self._store_batch.is_database_error(exc):
+                        raise
+                    raise _LedgerBug(i, type(exc).__name__) from exc  # the ledger's bug
         ledger_store.insert_events(conn, history)
         set_effects(conn, effects)
         waiting = self._enqueue.queue(conn, [
@@ -240,23 +224,9 @@ class Pipeline:
             p.row["ledger_effect"] = "; ".join(lines)
             effects.append({"_mid": message_id, "ledger_effect": p.row["ledger_effect"]})
 
-    def _drop_connection(self) -> None:
-        """After a failure, start the next batch on a fresh connection."""
-        if self._conn is not None:
-            try:
-                self._conn.invalidate()
-                self._conn.close()
-            except SQLAlchemyError:
-                pass
-            self._conn = None
-
     def close(self) -> None:
         """Release the connection and the lock file (on the writer thread, when it stops)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._lock is not None:
-            self._lock.close()
+        self._store_batch.close()
 
     def _finish(self, p: _Prepared, stored: Stored, waiting: Waiting | None) -> Result:
         verdict = p.verdict
@@ -292,20 +262,6 @@ class Pipeline:
             log.error("ack.build_failed", error=type(exc).__name__, channel=p.job.channel.name,
                       digest=p.row.get("digest", "")[:16])
             return [fallback_ack(p.job.raw, control_id=_fallback_id(builder))]
-
-
-# PostgreSQL SQLSTATEs of a lock that was not had: lock_not_available (lock_timeout),
-# deadlock_detected, serialization_failure.
-_LOCK_STATES = frozenset({"55P03", "40P01", "40001"})
-
-
-def _locked(exc: BaseException) -> bool:
-    """Did the batch fail on another writer's lock (AR 206), not on the store itself (207)?"""
-    cause = getattr(exc, "orig", None) or exc
-    if isinstance(cause, sqlite3.OperationalError):
-        text = str(cause)
-        return "database is locked" in text or "database is busy" in text
-    return getattr(cause, "sqlstate", None) in _LOCK_STATES
 
 
 def _prepare_safely(job: Job) -> _Prepared:

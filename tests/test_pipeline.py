@@ -193,7 +193,7 @@ def test_lock_failures_are_told_apart_from_store_failures() -> None:
     import psycopg.errors
     from sqlalchemy.exc import OperationalError
 
-    from engine.pipeline import _locked
+    from engine.store.batch import _locked
 
     def wrapped(cause: Exception) -> OperationalError:
         return OperationalError("COMMIT", {}, cause)
