@@ -554,3 +554,14 @@ def test_blank_line_after_crlf_does_not_swallow_the_next_segment() -> None:
     msg = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1\r\n\nPID|1||100001\r\n")
     assert msg.segment_names == ("MSH", "PID")
     assert msg["PID.3"] == "100001"
+
+
+def test_msh18_is_read_from_the_msh_segment_the_header_sees() -> None:
+    """With CRs present an LF is data (HL7-SPEC §1), also in MSH: the charset comes from the
+    MSH-18 of that same segment, so the header never reports an MSH-18 the parser did not read
+    (the ACK echoes it).  Before, an LF inside MSH-9 hid an unknown MSH-18 from the parser."""
+    raw = b"MSH|^~\\&|A|B|C|D|20260101||\n|C1|P|2.5.1||||||KLINGON\rPID|1\r"
+    with pytest.raises(UnsupportedCharset):
+        parse(raw)
+    latin = parse(b"MSH|^~\\&|A|B|C|D|20260101||RE\nF^I12|C1|P|2.5.1||||||8859/1\rPID|1|\xe9\r")
+    assert (latin.charset, latin["PID.2"]) == ("latin-1", "\u00e9")

@@ -46,10 +46,12 @@ def parse(raw: bytes) -> InboundMessage:
         data = data.lstrip(b"\r\n\t \x00")
     if not data.startswith(b"MSH") or len(data) < 8:
         raise NotHL7("no MSH segment at the start of the message")
+    # The MSH line ends where `_split` ends it: at the first CR when there is one (an LF before
+    # it is data), else at the first LF.  MSH-18 is then read from the same field the header
+    # and the ACK see.
     line_end = data.find(b"\r")
-    lf = data.find(b"\n", 0, line_end if line_end >= 0 else len(data))
-    if lf >= 0:
-        line_end = lf
+    if line_end < 0:
+        line_end = data.find(b"\n")
     msh = data[:line_end] if line_end >= 0 else data
     delims = _delimiters(msh)
     text, codec = _decode(data, _charset(msh, delims))
