@@ -565,3 +565,25 @@ def test_msh18_is_read_from_the_msh_segment_the_header_sees() -> None:
         parse(raw)
     latin = parse(b"MSH|^~\\&|A|B|C|D|20260101||RE\nF^I12|C1|P|2.5.1||||||8859/1\rPID|1|\xe9\r")
     assert (latin.charset, latin["PID.2"]) == ("latin-1", "\u00e9")
+
+
+@pytest.mark.parametrize("charset", [b"GB 18030-2000", b"BIG-5"])
+def test_a_delimiter_taken_into_a_multibyte_character_is_an_unsupported_charset(
+        charset: bytes) -> None:
+    """In GB 18030 or Big5 a byte such as 0xE8 followed by `|` can decode as one
+    character: the decoded MSH no longer has the fields the charset was read from (its MSH-18
+    would be something else, echoed in the ACK).  Such a message is AR 103 at MSH-18."""
+    raw = b"MSH|^~\\&|A|B|C|\xe8|20260101||REF^I12|C1|P|2.5.1||||||" + charset + b"\rPID|1\r"
+    with pytest.raises(UnsupportedCharset) as err:
+        parse(raw)
+    assert err.value.location == Location("MSH", 1, 18)
+    ok = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||" + charset
+               + b"\rPID|1|" + "\u4e2d".encode(parse_codec(charset)) + b"\r")
+    assert ok["PID.2"] == "\u4e2d"
+
+
+def parse_codec(charset: bytes) -> str:
+    """The Python codec of a table-0211 name, as the parser maps it."""
+    from engine.parsing.parser import CHARSETS
+
+    return CHARSETS[charset.decode()]

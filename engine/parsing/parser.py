@@ -54,8 +54,15 @@ def parse(raw: bytes) -> InboundMessage:
         line_end = data.find(b"\n")
     msh = data[:line_end] if line_end >= 0 else data
     delims = _delimiters(msh)
-    text, codec = _decode(data, _charset(msh, delims))
-    return InboundMessage(_split(text, delims), delims, codec)
+    declared = _charset(msh, delims)
+    text, codec = _decode(data, declared)
+    segments = _split(text, delims)
+    if declared and _declared(segments[0], delims) != declared:
+        # A multi-byte charset (GB 18030, Big5, EUC-KR) can take an ASCII delimiter as the
+        # second byte of a character: the decoded MSH then has other fields than the bytes had.
+        raise UnsupportedCharset("the message does not read in the character set MSH-18 names",
+                                 Location("MSH", 1, 18))
+    return InboundMessage(segments, delims, codec)
 
 
 def _delimiters(msh: bytes) -> Delimiters:
@@ -86,6 +93,13 @@ def _charset(msh: bytes, delims: Delimiters) -> str:
         raise UnsupportedCharset("MSH-18 names a character set this engine does not read",
                                  Location("MSH", 1, 18))
     return codec
+
+
+def _declared(msh: tuple[str, ...], delims: Delimiters) -> str | None:
+    """The codec the decoded MSH-18 names (as `_charset` reads it from the bytes)."""
+    field = msh[18] if len(msh) > 18 else ""
+    name = field.split(delims.repetition)[0].split(delims.component)[0].strip()
+    return CHARSETS.get(name.upper())
 
 
 def _decode(data: bytes, charset: str) -> tuple[str, str]:
