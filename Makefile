@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= channels.yaml
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest fuzz bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Random frames through the decoder and the pipeline for FUZZ_MINUTES; new crashers go to
+# tests/corpus/ (replayed by tests/test_fuzz.py). FUZZ_SEED repeats a run.
+FUZZ_MINUTES ?= 10
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz.py --minutes $(FUZZ_MINUTES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
