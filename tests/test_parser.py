@@ -587,3 +587,11 @@ def parse_codec(charset: bytes) -> str:
     from engine.parsing.parser import CHARSETS
 
     return CHARSETS[charset.decode()]
+
+
+@pytest.mark.parametrize("msh18", [b"\n\n", b" ", b" ^x", b"\t~8859/1"])
+def test_a_blank_msh18_is_no_charset_to_echo(msh18: bytes) -> None:
+    """An MSH-18 whose first component is blank names no character set (the parser reads the
+    message as if MSH-18 were empty), so the header has none for the ACK to echo."""
+    msg = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||" + msh18 + b"\rPID|1\r")
+    assert msg.header.charset_raw == ""

@@ -62,7 +62,8 @@ def read_header(msh: tuple[str, ...], d: Delimiters, charset: str) -> Header:
         version_raw=fields[12],
         accept_ack=leaf(fields[15]),
         application_ack=leaf(fields[16]),
-        charset_raw=fields[18],
+        # Blank as the parser reads it (no charset named) is no MSH-18 to echo.
+        charset_raw=fields[18] if fields[18].split(d.component, 1)[0].strip() else "",
     )
 
 
