@@ -13,7 +13,8 @@ from datetime import datetime
 import pytest
 
 from engine.errors import Location
-from engine.mappings.changes import AppointmentChange, BadValue
+from engine.mappings.changes import AppointmentChange, BadValue, ReferralChange
+from engine.mappings.dispatch import map_message
 from engine.mappings.fields import parse_dtm, read_nm
 from engine.mappings.rules import MappingRules
 from engine.mappings.scheduling import map_siu
@@ -139,3 +140,57 @@ def test_paths_take_ascii_digits_only(path: str) -> None:
     """An HL7 path's indexes are ASCII digits."""
     with pytest.raises(KeyError):
         Path.parse(path)
+
+
+# --- text that must fit the ledger's columns (PostgreSQL refuses longer values) --------------
+
+REF = ("MSH|^~\\&|S|F|REFTRACK|HUB|20260101||REF^I12|C1|P|2.5.1",
+       "RF1|P|R|Med||O|{key}|||||{ext}", "PRD|RT|DOC^A|||||NPI1^NPI", "PID|1||{mrn}^^^HOSP^MR")
+
+
+def ref(key: str = "REF-1^ISSUER", ext: str = "", mrn: str = "123") -> InboundMessage:
+    """A minimal REF^I12 with the given RF1-6, RF1-11 and PID-3 CX.1."""
+    lines = [line.format(key=key, ext=ext, mrn=mrn) for line in REF]
+    return parse("\r".join(lines).encode())
+
+
+@pytest.mark.parametrize(("kwargs", "where"), [
+    ({"key": "K" * 200}, Location("RF1", 1, 6)),
+    ({"key": "K^" + "A" * 200}, Location("RF1", 1, 6)),
+    ({"ext": "E" * 200}, Location("RF1", 1, 11)),
+    ({"mrn": "9" * 200}, Location("PID", 1, 3)),
+])
+def test_an_identifier_longer_than_its_column_is_102(kwargs: dict[str, str],
+                                                     where: Location) -> None:
+    """An id part over 199 characters would fail the batch's commit on PostgreSQL: AE 102 at
+    its field (cut, it could match another id), the text naming the limit, not the value."""
+    with pytest.raises(BadValue) as err:
+        map_message(ref(**kwargs), RULES)
+    assert (err.value.code, err.value.location) == ("102", where)
+    assert "is longer than 199 characters" in err.value.reason
+
+
+SIU = (b"MSH|^~\\&|S|F|REFTRACK|HUB|20260101||SIU^S12^SIU_S12|C1|P|2.5.1",
+       b"SCH|PL-1^P|FL-1^F", b"RGS|1", b"AIL|1||" + b"L" * 100)
+
+
+def test_an_sch2_longer_than_its_column_is_102() -> None:
+    """The appointment key (SCH-2) over 199 characters: AE 102 at SCH^1^2."""
+    msg = parse(b"\r".join(seg.replace(b"FL-1^F", b"F" * 200 + b"^F") for seg in SIU))
+    with pytest.raises(BadValue) as err:
+        map_message(msg, RULES)
+    assert err.value.location == Location("SCH", 1, 2)
+
+
+def test_priority_and_specialty_are_cut_to_their_columns() -> None:
+    """Descriptive codes are kept as sent where they fit and cut where they do not, like SCH-25:
+    RF1-2 to 8 characters, a specialty to 64."""
+    lines = list(REF)
+    lines[1] = "RF1|P|" + "R" * 20 + "|Med||O|{key}"
+    lines[2] = "PRD|RT|DOC^A||" + "S" * 100 + "|||NPI1^NPI"
+    msg = parse("\r".join(line.format(key="K1", ext="", mrn="1") for line in lines).encode())
+    (change,) = map_message(msg, RULES)
+    assert isinstance(change, ReferralChange)
+    assert (change.priority, len(change.specialty)) == ("R" * 8, 64)
+    (appt,) = map_message(parse(b"\r".join(SIU)), RULES)
+    assert isinstance(appt, AppointmentChange) and appt.specialty == "L" * 64
