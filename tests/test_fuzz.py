@@ -70,14 +70,14 @@ def harness_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harnes
 # --- (a) generated frames -------------------------------------------------------------------
 
 
-@fuzz_settings(400)
+@fuzz_settings(1000)
 @given(payload=st.binary(max_size=400), rnd=st.randoms(use_true_random=False))
 def test_random_bytes_in_a_frame(harness: Harness, payload: bytes, rnd: random.Random) -> None:
     """Any bytes in an MLLP frame (chunked at random) are answered by the rules."""
     assert unexpected(harness.check([payload], rnd)) == []
 
 
-@fuzz_settings(400)
+@fuzz_settings(1000)
 @given(tail=st.binary(max_size=300), rnd=st.randoms(use_true_random=False))
 def test_random_bytes_after_an_msh_start(harness: Harness, tail: bytes,
                                          rnd: random.Random) -> None:
@@ -110,7 +110,7 @@ def msh_frames(draw: st.DrawFn) -> bytes:
     return b"\r".join([line, *(seg.replace(b"|", fs) for seg in rest)])
 
 
-@fuzz_settings(800)
+@fuzz_settings(3000)
 @given(payload=msh_frames(), rnd=st.randoms(use_true_random=False))
 def test_random_msh_fields(harness: Harness, payload: bytes, rnd: random.Random) -> None:
     """Odd delimiters, 4/5-character MSH-2, non-ASCII bytes and huge numbers in the header."""
@@ -120,7 +120,7 @@ def test_random_msh_fields(harness: Harness, payload: bytes, rnd: random.Random)
 # --- (b) mutated samples --------------------------------------------------------------------
 
 
-@fuzz_settings(1500)
+@fuzz_settings(8000)
 @given(seed=st.sampled_from(SEEDS), rnd=st.randoms(use_true_random=False),
        resend=st.booleans())
 def test_mutated_samples(harness: Harness, seed: tuple[str, bytes], rnd: random.Random,
@@ -133,7 +133,7 @@ def test_mutated_samples(harness: Harness, seed: tuple[str, bytes], rnd: random.
     assert unexpected(harness.check([payload, payload] if resend else [payload], rnd)) == []
 
 
-@fuzz_settings(300)
+@fuzz_settings(1000)
 @given(seeds=st.lists(st.sampled_from(SEEDS), min_size=2, max_size=6),
        rnd=st.randoms(use_true_random=False))
 def test_batches_of_mutated_samples(harness: Harness, seeds: list[tuple[str, bytes]],
@@ -188,5 +188,30 @@ def test_an_sch9_of_twenty_nines_is_ae_102_at_sch9(tmp_path: Path) -> None:
         assert (ack["MSA.1"], ack["ERR.3"], result.verdict.location) == (
             "AE", "102", Location("SCH", 1, 9))
         assert "9999" not in result.verdict.text
+    finally:
+        harness.close()
+
+
+def test_the_harness_reports_each_broken_property(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks can fail: a mapper bug is reported as its log event and ERR-3 207, and a
+    batch that raises as the exception and the engine function it came from."""
+    import engine.pipeline as pipeline_module
+
+    harness = Harness(tmp_path / "engine.db")
+    _, ref = next(s for s in SEEDS if s[0] == "ref_i12_v251.hl7")
+    try:
+        assert harness.check([ref]) == []
+
+        def broken(*_args: object) -> list[object]:
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(pipeline_module, "map_message", broken)
+        kinds = {(f.kind, f.detail) for f in harness.check([ref.replace(b"-V251|", b"-FUZZ|")])}
+        assert kinds == {("logged", "ledger.mapping_failed"), ("internal_error", "content 207")}
+        monkeypatch.setattr(pipeline_module, "prepare", broken)
+        (finding,) = harness.check([ref])
+        assert finding.kind == "raised"
+        assert finding.detail.startswith("RuntimeError in engine/pipeline.py:")
     finally:
         harness.close()
