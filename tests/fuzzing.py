@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from structlog.testing import capture_logs
 
 from engine.ack import AckBuilder, ack_codes
-from engine.config import Config, load_config
+from engine.config import Config, load_config, parse_config
 from engine.errors import HL7Error
 from engine.mllp.framing import END_BLOCK, START_BLOCK, FrameDecoder
 from engine.parsing import InboundMessage, parse
@@ -287,9 +288,15 @@ def decode(payloads: Sequence[bytes], rng: random.Random) -> tuple[list[bytes], 
 # --- the engine -------------------------------------------------------------------------------
 
 
-def shipped_config() -> Config:
-    """`channels.yaml` as shipped: its `referrals` channel, ledger and routes."""
-    return load_config(ROOT / "channels.yaml")
+def shipped_config(validation: str = "") -> Config:
+    """`channels.yaml` as shipped: its `referrals` channel, ledger and routes; `validation`
+    ("strict") overrides the channels' `validation:`."""
+    if not validation:
+        return load_config(ROOT / "channels.yaml")
+    data = yaml.safe_load((ROOT / "channels.yaml").read_text(encoding="utf-8"))
+    for channel in data["channels"]:
+        channel["validation"] = validation
+    return parse_config(data)
 
 
 class Harness:
