@@ -31,10 +31,11 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 # Random frames through the decoder and the pipeline for FUZZ_MINUTES; new crashers go to
-# tests/corpus/ (replayed by tests/test_fuzz.py). FUZZ_SEED repeats a run.
+# tests/corpus/ (replayed by tests/test_fuzz.py). FUZZ_SEED repeats a run; FUZZ_ARGS=--strict
+# fuzzes a channel with hl7apy validation.
 FUZZ_MINUTES ?= 10
 fuzz: $(STAMP)
-	$(BIN)/python tests/fuzz.py --minutes $(FUZZ_MINUTES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
+	$(BIN)/python tests/fuzz.py --minutes $(FUZZ_MINUTES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) $(FUZZ_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

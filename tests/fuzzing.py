@@ -148,9 +148,34 @@ def hostile(rng: random.Random) -> bytes:
     return value
 
 
+# Fields the mappers read as numbers, dates, keys or codes: hit more often than the others.
+TARGETS: dict[bytes, tuple[int, ...]] = {
+    b"SCH": (1, 2, 4, 9, 10, 11, 25, 26, 27), b"TQ1": (7, 8, 9), b"AIS": (3, 4, 7, 8),
+    b"AIL": (3, 6), b"AIP": (3, 6), b"AIG": (8,), b"RF1": (1, 2, 6, 7, 8, 11),
+    b"ORC": (1, 2, 3, 5, 7), b"OBR": (2, 3, 4, 27), b"PID": (3,), b"PRD": (1, 4),
+    b"OBX": (3, 5, 11), b"DG1": (3,), b"MSH": (9, 10, 12, 15, 16, 18),
+}
+
+
+def _targeted(rng: random.Random, seg: bytes) -> bytes:
+    """A hostile value in a field the mappers read (a whole field, or one component)."""
+    fields = seg.split(b"|")
+    numbers = TARGETS.get(fields[0])
+    if not numbers:
+        return _replace_field(rng, seg, hostile(rng))
+    n = rng.choice(numbers) - (1 if fields[0] == b"MSH" else 0)
+    fields += [b""] * (n + 1 - len(fields))
+    comps = fields[n].split(b"^")
+    comps[rng.randrange(len(comps))] = hostile(rng)
+    fields[n] = hostile(rng) if rng.random() < 0.5 else b"^".join(comps)
+    return b"|".join(fields)
+
+
 def _segment_op(rng: random.Random, segs: list[bytes]) -> list[bytes]:
     i = rng.randrange(len(segs))
-    op = rng.randrange(7)
+    op = rng.randrange(9)
+    if op >= 7:
+        return segs[:i] + [_targeted(rng, segs[i])] + segs[i + 1:]
     if op == 0:
         return segs[:i + 1] + [segs[i]] * rng.randrange(1, 4) + segs[i + 1:]
     if op == 1 and len(segs) > 1:
