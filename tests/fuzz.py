@@ -18,6 +18,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,6 +30,7 @@ from engine.config import Config  # noqa: E402
 
 FRESH_DB_EVERY = 50_000  # frames: keep the SQLite file (and its WAL) small
 REPORT_EVERY_S = 30.0
+RESEND = 0.05  # the share of frames that are a recent frame sent again
 
 
 def known_signatures(corpus: Path, workdir: Path, config: Config) -> set[tuple[str, str]]:
@@ -72,13 +74,18 @@ def run(minutes: float, seed: int, corpus: Path, config: Config) -> int:
               f"({len(known)} known signatures)", flush=True)
         deadline = time.monotonic() + minutes * 60
         frames = saved = 0
+        recent: deque[bytes] = deque(maxlen=100)
         harness = Harness(workdir / "fuzz-0.db", config)
         next_report = time.monotonic() + REPORT_EVERY_S
         while time.monotonic() < deadline:
             if frames and frames % FRESH_DB_EVERY == 0:
                 harness.close()
                 harness = Harness(workdir / f"fuzz-{frames}.db", config)
-            raw = fuzzing.random_frame(rng, seeds)
+            if recent and rng.random() < RESEND:
+                raw = rng.choice(recent)  # a resend: answered as the first time (HL7-SPEC §8)
+            else:
+                raw = fuzzing.random_frame(rng, seeds)
+                recent.append(raw)
             frames += 1
             for finding in harness.check([raw], rng):
                 sig = signature([finding])

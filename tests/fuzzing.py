@@ -50,7 +50,7 @@ INTERNAL_ERROR = "207"
 class Finding:
     """One broken property for one frame: what broke, and the bytes that broke it."""
 
-    kind: str  # raised | acks | unparsable_ack | msa2 | logged | internal_error | framing
+    kind: str  # raised | acks | unparsable_ack | msa2 | logged | internal_error | framing | resend
     detail: str  # an exception or event name, codes: never message text
     frame: bytes
 
@@ -340,6 +340,8 @@ class Harness:
         self.pipeline.route(self.config.routes)
         self.pipeline.order_by(self.config.destinations)
         self.pipeline.answer_from(self.config.channels)
+        # MSA-1s of every committed frame, by digest: a resend must be answered the same (§8).
+        self.answers: dict[str, list[str]] = {}
 
     def close(self) -> None:
         self.pipeline.close()
@@ -360,8 +362,23 @@ class Harness:
         bugs = [str(e.get("event")) for e in logs if e.get("event") in BUG_EVENTS]
         for raw, result in zip(frames, results, strict=True):
             findings += check_result(raw, result)
+            findings += self._same_as_before(raw, result)
             findings += [Finding("logged", event, raw) for event in bugs]
         return findings
+
+    def _same_as_before(self, raw: bytes, result: Result) -> list[Finding]:
+        """A frame sent again (same bytes, readable MSH-10) gets the ACK codes it got first."""
+        if not result.committed or not result.control_id:
+            return []
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            codes = [parse(a).get("MSA.1") for a in result.acks]
+        except HL7Error:
+            return []  # reported by check_result
+        first = self.answers.setdefault(digest, codes)
+        if first == codes:
+            return []
+        return [Finding("resend", f"MSA-1 {codes} after {first}", raw)]
 
 
 def raised_at(exc: BaseException) -> str:
