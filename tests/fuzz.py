@@ -1,24 +1,28 @@
 """The long-running fuzzer behind `make fuzz`: random frames through the real decoder and
 pipeline for as long as asked, every new crasher minimised and saved to the corpus.
 
-    python tests/fuzz.py --minutes 10 [--seed N] [--corpus DIR] [--strict]
+    python tests/fuzz.py --minutes 10 [--seed N] [--corpus DIR] [--strict] [--postgres]
 
 A crasher is a frame that breaks one of the properties `tests/fuzzing.py` checks.  It is new
 when its signature (the property and the exception or event, never message text) has not been
 seen in this run nor in the corpus already.  New crashers are minimised against a fresh
 database and written as `crash-<sha256 prefix>.bin`; `tests/test_fuzz.py` replays every corpus
-frame from then on.  The seed is printed, so a run can be repeated.
+frame from then on.  The seed is printed, so a run can be repeated.  `--postgres` runs against a
+throw-away PostgreSQL cluster (`tests/pgcluster.py`) instead of SQLite files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,59 +32,60 @@ from fuzzing import Finding, Harness, signature  # noqa: E402
 
 from engine.config import Config  # noqa: E402
 
-FRESH_DB_EVERY = 50_000  # frames: keep the SQLite file (and its WAL) small
+FRESH_DB_EVERY = 50_000  # frames: keep the database (and SQLite's WAL) small
 REPORT_EVERY_S = 30.0
 RESEND = 0.05  # the share of frames that are a recent frame sent again
 
 
-def known_signatures(corpus: Path, workdir: Path, config: Config) -> set[tuple[str, str]]:
-    """What the corpus frames already break (each on a fresh database)."""
-    known: set[tuple[str, str]] = set()
-    for path in sorted(corpus.glob("*")):
-        if path.suffix in (".hl7", ".bin"):
-            known |= signature(_fresh_check(path.read_bytes(), workdir, config))
-    return known
+@dataclass(frozen=True, slots=True)
+class Fuzzer:
+    """What a run needs: the channel config, where crashers go, and fresh databases."""
 
+    config: Config
+    corpus: Path
+    fresh_db: Callable[[], Path | str]  # a new, empty database (SQLite file or URL)
 
-def _fresh_check(raw: bytes, workdir: Path, config: Config) -> list[Finding]:
-    db = Path(tempfile.mkdtemp(dir=workdir)) / "replay.db"
-    harness = Harness(db, config)
-    try:
-        return harness.check([raw])
-    finally:
-        harness.close()
+    def check_alone(self, raw: bytes) -> list[Finding]:
+        """The findings of one frame on a fresh database."""
+        harness = Harness(self.fresh_db(), self.config)
+        try:
+            return harness.check([raw])
+        finally:
+            harness.close()
 
+    def known_signatures(self) -> set[tuple[str, str]]:
+        """What the corpus frames already break."""
+        known: set[tuple[str, str]] = set()
+        for path in sorted(self.corpus.glob("*")):
+            if path.suffix in (".hl7", ".bin"):
+                known |= signature(self.check_alone(path.read_bytes()))
+        return known
 
-def keep(raw: bytes, wanted: frozenset[tuple[str, str]], workdir: Path, corpus: Path,
-         config: Config) -> Path:
-    """Minimise a crasher against fresh databases (when it fails alone) and save it."""
-    def still_fails(candidate: bytes) -> bool:
-        return wanted <= signature(_fresh_check(candidate, workdir, config))
+    def keep(self, raw: bytes, wanted: frozenset[tuple[str, str]]) -> Path:
+        """Minimise a crasher against fresh databases (when it fails alone) and save it."""
+        def still_fails(candidate: bytes) -> bool:
+            return wanted <= signature(self.check_alone(candidate))
 
-    if still_fails(raw):
-        raw = fuzzing.minimise(raw, still_fails, budget=150)
-    return fuzzing.save(raw, corpus)
+        if still_fails(raw):
+            raw = fuzzing.minimise(raw, still_fails, budget=150)
+        return fuzzing.save(raw, self.corpus)
 
-
-def run(minutes: float, seed: int, corpus: Path, config: Config) -> int:
-    """Fuzz until the time is up; return how many new crashers were saved."""
-    fuzzing.configure_quiet_logs()
-    rng = random.Random(seed)
-    seeds = fuzzing.seed_frames()
-    with tempfile.TemporaryDirectory(prefix="hl7-fuzz-") as tmp:
-        workdir = Path(tmp)
-        known = known_signatures(corpus, workdir, config)
-        print(f"fuzz: seed {seed}, {minutes:g} min, {len(seeds)} samples, corpus {corpus} "
+    def run(self, minutes: float, seed: int) -> int:
+        """Fuzz until the time is up; return how many new crashers were saved."""
+        rng = random.Random(seed)
+        seeds = fuzzing.seed_frames()
+        known = self.known_signatures()
+        print(f"fuzz: seed {seed}, {minutes:g} min, {len(seeds)} samples, corpus {self.corpus} "
               f"({len(known)} known signatures)", flush=True)
         deadline = time.monotonic() + minutes * 60
+        next_report = time.monotonic() + REPORT_EVERY_S
         frames = saved = 0
         recent: deque[bytes] = deque(maxlen=100)
-        harness = Harness(workdir / "fuzz-0.db", config)
-        next_report = time.monotonic() + REPORT_EVERY_S
+        harness = Harness(self.fresh_db(), self.config)
         while time.monotonic() < deadline:
             if frames and frames % FRESH_DB_EVERY == 0:
                 harness.close()
-                harness = Harness(workdir / f"fuzz-{frames}.db", config)
+                harness = Harness(self.fresh_db(), self.config)
             if recent and rng.random() < RESEND:
                 raw = rng.choice(recent)  # a resend: answered as the first time (HL7-SPEC §8)
             else:
@@ -92,7 +97,7 @@ def run(minutes: float, seed: int, corpus: Path, config: Config) -> int:
                 if sig <= known:
                     continue
                 known |= sig
-                path = keep(finding.frame, sig, workdir, corpus, config)
+                path = self.keep(finding.frame, sig)
                 saved += 1
                 print(f"fuzz: NEW {finding.kind}: {finding.detail} -> {path} "
                       f"({path.stat().st_size} bytes)", flush=True)
@@ -100,8 +105,30 @@ def run(minutes: float, seed: int, corpus: Path, config: Config) -> int:
                 next_report += REPORT_EVERY_S
                 print(f"fuzz: {frames} frames, {saved} new crashers", flush=True)
         harness.close()
-    print(f"fuzz: done, {frames} frames, {saved} new crashers saved under {corpus}", flush=True)
-    return saved
+        print(f"fuzz: done, {frames} frames, {saved} new crashers saved under {self.corpus}",
+              flush=True)
+        return saved
+
+
+@contextlib.contextmanager
+def databases(postgres: bool) -> Iterator[Callable[[], Path | str]]:
+    """Fresh databases for one run: SQLite files in a temporary directory, or databases in a
+    throw-away PostgreSQL cluster."""
+    with tempfile.TemporaryDirectory(prefix="hl7-fuzz-") as tmp:
+        if not postgres:
+            yield lambda: Path(tempfile.mkdtemp(dir=tmp)) / "engine.db"
+            return
+        from pgcluster import PgCluster, find_binaries
+
+        binaries = find_binaries()
+        if binaries is None:
+            raise SystemExit("fuzz: PostgreSQL server binaries (initdb, pg_ctl) not found")
+        cluster = PgCluster(binaries)
+        cluster.start()
+        try:
+            yield lambda: cluster.url(cluster.create_database())
+        finally:
+            cluster.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,10 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=fuzzing.CORPUS)
     parser.add_argument("--strict", action="store_true",
                         help="the channel with `validation: strict` (hl7apy; ~20 ms a frame)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="a throw-away PostgreSQL cluster instead of SQLite files")
     args = parser.parse_args(argv)
-
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    run(args.minutes, seed, args.corpus, fuzzing.shipped_config("strict" if args.strict else ""))
+    fuzzing.configure_quiet_logs()
+    config = fuzzing.shipped_config("strict" if args.strict else "")
+    with databases(args.postgres) as fresh_db:
+        Fuzzer(config, args.corpus, fresh_db).run(args.minutes, seed)
     return 0
 
 

@@ -194,3 +194,31 @@ def test_priority_and_specialty_are_cut_to_their_columns() -> None:
     assert (change.priority, len(change.specialty)) == ("R" * 8, 64)
     (appt,) = map_message(parse(b"\r".join(SIU)), RULES)
     assert isinstance(appt, AppointmentChange) and appt.specialty == "L" * 64
+
+
+@pytest.mark.parametrize(("kwargs", "where"), [
+    ({"key": "K\x001"}, Location("RF1", 1, 6)),
+    ({"ext": "E\x00"}, Location("RF1", 1, 11)),
+    ({"mrn": "\x00123"}, Location("PID", 1, 3)),
+])
+def test_an_identifier_with_a_nul_is_102(kwargs: dict[str, str], where: Location) -> None:
+    """PostgreSQL keeps no NUL in text (the batch's commit would fail): an id holding one is
+    AE 102 at its field."""
+    with pytest.raises(BadValue) as err:
+        map_message(ref(**kwargs), RULES)
+    assert (err.value.code, err.value.location) == ("102", where)
+    assert err.value.reason.endswith("or holds a NUL")
+
+
+def test_descriptive_codes_lose_their_nuls() -> None:
+    """A NUL in RF1-2, a specialty or SCH-25 is dropped; the rest is kept."""
+    lines = list(REF)
+    lines[1] = "RF1|P|R\x00|Med||O|{key}"
+    msg = parse("\r".join(line.format(key="K1", ext="", mrn="1") for line in lines).encode())
+    (change,) = map_message(msg, RULES)
+    assert isinstance(change, ReferralChange) and change.priority == "R"
+    siu_lines = [*SIU[:2], b"RGS|1", b"AIL|1||NEU\x00RO"]
+    siu_lines[1] += b"|" * 23 + b"Boo\x00ked"
+    (appt,) = map_message(parse(b"\r".join(siu_lines)), RULES)
+    assert isinstance(appt, AppointmentChange)
+    assert (appt.specialty, appt.filler_status) == ("NEURO", "Booked")
