@@ -31,8 +31,8 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 # Random frames through the decoder and the pipeline for FUZZ_MINUTES; new crashers go to
-# tests/corpus/ (replayed by tests/test_fuzz.py). FUZZ_SEED repeats a run; FUZZ_ARGS=--strict
-# fuzzes a channel with hl7apy validation.
+# tests/corpus/ (replayed by tests/test_fuzz.py). FUZZ_SEED repeats a run; FUZZ_ARGS takes
+# --strict (a channel with hl7apy validation) and --postgres (a throw-away cluster).
 FUZZ_MINUTES ?= 10
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz.py --minutes $(FUZZ_MINUTES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) $(FUZZ_ARGS)
