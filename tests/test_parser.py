@@ -595,3 +595,16 @@ def test_a_blank_msh18_is_no_charset_to_echo(msh18: bytes) -> None:
     message as if MSH-18 were empty), so the header has none for the ACK to echo."""
     msg = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||" + msh18 + b"\rPID|1\r")
     assert msg.header.charset_raw == ""
+
+
+def test_msh18_is_read_with_the_message_delimiters() -> None:
+    """MSH-18 is split like any field: with `/` as the subcomponent separator, `8859/1` is
+    `8859` (no character set we read, AR 103) and the sender writes `8859\\T\\1`.  The ACK,
+    re-encoded with standard delimiters, then names the same character set."""
+    head = b"MSH|^~\\/|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||"
+    with pytest.raises(UnsupportedCharset):
+        parse(head + b"8859/1\rPID|1\r")
+    msg = parse(head + b"8859\\T\\1\rPID|1|\xe9\r")
+    assert (msg.charset, msg["PID.2"]) == ("latin-1", "\u00e9")
+    assert parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||8859/1&x\r").charset \
+        == "latin-1"

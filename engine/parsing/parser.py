@@ -8,6 +8,7 @@ repetitions and escapes are resolved lazily, per leaf, by `InboundMessage`.
 from __future__ import annotations
 
 from engine.errors import BadEncodingCharacters, Location, NotHL7, UnsupportedCharset
+from engine.parsing.header import charset_name
 from engine.parsing.message import STANDARD, Delimiters, InboundMessage
 
 BOM = b"\xef\xbb\xbf"
@@ -84,8 +85,7 @@ def _charset(msh: bytes, delims: Delimiters) -> str:
     fields = msh.split(delims.field.encode("ascii"), 18)
     if len(fields) < 18:
         return ""
-    declared = fields[17].split(delims.repetition.encode("ascii"))[0]
-    name = declared.split(delims.component.encode("ascii"))[0].decode("ascii", "replace").strip()
+    name = charset_name(fields[17].decode("ascii", "replace"), delims)
     if not name:
         return ""
     codec = CHARSETS.get(name.upper())
@@ -97,9 +97,7 @@ def _charset(msh: bytes, delims: Delimiters) -> str:
 
 def _declared(msh: tuple[str, ...], delims: Delimiters) -> str | None:
     """The codec the decoded MSH-18 names (as `_charset` reads it from the bytes)."""
-    field = msh[18] if len(msh) > 18 else ""
-    name = field.split(delims.repetition)[0].split(delims.component)[0].strip()
-    return CHARSETS.get(name.upper())
+    return CHARSETS.get(charset_name(msh[18] if len(msh) > 18 else "", delims).upper())
 
 
 def _decode(data: bytes, charset: str) -> tuple[str, str]:
