@@ -7,7 +7,7 @@ CONFIG ?= channels.yaml
 SOAK_MINUTES ?= 10
 SOAK_FLAGS   ?=
 
-.PHONY: install run test lint typecheck pytest bench soak clean
+.PHONY: install run test lint typecheck pytest fuzz bench soak clean
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Random frames through the decoder and the pipeline for FUZZ_MINUTES; new crashers go to
+# tests/corpus/ (replayed by tests/test_fuzz.py). FUZZ_SEED repeats a run; FUZZ_ARGS takes
+# --strict (a channel with hl7apy validation) and --postgres (a throw-away cluster).
+FUZZ_MINUTES ?= 10
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz.py --minutes $(FUZZ_MINUTES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) $(FUZZ_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

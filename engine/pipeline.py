@@ -273,8 +273,12 @@ def _prepare_safely(job: Job) -> _Prepared:
         log.error("pipeline.prepare_failed", error=type(exc).__name__, channel=job.channel.name,
                   size=len(job.raw))
         error = InternalError("unexpected error while reading the message")
-        p = _Prepared(job, None, Verdict(error.disposition, Stage.HEADER, error.code, None,
-                                         error.reason))
+        try:  # its MSH-10 for MSA-2, when the parser is not what failed
+            msg: InboundMessage | None = parse(job.raw)
+        except Exception:  # noqa: BLE001
+            msg = None
+        p = _Prepared(job, msg, Verdict(error.disposition, Stage.HEADER, error.code, None,
+                                        error.reason))
         p.row = _row(p)
         return p
 

@@ -55,7 +55,7 @@ from engine.parsing import InboundMessage
 from engine.validation import report
 
 _SEGMENT = re.compile(r"[A-Z][A-Z0-9]{2}")
-_NUMBERED = re.compile(r"([A-Z][A-Z0-9]{1,2})_(\d+)")  # PID_3 (a field) or CX_4 (a component)
+_NUMBERED = re.compile(r"([A-Z][A-Z0-9]{1,2})_([0-9]+)")  # PID_3 (a field) or CX_4 (a component)
 _MISSING = re.compile(r"Missing required child (\w+)\.(\w+)")
 _LIMIT = re.compile(r"Child limit exceeded (\w+)\.(\w+)")
 _DATATYPE = re.compile(r"Datatype \w* is not correct for (\w+)\.(\w+) \(.*\)")

@@ -554,3 +554,57 @@ def test_blank_line_after_crlf_does_not_swallow_the_next_segment() -> None:
     msg = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1\r\n\nPID|1||100001\r\n")
     assert msg.segment_names == ("MSH", "PID")
     assert msg["PID.3"] == "100001"
+
+
+def test_msh18_is_read_from_the_msh_segment_the_header_sees() -> None:
+    """With CRs present an LF is data (HL7-SPEC §1), also in MSH: the charset comes from the
+    MSH-18 of that same segment, so the header never reports an MSH-18 the parser did not read
+    (the ACK echoes it).  Before, an LF inside MSH-9 hid an unknown MSH-18 from the parser."""
+    raw = b"MSH|^~\\&|A|B|C|D|20260101||\n|C1|P|2.5.1||||||KLINGON\rPID|1\r"
+    with pytest.raises(UnsupportedCharset):
+        parse(raw)
+    latin = parse(b"MSH|^~\\&|A|B|C|D|20260101||RE\nF^I12|C1|P|2.5.1||||||8859/1\rPID|1|\xe9\r")
+    assert (latin.charset, latin["PID.2"]) == ("latin-1", "\u00e9")
+
+
+@pytest.mark.parametrize("charset", [b"GB 18030-2000", b"BIG-5"])
+def test_a_delimiter_taken_into_a_multibyte_character_is_an_unsupported_charset(
+        charset: bytes) -> None:
+    """In GB 18030 or Big5 a byte such as 0xE8 followed by `|` can decode as one
+    character: the decoded MSH no longer has the fields the charset was read from (its MSH-18
+    would be something else, echoed in the ACK).  Such a message is AR 103 at MSH-18."""
+    raw = b"MSH|^~\\&|A|B|C|\xe8|20260101||REF^I12|C1|P|2.5.1||||||" + charset + b"\rPID|1\r"
+    with pytest.raises(UnsupportedCharset) as err:
+        parse(raw)
+    assert err.value.location == Location("MSH", 1, 18)
+    ok = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||" + charset
+               + b"\rPID|1|" + "\u4e2d".encode(parse_codec(charset)) + b"\r")
+    assert ok["PID.2"] == "\u4e2d"
+
+
+def parse_codec(charset: bytes) -> str:
+    """The Python codec of a table-0211 name, as the parser maps it."""
+    from engine.parsing.parser import CHARSETS
+
+    return CHARSETS[charset.decode()]
+
+
+@pytest.mark.parametrize("msh18", [b"\n\n", b" ", b" ^x", b"\t~8859/1"])
+def test_a_blank_msh18_is_no_charset_to_echo(msh18: bytes) -> None:
+    """An MSH-18 whose first component is blank names no character set (the parser reads the
+    message as if MSH-18 were empty), so the header has none for the ACK to echo."""
+    msg = parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||" + msh18 + b"\rPID|1\r")
+    assert msg.header.charset_raw == ""
+
+
+def test_msh18_is_read_with_the_message_delimiters() -> None:
+    """MSH-18 is split like any field: with `/` as the subcomponent separator, `8859/1` is
+    `8859` (no character set we read, AR 103) and the sender writes `8859\\T\\1`.  The ACK,
+    re-encoded with standard delimiters, then names the same character set."""
+    head = b"MSH|^~\\/|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||"
+    with pytest.raises(UnsupportedCharset):
+        parse(head + b"8859/1\rPID|1\r")
+    msg = parse(head + b"8859\\T\\1\rPID|1|\xe9\r")
+    assert (msg.charset, msg["PID.2"]) == ("latin-1", "\u00e9")
+    assert parse(b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|C1|P|2.5.1||||||8859/1&x\r").charset \
+        == "latin-1"

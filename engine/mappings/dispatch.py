@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.mappings.changes import Change
+from engine.mappings.limits import bounded
 from engine.mappings.orders import map_order
 from engine.mappings.referral import map_ref
 from engine.mappings.results import map_results
@@ -27,6 +28,7 @@ MAPPERS: dict[str, Mapper] = {
 
 
 def map_message(msg: InboundMessage, rules: MappingRules) -> list[Change]:
-    """The ledger changes a message carries; [] for a message type no mapper reads (e.g. ACK)."""
+    """The ledger changes a message carries; [] for a message type no mapper reads (e.g. ACK).
+    Each fits the ledger's columns (`engine.mappings.limits`): 102 for an over-long id."""
     mapper = MAPPERS.get(msg.header.message_type)
-    return mapper(msg, rules) if mapper is not None else []
+    return [bounded(change) for change in mapper(msg, rules)] if mapper is not None else []

@@ -19,12 +19,20 @@ from engine.parsing.message import InboundMessage
 
 NULL = '""'  # HL7 "delete this value"
 
+# Digits are ASCII 0-9 only: `\d` and `str.isdigit` also take "²" or Arabic-Indic digits, which
+# are no HL7 number and which `int()` reads differently or not at all.
 # DTM/TS: YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]; each part only after the one before it.
 _DTM = re.compile(
-    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d+))?)?)?)?)?)?"
-    r"(?:([+-])(\d{2})(\d{2}))?"
+    r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})"
+    r"(?:\.([0-9]+))?)?)?)?)?)?"
+    r"(?:([+-])([0-9]{2})([0-9]{2}))?"
 )
-_NM = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NM = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# A plausible date/time: anything outside these years is a typo or a placeholder (0000, 9999),
+# and near the ends of `datetime` an offset or a window would overflow.
+YEARS = range(1800, 3000)
+# HL7 NM is at most 16 characters (v2.5 ch.2A), sign and decimal point included.
+NM_MAX_CHARS = 16
 # An ISO OID as HD.2 carries it (table 0301 ISO): at least two arcs of ASCII digits.
 _OID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 
@@ -60,7 +68,8 @@ def trigger(msg: InboundMessage) -> str:
 
 
 def parse_dtm(value: str) -> datetime | None:
-    """An HL7 DTM/TS value as a naive UTC datetime, or None when it is not one.
+    """An HL7 DTM/TS value as a naive UTC datetime, or None when it is not one (or its year is
+    outside `YEARS`).
 
     With a `+/-ZZZZ` offset the value is converted to UTC; without one it is taken as UTC.
     """
@@ -68,6 +77,8 @@ def parse_dtm(value: str) -> datetime | None:
     if m is None:
         return None
     year, month, day, hour, minute, second, frac, sign, off_h, off_m = m.groups()
+    if int(year) not in YEARS:
+        return None
     micro = int((frac or "0")[:6].ljust(6, "0"))
     try:
         when = datetime(int(year), int(month or 1), int(day or 1), int(hour or 0),
@@ -98,8 +109,9 @@ def read_nm(msg: InboundMessage, path: str, where: Location) -> Decimal | None:
     value = text(msg, path)
     if not value:
         return None
-    if not _NM.fullmatch(value):
-        raise BadValue(f"{_name(where)} is not an HL7 number", where)
+    if len(value) > NM_MAX_CHARS or not _NM.fullmatch(value):
+        raise BadValue(f"{_name(where)} is not an HL7 number (ASCII digits, at most "
+                       f"{NM_MAX_CHARS} characters)", where)
     return Decimal(value)
 
 

@@ -62,6 +62,9 @@ START_FIELDS = (
 # Duration units (SCH-10.1, AIS-8.1) → minutes; empty means minutes.
 UNIT_MINUTES = {"": 1, "MIN": 1, "MINS": 1, "MINUTE": 1, "MINUTES": 1,
                 "H": 60, "HR": 60, "HRS": 60, "HOUR": 60, "HOURS": 60}
+# The longest plausible appointment: a year (of 366 days).  Longer is a typo or a placeholder,
+# and it must not reach the ledger's INTEGER column.
+MAX_DURATION_MIN = 366 * 24 * 60
 
 
 def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
@@ -180,7 +183,11 @@ def _with_units(msg: InboundMessage, path: str, units_path: str, where: Location
         return None
     if amount < 0:
         raise BadValue(f"{where.segment}-{where.field} is a negative duration", where)
-    return round(amount * factor)
+    minutes = round(amount * factor)
+    if minutes > MAX_DURATION_MIN:
+        raise BadValue(f"{where.segment}-{where.field} is not a plausible duration "
+                       f"(more than {MAX_DURATION_MIN} minutes)", where)
+    return minutes
 
 
 def _sch_duration(msg: InboundMessage) -> int | None:
@@ -192,12 +199,15 @@ def _ais_duration(msg: InboundMessage) -> int | None:
 
 
 def _tq1_span(msg: InboundMessage) -> int | None:
-    """TQ1-8 end minus TQ1-7 start, when both are given and the end is not before the start."""
+    """TQ1-8 end minus TQ1-7 start, when both are given, the end is not before the start and
+    the span is no longer than `MAX_DURATION_MIN` (a longer one bounds a series of occurrences,
+    not one appointment's length: like an end before the start, it gives no duration)."""
     start = read_dtm(msg, "TQ1.7", Location("TQ1", 1, 7))
     end = read_dtm(msg, "TQ1.8", Location("TQ1", 1, 8))
     if start is None or end is None or end < start:
         return None
-    return round((end - start).total_seconds() / 60)
+    minutes = round((end - start).total_seconds() / 60)
+    return minutes if minutes <= MAX_DURATION_MIN else None
 
 
 _DURATION_SOURCES: tuple[tuple[str, Callable[[InboundMessage], int | None]], ...] = (

@@ -46,12 +46,13 @@ def _sequence(body: str, literal: str, delims: Delimiters, charset: str) -> str:
         return simple[body]
     if body == "P" and delims.truncation:
         return delims.truncation
-    if body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1:
-        try:
-            return bytes.fromhex(body[1:]).decode(charset, errors="replace")
-        except ValueError:
-            return literal
+    if body[:1] == "X" and len(body) > 1 and len(body) % 2 == 1 and _HEX.issuperset(body[1:]):
+        return bytes.fromhex(body[1:]).decode(charset, errors="replace")
     return literal
+
+
+# `\Xhh..\` is pairs of ASCII hex digits; `bytes.fromhex` would also skip spaces inside them.
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def escape(value: str, delims: Delimiters) -> str:

@@ -62,8 +62,17 @@ def read_header(msh: tuple[str, ...], d: Delimiters, charset: str) -> Header:
         version_raw=fields[12],
         accept_ack=leaf(fields[15]),
         application_ack=leaf(fields[16]),
-        charset_raw=fields[18],
+        # Blank as the parser reads it (no charset named) is no MSH-18 to echo.
+        charset_raw=fields[18] if charset_name(fields[18], d) else "",
     )
+
+
+def charset_name(msh18: str, d: Delimiters) -> str:
+    """The character set MSH-18 names, as the parser reads it: the first repetition's first
+    component and subcomponent, escapes decoded (`8859\\T\\1` with `/` as the subcomponent
+    separator), stripped; "" for none."""
+    name = msh18.split(d.repetition, 1)[0].split(d.component, 1)[0].split(d.subcomponent, 1)[0]
+    return (unescape(name, d, "ascii") if d.escape in name else name).strip()
 
 
 _USED = (3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)

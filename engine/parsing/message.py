@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from engine.parsing.header import Header
 
 _PATH = re.compile(
-    r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<segrep>\d+)\])?"
-    r"(?:\.(?P<field>\d+)(?:\[(?P<rep>\d+)\])?"
-    r"(?:\.(?P<comp>\d+)(?:\.(?P<sub>\d+))?)?)?$"
+    r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<segrep>[0-9]+)\])?"
+    r"(?:\.(?P<field>[0-9]+)(?:\[(?P<rep>[0-9]+)\])?"
+    r"(?:\.(?P<comp>[0-9]+)(?:\.(?P<sub>[0-9]+))?)?)?$"
 )
 
 

@@ -8,6 +8,7 @@ repetitions and escapes are resolved lazily, per leaf, by `InboundMessage`.
 from __future__ import annotations
 
 from engine.errors import BadEncodingCharacters, Location, NotHL7, UnsupportedCharset
+from engine.parsing.header import charset_name
 from engine.parsing.message import STANDARD, Delimiters, InboundMessage
 
 BOM = b"\xef\xbb\xbf"
@@ -46,14 +47,23 @@ def parse(raw: bytes) -> InboundMessage:
         data = data.lstrip(b"\r\n\t \x00")
     if not data.startswith(b"MSH") or len(data) < 8:
         raise NotHL7("no MSH segment at the start of the message")
+    # The MSH line ends where `_split` ends it: at the first CR when there is one (an LF before
+    # it is data), else at the first LF.  MSH-18 is then read from the same field the header
+    # and the ACK see.
     line_end = data.find(b"\r")
-    lf = data.find(b"\n", 0, line_end if line_end >= 0 else len(data))
-    if lf >= 0:
-        line_end = lf
+    if line_end < 0:
+        line_end = data.find(b"\n")
     msh = data[:line_end] if line_end >= 0 else data
     delims = _delimiters(msh)
-    text, codec = _decode(data, _charset(msh, delims))
-    return InboundMessage(_split(text, delims), delims, codec)
+    declared = _charset(msh, delims)
+    text, codec = _decode(data, declared)
+    segments = _split(text, delims)
+    if declared and _declared(segments[0], delims) != declared:
+        # A multi-byte charset (GB 18030, Big5, EUC-KR) can take an ASCII delimiter as the
+        # second byte of a character: the decoded MSH then has other fields than the bytes had.
+        raise UnsupportedCharset("the message does not read in the character set MSH-18 names",
+                                 Location("MSH", 1, 18))
+    return InboundMessage(segments, delims, codec)
 
 
 def _delimiters(msh: bytes) -> Delimiters:
@@ -75,8 +85,7 @@ def _charset(msh: bytes, delims: Delimiters) -> str:
     fields = msh.split(delims.field.encode("ascii"), 18)
     if len(fields) < 18:
         return ""
-    declared = fields[17].split(delims.repetition.encode("ascii"))[0]
-    name = declared.split(delims.component.encode("ascii"))[0].decode("ascii", "replace").strip()
+    name = charset_name(fields[17].decode("ascii", "replace"), delims)
     if not name:
         return ""
     codec = CHARSETS.get(name.upper())
@@ -84,6 +93,11 @@ def _charset(msh: bytes, delims: Delimiters) -> str:
         raise UnsupportedCharset("MSH-18 names a character set this engine does not read",
                                  Location("MSH", 1, 18))
     return codec
+
+
+def _declared(msh: tuple[str, ...], delims: Delimiters) -> str | None:
+    """The codec the decoded MSH-18 names (as `_charset` reads it from the bytes)."""
+    return CHARSETS.get(charset_name(msh[18] if len(msh) > 18 else "", delims).upper())
 
 
 def _decode(data: bytes, charset: str) -> tuple[str, str]:

@@ -31,7 +31,7 @@ from engine.routes.filters import check_path, kind
 
 Op = Literal["set", "copy", "delete", "map"]
 _OPS: tuple[Op, ...] = ("set", "copy", "delete", "map")
-_EXPLICIT_REP = re.compile(r"^[^.]+\.\d+\[")
+_EXPLICIT_REP = re.compile(r"^[^.]+\.[0-9]+\[")
 
 
 @dataclass(frozen=True, slots=True)

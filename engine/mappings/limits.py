@@ -1,0 +1,85 @@
+"""What the ledger can keep of each mapped field: the column sizes, and no NUL character.
+
+PostgreSQL refuses a longer value or a NUL in text, and the whole batch's commit fails (SQLite
+would keep either), so a change is checked before it reaches the ledger.  An identifier that
+does not fit is AE 102 at its field: cut or cleaned, it could match another one.  A descriptive
+code (priority, specialty, SCH-25) is cut to its column and loses its NULs instead, as SCH-25
+is cut (HL7-SPEC §6: local words, kept as sent where they fit).  Error texts name the field and
+the limit, never the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from engine.errors import Location
+from engine.mappings.changes import EI, AppointmentChange, BadValue, Change, ReferralChange
+
+ID_MAX = 199  # EI.1, EI.2, CX.1, CX.4.1, CX.4.2 (HL7 v2.7 ST lengths of the parts)
+OWNER_MAX = 227  # MSH-3 (HD)
+PRIORITY_MAX = 8
+SPECIALTY_MAX = 64
+FILLER_STATUS_MAX = 64  # SCH-25 as sent
+NUL = "\x00"
+
+
+def bounded(change: Change) -> Change:
+    """`change` with its descriptive codes cut to their columns; BadValue (102) for an
+    identifier longer than its column."""
+    if isinstance(change, ReferralChange):
+        _referral_ids(change)
+        return replace(change, priority=_code(change.priority, PRIORITY_MAX),
+                       specialty=_code(change.specialty, SPECIALTY_MAX))
+    _ids(Location("SCH", 1, 2), [change.key])
+    _ids(Location("SCH", 1, 26), change.placer_order_numbers)
+    _ids(Location("SCH", 1, 27), change.filler_order_numbers)
+    for name, keys in change.other_keys:
+        _ids(_location(name), keys)
+    return _appointment_cut(change)
+
+
+def _referral_ids(change: ReferralChange) -> None:
+    _ids(change.key_location, [change.key])
+    if len(change.owner) > OWNER_MAX or NUL in change.owner:
+        raise BadValue(f"MSH-3 is longer than {OWNER_MAX} characters or holds a NUL",
+                       Location("MSH", 1, 3))
+    _ids(Location("RF1", 1, 11), change.external_ids)
+    if change.filler_order_number is not None:
+        _ids(Location(change.key_location.segment, change.key_location.sequence, 3),
+             [change.filler_order_number])
+    pid = Location("PID", 1, 3)
+    for p in change.patient_ids:
+        if not all(_fits(part) for part in (p.id, p.authority, p.oid)):
+            raise BadValue(f"PID-3 is longer than {ID_MAX} characters per part or holds a NUL",
+                           pid)
+
+
+def _appointment_cut(change: AppointmentChange) -> AppointmentChange:
+    specialty = _code(change.specialty, SPECIALTY_MAX)
+    filler_status = _code(change.filler_status, FILLER_STATUS_MAX)
+    if (specialty, filler_status) == (change.specialty, change.filler_status):
+        return change
+    return replace(change, specialty=specialty, filler_status=filler_status)
+
+
+def _ids(where: Location, keys: Iterable[EI]) -> None:
+    for key in keys:
+        if not (_fits(key.id) and _fits(key.authority)):
+            raise BadValue(f"{where.segment}-{where.field} is longer than {ID_MAX} characters "
+                           f"per part or holds a NUL", where)
+
+
+def _fits(part: str) -> bool:
+    return len(part) <= ID_MAX and NUL not in part
+
+
+def _code(value: str, limit: int) -> str:
+    return value.replace(NUL, "")[:limit] if NUL in value else value[:limit]
+
+
+def _location(name: str) -> Location:
+    """`SCH-4` (a `ledger.link_fields` name) as a location."""
+    segment, _, field = name.partition("-")
+    number = field.split(".")[0]
+    return Location(segment, 1, int(number) if number.isascii() and number.isdigit() else 0)
