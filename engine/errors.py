@@ -150,6 +150,13 @@ class UnsupportedCharset(HL7Error):
     code = "103"
 
 
+class HeaderValueTooLong(HL7Error):
+    """An MSH field the engine keeps (MSH-3, MSH-4, MSH-10) is longer than it stores, or holds a
+    NUL: rejected (table 0357 104, value too long) before duplicate detection could be inexact."""
+
+    code = "104"
+
+
 class UnsupportedMessageType(HL7Error):
     code = "200"
 

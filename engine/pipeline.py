@@ -22,6 +22,7 @@ from engine.errors import (
     CommitFailed,
     ContentError,
     Disposition,
+    HeaderValueTooLong,
     HL7Error,
     InternalError,
     Location,
@@ -339,11 +340,12 @@ def _warn_conflicts(changes: list[Change], msg: InboundMessage) -> None:
 def _row(p: _Prepared) -> dict[str, Any]:
     v, job = p.verdict, p.job
     h = p.msg.header if p.msg is not None else None
-    control_id = h.control_id_raw if h else ""
-    sender = (h.sending_application, h.sending_facility) if h else ("", "")
+    control_id = _fit(h.control_id_raw, 199) if h else ""
+    sender = (_fit(h.sending_application, 227), _fit(h.sending_facility, 227)) if h else ("", "")
     msg_type = ""
     if h is not None:
         msg_type = f"{h.message_type}^{h.trigger}" if h.trigger else h.message_type
+    whole = v.code != HeaderValueTooLong.code  # a cut sender or id must never match another's
     return {
         "channel": job.channel.name,
         "received_at": job.received_at.replace(tzinfo=None),
@@ -351,10 +353,10 @@ def _row(p: _Prepared) -> dict[str, Any]:
         "sending_application": sender[0],
         "sending_facility": sender[1],
         "control_id": control_id,
-        "dedupe_key": "|".join((*sender, control_id)) if control_id else None,
-        "message_type": msg_type,
-        "version": h.version if h else "",
-        "processing_id": h.processing_id if h else "",
+        "dedupe_key": "|".join((*sender, control_id)) if control_id and whole else None,
+        "message_type": _fit(msg_type, 40),
+        "version": _fit(h.version, 16) if h else "",
+        "processing_id": _fit(h.processing_id, 8) if h else "",
         "size": len(job.raw),
         "digest": hashlib.sha256(job.raw).hexdigest(),
         "raw": job.raw,
@@ -370,6 +372,12 @@ def _row(p: _Prepared) -> dict[str, Any]:
         "last_retransmission_at": None,
         "ledger_effect": "",
     }
+
+
+def _fit(value: str, size: int) -> str:
+    """A header value as its column holds it: no NULs (PostgreSQL refuses them in text), at
+    most `size` characters.  Values that matter whole are checked before (validate.py)."""
+    return value.replace("\x00", "")[:size]
 
 
 def _verdict_of(row: dict[str, Any]) -> Verdict:

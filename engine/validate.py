@@ -9,6 +9,7 @@ from __future__ import annotations
 from engine.ack import Stage, Verdict
 from engine.config import Channel
 from engine.errors import (
+    HeaderValueTooLong,
     HL7Error,
     Location,
     RequiredHeaderFieldMissing,
@@ -29,8 +30,20 @@ def check_header(msg: InboundMessage, channel: Channel) -> Verdict | None:
     return Verdict(error.disposition, Stage.HEADER, error.code, error.location, error.reason)
 
 
+# The longest MSH-3, MSH-4 and MSH-10 the message store keeps whole (its column sizes): a
+# sender's identity and control id are the duplicate key, so they are never cut.
+SENDER_MAX, CONTROL_ID_MAX = 227, 199
+
+
 def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
     h = msg.header
+    for field, name, limit, value in (
+            (3, "sending application", SENDER_MAX, h.sending_application),
+            (4, "sending facility", SENDER_MAX, h.sending_facility),
+            (10, "message control id", CONTROL_ID_MAX, h.control_id_raw)):
+        if len(value) > limit or "\x00" in value:
+            return HeaderValueTooLong(f"MSH-{field} {name} is longer than {limit} characters "
+                                      "or holds a NUL", Location("MSH", 1, field))
     msh9 = Location("MSH", 1, 9)
     msg_type, trigger = h.message_type, h.trigger
     if not msg_type:

@@ -258,3 +258,27 @@ def test_accepted_connections_have_tcp_nodelay(reactor: Any) -> None:
             assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         blockingCallFromThread(reactor, port.stopListening)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("control_id", b"C" * 200), ("sender", b"S" * 228), ("control_id", b"C1\x00"),
+    ("version", b"2.5.1" + b"9" * 40), ("type", b"REF" * 30 + b"^I12")])
+def test_an_overlong_header_value_costs_only_its_frame(db_url: str, field: str,
+                                                       value: bytes) -> None:
+    """An MSH-3/4 or MSH-10 longer than the store keeps (or holding a NUL) is AR 104 at its
+    field; other header values are stored cut to their columns.  On PostgreSQL, which refuses
+    a value longer than its column, this once failed the whole batch (AE 207 for every frame):
+    now the valid message beside it is AA."""
+    head = {"control_id": b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|%s|P|2.5.1\r",
+            "sender": b"MSH|^~\\&|%s|B|C|D|20260101||REF^I12|X2|P|2.5.1\r",
+            "version": b"MSH|^~\\&|A|B|C|D|20260101||REF^I12|X3|P|%s\r",
+            "type": b"MSH|^~\\&|A|B|C|D|20260101||%s|X4|P|2.5.1\r"}[field] % value
+    pipeline = Pipeline(open_database(db_url), {"referrals": AckBuilder("REFTRACK", "HUB")},
+                        clock=lambda: NOW)
+    results = pipeline.process_batch([_job(head), _job(sample_payload("siu_s12_v251.hl7"))])
+    first, second = (parse(r.acks[0]) for r in results)
+    assert first["MSA.1"] == "AR" and second["MSA.1"] == "AA"
+    if field in ("control_id", "sender"):
+        assert first["ERR.3"] == "104"
+    assert all(r.committed for r in results)
+    pipeline.close()
