@@ -26,6 +26,7 @@ ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
 # priority, or none, gets routine's.
 DEFAULT_DEADLINES: dict[str, float] = {"S": 1, "A": 2, "R": 14}
 DEFAULT_WINDOW_DAYS = 180  # when RF1-8 is empty (HL7-SPEC §9.5)
+DEFAULT_SWEEP_INTERVAL_MINUTES = 60  # `run` sweeps at start, then this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class LedgerSettings:
 
     default_window_days: int = DEFAULT_WINDOW_DAYS
     deadlines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+    sweep_interval_minutes: int = DEFAULT_SWEEP_INTERVAL_MINUTES
 
     def due(self, received: datetime, priority: str) -> datetime:
         return received + timedelta(days=self.deadlines.get(priority.upper(),
