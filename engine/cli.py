@@ -287,7 +287,8 @@ def _time_rules(config: Config) -> str:
     days = config.retention.message_bodies_days
     bodies = f"purged after {days:g} days" if days else "kept for ever"
     return (f"ledger: window {config.ledger.default_window_days} days when RF1-8 is empty, "
-            f"deadlines to be scheduled {deadlines} days; message bodies {bodies}")
+            f"deadlines to be scheduled {deadlines} days, swept every "
+            f"{config.ledger.sweep_interval_minutes} minutes; message bodies {bodies}")
 
 
 def _outbound_summary(config: Config) -> list[str]:
@@ -356,9 +357,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             exit_code[0] = EXIT_CONFIG
             _stop(r)
             return
-        sweeper.start(86400, now=True)  # at start, then daily
+        sweeper.start(60 * config.ledger.sweep_interval_minutes, now=True)  # at start too
         if purger is not None:
-            purger.start(86400, now=True)  # the same: at start, then daily
+            purger.start(86400, now=True)  # at start, then daily
 
     r.callWhenRunning(start)
     r.addSystemEventTrigger("before", "shutdown", top.stopService)
@@ -450,7 +451,7 @@ def _stop_on_signals(reactor: Any) -> None:
 
 
 def _sweep_in_thread(reactor: Any, db: Any, config: Config) -> Any:
-    """The daily sweep (expiry, overdue, their referral events), off the reactor, on its own
+    """The periodic sweep (expiry, overdue, their referral events), off the reactor, on its own
     connection."""
     from twisted.internet.threads import deferToThreadPool
 
@@ -964,7 +965,7 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """The daily sweep by hand: it changes referrals, so it is audited (`audit.sweep`)."""
+    """The periodic sweep by hand: it changes referrals, so it is audited (`audit.sweep`)."""
     from engine.logs import audit, configure_logging
 
     config = _config_if_any(args)

@@ -23,7 +23,12 @@ from typing import Any
 import yaml
 
 from engine.errors import EngineError
-from engine.ledger.apply import DEFAULT_DEADLINES, DEFAULT_WINDOW_DAYS, LedgerSettings
+from engine.ledger.apply import (
+    DEFAULT_DEADLINES,
+    DEFAULT_SWEEP_INTERVAL_MINUTES,
+    DEFAULT_WINDOW_DAYS,
+    LedgerSettings,
+)
 from engine.ledger.lifecycle import EVENT_NAMES
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules, link_name
 from engine.routes.filters import When, check_path, parse_when
@@ -569,11 +574,14 @@ def _suggest(problem: str) -> str:
 
 
 def _ledger(raw: Any, r: _Reader) -> LedgerSettings:
-    """`ledger: {default_window_days, deadlines_days: {PRIORITY: days}}`; the deadlines given
-    replace those defaults, the others stay."""
-    m = r.mapping(raw, "ledger", {"default_window_days", "deadlines_days"})
+    """`ledger: {default_window_days, deadlines_days: {PRIORITY: days}, sweep_interval_minutes}`;
+    the deadlines given replace those defaults, the others stay."""
+    m = r.mapping(raw, "ledger", {"default_window_days", "deadlines_days",
+                                  "sweep_interval_minutes"})
     window = r.number(m.get("default_window_days"), "ledger.default_window_days",
                       DEFAULT_WINDOW_DAYS, 1, 36500)
+    interval = r.number(m.get("sweep_interval_minutes"), "ledger.sweep_interval_minutes",
+                        DEFAULT_SWEEP_INTERVAL_MINUTES, 1, 10080)
     deadlines = dict(DEFAULT_DEADLINES)
     table = m.get("deadlines_days")
     if table is not None and not isinstance(table, dict):
@@ -585,7 +593,7 @@ def _ledger(raw: Any, r: _Reader) -> LedgerSettings:
                 r.problem(path, "expected a priority code (RF1-2.1 / ORC-7), e.g. S, A or R")
             elif (found := _days(days, path, 3650, r)) is not None:
                 deadlines[code.upper()] = found
-    return LedgerSettings(window, deadlines)
+    return LedgerSettings(window, deadlines, interval)
 
 
 def _retention(raw: Any, r: _Reader) -> Retention:

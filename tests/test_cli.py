@@ -176,10 +176,12 @@ def test_log_has_no_patient_data(running: Engine) -> None:
                 assert leaf not in text
 
 
-def test_show_lists_the_ledger_changes_a_message_made(running: Engine) -> None:
+def test_show_lists_the_ledger_changes_a_message_made(running: Engine, tmp_path: Path) -> None:
     """`show ID --json` traces a message to every ledger change it made."""
-    _cli("send", str(SAMPLES / "ref_i12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
-         config=running.config)
+    ref = tmp_path / "ref.hl7"  # the sample, with a window that has not ended (RF1-8)
+    ref.write_bytes((SAMPLES / "ref_i12_v251.hl7").read_bytes().replace(b"|20260712|",
+                                                                          b"|20991231|"))
+    _cli("send", str(ref), "--to", f"127.0.0.1:{running.port}", config=running.config)
     shown = json.loads(_cli("show", "1", "--json", config=running.config).stdout)
     assert shown["ledger_effect"] == "referral MFP-R-1001^PCPEHR new→pending"
     assert [(c["referral"], c["event"], c["status_before"], c["status_after"])

@@ -504,7 +504,7 @@ def test_cli_check_config_shipped_file_ok() -> None:
         "channel referrals: listens on 0.0.0.0:2575, accepts 26 message types, versions "
         "2.3, 2.3.1, 2.4, 2.5, 2.5.1, 2.6, 2.7, 2.7.1, 2.8, 2.8.1, 2.8.2, validation lenient\n"
         "ledger: window 180 days when RF1-8 is empty, deadlines to be scheduled S 1, A 2, R 14 "
-        "days; message bodies kept for ever\n"
+        "days, swept every 60 minutes; message bodies kept for ever\n"
         f"channels.yaml: OK (1 channel(s), database sqlite:///{ROOT / 'var' / 'engine.db'})\n"
     )
 
@@ -584,7 +584,8 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
         "    transform: [{set: {MSH.5: SPEC}}]\n"
         "    to: [spec, arch]\n"
         "  - {name: loop, on: [referral.scheduled, referral.closed], to: [arch]}\n"
-        "ledger: {default_window_days: 90, deadlines_days: {S: 0.25, P: 3}}\n"
+        "ledger: {default_window_days: 90, deadlines_days: {S: 0.25, P: 3},"
+        " sweep_interval_minutes: 15}\n"
         "retention: {message_bodies_days: 365}\n"
     )
     result = run_cli("check-config", "--config", str(path))
@@ -600,7 +601,7 @@ def test_cli_check_config_summarizes_destinations_routes_and_processes(tmp_path:
         "route loop: on referral.scheduled, referral.closed to arch",
         "processes: 2 (the main one accepts and delivers, 1 ingests)",
         "ledger: window 90 days when RF1-8 is empty, deadlines to be scheduled S 0.25, A 2, "
-        "R 14, P 3 days; message bodies purged after 365 days",
+        "R 14, P 3 days, swept every 15 minutes; message bodies purged after 365 days",
         f"{path}: OK (1 channel(s), database sqlite:///{tmp_path / 'var' / 'engine.db'})",
     ]
 
@@ -658,13 +659,16 @@ def test_ledger_time_rules_default_and_override() -> None:
     default = parse_config({"channels": [channel()]})
     assert default.ledger.default_window_days == 180
     assert default.ledger.deadlines == {"S": 1, "A": 2, "R": 14}
+    assert default.ledger.sweep_interval_minutes == 60
     assert default.retention.message_bodies_days is None
     config = parse_config({"channels": [channel()],
                            "ledger": {"default_window_days": 90,
-                                      "deadlines_days": {"s": 0.25, "P": 3}},
+                                      "deadlines_days": {"s": 0.25, "P": 3},
+                                      "sweep_interval_minutes": 10080},
                            "retention": {"message_bodies_days": 30}})
     assert config.ledger.default_window_days == 90
     assert config.ledger.deadlines == {"S": 0.25, "A": 2, "R": 14, "P": 3}
+    assert config.ledger.sweep_interval_minutes == 10080
     assert config.retention.message_bodies_days == 30
 
 
@@ -675,7 +679,8 @@ def test_ledger_and_retention_problems_name_their_path() -> None:
                    "grace": 1},
         "retention": {"message_bodies_days": 0},
     }) == [
-        "ledger.grace: unknown key (expected one of: deadlines_days, default_window_days)",
+        "ledger.grace: unknown key (expected one of: deadlines_days, default_window_days, "
+        "sweep_interval_minutes)",
         "ledger.default_window_days: expected an integer in 1-36500, got 0",
         "ledger.deadlines_days.S: expected a number of days above 0 and at most 3650, got -1",
         "ledger.deadlines_days.A: expected a number of days above 0 and at most 3650, "
@@ -689,3 +694,13 @@ def test_ledger_and_retention_problems_name_their_path() -> None:
         "ledger.deadlines_days: expected a mapping of priority: days, e.g. {S: 1}",
         "retention: expected a mapping, got a string",
     ]
+
+
+@pytest.mark.parametrize("minutes", [0, 10081, 1.5, "hourly", True])
+def test_sweep_interval_out_of_range_names_its_path(minutes: Any) -> None:
+    """`ledger.sweep_interval_minutes` is a whole number of minutes from 1 to 10080 (a week);
+    anything else is a problem at its YAML path."""
+    assert problems({"channels": [channel()], "ledger": {"sweep_interval_minutes": minutes}}) == [
+        f"ledger.sweep_interval_minutes: expected an integer in 1-10080, got {minutes!r}"]
+    assert parse_config({"channels": [channel()], "ledger": {"sweep_interval_minutes": 1}}
+                        ).ledger.sweep_interval_minutes == 1

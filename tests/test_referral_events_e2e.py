@@ -67,7 +67,7 @@ def test_status_changes_reach_the_referrer_as_rri_i12(tmp_path: Path, db_url: st
     config = write_config(tmp_path, db_url, top={
         "destinations": [{"name": "pcp-ehr", "type": "file", "directory": str(out)}],
         "routes": [{"name": "loop-back-to-referrer", "on": EVENTS, "to": ["pcp-ehr"]}]})
-    ref = sample_payload("ref_i12_v251.hl7")
+    ref = _ref("MFP-R-1001", "20991231").replace(b"C-MFP-R-1001", b"REF-I12-V251")
     closing = sample_payload("rri_i12_v251.hl7").replace(b"RRI-I12-V251", b"RRI-CLOSE").replace(
         b"\rNTE|", b"\rOBR|1|||11488-4^Consult note^LN\rNTE|", 1)
     engine = Engine(config).start()
@@ -115,9 +115,11 @@ def test_sweep_sends_expired_and_overdue_once(tmp_path: Path, db_url: str) -> No
     engine = Engine(config).start()
     db = open_database(db_url)
     try:
-        assert _send(engine.port, [_ref("R-OLD", "20200101"), _ref("R-LATE", "20991231")]) \
+        assert _send(engine.port, [_ref("R-OLD", "20991231"), _ref("R-LATE", "20991231")]) \
             == ["AA", "AA"]
-        with db.begin() as conn:
+        with db.begin() as conn:  # R-OLD's window ends, R-LATE's deadline passes, after receipt
+            conn.execute(update(referrals).where(referrals.c.key_id == "R-OLD")
+                         .values(window_end=datetime(2020, 1, 1)))
             conn.execute(update(referrals).where(referrals.c.key_id == "R-LATE")
                          .values(due_at=datetime(2020, 1, 1, 8, 0)))
         first, second = _cli(config, "sweep"), _cli(config, "sweep")

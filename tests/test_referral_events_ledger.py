@@ -111,7 +111,12 @@ def test_a_bug_building_one_messages_event_spares_the_batch(
 def test_concurrent_sweeps_mark_a_referral_overdue_once(pg_url: str) -> None:
     """Two engine processes sweeping one PostgreSQL: while one sweep holds its uncommitted
     overdue mark, the other waits on the referral's row lock, then finds the mark and reports
-    nothing, so `referral.overdue` is emitted once."""
+    nothing, so `referral.overdue` is emitted once.
+
+    The first sweep commits only once PostgreSQL's lock manager says the second one's backend
+    is blocked by it (`pg_blocking_pids`, read live, not from the per-transaction statistics
+    snapshot), so the interleaving is the same however slow the machine is."""
+    import queue
     import threading
     import time
 
@@ -129,27 +134,34 @@ def test_concurrent_sweeps_mark_a_referral_overdue_once(pg_url: str) -> None:
     first: list[tuple[int, str]] = []
     second: list[tuple[int, str]] = []
     outcome: list[list[str]] = []
+    backend: queue.Queue[int] = queue.Queue()
     holder = db.connect()
     held = holder.begin()
+    holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
     assert mark_overdue(holder, now, first) == ["referral R-LATE^PCPEHR pending, overdue"]
 
     def other_sweep() -> None:
         with db.begin() as conn:
+            backend.put(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
             outcome.append(mark_overdue(conn, now, second))
 
     thread = threading.Thread(target=other_sweep)
     thread.start()
-    deadline = time.monotonic() + 10
     blocked = False
-    with db.connect() as watcher:
-        while not blocked and time.monotonic() < deadline:
-            blocked = bool(watcher.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()")).scalar())
-            time.sleep(0.05)
-    held.commit()
-    holder.close()
-    thread.join(30)
+    try:
+        other_pid = backend.get(timeout=120)
+        hang_guard = time.monotonic() + 120  # not a timing assert: only stops a hung test
+        with db.connect() as watcher:
+            while not blocked and thread.is_alive() and time.monotonic() < hang_guard:
+                blocked = bool(watcher.execute(
+                    text("SELECT :holder = ANY(pg_blocking_pids(:other))"),
+                    {"holder": holder_pid, "other": other_pid}).scalar())
+                watcher.rollback()
+                time.sleep(0.01)
+    finally:
+        held.commit()
+        holder.close()
+        thread.join(120)
     assert blocked, "the second sweep must wait for the first one's row lock"
     assert (outcome, [e for _, e in first], second) == ([[]], ["referral.overdue"], [])
 

@@ -6,7 +6,7 @@ PostgreSQL.
 Timeline (day N = BASE + N days, the pipeline's clock, so received_at and history times):
 story file `NNN_…` at day NNN // 10; R-OLD at day -1 and R-LATE at day 40 (outside the cohort
 [day 0, day 40)); R-EDGE at day 0 (on the boundary: inside); at day 39 QUEBEC's order is
-cancelled after it was completed, and R-EXP (specialty `neuro`, RF1-8 long past) arrives; at day
+cancelled after it was completed, and R-EXP (specialty `neuro`, RF1-8 at day 42) arrives; at day
 41 the operator links VICTOR's ambiguous booking; the report runs at day 45, after the sweep
 expired R-EXP.
 """
@@ -89,7 +89,7 @@ def build_ledger(url: str) -> Engine:
     for name in sorted(p.name for p in STORY.glob("*.hl7")):
         at(int(name[:3]) // 10, _story(name))
     at(39, _quebec_cancelled())
-    at(39, _ref("R-EXP", None, specialty="neuro"))
+    at(39, _ref("R-EXP", "20261013", specialty="neuro"))  # RF1-8: day 42
     at(40, _ref("R-LATE"))
     pipeline.close()
     with db.begin() as conn:

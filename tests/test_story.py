@@ -9,9 +9,10 @@ appointment fails the test as surely as a wrong status.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,25 @@ AE = {
 }
 NO_ACK = frozenset({"060_omg_o19_nene_sierra.hl7"})
 
+# The story is dated September 2026 to March 2027 and replayed now, on the wall clock: a
+# referral received after its window ended would be expired on arrival (docs/ledger.md "Late
+# arrivals").  So every date in it is moved on by whole years, to begin next year.
+YEARS = max(0, datetime.now(UTC).year + 1 - 2026)
+_DATE = re.compile(rb"(?<![0-9])(202[67])(?=[0-9]{4})")
+
+
+def later(date: str) -> str:
+    """An ISO date or date-time of the story, moved on by YEARS."""
+    return f"{int(date[:4]) + YEARS}{date[4:]}"
+
 AMBIGUOUS, CHOSEN = "ST-A-6501^SCHED", "ST-R-2007^PCPEHR"
 
 
 def payload(name: str) -> bytes:
-    """A story file as a sender puts it on the wire: LF segment ends become CR."""
-    return (STORY / name).read_bytes().replace(b"\n", b"\r")
+    """A story file as a sender puts it on the wire: LF segment ends become CR; every date (an
+    HL7 DTM from 2026 or 2027) moved on by YEARS."""
+    raw = (STORY / name).read_bytes().replace(b"\n", b"\r")
+    return _DATE.sub(lambda m: str(int(m[1]) + YEARS).encode(), raw)
 
 
 def expected_acks(name: str) -> list[tuple[str, str, str]]:
@@ -72,7 +86,8 @@ def _referral(rid: str, status: str, source: str, priority: str, specialty: str,
               patients: list[str], appointments: list[str], window: tuple[str, str] | None,
               diagnoses: list[str], *, external: list[str] | None = None,
               filler: str | None = None, review: bool = False) -> dict[str, Any]:
-    start, end = (f"{window[0]}T00:00:00", f"{window[1]}T00:00:00") if window else (None, None)
+    start, end = ((f"{later(window[0])}T00:00:00", f"{later(window[1])}T00:00:00") if window
+                  else (None, None))
     return {"id": rid, "status": status, "source": source, "priority": priority,
             "specialty": specialty, "patient_ids": patients, "external_ids": external or [],
             "filler_order_number": filler, "appointments": appointments, "window_start": start,
@@ -117,7 +132,7 @@ def _appointment(aid: str, status: str, start: str, minutes: int, specialty: str
                  patients: list[str], referral: str | None = None, via: str | None = None,
                  *, match: str | None = None, candidates: list[str] | None = None
                  ) -> dict[str, Any]:
-    return {"id": aid, "status": status, "start": start, "duration_min": minutes,
+    return {"id": aid, "status": status, "start": later(start), "duration_min": minutes,
             "specialty": specialty, "match": match or ("matched" if referral else "unmatched"),
             "referral": referral, "via": via, "candidates": candidates or [],
             "patient_ids": patients}

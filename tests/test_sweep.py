@@ -29,6 +29,7 @@ CHANNEL = parse_config({"channels": [{
     "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12-I15", "SIU^S12-S26"]}]}
 ).channels[0]
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+RECEIVED = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)  # before every window below ends
 
 
 def _ref(key: str, window_end: str | None) -> bytes:
@@ -42,10 +43,12 @@ def test_sweep_expires_past_window_and_default_window(db_url: str) -> None:
     """Pending/accepted referrals past RF1-8, or past received + 180 days when RF1-8 is empty,
     become expired with a history row; others stay; a second sweep changes nothing."""
     db = open_database(db_url)
-    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    clock = [RECEIVED]  # R-PAST arrives inside its window, the others now
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: clock[0])
+    pipeline.process_batch([Job(CHANNEL, _ref("R-PAST", "20260301"), "x", RECEIVED)])
+    clock[0] = NOW
     pipeline.process_batch([Job(CHANNEL, _ref(k, end), "x", NOW) for k, end in (
-        ("R-PAST", "20260301"), ("R-FUTURE", "20270301"), ("R-NOEND", None),
-        ("R-NOEND-OLD", None))])
+        ("R-FUTURE", "20270301"), ("R-NOEND", None), ("R-NOEND-OLD", None))])
     pipeline.close()
     with db.begin() as conn:
         conn.execute(update(referrals).where(referrals.c.key_id == "R-NOEND-OLD")
@@ -91,7 +94,7 @@ def test_a_backlog_is_swept_in_small_transactions(db_url: str, monkeypatch: obje
 
     monkeypatch.setattr(sweeping, "CHUNK", 2)  # type: ignore[attr-defined]
     db = open_database(db_url)
-    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW - timedelta(days=30))
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: RECEIVED)
     pipeline.process_batch([Job(CHANNEL, _ref(f"R-{n}", "20260301"), "x", NOW)
                             for n in range(5)] + [Job(CHANNEL, _ref("R-OPEN", "20270301"),
                                                       "x", NOW)])

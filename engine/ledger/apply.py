@@ -26,6 +26,7 @@ ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
 # priority, or none, gets routine's.
 DEFAULT_DEADLINES: dict[str, float] = {"S": 1, "A": 2, "R": 14}
 DEFAULT_WINDOW_DAYS = 180  # when RF1-8 is empty (HL7-SPEC §9.5)
+DEFAULT_SWEEP_INTERVAL_MINUTES = 60  # `run` sweeps at start, then this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class LedgerSettings:
 
     default_window_days: int = DEFAULT_WINDOW_DAYS
     deadlines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+    sweep_interval_minutes: int = DEFAULT_SWEEP_INTERVAL_MINUTES
 
     def due(self, received: datetime, priority: str) -> datetime:
         return received + timedelta(days=self.deadlines.get(priority.upper(),
@@ -55,8 +57,11 @@ class Context:
     events: list[tuple[int, str]] | None = None
 
     def emit(self, referral_id: int, status: str) -> None:
+        self.emit_event(referral_id, lc.EVENT_PREFIX + status)
+
+    def emit_event(self, referral_id: int, event: str) -> None:
         if self.events is not None:
-            self.events.append((referral_id, lc.EVENT_PREFIX + status))
+            self.events.append((referral_id, event))
 
     def record(self, **values: Any) -> None:
         self.history.append(store.event_row(at=self.now, message_id=self.message_id,
@@ -129,29 +134,68 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
     ctx.effects.append(_effect("referral", ch.key.text, row["status"], after, ch.event))
     if after != row["status"]:
         ctx.emit(rid, after)
+    if "due_at" in details:  # a new priority: its deadline may have passed already
+        _overdue_on_arrival(ctx, rid, ch.key, after, details["due_at"])
     for key in added:
         _link_orphans(ctx, rid, key)
 
 
 def _open(ctx: Context, ch: ReferralChange) -> None:
     status = lc.opening_status(ch.status_code)
+    rule = "§7 new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else "")
+    keys = _unique([(ORIGINATING.get(ch.source, "ORC-2"), ch.key), *_extra_keys(ch)])
+    late = _expired_on_arrival(ctx, ch.window_end, keys)
+    if late:
+        status, rule = lc.EXPIRED, f"new referral received after its window ended ({late})"
+    due = ctx.settings.due(ctx.now, ch.priority)
     values = {
         "key_id": ch.key.id, "key_authority": ch.key.authority, "source": ch.source,
         "owner": ch.owner, "status": status, "received_at": ctx.now, "updated_at": ctx.now,
-        "due_at": ctx.settings.due(ctx.now, ch.priority),
-        "providers": "[]", "diagnoses": "[]", "priority": "", "specialty": "",
+        "due_at": due, "providers": "[]", "diagnoses": "[]", "priority": "", "specialty": "",
     }
     values.update(_details(ch))
     rid = store.add_referral(ctx.conn, values)
-    keys = _unique([(ORIGINATING.get(ch.source, "ORC-2"), ch.key), *_extra_keys(ch)])
     store.insert_keys(ctx.conn, rid, keys)
     store.insert_patients(ctx.conn, rid, c.merge_patient_ids(sorted(set(ch.patient_ids))))
-    ctx.record(referral_id=rid, event=f"{ch.trigger} open", before=None, after=status,
-               rule="§7 new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else ""))
-    ctx.effects.append(f"referral {ch.key.text} new→{status}")
+    ctx.record(referral_id=rid, event=f"{ch.trigger} open", before=None, after=status, rule=rule)
+    ctx.effects.append(f"referral {ch.key.text} new→{status}"
+                       + (" (received after its window ended)" if late else ""))
     ctx.emit(rid, status)
+    _overdue_on_arrival(ctx, rid, ch.key, status, due)
     for _kind, key in keys:
         _link_orphans(ctx, rid, key)
+
+
+def _expired_on_arrival(ctx: Context, window_end: datetime | None,
+                        keys: list[tuple[str, EI]]) -> str:
+    """A new referral whose window had ended when it arrived is expired at once, as the next
+    sweep would expire it: unless an appointment booked before it (an orphan carrying one of
+    its keys) is waiting, which makes it scheduled instead.  The window end as text, or ""."""
+    if window_end is None or not lc.window_ended(window_end, ctx.now):
+        return ""
+    for _kind, key in keys:
+        if any(appt["status"] == c.BOOKED for appt, _via in store.orphans_for(ctx.conn, key)):
+            return ""
+    return f"{window_end:%Y-%m-%d %H:%M} UTC"
+
+
+def _overdue_on_arrival(ctx: Context, rid: int, key: EI, status: str, due: datetime) -> None:
+    """A message that sets a deadline already past (an update raising the priority of a
+    referral received long ago) makes the referral overdue at once, with the mark and event
+    the sweep gives (`sweep overdue`, `referral.overdue`), once per referral."""
+    if not lc.overdue(status, due, ctx.now) or _marked_overdue(ctx, rid):
+        return
+    ctx.record(referral_id=rid, event=store.OVERDUE_MARK, before=status, after=status,
+               rule=f"past its deadline to be scheduled ({due:%Y-%m-%d %H:%M} UTC) "
+                    "when the message arrived")
+    ctx.effects.append(f"referral {key.text} {status}, overdue")
+    ctx.emit_event(rid, lc.OVERDUE_EVENT)
+
+
+def _marked_overdue(ctx: Context, rid: int) -> bool:
+    """Has the referral its overdue mark, stored or waiting in this batch's history?"""
+    return any(h["referral_id"] == rid and h["event"] == store.OVERDUE_MARK
+               for h in ctx.history) or bool(store.marked_overdue(ctx.conn, [rid]))
 
 
 def _unique(keys: list[tuple[str, EI]]) -> list[tuple[str, EI]]:

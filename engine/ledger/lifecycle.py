@@ -6,6 +6,8 @@ expired, closed.  Terminal ones take no further change; their events are still r
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from engine.mappings import changes as c
 
 PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
@@ -18,6 +20,7 @@ TERMINAL = frozenset({REJECTED, CANCELLED, EXPIRED, CLOSED})
 OPEN = frozenset({PENDING, ACCEPTED, SCHEDULED, RESCHEDULED, NO_SHOW})
 MATCHABLE = frozenset({PENDING, ACCEPTED, NO_SHOW})  # fallback candidates (§6, §9.6)
 BOOKED_STATES = frozenset({SCHEDULED, RESCHEDULED})
+WAITING = frozenset({PENDING, ACCEPTED})  # the statuses the time rules act on
 
 # Referral events, for `on:` routes: `referral.<status>` whenever a referral reaches a status
 # (its opening one included), and `referral.overdue` from the sweep, once per referral.
@@ -39,6 +42,18 @@ _REFERRAL_RULES: dict[str, tuple[frozenset[str], str, str]] = {
 def opening_status(status_code: str) -> str:
     """A new referral is pending, or accepted when RF1-1 says A."""
     return ACCEPTED if status_code.upper() == "A" else PENDING
+
+
+def window_ended(window_end: datetime | None, now: datetime) -> bool:
+    """Has the referral's window (RF1-8, or TQ1-8 for orders) ended by `now`?  The sweep's own
+    test, so a referral that arrives late is expired exactly when the sweep would expire it."""
+    return window_end is not None and window_end < now
+
+
+def overdue(status: str, due_at: datetime | None, now: datetime) -> bool:
+    """Is a referral in `status` past its deadline to be scheduled (`due_at`) at `now`?  The
+    sweep's own test: only pending and accepted referrals can be overdue."""
+    return status in WAITING and due_at is not None and due_at < now
 
 
 def referral_transition(status: str, event: str) -> tuple[str, str]:

@@ -1,5 +1,6 @@
 """The ledger's time rules (README "Time rules"), run by `hl7-engine sweep` and by `run` at start
-and then daily: expiry past the window, and the once-only overdue notice.
+and then every `ledger.sweep_interval_minutes`: expiry past the window, and the once-only overdue
+notice.
 
 Both record history rows and, when `events` is given (an `on:` route exists), the referral
 events they cause: `referral.expired`, `referral.overdue`.
