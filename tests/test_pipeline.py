@@ -20,7 +20,7 @@ from engine.store.schema import messages
 CHANNEL = parse_config({"channels": [{
     "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12-I15", "SIU^S12-S26", "ORM^O01"],
     "ack": {"application": "REFTRACK", "facility": "HUB"}}]}).channels[0]
-NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2026-07-12)
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2036-07-12)
 
 
 def _pipeline(url: str) -> tuple[Pipeline, object]:

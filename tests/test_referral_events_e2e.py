@@ -54,7 +54,7 @@ def _ref(key: str, window_end: str) -> bytes:
     """ref_i12_v251 with its own RF1-6, MSH-10 and RF1-8."""
     raw = sample_payload("ref_i12_v251.hl7").replace(b"MFP-R-1001", key.encode())
     raw = raw.replace(b"REF-I12-V251", f"C-{key}".encode())
-    return raw.replace(b"|20260712|", f"|{window_end}|".encode())
+    return raw.replace(b"|20360712|", f"|{window_end}|".encode())
 
 
 def test_status_changes_reach_the_referrer_as_rri_i12(tmp_path: Path, db_url: str) -> None:

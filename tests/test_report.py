@@ -60,7 +60,7 @@ def _ref(key: str, window_end: str | None = "20270301", specialty: str = "NEURO"
     raw = raw.replace(b"REF-I12-V251", f"C-{key}".encode())
     raw = raw.replace(b"|NEURO^^^SOUTHHOSP|", f"|{specialty}^^^SOUTHHOSP|".encode())
     raw = raw.replace(b"|R^Routine^HL70280|", f"|{priority}^HL70280|".encode())
-    return raw if window_end is None else raw.replace(b"|20260712|", f"|{window_end}|".encode())
+    return raw if window_end is None else raw.replace(b"|20360712|", f"|{window_end}|".encode())
 
 
 def _story(name: str) -> bytes:

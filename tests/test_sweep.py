@@ -36,7 +36,7 @@ def _ref(key: str, window_end: str | None) -> bytes:
     """ref_i12_v251 with its own RF1-6 and RF1-8 (None empties RF1-8)."""
     raw = sample_payload("ref_i12_v251.hl7").replace(b"MFP-R-1001", key.encode())
     raw = raw.replace(b"REF-I12-V251", f"C-{key}".encode())
-    return raw.replace(b"|20260712|", f"|{window_end or ''}|".encode())
+    return raw.replace(b"|20360712|", f"|{window_end or ''}|".encode())
 
 
 def test_sweep_expires_past_window_and_default_window(db_url: str) -> None:
