@@ -604,7 +604,9 @@ def _http(raw: Any, channels: list[tuple[int, Channel]], r: _Reader) -> Http:
     """`http: {listen: {host, port}, tls: {cert, key, client_ca}}`; its port must not be a
     channel's on the same address."""
     m = r.mapping(raw, "http", {"listen", "tls"})
-    if raw is None or "listen" not in m:
+    if raw is not None and not isinstance(raw, dict):
+        return Http()
+    if "listen" not in m:
         r.problem("http.listen", "required (listen: {host: 127.0.0.1, port: 8080})")
     listen = r.mapping(m.get("listen"), "http.listen", {"host", "port"})
     if "listen" in m and "port" not in listen:

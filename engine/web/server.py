@@ -168,8 +168,6 @@ def root(web: HttpService) -> Resource:
 class Healthz(Resource):
     """200 `ok` while the process runs (and its reactor answers)."""
 
-    isLeaf = True
-
     def render_GET(self, request: Any) -> bytes:  # noqa: N802 - Twisted's interface
         _headers(request, b"text/plain; charset=utf-8")
         return b"ok\n"
@@ -177,8 +175,6 @@ class Healthz(Resource):
 
 class Readyz(Resource):
     """200 when every check passes, else 503; the body names each check."""
-
-    isLeaf = True
 
     def __init__(self, web: HttpService) -> None:
         super().__init__()
@@ -196,8 +192,6 @@ class Readyz(Resource):
 
 class MetricsPage(Resource):
     """The Prometheus text format."""
-
-    isLeaf = True
 
     def __init__(self, web: HttpService) -> None:
         super().__init__()
