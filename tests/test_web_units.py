@@ -214,3 +214,11 @@ def test_http_tls_serves_https(tmp_path: Path) -> None:
             assert (r.status, r.read()) == (200, b"ok\n")
     finally:
         eng.stop()
+
+
+def test_the_shipped_file_serves_the_web_face_on_loopback() -> None:
+    """channels.yaml enables the web face on 127.0.0.1:8080, plain HTTP."""
+    from engine.config import load_config
+
+    shipped = Path(__file__).resolve().parent.parent / "channels.yaml"
+    assert load_config(shipped).http == Http("127.0.0.1", 8080, None)
