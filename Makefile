@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	mkdir -p var/log
+	@$(BIN)/python -c 'import sys; from engine.web.server import announce; announce(sys.argv[1])' \
+		$(CONFIG) 2>/dev/null || true
 	$(BIN)/hl7-engine run --config $(CONFIG)
 
 lint: $(STAMP)

@@ -159,6 +159,16 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
+class Http:
+    """`http:`: where the web face listens (`listen: {host, port}`, port 0 picks a free one),
+    under TLS with `tls` (the same settings as a channel's `listen.tls`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls: ListenTLS | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """A message route (`from:` a channel) or an event route (`on:` referral events)."""
 
@@ -181,6 +191,7 @@ class Config:
     workers: int = 1  # processes (engine/workers.py); the loader's default is 2 with destinations
     ledger: LedgerSettings = LedgerSettings()  # `ledger:`: the time rules (expiry, deadlines)
     retention: Retention = Retention()
+    http: Http | None = None  # `http:`: the web face (metrics, health); None: no web server
 
 
 @dataclass(slots=True)
@@ -517,7 +528,7 @@ def parse_config(data: Any, source: str = "") -> Config:
     `source` (the file's path), relative paths in it are taken from the file's folder."""
     r = _Reader(base=Path(source).absolute().parent if source else None)
     top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes",
-                               "workers", "ledger", "retention"})
+                               "workers", "ledger", "retention", "http"})
     if data is not None and not isinstance(data, dict):
         raise ConfigError(_report(r.problems, source))
     channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
@@ -548,6 +559,7 @@ def parse_config(data: Any, source: str = "") -> Config:
                        {d.name for d in destinations}, r),
         ledger=_ledger(top.get("ledger"), r),
         retention=_retention(top.get("retention"), r),
+        http=_http(top.get("http"), channels, r) if "http" in top else None,
     )
     _check_passthrough(channels, config, r)
     if r.problems:
@@ -594,6 +606,27 @@ def _ledger(raw: Any, r: _Reader) -> LedgerSettings:
             elif (found := _days(days, path, 3650, r)) is not None:
                 deadlines[code.upper()] = found
     return LedgerSettings(window, deadlines, interval)
+
+
+def _http(raw: Any, channels: list[tuple[int, Channel]], r: _Reader) -> Http:
+    """`http: {listen: {host, port}, tls: {cert, key, client_ca}}`; its port must not be a
+    channel's on the same address."""
+    m = r.mapping(raw, "http", {"listen", "tls"})
+    if raw is not None and not isinstance(raw, dict):
+        return Http()
+    if "listen" not in m:
+        r.problem("http.listen", "required (listen: {host: 127.0.0.1, port: 8080})")
+    listen = r.mapping(m.get("listen"), "http.listen", {"host", "port"})
+    if "listen" in m and "port" not in listen:
+        r.problem("http.listen.port", "required, expected 0-65535 (0 picks a free port)")
+    http = Http(r.string(listen.get("host"), "http.listen.host", "127.0.0.1"),
+                r.number(listen.get("port"), "http.listen.port", 0, 0, 65535),
+                _listen_tls(m.get("tls"), "http.tls", r))
+    clash = next((i for i, ch in channels if http.port and ch.port == http.port and (
+        ch.host == http.host or WILDCARD in (ch.host, http.host))), None)
+    if clash is not None:
+        r.problem("http.listen.port", f"already used by channels[{clash}]")
+    return http
 
 
 def _retention(raw: Any, r: _Reader) -> Retention:

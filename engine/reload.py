@@ -8,7 +8,7 @@ Pure: no Twisted, no database.  The rules (docs/operations.md "Reload"):
   keep their listener and their connections;
 * routes, destinations, ledger settings and retention take effect for the next batch (a
   destination's queue is rows in the database: a reload never loses one);
-* the database, the log and `workers` are read once at start: a change there is refused, and
+* the database, the log, `http` and `workers` are read once at start: a change there is refused, and
   nothing else changes (restart to apply it).
 """
 
@@ -60,7 +60,8 @@ def diff(old: Config, new: Config) -> ConfigDiff:
     dests_before = {d.name: d for d in old.destinations}
     dests_after = {d.name: d for d in new.destinations}
     restart = tuple(name for name, a, b in (
-        ("database", old.database, new.database), ("log", old.log, new.log)) if a != b)
+        ("database", old.database, new.database), ("log", old.log, new.log),
+        ("http", old.http, new.http)) if a != b)
     if old.workers != new.workers:  # destinations make the default 2: say so
         restart += (f"workers ({old.workers} now, {new.workers} in the file; with destinations "
                     "the default is 2)",)

@@ -33,6 +33,8 @@ from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
 from engine.store.lock import WriteLock
 from engine.store.writer import GroupCommitWriter
 from engine.tls import TLSFileError
+from engine.web.metrics import Metrics
+from engine.web.server import HttpService
 from engine.workers import Dispatch
 from engine.workers_service import AcceptorService, LinkService, WorkerPool
 
@@ -130,7 +132,8 @@ class DeliveryService(service.Service):
     (no pause while a queue has rows)."""
 
     def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any,
-                 answered: Callable[[int, bytes], bool] | None = None) -> None:
+                 answered: Callable[[int, bytes], bool] | None = None,
+                 metrics: Metrics | None = None) -> None:
         def now() -> datetime:
             return datetime.now(UTC).replace(tzinfo=None)
 
@@ -144,6 +147,7 @@ class DeliveryService(service.Service):
             for d in destinations}
         for worker in self.workers.values():
             worker.answered = answered  # pass-through senders waiting for a row's answer
+            worker.observe = metrics.delivery if metrics is not None else None
 
     def startService(self) -> None:
         super().startService()
@@ -214,6 +218,7 @@ class EngineService(service.MultiService):
         self.factories: dict[str, MLLPServerFactory] = {}
         self.listeners: dict[str, ListenerService] = {}
         self.delivery: DeliveryService | None = None
+        self.metrics: Metrics | None = None  # with `http:` (engine/web/)
 
     @property
     def connections(self) -> int:
@@ -226,8 +231,9 @@ class EngineService(service.MultiService):
         if channel.ack.passthrough and self.waiters is None:
             self.waiters = Waiters(self.reactor)
         relay = _relay(channel, self.builders, self.waiters, self.db, self.reactor)
-        made = MLLPServerFactory(channel, _handler(channel, self.writer, relay), self.reactor,
-                                 oversize=builder.too_large)
+        made = MLLPServerFactory(channel, _handler(channel, self.writer, relay, self.metrics),
+                                 self.reactor, oversize=builder.too_large if self.metrics is None
+                                 else self.metrics.oversize(channel, builder.too_large))
         self.factories[channel.name] = made
         return made
 
@@ -273,7 +279,8 @@ class EngineService(service.MultiService):
         if not new.destinations:
             return
         delivery = DeliveryService(new.destinations, self.db, self.reactor,
-                                   self.waiters.reporter() if self.waiters else None)
+                                   self.waiters.reporter() if self.waiters else None,
+                                   self.metrics)
         self.delivery = delivery
 
         def start(waited: float = 0.0) -> None:
@@ -316,11 +323,14 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     # take turns (PostgreSQL's advisory lock costs one statement per batch).
     pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True), settings=config.ledger)
     pipeline.configure(config)
+    metrics = Metrics() if config.http is not None and link is None else None
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,
-        commit_delay_s=config.database.commit_delay_ms / 1000, on_died=on_writer_died)
+        commit_delay_s=config.database.commit_delay_ms / 1000, on_died=on_writer_died,
+        observe=metrics.commit if metrics is not None else None)
     top = EngineService(config, reactor, db, pipeline, writer, builders)
+    top.metrics = metrics
     factories = [top.factory(ch) for ch in config.channels]
     writer.expect(lambda: top.connections)
     WriterService(writer).setServiceParent(top)
@@ -339,8 +349,10 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
         WorkerPool(config.workers - 1, worker_argv, dispatch, reactor).setServiceParent(top)
     if config.destinations:
         top.delivery = DeliveryService(config.destinations, db, reactor,
-                                       top.waiters.reporter() if top.waiters else None)
+                                       top.waiters.reporter() if top.waiters else None, metrics)
         top.delivery.setServiceParent(top)
+    if metrics is not None:  # the web face (`http:`): metrics and health
+        HttpService(top, metrics, reactor).setServiceParent(top)
     return top
 
 
@@ -353,13 +365,24 @@ def _relay(channel: Channel, builders: dict[str, AckBuilder], waiters: Waiters |
 
 
 def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result],
-             relay: Relay | None = None) -> Handler:
+             relay: Relay | None = None, metrics: Metrics | None = None) -> Handler:
     def handle(payload: bytes, peer: str, committed: Callable[[bool], None] | None = None
                ) -> defer.Deferred[list[bytes]]:
         d: defer.Deferred[list[bytes]] = defer.Deferred()
         started = time.perf_counter()
+        typed: list[str] = []  # the message type, once known
+
+        def answered(acks: list[bytes]) -> list[bytes]:  # before the listener writes them
+            if metrics is not None:
+                metrics.message(channel, typed[0] if typed else "", acks,
+                                time.perf_counter() - started)
+            return acks
+
+        if metrics is not None:
+            d.addCallback(answered)
 
         def done(result: Result) -> None:
+            typed.append(result.message_type)
             if committed is not None:  # MLLP release 2: the commit ACK/NAK goes out first
                 committed(result.committed)
             relayed = (relay is not None and result.waiting is not None

@@ -31,7 +31,7 @@ from engine.config import (
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "channels.yaml"
 
-KEYS_TOP = "channels, database, destinations, ledger, log, retention, routes, workers"
+KEYS_TOP = "channels, database, destinations, http, ledger, log, retention, routes, workers"
 KEYS_CHANNEL = ("accept, ack, framing, ledger, limits, listen, name, processing_ids, validation, "
                 "versions")
 KEYS_LIMITS = ("frame_timeout_s, idle_timeout_s, max_connections, max_connections_per_address, "

@@ -49,8 +49,8 @@ def test_every_problem_line_starts_with_the_file(tmp_path: Path) -> None:
     problems = _problems(path)
     assert all(line.startswith(f"{path}: ") for line in problems), problems
     assert [line.removeprefix(f"{path}: ") for line in problems] == [
-        "colour: unknown key (expected one of: channels, database, destinations, ledger, log, "
-        "retention, routes, workers)",
+        "colour: unknown key (expected one of: channels, database, destinations, http, ledger, "
+        "log, retention, routes, workers)",
         "log.levle: unknown key; did you mean 'level'?",
         "destinations[0].retyr: unknown key; did you mean 'retry'?",
         "routes[0].when.tpye: unknown key; did you mean 'type'?",

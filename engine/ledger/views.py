@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, and_, func, select
 
 from engine.ledger import lifecycle as lc
 from engine.mappings.changes import EI, PatientId
@@ -38,8 +38,7 @@ def list_referrals(conn: Connection, *, status: str | None = None, overdue_at: d
     if status:
         q = q.where(referrals.c.status == status)
     if overdue_at is not None:
-        q = q.where(referrals.c.status.in_([lc.PENDING, lc.ACCEPTED]),
-                    referrals.c.due_at < overdue_at)
+        q = q.where(overdue(overdue_at))
     rows = [dict(r) for r in conn.execute(q).mappings()]
     ids = [r["id"] for r in rows]
     keys = _grouped(conn, select(referral_keys).where(referral_keys.c.referral_id.in_(ids))
@@ -50,6 +49,30 @@ def list_referrals(conn: Connection, *, status: str | None = None, overdue_at: d
                      .order_by(appointments.c.id), "referral_id")
     return [_referral(r, keys.get(r["id"], []), patients.get(r["id"], []),
                       appts.get(r["id"], []), overdue_at) for r in rows]
+
+
+def overdue(now: datetime) -> ColumnElement[bool]:
+    """Past its deadline to reach `scheduled` at `now`: pending or accepted, `due_at` before it."""
+    return and_(referrals.c.status.in_([lc.PENDING, lc.ACCEPTED]), referrals.c.due_at < now)
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    """How many referrals are in each status: every status of the lifecycle, 0 included."""
+    found: dict[str, int] = dict(conn.execute(select(referrals.c.status, func.count())
+                              .group_by(referrals.c.status)).tuples().all())
+    return {status: int(found.get(status, 0)) for status in lc.STATUSES}
+
+
+def overdue_counts(conn: Connection, now: datetime) -> dict[str, int]:
+    """How many referrals are overdue at `now` (as `referrals --overdue` lists them), by
+    priority code ("" when the referral has none)."""
+    rows = conn.execute(select(referrals.c.priority, func.count()).where(overdue(now))
+                        .group_by(referrals.c.priority)).tuples().all()
+    out: dict[str, int] = {}
+    for priority, n in rows:
+        code = str(priority or "").upper()
+        out[code] = out.get(code, 0) + int(n)
+    return out
 
 
 def _grouped(conn: Connection, q: Any, by: str) -> dict[int, list[dict[str, Any]]]:

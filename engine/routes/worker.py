@@ -85,6 +85,8 @@ class QueueWorker:
     # Pass-through ACKs (`engine.routes.passthrough`): told every correlated answer; True when a
     # sender was waiting for it, which makes a negative answer final (a dead letter at once).
     answered: Callable[[int, bytes], bool] | None = None
+    # Metrics: told each attempt's outcome (destination, delivered | retry | dead).
+    observe: Callable[[str, str], None] | None = None
 
     def __init__(self, dest: Destination, db: Engine, now: Callable[[], datetime],
                  jitter: Callable[[], float] = random.random,
@@ -213,6 +215,8 @@ class QueueWorker:
         status = ("delivered" if outcome.delivered else
                   "dead" if final or attempts >= self.dest.max_attempts else "queued")
         self._record(row, outcome, attempts, status, ms)
+        if self.observe is not None:
+            self.observe(self.dest.name, "retry" if status == "queued" else status)
         held = WHOLE if outcome.unreachable else lane
         if status == "delivered":
             for recovered in self.holds.delivered(lane):

@@ -41,6 +41,7 @@ class GroupCommitWriter(Generic[J, R]):
         commit_delay_s: float = 0.0,
         expected: Callable[[], int] = lambda: 1,
         on_died: Callable[[BaseException], None] | None = None,
+        observe: Callable[[int, float], None] | None = None,
     ) -> None:
         self._work = work
         self._deliver = deliver
@@ -50,6 +51,7 @@ class GroupCommitWriter(Generic[J, R]):
         self._commit_delay_s = commit_delay_s
         self._expected = expected
         self._on_died = on_died
+        self._observe = observe  # (batch size, seconds to work and commit it): metrics
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0
@@ -150,6 +152,7 @@ class GroupCommitWriter(Generic[J, R]):
 
     def _commit(self, batch: list[tuple[J, Callable[[R], None]]]) -> None:
         jobs = [job for job, _ in batch]
+        started = time.perf_counter()
         try:
             results = self._work(jobs)
             if len(results) != len(jobs):
@@ -159,6 +162,8 @@ class GroupCommitWriter(Generic[J, R]):
             results = [self._fail(job, exc) for job in jobs]
         self.batches += 1
         self.jobs += len(jobs)
+        if self._observe is not None:
+            self._observe(len(jobs), time.perf_counter() - started)
         callbacks = [done for _, done in batch]
 
         def fire() -> None:

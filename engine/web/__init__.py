@@ -1,0 +1,2 @@
+"""The engine's web face (DESIGN.md "Web face"): `/metrics`, `/healthz` and `/readyz`, served by
+`twisted.web` on the engine's own reactor when the configuration has an `http:` section."""

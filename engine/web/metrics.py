@@ -1,0 +1,194 @@
+"""The engine's Prometheus metrics: one `CollectorRegistry` per engine (never the global one),
+the instruments the ingest, writer and delivery paths feed, and the gauges read at scrape time.
+
+The metric names and labels are a contract (docs/monitoring.md).  Labels carry channel and
+destination names, message types, ACK codes, statuses and priority codes: never patient data.
+Label values stay bounded: a message type outside the channel's accept list is `other`, one that
+could not be read is `unknown`; a priority code the ledger has no deadline for is `other`.
+prometheus_client's instruments are thread-safe: the writer thread and the delivery thread pool
+update them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from engine.config import Channel, Config
+from engine.ledger.lifecycle import STATUSES
+
+PREFIX = "hl7_engine_"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+NO_ACK = "none"  # a frame answered by no ACK
+Oversize = Callable[[bytes, int, int], tuple[list[bytes], dict[str, str]]]
+
+
+def type_label(channel: Channel, message_type: str) -> str:
+    """`REF^I12` when the channel accepts it; `other` when it does not; `unknown` when the
+    frame had no readable MSH-9."""
+    kind, _, rest = message_type.partition("^")
+    trigger = rest.split("^")[0]
+    if not kind:
+        return "unknown"
+    return f"{kind}^{trigger}" if channel.accepts(kind, trigger) else "other"
+
+
+def ack_code(acks: Iterable[bytes]) -> str:
+    """MSA-1 of the first ACK (`AA`, `AE`, `AR`, `CA`, …), `none` without one."""
+    for ack in acks:
+        at = ack.find(b"\rMSA|")
+        code = ack[at + 5: at + 7].decode("ascii", "replace") if at >= 0 else ""
+        return code if code.isalpha() else "?"
+    return NO_ACK
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the database says, read in one go off the reactor (engine/web/snapshot.py)."""
+
+    queues: tuple[Mapping[str, object], ...] = ()  # engine.routes.delivery.queue_state rows
+    referrals: Mapping[str, int] = field(default_factory=dict)  # status → count
+    overdue: Mapping[str, int] = field(default_factory=dict)  # priority code → count
+
+
+class Metrics:
+    """The instruments of one engine, in a registry of its own."""
+
+    def __init__(self) -> None:
+        # No `_created` series beside each counter and histogram (process-wide).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.messages = Counter(
+            PREFIX + "messages", "Frames received, by the first ACK code they got (none: no "
+            "reply was due); retransmissions count", ["channel", "type", "ack"], registry=r)
+        self.ack_latency = Histogram(
+            PREFIX + "ack_latency_seconds", "From a frame handed to the writer to its ACK "
+            "handed to the connection", ["channel"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            PREFIX + "commit_batch_size", "Frames per group commit", buckets=BATCH_BUCKETS,
+            registry=r)
+        self.commit_seconds = Histogram(
+            PREFIX + "commit_seconds", "Time to work and commit one batch", buckets=COMMIT_BUCKETS,
+            registry=r)
+        self.deliveries = Counter(
+            PREFIX + "deliveries", "Delivery attempts by outcome (delivered, retry, dead)",
+            ["destination", "outcome"], registry=r)
+
+    def message(self, channel: Channel, message_type: str, acks: Iterable[bytes],
+                seconds: float) -> None:
+        """One frame answered (on the reactor)."""
+        self.messages.labels(channel.name, type_label(channel, message_type),
+                             ack_code(acks)).inc()
+        self.ack_latency.labels(channel.name).observe(seconds)
+
+    def oversize(self, channel: Channel, answer: Oversize) -> Oversize:
+        """The listener's answer to an oversized frame (engine.ack.AckBuilder.too_large), with
+        the frame counted: its type `unknown` (its body was never read)."""
+        def counted(head: bytes, size: int, limit: int) -> tuple[list[bytes], dict[str, str]]:
+            acks, about = answer(head, size, limit)
+            self.messages.labels(channel.name, "unknown", ack_code(acks)).inc()
+            return acks, about
+
+        return counted
+
+    def commit(self, batch: int, seconds: float) -> None:
+        """One batch worked and committed (on the writer thread)."""
+        self.batch_size.observe(batch)
+        self.commit_seconds.observe(seconds)
+
+    def delivery(self, destination: str, outcome: str) -> None:
+        """One delivery attempt settled: delivered, retry or dead (any thread)."""
+        self.deliveries.labels(destination, outcome).inc()
+
+    def live(self, config: Callable[[], Config], connections: Callable[[], Mapping[str, int]],
+             snapshot: Callable[[], Snapshot | None]) -> None:
+        """Register the gauges computed at scrape time."""
+        self.registry.register(LiveGauges(config, connections, snapshot))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)
+
+
+class LiveGauges(Collector):
+    """Gauges read at scrape time: open connections from the listeners' factories, and the
+    database's figures from the latest snapshot (none before the first read)."""
+
+    def __init__(self, config: Callable[[], Config], connections: Callable[[], Mapping[str, int]],
+                 snapshot: Callable[[], Snapshot | None]) -> None:
+        self.config = config
+        self.connections = connections
+        self.snapshot = snapshot
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families(None, {}))
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families(self.snapshot(), self.connections()))
+
+    def _families(self, snap: Snapshot | None, connections: Mapping[str, int]
+                  ) -> Iterator[Metric]:
+        config = self.config()
+        conn = GaugeMetricFamily(PREFIX + "connections", "Open MLLP connections",
+                                 labels=["channel"])
+        for ch in config.channels:
+            conn.add_metric([ch.name], connections.get(ch.name, 0))
+        yield conn
+        yield from _queue_families(snap)
+        statuses = GaugeMetricFamily(PREFIX + "referrals", "Referrals in each status",
+                                     labels=["status"])
+        overdue = GaugeMetricFamily(PREFIX + "referrals_overdue", "Pending or accepted "
+                                    "referrals past their deadline to be scheduled",
+                                    labels=["priority"])
+        if snap is not None:
+            for status in STATUSES:
+                statuses.add_metric([status], snap.referrals.get(status, 0))
+            for code, n in priority_counts(snap.overdue, config).items():
+                overdue.add_metric([code], n)
+        yield statuses
+        yield overdue
+
+
+def priority_counts(found: Mapping[str, int], config: Config) -> dict[str, int]:
+    """Counts by priority code, every code with a deadline listed (0 included), the codes
+    without one summed under `other` and referrals without a priority under `none`."""
+    out = dict.fromkeys(config.ledger.deadlines, 0)
+    for code, n in found.items():
+        key = code if code in out else "none" if not code else "other"
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def _queue_families(snap: Snapshot | None) -> Iterator[Metric]:
+    depth = GaugeMetricFamily(PREFIX + "queue_depth", "Queued outbound messages",
+                              labels=["destination"])
+    oldest = GaugeMetricFamily(PREFIX + "queue_oldest_seconds", "Age of the oldest queued "
+                               "outbound message (0: none queued)", labels=["destination"])
+    dead = GaugeMetricFamily(PREFIX + "dead_letters", "Outbound messages given up on",
+                             labels=["destination"])
+    for q in snap.queues if snap is not None else ():
+        name = str(q["destination"])
+        depth.add_metric([name], float(_number(q["depth"])))
+        oldest.add_metric([name], float(_number(q["oldest_age_s"])))
+        dead.add_metric([name], float(_number(q["dead_letters"])))
+    yield depth
+    yield oldest
+    yield dead
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
