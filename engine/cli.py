@@ -784,6 +784,7 @@ def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
+    from engine.parsing.parser import decode
     from engine.routes.delivery import deliveries_of
     from engine.store.messages import message_row
     from engine.store.relayed import relayed_of
@@ -811,7 +812,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif args.raw:
         configure_logging(log_file or None, console=None)
         audit("audit.message_body_read", message_id=args.id, digest=row.digest[:16])
-        rec["raw"] = row.raw.decode("utf-8", errors="replace")
+        rec["raw"] = decode(row.raw)[0]  # in the charset the parser read it in
     if args.json:
         print(json.dumps(rec, indent=2))
         return _body_purged(purged)

@@ -41,6 +41,27 @@ FALLBACK = "cp1252"
 
 def parse(raw: bytes) -> InboundMessage:
     """Parse one MLLP payload.  Raises `NotHL7`, `BadEncodingCharacters` or `UnsupportedCharset`."""
+    data, msh = _header_line(raw)
+    delims = _delimiters(msh)
+    text, codec = _decode(data, _charset(msh, delims))
+    return InboundMessage(_split(text, delims), delims, codec)
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """A stored payload as text, for people to read, and the codec that read it: the charset
+    `parse` reads it in (MSH-18, else strict UTF-8, else cp1252).  A payload `parse` refuses
+    (no MSH, bad delimiters, an MSH-18 it does not know) is read the way an empty MSH-18 is."""
+    try:
+        data, msh = _header_line(raw)
+        charset = _charset(msh, _delimiters(msh))
+    except (NotHL7, BadEncodingCharacters, UnsupportedCharset):
+        data, charset = (raw[3:] if raw.startswith(BOM) else raw), ""
+    return _decode(data, charset)
+
+
+def _header_line(raw: bytes) -> tuple[bytes, bytes]:
+    """The payload from its MSH on (a UTF-8 BOM and leading blank bytes dropped), and the MSH
+    line's bytes."""
     data = raw[3:] if raw.startswith(BOM) else raw
     if data[:3] != b"MSH":
         data = data.lstrip(b"\r\n\t \x00")
@@ -50,10 +71,7 @@ def parse(raw: bytes) -> InboundMessage:
     lf = data.find(b"\n", 0, line_end if line_end >= 0 else len(data))
     if lf >= 0:
         line_end = lf
-    msh = data[:line_end] if line_end >= 0 else data
-    delims = _delimiters(msh)
-    text, codec = _decode(data, _charset(msh, delims))
-    return InboundMessage(_split(text, delims), delims, codec)
+    return data, (data[:line_end] if line_end >= 0 else data)
 
 
 def _delimiters(msh: bytes) -> Delimiters:
