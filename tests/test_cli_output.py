@@ -127,7 +127,7 @@ def test_referral_prints_labelled_lines_and_a_history_table(ledger: Path) -> Non
     assert re.split(r"\s{2,}", history[1]) == [
         "2026-01-12T09:30:00Z", "REF^I12 open", "- → pending", "-", "#1 C-MFP-R-1001",
         "new referral"]
-    for bad in ("[", "]", "{", "None", "§", "'"):
+    for bad in ("[", "]", "{", "None", "\u00a7", "'"):
         assert bad not in out, bad
     assert {m.group(0) for m in ANY_TIME.finditer(out)} == set(ZULU.findall(out))
 
@@ -221,16 +221,16 @@ def test_tail_and_show_print_times_in_utc_with_z(ledger: Path) -> None:
     assert isinstance(shown, dict) and shown["received_at"] == "2026-01-12T09:30:00Z"
     assert [c["rule"] for c in shown["ledger_changes"]] == ["new referral"]
     text = cli(ledger, "show", "1")
-    assert "§" not in text and "None" not in text
+    assert "\u00a7" not in text and "None" not in text
     assert re.search(r"^received_at\s+2026-01-12T09:30:00Z$", text, re.M)
     assert re.search(r"^error_code\s+-$", text, re.M)
 
 
 def test_no_history_note_cites_a_section_number(ledger: Path) -> None:
-    """History notes shown by `referral` and `show` never carry a `§n` citation, whatever the
+    """History notes shown by `referral` and `show` never carry a section-number citation, whatever the
     ledger stored."""
     for key in ("MFP-R-1001^PCPEHR", "MFP-R-1006^PCPEHR"):
         found = json.loads(cli(ledger, "referral", key, "--json"))
         notes = [h["rule"] for h in found["history"]]
-        assert notes and not [n for n in notes if "§" in n], notes
-    assert "§" not in cli(ledger, "referral", "MFP-R-1006^PCPEHR")
+        assert notes and not [n for n in notes if "\u00a7" in n], notes
+    assert "\u00a7" not in cli(ledger, "referral", "MFP-R-1006^PCPEHR")

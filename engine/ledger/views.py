@@ -32,11 +32,9 @@ def iso(value: datetime | str | None) -> str | None:
     return utc_text(value)
 
 
-# A history note written by an older engine may start with a section number of the rule book
-# the code was written from (`§7 pending→accepted`); users do not have that document, so the
-# number is dropped when the note is shown.
-_SECTION = re.compile(r"\(\s*(?:HL7-SPEC\s*)?§[^)]*\)|(?:HL7-SPEC\s*)?§\d+(?:\.\d+)*"
-                      r"(?:\s*[-–,]\s*§?\d+(?:\.\d+)*)*")
+# A stored history note may begin with a section-sign citation of a rule book users do not
+# have (the sign, U+00A7, then a number such as 7 or 9.5); it is dropped when the note is shown.
+_SECTION = re.compile(r"\(\s*\u00a7[^)]*\)|\u00a7\d+(?:\.\d+)*(?:\s*[-–,]\s*\u00a7?\d+(?:\.\d+)*)*")
 
 
 def plain_note(rule: str | None) -> str | None:

@@ -1,4 +1,5 @@
-"""The hot-path parser: bytes to `InboundMessage` with `str.split`, nothing more (HL7-SPEC §1-2).
+"""The hot-path parser: bytes to `InboundMessage` with `str.split`, nothing more (MLLP payload in,
+HL7 encoding rules applied).
 
 Order matters: strip a UTF-8 BOM, read the delimiters and MSH-18 from the ASCII MSH, decode the
 whole payload in that charset, then split segments (CR, LF or CRLF), then fields.  Components,

@@ -32,7 +32,7 @@ def record_batch(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime
     """Insert every row not already stored, in order, inside the caller's transaction.
 
     A row whose dedupe key and digest match a stored row (or one earlier in this batch) is a
-    retransmission (HL7-SPEC §8): it is not inserted, and the stored row's counter goes up.
+    retransmission (a resend of the same message by the same sender): it is not inserted, and the stored row's counter goes up.
     """
     known = _known(conn, sorted({r["dedupe_key"] for r in rows if r["dedupe_key"]}))
     plan: list[tuple[int, dict[str, Any] | None, bool]] = []  # (row index, original, reused)
