@@ -1,9 +1,13 @@
-"""`hl7-engine`: the operator's command line (DESIGN.md "Operator interface").
+"""`hl7-engine`: the operator's command line (docs/cli.md describes what each command prints).
 
 The only module that imports the global reactor.  Every command takes `--config PATH` (default
 `channels.yaml`) and `--database URL` (overrides the config's `database`), before or after the
 command name (after wins when both are given).  Exit codes: 0 done,
 1 a message was not accepted or not found, 2 bad configuration or usage.
+
+Output: every time is UTC, `2026-12-04T20:18:25Z` (`engine.timestamps`); `--json` prints an array
+for a listing, one object for one item (`referral`, `show`, `report`), and JSON lines for `tail`.
+Listings print at most `--limit` rows (default 50), and in text a last line saying how many more.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from engine.config import Config, ConfigError, Database, load_config
 from engine.errors import BodyPurged, CannotListen
 from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
 from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK
+from engine.timestamps import utc_text
 
 if TYPE_CHECKING:
     import ssl
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     from engine.mllp.blocking import MLLPClient
 
 EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
+DEFAULT_LIMIT = 50  # rows a listing prints unless --limit says otherwise
 
 
 _GLOBAL_OPTIONS = ("--config and --database may come before or after the command; given in both "
@@ -49,6 +55,23 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         default=argparse.SUPPRESS if suppress else None,
                         help="database URL, overriding the config (sqlite:///FILE or "
                              f"postgresql+psycopg://USER@HOST/DB{wins})")
+
+
+def _positive(text: str) -> int:
+    """--limit's type: a whole number of rows, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rows, at least 1, got {text!r}")
+    return value
+
+
+def _limit_option(parser: argparse.ArgumentParser, *names: str) -> None:
+    parser.add_argument(*names, "--limit", dest="limit", type=_positive, default=DEFAULT_LIMIT,
+                        metavar="N", help="print at most N rows (default: %(default)s); the text "
+                                          "output then says how many more there are")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,11 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "host); implies --tls")
     tail = sub.add_parser("tail", parents=[common], help="the message log, newest last")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new messages")
-    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    _limit_option(tail, "-n", "--lines")
     tail.add_argument("--channel")
     tail.add_argument("--type", metavar="TYPE^TRIGGER", help="e.g. REF^I12")
     tail.add_argument("--status", choices=["accepted", "errored", "rejected"])
-    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.add_argument("--json", action="store_true",
+                      help="one JSON object per line (JSON lines), with or without -f")
     show = sub.add_parser("show", parents=[common], help="one stored message, with its ACK")
     show.add_argument("id", type=int)
     show.add_argument("--raw", action="store_true",
@@ -110,14 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     refs.add_argument("--overdue", action="store_true",
                       help="only pending/accepted referrals past their deadline to be scheduled")
     refs.add_argument("--json", action="store_true")
+    _limit_option(refs)
     one = sub.add_parser("referral", parents=[common], help="one referral with its history")
     one.add_argument("id", metavar="ID", help="any of its keys, as EI text: MFP-R-1001^PCPEHR")
     one.add_argument("--json", action="store_true")
     appts = sub.add_parser("appointments", parents=[common], help="appointments and their match")
     appts.add_argument("--json", action="store_true")
+    _limit_option(appts)
     work = sub.add_parser("worklist", parents=[common],
-                          help="unmatched and ambiguous appointments, oldest first")
+                          help="what waits for a person, oldest first: unmatched and ambiguous "
+                               "appointments, then no-shows to rebook; each with why and what "
+                               "clears it")
     work.add_argument("--json", action="store_true")
+    _limit_option(work)
     link = sub.add_parser("link", parents=[common],
                           help="link an appointment to a referral by hand (history: via manual)")
     link.add_argument("appointment", metavar="APPOINTMENT")
@@ -684,19 +713,22 @@ def _ack_fields(ack: bytes) -> tuple[str, str, str]:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from engine.routes.delivery import delivery_lines
-    from engine.store.messages import log_rows
+    from engine.store.messages import count_rows, log_rows
 
     database, _ = _database_only(args)
     db = _open(database)
     filters = dict(channel=args.channel, message_type=args.type, status=args.status)
     with db.connect() as conn:
-        rows = log_rows(conn, limit=args.lines, newest=True, **filters)
+        rows = log_rows(conn, limit=args.limit, newest=True, **filters)
         sent = delivery_lines(conn, [r.id for r in rows])
+        more = 0 if args.follow or args.json or len(rows) < args.limit else (
+            count_rows(conn, **filters) - len(rows))
     last = 0
     for row in rows:
         print(_log_line(row, args.json, sent.get(row.id, [])), flush=True)
         last = row.id
     if not args.follow:
+        _print_more(more)  # older messages: the listing shows the newest
         return EXIT_OK
     if not rows:
         with db.connect() as conn:
@@ -714,7 +746,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def _log_record(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
-        "received_at": _iso(row.received_at),
+        "received_at": utc_text(row.received_at),
         "channel": row.channel,
         "peer": row.peer,
         "sender": f"{row.sending_application}^{row.sending_facility}".strip("^"),
@@ -732,10 +764,6 @@ def _log_record(row: Any) -> dict[str, Any]:
         "retransmissions": row.retransmissions,
         "ledger_effect": row.ledger_effect,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
 
 
 def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
@@ -757,6 +785,7 @@ def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
+    from engine.parsing.parser import decode
     from engine.routes.delivery import deliveries_of
     from engine.store.messages import message_row
     from engine.store.relayed import relayed_of
@@ -772,7 +801,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"no message with id {args.id}", file=sys.stderr)
         return EXIT_NOT_OK
     rec = _log_record(row)
-    rec["purged_at"] = _iso(row.purged_at)  # retention emptied the body (None: kept)
+    rec["purged_at"] = utc_text(row.purged_at)  # retention emptied the body (None: kept)
     rec["ledger_changes"] = changes
     rec["deliveries"] = sent
     if relayed:
@@ -784,19 +813,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif args.raw:
         configure_logging(log_file or None, console=None)
         audit("audit.message_body_read", message_id=args.id, digest=row.digest[:16])
-        rec["raw"] = row.raw.decode("utf-8", errors="replace")
+        rec["raw"] = decode(row.raw)[0]  # in the charset the parser read it in
     if args.json:
         print(json.dumps(rec, indent=2))
         return _body_purged(purged)
-    width = max(len(k) for k in rec)
-    for key, value in rec.items():
-        if key not in ("raw", "ledger_changes", "deliveries", "relayed_acks") and not (
-                key == "purged_at" and value is None):
-            print(f"{key:<{width}}  {value}")
+    _print_labelled([(key, value) for key, value in rec.items()
+                     if key not in ("raw", "ledger_changes", "deliveries", "relayed_acks")
+                     and not (key == "purged_at" and value is None)])
     if changes:
-        print()
-        _print_table(changes, ["referral", "appointment", "event", "status_before",
-                               "status_after", "rule"])
+        print("\nledger changes")
+        _print_table([_history_row({**c, "message_id": None, "control_id": None})
+                      for c in changes], ["referral", "appointment", "event", "change", "note"],
+                     ["referral", "appointment", "event", "before → after", "note"])
     for queued in sent:
         print(f"\n→ {queued['destination']} (queue #{queued['queue_id']}): {queued['status']}")
         for attempt in queued["attempts"]:  # type: ignore[attr-defined]
@@ -826,41 +854,68 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
-    """A listing: the JSON contract with `--json`, else an aligned table of `columns`."""
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool,
+                more: int = 0, headers: list[str] | None = None) -> None:
+    """A listing: the JSON contract (an array) with `--json`, else an aligned table of
+    `columns` (headed `headers`) and, when the limit left `more` rows out, a line saying so."""
     if as_json:
         print(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, columns)
+        return
+    _print_table(rows, columns, headers)
+    _print_more(more)
 
 
-def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Aligned columns; lists joined with commas, None as '-'."""
-    def cell(value: Any) -> str:
-        if value is None or value == []:
-            return "-"
-        if isinstance(value, list):
-            return ",".join(str(v) for v in value)
-        return str(value)
+def _print_more(more: int) -> None:
+    """The last line of a listing cut at --limit (text only)."""
+    if more > 0:
+        print(f"… {more:,} more; use --limit")
 
+
+def _cell(value: Any) -> str:
+    """A value as a table or a labelled line shows it: '-' for nothing, lists joined with
+    ', ', yes/no for booleans; never a Python repr."""
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str],
+                 headers: list[str] | None = None) -> None:
+    """Aligned columns (`headers` instead of the column names when given)."""
     if not rows:  # a header alone reads like a broken command
         print("(none)")
         return
-    table = [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
+    table = [headers or columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _print_labelled(pairs: list[tuple[str, Any]]) -> None:
+    """`label  value` lines, the values aligned."""
+    width = max(len(label) for label, _ in pairs)
+    for label, value in pairs:
+        print(f"{label:<{width}}  {_cell(value)}")
+
+
 def cmd_referrals(args: argparse.Namespace) -> int:
-    from engine.ledger.views import list_referrals
+    from engine.ledger.views import count_referrals, list_referrals
 
     db = _open(_database_only(args)[0])
+    now = _now()
+    overdue_at = now if args.overdue else None
     with db.connect() as conn:
-        rows = list_referrals(conn, status=args.status,
-                              overdue_at=_now() if args.overdue else None)
-    _print_rows(rows, ["id", "status", "source", "priority", "specialty", "patient_ids",
-                       "appointments", "received_at", "due_at"], args.json)
+        rows = list_referrals(conn, status=args.status, overdue_at=overdue_at,
+                              limit=args.limit, now=now)
+        total = count_referrals(conn, status=args.status, overdue_at=overdue_at)
+    columns = ["id", "status", "source", "priority", "specialty", "patient_ids",
+               "appointments", "received_at", "due_at"]
+    _print_rows(rows, columns + (["days_overdue"] if args.overdue else []), args.json,
+                total - len(rows))
     return EXIT_OK
 
 
@@ -870,41 +925,98 @@ def cmd_referral(args: argparse.Namespace) -> int:
 
     db = _open(_database_only(args)[0])
     with db.connect() as conn:
-        found = find_referral(conn, EI.parse(args.id))
+        found = find_referral(conn, EI.parse(args.id), _now())
     if found is None:
         print(f"no referral {args.id}", file=sys.stderr)
         return EXIT_NOT_OK
     if args.json:
         print(json.dumps(found, indent=2))
         return EXIT_OK
-    history = found.pop("history")
-    sent = found.pop("events")
-    width = max(len(k) for k in found)
-    for key, value in found.items():
-        print(f"{key:<{width}}  {value}")
-    print()
-    _print_table(history, ["at", "event", "status_before", "status_after", "appointment",
-                           "control_id", "rule"])
-    if sent:
-        print()
-        _print_table(sent, ["created_at", "event", "destination", "queue_id", "control_id",
-                            "message_id", "status"])
+    _print_labelled(_referral_lines(found))
+    print("\nhistory")
+    _print_table([_history_row(h) for h in found["history"]],
+                 ["at", "event", "change", "appointment", "message", "note"],
+                 ["time", "event", "before → after", "appointment", "message", "note"])
+    if found["events"]:
+        print("\nevent messages sent")
+        _print_table(found["events"], ["created_at", "event", "destination", "queue_id",
+                                       "control_id", "message_id", "status"],
+                     ["time", "event", "destination", "queue id", "control id", "message",
+                      "status"])
     return EXIT_OK
 
 
-def cmd_appointments(args: argparse.Namespace, worklist: bool = False) -> int:
-    from engine.ledger.views import list_appointments
+def _referral_lines(r: dict[str, Any]) -> list[tuple[str, Any]]:
+    """`referral ID`'s labelled lines."""
+    keys = [r["id"], *(f"{k} (other system's id)" for k in r["external_ids"])]
+    if r["filler_order_number"]:
+        keys.append(f"{r['filler_order_number']} (filler order number)")
+    window = (f"{r['window_start'] or '-'} to {r['window_end'] or '-'}"
+              if r["window_start"] or r["window_end"] else None)
+    overdue = r.get("days_overdue")
+    return [
+        ("keys", keys),
+        ("status", r["status"] + (" (flagged for review)" if r["review"] else "")),
+        ("priority", r["priority"]),
+        ("specialty", r["specialty"]),
+        ("source", r["source"]),
+        ("patient ids", r["patient_ids"]),
+        ("providers", [_provider(p) for p in r["providers"]]),
+        ("diagnoses", r["diagnoses"]),
+        ("window", window),
+        ("received", r["received_at"]),
+        ("updated", r["updated_at"]),
+        ("due", r["due_at"]),
+        ("days overdue", None if overdue is None else f"{overdue}"),
+        ("appointments", r["appointments"]),
+    ]
+
+
+def _provider(p: dict[str, Any]) -> str:
+    """A provider as `RT TESTDOC^JANE (TESTNPI0001) at NEURO`, empty parts left out."""
+    text = " ".join(part for part in (p.get("role"), p.get("name")) if part)
+    if p.get("id"):
+        text += f" ({p['id']})" if p.get("name") else f" {p['id']}"
+    return text + (f" at {p['location']}" if p.get("location") else "")
+
+
+def _history_row(h: dict[str, Any]) -> dict[str, Any]:
+    """A history row for the text table: the status change as `before → after` and the message
+    as `#id control-id`."""
+    before, after = h["status_before"], h["status_after"]
+    change = None if before is None and after is None else f"{before or '-'} → {after or '-'}"
+    message = " ".join(part for part in (f"#{h['message_id']}" if h["message_id"] else "",
+                                         h["control_id"] or "") if part)
+    return {**h, "change": change, "message": message, "note": h["rule"]}
+
+
+def cmd_appointments(args: argparse.Namespace) -> int:
+    from engine.ledger.views import count_appointments, list_appointments
 
     db = _open(_database_only(args)[0])
     with db.connect() as conn:
-        rows = list_appointments(conn, worklist=worklist)
+        rows = list_appointments(conn, limit=args.limit)
+        total = count_appointments(conn)
     _print_rows(rows, ["id", "status", "start", "duration_min", "specialty", "match",
-                       "referral", "via", "candidates"], args.json)
+                       "referral", "via", "candidates"], args.json, total - len(rows))
     return EXIT_OK
 
 
 def cmd_worklist(args: argparse.Namespace) -> int:
-    return cmd_appointments(args, worklist=True)
+    """Unmatched and ambiguous appointments, then no-shows to rebook: why each is there and
+    what clears it (engine.ledger.worklist)."""
+    from engine.ledger import worklist
+
+    config = _config_if_any(args)
+    database = config.database if config else _database_only(args)[0]
+    days = config.ledger.default_window_days if config else worklist.DEFAULT_WINDOW_DAYS
+    db = _open(database)
+    with db.connect() as conn:
+        rows = worklist.worklist(conn, _now(), limit=args.limit, window_days=days)
+        total = worklist.count(conn)
+    _print_rows(rows, ["id", "start", "patient_ids", "reason", "action"], args.json,
+                total - len(rows), ["appointment", "start", "patient ids", "reason", "action"])
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -925,12 +1037,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    span = (f"{cohort.since:%Y-%m-%d %H:%M} to {cohort.until:%Y-%m-%d %H:%M} UTC "
-            f"(until excluded)")
+    span = f"{utc_text(cohort.since)} to {utc_text(cohort.until)} (until excluded)"
     if not report["totals"]["received"]:
         print(f"no referrals received in {span}")
         return EXIT_OK
-    print(f"referrals received {span}, as of {now:%Y-%m-%d %H:%M} UTC "
+    print(f"referrals received {span}, as of {utc_text(now)} "
           f"(definitions: hl7-engine report --help)")
     for title, columns, rows in tables(report):
         print(f"\n{title}")

@@ -1,4 +1,5 @@
-"""One error root and one ACK table (HL7-SPEC §3).
+"""One error root and one ACK table: each error type maps to one ACK code and one table-0357
+code.
 
 Every condition the engine answers with something other than AA/CA is an `HL7Error` subclass.  Each
 subclass names its table-0357 code and whether it rejects the message (AR/CR: header or transport
@@ -192,7 +193,7 @@ class CommitFailed(HL7Error):
 class RecordLocked(HL7Error):
     """The database stayed locked by another writer past the wait (SQLite's busy timeout, a
     PostgreSQL lock timeout, deadlock or serialisation failure): nothing was stored; AR 206
-    (CE in enhanced mode), retry later (HL7-SPEC §3)."""
+    (CE in enhanced mode): the sender may retry later."""
 
     code = "206"
     disposition = Disposition.REJECTED

@@ -1,4 +1,5 @@
-"""Structural (header) checks of a parsed message against its channel (HL7-SPEC §3, header rows).
+"""Structural (header) checks of a parsed message against its channel: the header rows of the
+ACK table, the problems that make a message AR rather than AE.
 
 Checked in the table's order: MSH-9 present, type, trigger, MSH-10 present, processing id,
 version.  Per-message-type content rules belong to the ledger and plug into the same ACK table.

@@ -74,7 +74,7 @@ def test_ref_i13_null_deletes_and_empty_keeps(db_url: str) -> None:
     assert acks == ["AA", "AA"]
     ref = refs["MFP-R-1001^PCPEHR"]
     assert (ref["priority"], ref["specialty"], ref["window_end"]) == ("", "", None)
-    assert ref["window_start"] == "2026-01-12T00:00:00"
+    assert ref["window_start"] == "2026-01-12T00:00:00Z"
 
 
 def test_siu_s14_null_deletes_the_duration_and_specialty(db_url: str) -> None:
@@ -87,7 +87,7 @@ def test_siu_s14_null_deletes_the_duration_and_specialty(db_url: str) -> None:
     assert acks == ["AA", "AA", "AA"]
     appt = appts["SCHED-A-5001^SCHED"]
     assert (appt["duration_min"], appt["specialty"]) == (None, "")
-    assert appt["start"] == "2026-03-02T09:00:00"
+    assert appt["start"] == "2026-03-02T09:00:00Z"
 
 
 def test_unknown_key_is_204_only_from_its_owner(sqlite_url: str) -> None:

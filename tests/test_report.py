@@ -189,8 +189,8 @@ def test_report_totals_and_groups_by_specialty(ledger: Engine) -> None:
     with ledger.connect() as conn:
         plain = build_report(conn, COHORT, NOW)
         by_specialty = build_report(conn, COHORT, NOW, "specialty")
-    assert plain == {"period": {"since": "2026-09-01T00:00:00", "until": "2026-10-11T00:00:00"},
-                     "as_of": "2026-10-16T00:00:00", "by": None, "totals": TOTALS}
+    assert plain == {"period": {"since": "2026-09-01T00:00:00Z", "until": "2026-10-11T00:00:00Z"},
+                     "as_of": "2026-10-16T00:00:00Z", "by": None, "totals": TOTALS}
     assert by_specialty["totals"] == TOTALS
     assert by_specialty["by"] == "specialty"
     assert by_specialty["groups"] == BY_SPECIALTY
@@ -234,7 +234,7 @@ def test_report_table_text(db_url: str, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["report", "--database", db_url, "--config", "/nowhere/channels.yaml",
                  "--since", "2026-09-01", "--until", "2026-10-11", "--by", "source"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("referrals received 2026-09-01 00:00 to 2026-10-11 00:00 UTC "
+    assert out[0].startswith("referrals received 2026-09-01T00:00:00Z to 2026-10-11T00:00:00Z "
                              "(until excluded), as of ")
     booking = out[out.index("booking") + 1:out.index("booking") + 6]
     assert [line.split("  ")[0] for line in booking] == ["source", "OMG", "ORM", "REF", "total"]
@@ -280,7 +280,7 @@ def test_cli_report_json_default_period(tmp_path: Path, sqlite_url: str) -> None
     report = json.loads(done.stdout)
     since, until = (datetime.fromisoformat(report["period"][k]) for k in ("since", "until"))
     assert until - since == timedelta(days=90)
-    assert abs(until - now.replace(tzinfo=None)) < timedelta(minutes=5)
+    assert abs(until - now) < timedelta(minutes=5)
     assert report["as_of"] == report["period"]["until"]
     assert "groups" not in report
     totals = report["totals"]
@@ -312,4 +312,4 @@ def test_cli_report_empty_cohort_says_so(sqlite_url: str,
     assert main(["report", "--database", sqlite_url, "--config", "/nowhere/channels.yaml",
                  "--since", "2020-01-01", "--until", "2020-02-01"]) == 0
     assert capsys.readouterr().out == (
-        "no referrals received in 2020-01-01 00:00 to 2020-02-01 00:00 UTC (until excluded)\n")
+        "no referrals received in 2020-01-01T00:00:00Z to 2020-02-01T00:00:00Z (until excluded)\n")

@@ -86,7 +86,7 @@ def _referral(rid: str, status: str, source: str, priority: str, specialty: str,
               patients: list[str], appointments: list[str], window: tuple[str, str] | None,
               diagnoses: list[str], *, external: list[str] | None = None,
               filler: str | None = None, review: bool = False) -> dict[str, Any]:
-    start, end = ((f"{later(window[0])}T00:00:00", f"{later(window[1])}T00:00:00") if window
+    start, end = ((f"{later(window[0])}T00:00:00Z", f"{later(window[1])}T00:00:00Z") if window
                   else (None, None))
     return {"id": rid, "status": status, "source": source, "priority": priority,
             "specialty": specialty, "patient_ids": patients, "external_ids": external or [],
@@ -121,7 +121,7 @@ REFERRALS = [  # in the order they were opened
 REFERRAL_KEYS = {"id", "status", "source", "priority", "specialty", "patient_ids",
                  "external_ids", "filler_order_number", "appointments", "window_start",
                  "window_end", "providers", "diagnoses", "review", "received_at", "updated_at",
-                 "due_at"}
+                 "due_at", "days_overdue"}
 # Days to reach `scheduled`, by the referral's current priority (S 1, A 2, R 14), counted from
 # when it was received.  ZULU (ST-R-2009) was opened R and raised to S by an I13: its deadline
 # tightens to one day.
@@ -144,25 +144,25 @@ def _siu_patients(n: int, home: str = "NORTHCLINIC") -> list[str]:
 
 
 APPOINTMENTS = [  # in the order they were first seen
-    _appointment("ST-A-6401^SCHED", "booked", "2026-10-20T14:00:00", 45, "DERM",
+    _appointment("ST-A-6401^SCHED", "booked", "2026-10-20T14:00:00Z", 45, "DERM",
                  _siu_patients(24), "ST-R-2005^PCPEHR", "SCH-26"),
-    _appointment("ST-A-6001^SCHED", "cancelled", "2026-10-05T09:00:00", 30, "NEURO",
+    _appointment("ST-A-6001^SCHED", "cancelled", "2026-10-05T09:00:00Z", 30, "NEURO",
                  _siu_patients(21), "ST-R-2001^PCPEHR", "SCH-26"),
-    _appointment("ST-A-6101^SCHED", "complete", "2026-10-22T14:00:00", 30, "CARDIO",
+    _appointment("ST-A-6101^SCHED", "complete", "2026-10-22T14:00:00Z", 30, "CARDIO",
                  _siu_patients(22), "ST-R-2002^PCPEHR", "fallback"),
-    _appointment("ST-A-6201^SCHED", "booked", "2026-10-01T11:00:00", 60, "NEURO",
+    _appointment("ST-A-6201^SCHED", "booked", "2026-10-01T11:00:00Z", 60, "NEURO",
                  _siu_patients(23, "WESTMED"), "ST-ORD-3001^ORDERS", "SCH-26"),
-    _appointment(AMBIGUOUS, "booked", "2026-11-16T10:00:00", 30, "ENT", _siu_patients(27),
+    _appointment(AMBIGUOUS, "booked", "2026-11-16T10:00:00Z", 30, "ENT", _siu_patients(27),
                  CHOSEN, "manual"),
-    _appointment("ST-A-6601^SCHED", "booked", "2026-11-05T09:00:00", 30, "NEURO",
+    _appointment("ST-A-6601^SCHED", "booked", "2026-11-05T09:00:00Z", 30, "NEURO",
                  _siu_patients(28)),
-    _appointment("ST-A-6701^SCHED", "booked", "2026-10-20T09:00:00", 30, "DERM",
+    _appointment("ST-A-6701^SCHED", "booked", "2026-10-20T09:00:00Z", 30, "DERM",
                  _siu_patients(29)),
-    _appointment("ST-A-6801^SCHED", "booked", "2026-10-01T10:00:00", 30, "ORTHO",
+    _appointment("ST-A-6801^SCHED", "booked", "2026-10-01T10:00:00Z", 30, "ORTHO",
                  _siu_patients(25, "WESTMED"), "ST-REF-3003^ORDERS", "SCH-26"),
-    _appointment("ST-A-6002^SCHED", "noshow", "2026-10-20T09:30:00", 30, "NEURO",
+    _appointment("ST-A-6002^SCHED", "noshow", "2026-10-20T09:30:00Z", 30, "NEURO",
                  _siu_patients(21), "ST-R-2001^PCPEHR", "SCH-27"),
-    _appointment("ST-A-6301^SCHED", "booked", "2026-10-30T09:00:00", 30, "DERM",
+    _appointment("ST-A-6301^SCHED", "booked", "2026-10-30T09:00:00Z", 30, "DERM",
                  _siu_patients(26, "WESTMED"), "ST-ORD-3002^ORDERS", "SCH-26"),
 ]
 APPOINTMENT_KEYS = {"id", "status", "start", "duration_min", "specialty", "match", "referral",
@@ -171,8 +171,17 @@ WORKLIST_BEFORE_LINK = [
     (AMBIGUOUS, "ambiguous", None, ["ST-R-2006^PCPEHR", "ST-R-2007^PCPEHR"]),
     ("ST-A-6601^SCHED", "unmatched", None, []),
     ("ST-A-6701^SCHED", "unmatched", None, []),
+    # OSCAR missed ST-A-6002: the no-show waits to be booked again.
+    ("ST-A-6002^SCHED", "matched", "ST-R-2001^PCPEHR", []),
 ]
 WORKLIST_AFTER_LINK = WORKLIST_BEFORE_LINK[1:]
+# Why each row is on the worklist (its `kind` and the start of its `reason`).
+WORKLIST_REASONS = [
+    ("ambiguous", "ambiguous between ST-R-2006^PCPEHR and ST-R-2007^PCPEHR"),
+    ("no_referral", "no open referral for this patient and specialty"),  # WHISKEY
+    ("no_referral", "no open referral for this patient and specialty"),  # XRAY's is cancelled
+    ("no_show", "no-show for referral ST-R-2001^PCPEHR"),
+]
 
 # (event, status before, status after, appointment, MSH-10) of every history row.
 HISTORY = {
@@ -271,6 +280,9 @@ def test_story_corpus_final_state_through_the_cli(db_url: str, tmp_path: Path) -
         got = replay(engine.port)
         assert got == {name: expected_acks(name) for name in FILES}
         assert worklist(config) == WORKLIST_BEFORE_LINK
+        reasons = [(w["kind"], w["reason"]) for w in cli_json(config, "worklist")]
+        assert [(kind, reason[:len(want)]) for (kind, reason), (_, want) in zip(
+            reasons, WORKLIST_REASONS, strict=True)] == WORKLIST_REASONS
 
         linked = cli(config, "link", AMBIGUOUS, CHOSEN)
         assert linked.strip() == (f"appointment {AMBIGUOUS} linked to referral {CHOSEN} "

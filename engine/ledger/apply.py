@@ -2,9 +2,9 @@
 
 `check` raises the content errors that need the ledger's state (204 unknown key, 205 duplicate
 key) before anything is written, so an AE'd message changes nothing.  `apply` then writes the
-referral or appointment, runs the lifecycle (§7), matches appointments (§6, §8), links orphans
-and records every change in the history.  It returns one readable effect line per change, for
-`tail` (`referral MFP-R-1001^PCPEHR pending→accepted`).
+referral or appointment, runs the lifecycle, matches appointments (by key, else by patient,
+specialty and window), links orphans and records every change in the history.  It returns one
+readable effect line per change, for `tail` (`referral MFP-R-1001^PCPEHR pending→accepted`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
 # Days to reach `scheduled`, by priority (RF1-2 / ORC-7): STAT, ASAP, routine; any other
 # priority, or none, gets routine's.
 DEFAULT_DEADLINES: dict[str, float] = {"S": 1, "A": 2, "R": 14}
-DEFAULT_WINDOW_DAYS = 180  # when RF1-8 is empty (HL7-SPEC §9.5)
+DEFAULT_WINDOW_DAYS = 180  # when RF1-8 is empty: open this long from receipt
 DEFAULT_SWEEP_INTERVAL_MINUTES = 60  # `run` sweeps at start, then this often
 
 
@@ -91,7 +91,7 @@ def check(conn: Connection, changes: Sequence[Change]) -> None:
 
 
 def _owns(change: ReferralChange) -> bool:
-    """Is the sender (MSH-3.1) the system that owns the key?  HL7-SPEC §8: only the owning
+    """Is the sender (MSH-3.1) the system that owns the key?  Only the owning
     system's update for an unknown key is AE 204.  A key naming another system in EI.2 (an RRI
     from the specialist about a referral this hub never saw) is accepted and changes nothing.
     Without EI.2 the sender is taken as the owner."""
@@ -241,7 +241,7 @@ def _effect(kind: str, key: str, before: str, after: str, event: str) -> str:
 
 def _appointment(ctx: Context, ch: AppointmentChange) -> None:
     row = store.appointment_for(ctx.conn, ch.key)
-    # An S14 that names no status keeps the stored one (§2, §7: "S14 with a non-status change:
+    # An S14 that names no status keeps the stored one ("S14 with a non-status change:
     # unchanged"); one that creates the appointment (a feed started mid-stream) books it.
     keep = ch.status == c.KEEP and row is not None
     status = str(row["status"]) if keep and row is not None else ch.status or c.BOOKED
@@ -285,7 +285,7 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
 
 
 def _links(ch: AppointmentChange) -> list[tuple[str, tuple[EI, ...]]]:
-    """The SIU's keys that name a referral, strongest first (§6): SCH-26, SCH-27, then the
+    """The SIU's keys that name a referral, strongest first: SCH-26, SCH-27, then the
     channel's `ledger.link_fields`."""
     return [("SCH-26", ch.placer_order_numbers), ("SCH-27", ch.filler_order_numbers),
             *ch.other_keys]
@@ -296,7 +296,7 @@ def _links_named(links: list[tuple[str, tuple[EI, ...]]]) -> str:
 
 
 def _duration_note(ch: AppointmentChange) -> str:
-    """§6: the duration's source field, and the sources when they disagree."""
+    """The duration's source field, and the sources when they disagree."""
     if not ch.duration_source:
         return ""
     note = f"; duration from {ch.duration_source}"
@@ -305,9 +305,10 @@ def _duration_note(ch: AppointmentChange) -> str:
 
 
 def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[int | None, str]:
-    """Identifier first (SCH-26, then SCH-27), then the fallback (§6 "Links back").  An SIU
-    whose SCH-26/27 name no referral yet is an orphan (§8: it came before its REF or order) and
-    waits for that key: the fallback would link it to another referral of the patient."""
+    """Identifier first (SCH-26, then SCH-27), then the fallback (same patient, specialty, start
+    in the window).  An SIU whose SCH-26/27 name no referral yet is an orphan (it came before
+    its REF or order) and waits for that key: the fallback would link it to another referral
+    of the patient."""
     links = _links(ch)
     for via, keys in links:
         found = sorted({rid for k in keys for rid in store.referral_ids_for(ctx.conn, k)})
@@ -356,7 +357,7 @@ def _ambiguous(ctx: Context, aid: int, candidates: list[int]) -> None:
 
 def _follow(ctx: Context, rid: int, aid: int, status: str, rescheduled: bool,
             trigger: str) -> None:
-    """The linked referral follows its appointment (§7 SIU rows)."""
+    """The linked referral follows its appointment (the scheduling rows of the lifecycle)."""
     row = store.referral(ctx.conn, rid)
     if row["status"] == lc.CANCELLED and status == c.BOOKED and not row["review"]:
         store.set_referral(ctx.conn, rid, review=True)

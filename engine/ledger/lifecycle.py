@@ -1,4 +1,5 @@
-"""The referral lifecycle, exactly HL7-SPEC §7, as pure functions of (status, event).
+"""The referral lifecycle, as pure functions of (status, event): which event moves a referral
+from which status to which, and the words the history records for it.
 
 Statuses: pending, accepted, rejected, scheduled, rescheduled, completed, no_show, cancelled,
 expired, closed.  Terminal ones take no further change; their events are still recorded.
@@ -18,7 +19,7 @@ STATUSES = (PENDING, ACCEPTED, REJECTED, SCHEDULED, RESCHEDULED, COMPLETED, NO_S
             EXPIRED, CLOSED)
 TERMINAL = frozenset({REJECTED, CANCELLED, EXPIRED, CLOSED})
 OPEN = frozenset({PENDING, ACCEPTED, SCHEDULED, RESCHEDULED, NO_SHOW})
-MATCHABLE = frozenset({PENDING, ACCEPTED, NO_SHOW})  # fallback candidates (§6, §9.6)
+MATCHABLE = frozenset({PENDING, ACCEPTED, NO_SHOW})  # open to a new booking (fallback candidates)
 BOOKED_STATES = frozenset({SCHEDULED, RESCHEDULED})
 WAITING = frozenset({PENDING, ACCEPTED})  # the statuses the time rules act on
 
@@ -30,12 +31,12 @@ EVENT_NAMES = tuple(EVENT_PREFIX + s for s in STATUSES) + (OVERDUE_EVENT,)
 
 # event → (from states, to state, rule)
 _REFERRAL_RULES: dict[str, tuple[frozenset[str], str, str]] = {
-    c.ACCEPT: (frozenset({PENDING}), ACCEPTED, "§7 pending→accepted"),
-    c.REJECT: (frozenset({PENDING, ACCEPTED}), REJECTED, "§7 rejected"),
-    c.CANCEL: (frozenset(STATUSES) - TERMINAL, CANCELLED, "§7 cancelled"),
-    c.COMPLETE: (BOOKED_STATES, COMPLETED, "§7 completed"),
-    c.CLOSE: (OPEN | {COMPLETED}, CLOSED, "§7 loop closed"),
-    c.EXPIRE: (frozenset({PENDING, ACCEPTED}), EXPIRED, "§7 expired"),
+    c.ACCEPT: (frozenset({PENDING}), ACCEPTED, "pending→accepted"),
+    c.REJECT: (frozenset({PENDING, ACCEPTED}), REJECTED, "rejected"),
+    c.CANCEL: (frozenset(STATUSES) - TERMINAL, CANCELLED, "cancelled"),
+    c.COMPLETE: (BOOKED_STATES, COMPLETED, "completed"),
+    c.CLOSE: (OPEN | {COMPLETED}, CLOSED, "loop closed"),
+    c.EXPIRE: (frozenset({PENDING, ACCEPTED}), EXPIRED, "expired"),
 }
 
 
@@ -59,37 +60,38 @@ def overdue(status: str, due_at: datetime | None, now: datetime) -> bool:
 def referral_transition(status: str, event: str) -> tuple[str, str]:
     """The status after `event`, and the rule applied (or why nothing changed)."""
     if status in TERMINAL:
-        return status, f"§7 {status} is terminal: recorded only"
+        return status, f"{status} is terminal: recorded only"
     rule = _REFERRAL_RULES.get(event)
     if rule is None:
-        return status, f"§7 {event}: no status change"
+        return status, f"{event}: no status change"
     sources, target, text = rule
     if status not in sources:
-        return status, f"§7 {event} from {status}: no status change"
+        return status, f"{event} from {status}: no status change"
     return target, text
 
 
 def appointment_transition(status: str, appointment: str, rescheduled: bool,
                            other_active: bool) -> tuple[str, str]:
-    """The referral's status after a linked appointment's update (§7 SIU rows).
+    """The referral's status after a linked appointment's update (the scheduling rows of the
+    lifecycle).
 
     `appointment` is the appointment's new status; `other_active` says whether the referral has
     another booked appointment (a cancel only reopens the referral when none is left).
     """
     if status in TERMINAL:
-        return status, f"§7 {status} is terminal: appointment recorded only"
+        return status, f"{status} is terminal: appointment recorded only"
     if appointment == c.BOOKED:
         if rescheduled and status in BOOKED_STATES:
-            return RESCHEDULED, "§7 S13 rescheduled"
+            return RESCHEDULED, "S13 rescheduled"
         if status in MATCHABLE:
-            return SCHEDULED, "§7 booking implies acceptance: scheduled"
-        return status, "§7 booking detail change: unchanged"
+            return SCHEDULED, "booking implies acceptance: scheduled"
+        return status, "booking detail change: unchanged"
     if appointment in (c.CANCELLED, c.DELETED):
         if status in BOOKED_STATES and not other_active:
-            return ACCEPTED, "§7 last active appointment cancelled: awaiting rebooking"
-        return status, "§7 appointment cancelled: unchanged"
+            return ACCEPTED, "last active appointment cancelled: awaiting rebooking"
+        return status, "appointment cancelled: unchanged"
     if appointment == c.NOSHOW and status in BOOKED_STATES:
-        return NO_SHOW, "§7 no-show (still open)"
+        return NO_SHOW, "no-show (still open)"
     if appointment == c.COMPLETE_APPT and status in BOOKED_STATES:
-        return COMPLETED, "§7 appointment complete"
-    return status, f"§7 appointment {appointment} from {status}: unchanged"
+        return COMPLETED, "appointment complete"
+    return status, f"appointment {appointment} from {status}: unchanged"

@@ -58,6 +58,7 @@ from engine.ledger import lifecycle as lc
 from engine.ledger.store import as_datetime
 from engine.mappings.changes import COMPLETE_APPT, NOSHOW
 from engine.store.schema import appointments, referral_events, referrals
+from engine.timestamps import utc_text
 
 DEFAULT_DAYS = 90
 GROUPINGS = ("specialty", "source", "priority")
@@ -205,8 +206,8 @@ def build_report(conn: Connection, p: Period, now: datetime, by: str | None = No
     merged = {g: {**counts.get(g, {}), **appts.get(g, {})} for g in set(counts) | set(appts)}
     total = {k: sum(m.get(k, 0) for m in merged.values()) for k in _COUNTS}
     out: dict[str, Any] = {
-        "period": {"since": p.since.isoformat(), "until": p.until.isoformat()},
-        "as_of": now.isoformat(),
+        "period": {"since": utc_text(p.since), "until": utc_text(p.until)},
+        "as_of": utc_text(now),
         "by": by,
         "totals": _figures(total, sorted(d for ds in days.values() for d in ds)),
     }

@@ -37,7 +37,7 @@ def _keys_named(conn: Connection, key: EI) -> list[tuple[int, str]]:
 
 
 def referral_ids_for(conn: Connection, key: EI, kinds: Iterable[str] | None = None) -> list[int]:
-    """Referrals with a key matching `key` (EI equality, HL7-SPEC §6), oldest first."""
+    """Referrals with a key matching `key` (EI equality: EI.1 equal, EI.2 equal when both have it), oldest first."""
     wanted = set(kinds) if kinds is not None else None
     return sorted({rid for rid, kind in _keys_named(conn, key)
                    if wanted is None or kind in wanted})
@@ -195,7 +195,7 @@ def set_statuses(conn: Connection, referral_ids: list[int], status: str, at: dat
 
 def referrals_of_patients(conn: Connection, ids: Iterable[PatientId],
                           statuses: Iterable[str]) -> list[dict[str, Any]]:
-    """Referrals in `statuses` with a patient id that `PatientId.matches` one of `ids` (§8): CX.1
+    """Referrals in `statuses` with a patient id that `PatientId.matches` one of `ids`: CX.1
     equal, and the OIDs equal when both have one, else the same non-empty namespace.  An id
     with neither namespace nor OID is never compared (no bare MRNs across facilities)."""
     q = patients_query(ids, statuses)

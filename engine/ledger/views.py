@@ -1,15 +1,18 @@
-"""Read models for the CLI: referrals, appointments, worklist, history, as JSON-ready dicts.
+"""Read models for the CLI: referrals, appointments, history, as JSON-ready dicts.
 
-Keys are snake_case and stable (the CLI's contract); ids print as HL7 EI text (`EI.1^EI.2`).
+Keys are snake_case and stable (the CLI's contract); ids print as HL7 EI text (`EI.1^EI.2`);
+times as `engine.timestamps.utc_text` writes them (`2026-12-04T20:18:25Z`).  The worklist, which
+explains its rows, is `engine.ledger.worklist`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, select
 
 from engine.ledger import lifecycle as lc
 from engine.mappings.changes import EI, PatientId
@@ -21,24 +24,58 @@ from engine.store.schema import (
     referral_patients,
     referrals,
 )
+from engine.timestamps import as_utc, utc_text, whole_days
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def iso(value: datetime | str | None) -> str | None:
+    """A stored time as every command shows it (`engine.timestamps.utc_text`)."""
+    return utc_text(value)
+
+
+# A stored history note may begin with a section-sign citation of a rule book users do not
+# have (the sign, U+00A7, then a number such as 7 or 9.5); it is dropped when the note is shown.
+_SECTION = re.compile(r"\(\s*\u00a7[^)]*\)|\u00a7\d+(?:\.\d+)*(?:\s*[-–,]\s*\u00a7?\d+(?:\.\d+)*)*")
+
+
+def plain_note(rule: str | None) -> str | None:
+    """A history note as users read it: without any section-number citation."""
+    if not rule:
+        return rule
+    return re.sub(r"\s{2,}", " ", _SECTION.sub("", rule)).strip(" ;:")
 
 
 def _ei(key_id: str, authority: str) -> str:
     return EI(key_id, authority).text
 
 
-def list_referrals(conn: Connection, *, status: str | None = None, overdue_at: datetime | None = None
-                   ) -> list[dict[str, Any]]:
-    """Every referral (or those in `status`, or past their deadline to reach `scheduled`)."""
-    q = select(referrals).order_by(referrals.c.id)
+def list_referrals(conn: Connection, *, status: str | None = None,
+                   overdue_at: datetime | None = None, limit: int | None = None,
+                   now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every referral (or those in `status`, or past their deadline to reach `scheduled` at
+    `overdue_at`), the first `limit` by id.  `days_overdue` is counted at `now` (else at
+    `overdue_at`; None without either)."""
+    q = _referrals_query(select(referrals), status, overdue_at).order_by(referrals.c.id)
+    return _referral_rows(conn, q.limit(limit), now or overdue_at)
+
+
+def count_referrals(conn: Connection, *, status: str | None = None,
+                    overdue_at: datetime | None = None) -> int:
+    """How many referrals `list_referrals` lists without a limit."""
+    q = _referrals_query(select(func.count()).select_from(referrals), status, overdue_at)
+    return int(conn.execute(q).scalar_one())
+
+
+def _referrals_query(q: Select[Any], status: str | None, overdue_at: datetime | None
+                     ) -> Select[Any]:
     if status:
         q = q.where(referrals.c.status == status)
     if overdue_at is not None:
         q = q.where(overdue(overdue_at))
+    return q
+
+
+def _referral_rows(conn: Connection, q: Select[Any], now: datetime | None
+                   ) -> list[dict[str, Any]]:
     rows = [dict(r) for r in conn.execute(q).mappings()]
     ids = [r["id"] for r in rows]
     keys = _grouped(conn, select(referral_keys).where(referral_keys.c.referral_id.in_(ids))
@@ -48,7 +85,17 @@ def list_referrals(conn: Connection, *, status: str | None = None, overdue_at: d
     appts = _grouped(conn, select(appointments).where(appointments.c.referral_id.in_(ids))
                      .order_by(appointments.c.id), "referral_id")
     return [_referral(r, keys.get(r["id"], []), patients.get(r["id"], []),
-                      appts.get(r["id"], []), overdue_at) for r in rows]
+                      appts.get(r["id"], []), now) for r in rows]
+
+
+def days_overdue(status: str, due_at: datetime | str | None, now: datetime | None) -> int | None:
+    """Whole days past the deadline to be scheduled, for a pending or accepted referral past it
+    at `now`; None otherwise."""
+    if now is None or due_at is None or status not in (lc.PENDING, lc.ACCEPTED):
+        return None
+    if as_utc(due_at) >= as_utc(now):
+        return None
+    return whole_days(now, due_at)
 
 
 def overdue(now: datetime) -> ColumnElement[bool]:
@@ -105,17 +152,19 @@ def _referral(r: dict[str, Any], keys: list[dict[str, Any]], patients: list[dict
         "received_at": iso(r["received_at"]),
         "updated_at": iso(r["updated_at"]),
         "due_at": iso(r["due_at"]),
+        "days_overdue": days_overdue(r["status"], r["due_at"], now),
     }
 
 
-def find_referral(conn: Connection, key: EI) -> dict[str, Any] | None:
-    """One referral by any of its keys, with its history."""
+def find_referral(conn: Connection, key: EI, now: datetime | None = None
+                  ) -> dict[str, Any] | None:
+    """One referral by any of its keys, with its history (`days_overdue` counted at `now`)."""
     from engine.ledger.store import referral_ids_for
 
     found = referral_ids_for(conn, key)
     if not found:
         return None
-    rows = [r for r in list_referrals(conn) if r["id"] == _ei(*_key_of(conn, found[0]))]
+    rows = _referral_rows(conn, select(referrals).where(referrals.c.id == found[0]), now)
     if not rows:
         return None
     out = rows[0]
@@ -123,8 +172,8 @@ def find_referral(conn: Connection, key: EI) -> dict[str, Any] | None:
              for a in conn.execute(select(appointments)).mappings()}
     out["history"] = [{
         "at": iso(h["at"]), "event": h["event"], "status_before": h["status_before"],
-        "status_after": h["status_after"], "rule": h["rule"], "message_id": h["message_id"],
-        "control_id": h["control_id"] or None,
+        "status_after": h["status_after"], "rule": plain_note(h["rule"]),
+        "message_id": h["message_id"], "control_id": h["control_id"] or None,
         "appointment": appts.get(int(h["appointment_id"])) if h["appointment_id"] else None,
     } for h in conn.execute(select(referral_events).where(
         referral_events.c.referral_id == found[0]).order_by(referral_events.c.id)).mappings()]
@@ -145,38 +194,52 @@ def events_sent(conn: Connection, referral_id: int) -> list[dict[str, Any]]:
              "delivered_at": iso(r.delivered_at)} for r in conn.execute(q)]
 
 
-def _key_of(conn: Connection, referral_id: int) -> tuple[str, str]:
-    row = conn.execute(select(referrals.c.key_id, referrals.c.key_authority)
-                       .where(referrals.c.id == referral_id)).one()
-    return str(row.key_id), str(row.key_authority)
-
-
-def list_appointments(conn: Connection, *, worklist: bool = False) -> list[dict[str, Any]]:
-    """Every appointment; with `worklist`, the unmatched and ambiguous ones, oldest first."""
+def list_appointments(conn: Connection, *, worklist: bool = False, limit: int | None = None
+                      ) -> list[dict[str, Any]]:
+    """Every appointment, the first `limit` by id; with `worklist`, the unmatched and
+    ambiguous ones, oldest first."""
     q = select(appointments)
     if worklist:
-        q = q.where(appointments.c.match.in_(["unmatched", "ambiguous"])).order_by(
+        q = q.where(appointments.c.match.in_(WAITING)).order_by(
             appointments.c.created_at, appointments.c.id)
     else:
         q = q.order_by(appointments.c.id)
-    refs = {int(r.id): _ei(r.key_id, r.key_authority) for r in conn.execute(
+    return appointment_rows(conn, q.limit(limit))
+
+
+WAITING = ("unmatched", "ambiguous")  # the matches that put an appointment on the worklist
+
+
+def count_appointments(conn: Connection, *, worklist: bool = False) -> int:
+    """How many appointments `list_appointments` lists without a limit."""
+    q = select(func.count()).select_from(appointments)
+    if worklist:
+        q = q.where(appointments.c.match.in_(WAITING))
+    return int(conn.execute(q).scalar_one())
+
+
+def referral_names(conn: Connection) -> dict[int, str]:
+    """Every referral's EI text by row id."""
+    return {int(r.id): _ei(r.key_id, r.key_authority) for r in conn.execute(
         select(referrals.c.id, referrals.c.key_id, referrals.c.key_authority))}
-    out = []
-    for a in conn.execute(q).mappings():
-        out.append({
-            "id": _ei(a["key_id"], a["key_authority"]),
-            "status": a["status"],
-            "start": iso(a["start"]),
-            "duration_min": a["duration_min"],
-            "specialty": a["specialty"],
-            "match": a["match"],
-            "referral": refs.get(int(a["referral_id"])) if a["referral_id"] else None,
-            "via": a["via"],
-            "candidates": [refs.get(int(i), str(i)) for i in json.loads(a["candidates"] or "[]")],
-            "patient_ids": json.loads(a["patient_ids"] or "[]"),
-            "created_at": iso(a["created_at"]),
-        })
-    return out
+
+
+def appointment_rows(conn: Connection, q: Select[Any]) -> list[dict[str, Any]]:
+    """The appointments `q` selects (whole rows), as the CLI shows them."""
+    refs = referral_names(conn)
+    return [{
+        "id": _ei(a["key_id"], a["key_authority"]),
+        "status": a["status"],
+        "start": iso(a["start"]),
+        "duration_min": a["duration_min"],
+        "specialty": a["specialty"],
+        "match": a["match"],
+        "referral": refs.get(int(a["referral_id"])) if a["referral_id"] else None,
+        "via": a["via"],
+        "candidates": [refs.get(int(i), str(i)) for i in json.loads(a["candidates"] or "[]")],
+        "patient_ids": json.loads(a["patient_ids"] or "[]"),
+        "created_at": iso(a["created_at"]),
+    } for a in conn.execute(q).mappings()]
 
 
 def changes_of_message(conn: Connection, message_id: int) -> list[dict[str, Any]]:
@@ -191,5 +254,5 @@ def changes_of_message(conn: Connection, message_id: int) -> list[dict[str, Any]
         "referral": refs.get(int(h["referral_id"])) if h["referral_id"] else None,
         "appointment": appts.get(int(h["appointment_id"])) if h["appointment_id"] else None,
         "event": h["event"], "status_before": h["status_before"],
-        "status_after": h["status_after"], "rule": h["rule"],
+        "status_after": h["status_after"], "rule": plain_note(h["rule"]),
     } for h in rows]

@@ -1,7 +1,7 @@
 """The values mappers produce and the ledger applies.  Frozen, plain, no database.
 
 Identifiers are HL7 EI (`EI.1^EI.2`); patients are PID-3 CX.1 with the CX.4 namespace and OID
-(HL7-SPEC §8).
+(compared by authority, never by CX.1 alone).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class EI:
         return f"{self.id}^{self.authority}" if self.authority else self.id
 
     def matches(self, other: EI) -> bool:
-        """HL7-SPEC §6: EI.1 equal, and EI.2 equal when both sides have it."""
+        """EI equality: EI.1 equal, and EI.2 equal when both sides have it."""
         return self.id == other.id and (
             not self.authority or not other.authority or self.authority == other.authority)
 
@@ -51,7 +51,7 @@ class PatientId:
         return f"{self.id}^{self.authority or self.oid}"
 
     def matches(self, other: PatientId) -> bool:
-        """HL7-SPEC §8: CX.1 equal, and the OIDs equal when both have one, else the same
+        """Patient id equality: CX.1 equal, and the OIDs equal when both have one, else the same
         non-empty namespace.  An id with neither never matches (no bare MRNs across facilities).
         `engine.ledger.store.referrals_of_patients` asks the same in SQL."""
         if self.id != other.id:
@@ -100,7 +100,7 @@ class Provider:
     location: str = ""
 
 
-# Referral lifecycle events (HL7-SPEC §7).  The ledger decides the status; mappers name the event.
+# Referral lifecycle events.  The ledger decides the status; mappers name the event.
 OPEN = "open"  # REF I12, ORC NW
 ACCEPT = "accept"  # RF1-1 A on I13/RRI, ORC OK, OSU SC/IP, ORC SC with ORC-5 SC/IP
 REJECT = "reject"  # RF1-1 R, ORC UA
@@ -135,7 +135,7 @@ class ReferralChange:
     providers: tuple[Provider, ...] = ()
     diagnoses: tuple[str, ...] = ()  # DG1-3.1 codes
     if_known: bool = False  # apply only to a known referral; an unknown key is not an error
-    # Fields an update sets to the HL7 null `""` ("delete this value", HL7-SPEC §2): of
+    # Fields an update sets to the HL7 null `""` ("delete this value"): of
     # priority, specialty, window_start, window_end.  An empty field changes nothing.
     cleared: frozenset[str] = frozenset()
 
@@ -148,23 +148,24 @@ KEEP = ""  # an update that leaves the appointment's status as it is
 
 @dataclass(frozen=True, slots=True)
 class AppointmentChange:
-    """What one SIU message says about one appointment (HL7-SPEC §6)."""
+    """What one SIU message says about one appointment."""
 
     trigger: str  # S12 ... S26
     key: EI  # SCH-2, else SCH-1
     # booked | cancelled | deleted | noshow | complete; KEEP ("") when an S14 (or S18-S22) names
-    # no status: an empty SCH-25, or Pending/Waitlist/Blocked (not a booking, §7)
+    # no status: an empty SCH-25, or Pending/Waitlist/Blocked (not a booking)
     status: str
     rescheduled: bool = False  # S13: new time
-    filler_status: str = ""  # SCH-25 as sent (local words and coding system kept; §6)
+    filler_status: str = ""  # SCH-25 as sent (local words and coding system kept)
     start: datetime | None = None  # SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8
     duration_min: int | None = None
-    duration_source: str = ""  # SCH-9, TQ1-8 or AIS-7 (§6: record the source field)
+    duration_source: str = ""  # SCH-9, TQ1-8 or AIS-7 (the source field is recorded)
     duration_conflict: str = ""  # the sources' minutes when two disagree by more than 1 min
     specialty: str = ""  # the first mapped of AIL-3.1, AIS-3.1, AIP-3.1, else AIL or AIS as sent
     placer_order_numbers: tuple[EI, ...] = ()  # SCH-26
     filler_order_numbers: tuple[EI, ...] = ()  # SCH-27
-    # `ledger.link_fields` (§6 link 3): (name such as SCH-4, the keys there), tried after 26/27
+    # `ledger.link_fields` (the third, configurable link): (name such as SCH-4, the keys
+    # there), tried after 26/27
     other_keys: tuple[tuple[str, tuple[EI, ...]], ...] = ()
     patient_ids: tuple[PatientId, ...] = ()
     cleared: frozenset[str] = frozenset()  # of start, duration_min, specialty (S14 `""`)
@@ -173,7 +174,7 @@ class AppointmentChange:
 Change = ReferralChange | AppointmentChange
 
 
-# --- content errors (HL7-SPEC §3, AE rows) ---------------------------------------------------
+# --- content errors (answered AE) ------------------------------------------------------------
 
 
 class RequiredSegmentMissing(ContentError):

@@ -1,4 +1,4 @@
-"""Choose the mapper by MSH-9.1: REF/RRI, ORM/OMG/OSU or SIU (HL7-SPEC §4-§6)."""
+"""Choose the mapper by MSH-9.1: REF/RRI, ORM/OMG/OSU or SIU."""
 
 from __future__ import annotations
 

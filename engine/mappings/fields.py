@@ -1,7 +1,7 @@
 """Field readers the mappers share: HL7 DTM/TS, NM, EI, PID-3 (CX) and person names.
 
-Every reader returns decoded leaves (escapes resolved, HL7-SPEC §2).  The HL7 null `""` ("delete
-this value") reads as empty: a change cannot express a deletion yet (HL7-SPEC §9.10), so it is
+Every reader returns decoded leaves (escapes resolved).  The HL7 null `""` ("delete
+this value") reads as empty: a change cannot express a deletion yet, so it is
 treated like an empty field, "no change".  Errors name the field, never its value (STYLE.md 11).
 """
 
@@ -45,7 +45,7 @@ def text(msg: InboundMessage, path: str) -> str:
 
 def nulled(msg: InboundMessage, *paths: str) -> bool:
     """Does an update delete this value?  One of its source fields holds the HL7 null `""` and
-    none holds a value (HL7-SPEC §2: `""` deletes, an empty field changes nothing)."""
+    none holds a value (`""` deletes, an empty field changes nothing)."""
     values = [msg.get(p).strip() for p in paths]
     return NULL in values and all(v in ("", NULL) for v in values)
 
@@ -133,7 +133,7 @@ def read_eis(msg: InboundMessage, path: str) -> tuple[EI, ...]:
 
 
 def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
-    """PID-3 as CX.1 with CX.4.1 (the namespace) and CX.4.2 (the OID) of its HD (§8).
+    """PID-3 as CX.1 with CX.4.1 (the namespace) and CX.4.2 (the OID) of its HD.
 
     CX.4.2 is taken as an OID only when it is written as one (digits and dots, `_OID`) and
     CX.4.3 is ISO (any case) or empty: another universal id type (DNS, UUID, URI, ...) is not an

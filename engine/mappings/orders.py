@@ -1,4 +1,4 @@
-"""ORM^O01, OMG^O19 and OSU^O51 (HL7-SPEC §5, §7): one `ReferralChange` per ORC, keyed on ORC-2.
+"""ORM^O01, OMG^O19 and OSU^O51: one `ReferralChange` per ORC, keyed on ORC-2.
 
 Each ORC starts an order group holding the OBR, TQ1 and DG1 segments up to the next ORC.  ORC-1
 (table 0119) names the event; for SC the new status is in ORC-5 (table 0038).  OSU^O51 is the
@@ -217,7 +217,7 @@ def _providers(msg: InboundMessage, orc: str, obr: str) -> tuple[Provider, ...]:
 
 def _referred_to(msg: InboundMessage, rules: MappingRules, orc: str, obr: str
                  ) -> tuple[Provider, ...]:
-    """`ledger.referred_to` (HL7-SPEC §5): the XCN there as role RT.  An ORC or OBR path reads
+    """`ledger.referred_to`: the XCN there as role RT.  An ORC or OBR path reads
     this order group's segment; any other segment, its first occurrence."""
     if not rules.referred_to:
         return ()
@@ -233,7 +233,7 @@ def _referred_to(msg: InboundMessage, rules: MappingRules, orc: str, obr: str
 
 def _specialty(msg: InboundMessage, rules: MappingRules, obr: str) -> str:
     """OBR-4.1 through `ledger.order_specialties`, then `ledger.specialties`; else OBR-24
-    (diagnostic service section, §5), then the referred-to provider's id, through
+    (diagnostic service section), then the referred-to provider's id, through
     `ledger.specialties`; "" without."""
     code = text(msg, f"{obr}.4.1") if obr else ""
     found = rules.order_specialties.get(code, "") or rules.specialty(code)

@@ -1,4 +1,4 @@
-"""REF and RRI I12-I15 (HL7-SPEC §4, §7): one `ReferralChange` keyed on RF1-6.
+"""REF and RRI I12-I15: one `ReferralChange` keyed on RF1-6.
 
 REF comes from the referring system: I12 opens, I13 modifies (or changes status through RF1-1),
 I14 cancels, I15 asks for status.  RRI comes back from the referred-to system: RF1-1 carries its
@@ -53,7 +53,7 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     kind, event_code = msg.header.message_type, msg.header.trigger
     if kind not in ("REF", "RRI") or event_code not in TRIGGERS:
         return []
-    # PID and at least one PRD are required in REF_I12 and RRI_I12 (HL7-SPEC §4).
+    # PID and at least one PRD are required in REF_I12 and RRI_I12.
     if msg.segment("PID") is None:
         raise RequiredSegmentMissing("PID segment is missing", Location("PID", 1))
     if msg.segment("PRD") is None:
@@ -92,7 +92,7 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
 
 
 def _specialty(msg: InboundMessage, providers: tuple[Provider, ...], rules: MappingRules) -> str:
-    """§4: the referred-to provider's PRD-4.1 (point of care) through `ledger.specialties`, or
+    """The referred-to provider's PRD-4.1 (point of care) through `ledger.specialties`, or
     as sent; without one, the first of OBR-4.1, PR1-3.1 and the RT provider's id (PRD-7.1)
     that `ledger.specialties` maps."""
     referred_to = next((p for p in providers if p.role.upper() == "RT"), None)
@@ -116,7 +116,7 @@ def _cleared(msg: InboundMessage) -> frozenset[str]:
 
 def _event(msg: InboundMessage, kind: str, event_code: str, status: str,
            rules: MappingRules) -> str:
-    """HL7-SPEC §7: I12 opens, I14 cancels, I15 notes; I13 and RRI follow RF1-1 or close."""
+    """Lifecycle events: I12 opens, I14 cancels, I15 notes; I13 and RRI follow RF1-1 or close."""
     if kind == "REF" and event_code != "I13":
         return _REF_EVENTS[event_code]
     if has_final_note(msg, rules):

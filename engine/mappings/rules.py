@@ -16,13 +16,13 @@ class MappingRules:
     # ORU^R01 / MDM^T02 whose placer number names a referral may close it (issue 3)
     close_on_results: bool = False
     # Any code the mappers read a specialty from (PRD-4.1, PRD-7.1, OBR-4.1, PR1-3.1, AIL-3.1,
-    # AIS-3.1, AIP-3.1) → the specialty the ledger compares (HL7-SPEC §4, §6); keys upper-case
+    # AIS-3.1, AIP-3.1) → the specialty the ledger compares; keys upper-case
     specialties: dict[str, str] = field(default_factory=dict)
     # Orders: the field that names the referred-to provider (an XCN), e.g. OBR.28, PRT.5 or a
-    # Z-segment's; no standard ORC/OBR field does (HL7-SPEC §5).  "" reads none.
+    # Z-segment's; no standard ORC/OBR field does.  "" reads none.
     referred_to: str = ""
     # SIU fields (EI, repeating) that name the referral beside SCH-26/27, tried after them: SCH-4
-    # placer group, a site's Z-field (HL7-SPEC §6 link 3: configurable, off by default)
+    # placer group, a site's Z-field (the third link: configurable, off by default)
     link_fields: tuple[str, ...] = ()
 
     def specialty(self, code: str) -> str:

@@ -1,4 +1,4 @@
-"""SIU S12-S26 (HL7-SPEC §6): one `AppointmentChange` keyed on SCH-2 (filler id), else SCH-1.
+"""SIU S12-S26: one `AppointmentChange` keyed on SCH-2 (filler id), else SCH-1.
 
 The trigger sets the status; S14 and the S18-S22 resource events keep the one SCH-25 (table 0278)
 gives.  Blocked slots (S23/S24) and the S25 query have no appointment effect.
@@ -43,14 +43,14 @@ TRIGGER_STATUS = {"S12": BOOKED, "S13": BOOKED, "S15": CANCELLED, "S16": CANCELL
 # Events whose status is SCH-25's: a modification (S14) and the service/resource events.
 BY_FILLER_STATUS = frozenset({"S14", "S18", "S19", "S20", "S21", "S22"})
 # Table 0278 filler status (case-insensitive; unknown local words read as booked).  Pending,
-# Waitlist and Blocked are no booking (§7: S14 *Booked* schedules), and an empty SCH-25 says
-# nothing (§2): those updates keep the appointment's status.
+# Waitlist and Blocked are no booking (only S14 *Booked* schedules), and an empty SCH-25 says
+# nothing (an empty field changes nothing): those updates keep the appointment's status.
 FILLER_STATUS = {
     "BOOKED": BOOKED, "OVERBOOK": BOOKED, "STARTED": BOOKED, "COMPLETE": COMPLETE_APPT,
     "NOSHOW": NOSHOW, "CANCELLED": CANCELLED, "CANCELED": CANCELLED, "DC": CANCELLED,
     "DELETED": DELETED, "PENDING": KEEP, "WAITLIST": KEEP, "BLOCKED": KEEP, "": KEEP,
 }
-# Start time, first non-empty (§6): SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8.
+# Start time, first non-empty: SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8.
 START_FIELDS = (
     ("SCH.11.4", Location("SCH", 1, 11)),
     ("TQ1.7", Location("TQ1", 1, 7)),
@@ -85,7 +85,7 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     duration = durations(msg)
     status = TRIGGER_STATUS.get(event) or FILLER_STATUS.get(filler_status.upper(), BOOKED)
     if event == "S12" and FILLER_STATUS.get(filler_status.upper()) == COMPLETE_APPT:
-        status = COMPLETE_APPT  # §7: S14/S12 with SCH-25 Complete completes the referral
+        status = COMPLETE_APPT  # S14/S12 with SCH-25 Complete completes the referral
     return [AppointmentChange(
         trigger=event,
         key=key,
@@ -107,7 +107,7 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
 
 
 def _raw_filler_status(msg: InboundMessage) -> str:
-    """SCH-25 as sent (§6: "map case-insensitively and keep the raw value"; local words such as
+    """SCH-25 as sent (mapped case-insensitively, the raw value kept; local words such as
     `Scheduled^^CSI` carry their coding system), in standard delimiters, cut to its column."""
     wires = msg.repetitions("SCH.25")
     if not wires:
@@ -118,8 +118,8 @@ def _raw_filler_status(msg: InboundMessage) -> str:
 
 
 def _specialty(msg: InboundMessage, rules: MappingRules) -> str:
-    """§6: the first of AIL-3.1, AIS-3.1, AIP-3.1 that `ledger.specialties` maps; else AIL-3.1
-    or AIS-3.1 as sent (a person's id in AIP-3 is no specialty unless mapped)."""
+    """The specialty: the first of AIL-3.1, AIS-3.1, AIP-3.1 that `ledger.specialties` maps;
+    else AIL-3.1 or AIS-3.1 as sent (a person's id in AIP-3 is no specialty unless mapped)."""
     if not rules.specialties:  # nothing to map: AIP-3 can say nothing
         return text(msg, "AIL.3.1") or text(msg, "AIS.3.1")
     codes = [text(msg, path) for path in ("AIL.3.1", "AIS.3.1", "AIP.3.1")]
@@ -154,9 +154,9 @@ class Duration(NamedTuple):
 
 
 def durations(msg: InboundMessage) -> Duration:
-    """§6: SCH-9/SCH-10, then TQ1-8 minus TQ1-7, then AIS-7/AIS-8: the first that gives minutes
-    is the duration (an unreadable one is 102); the later ones, where readable, are compared
-    with it, and more than a minute apart they are named in `conflict`."""
+    """The duration: SCH-9/SCH-10, then TQ1-8 minus TQ1-7, then AIS-7/AIS-8: the first that
+    gives minutes is the duration (an unreadable one is 102); the later ones, where readable,
+    are compared with it, and more than a minute apart they are named in `conflict`."""
     found: list[tuple[str, int]] = []
     for name, read in _DURATION_SOURCES:
         try:

@@ -1,4 +1,4 @@
-"""Raw bytes to a frozen `InboundMessage`: charset, delimiters, segments, escapes (HL7-SPEC §2)."""
+"""Raw bytes to a frozen `InboundMessage`: charset, delimiters, segments, escapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""HL7 escape sequences, decoded per leaf value after splitting (HL7-SPEC §2).
+"""HL7 escape sequences, decoded per leaf value after splitting (a value is split on the real
+delimiters first, so an escaped delimiter never splits it).
 
 `\\F\\ \\S\\ \\T\\ \\R\\ \\E\\` give back the delimiters, `\\P\\` the v2.7+ truncation character and
 `\\Xhh..\\` bytes decoded in the message charset.  Formatting (`\\H\\ \\N\\ \\.br\\`), charset switches

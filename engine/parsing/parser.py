@@ -1,4 +1,5 @@
-"""The hot-path parser: bytes to `InboundMessage` with `str.split`, nothing more (HL7-SPEC §1-2).
+"""The hot-path parser: bytes to `InboundMessage` with `str.split`, nothing more (MLLP payload in,
+HL7 encoding rules applied).
 
 Order matters: strip a UTF-8 BOM, read the delimiters and MSH-18 from the ASCII MSH, decode the
 whole payload in that charset, then split segments (CR, LF or CRLF), then fields.  Components,
@@ -42,18 +43,7 @@ FALLBACK = "cp1252"
 
 def parse(raw: bytes) -> InboundMessage:
     """Parse one MLLP payload.  Raises `NotHL7`, `BadEncodingCharacters` or `UnsupportedCharset`."""
-    data = raw[3:] if raw.startswith(BOM) else raw
-    if data[:3] != b"MSH":
-        data = data.lstrip(b"\r\n\t \x00")
-    if not data.startswith(b"MSH") or len(data) < 8:
-        raise NotHL7("no MSH segment at the start of the message")
-    # The MSH line ends where `_split` ends it: at the first CR when there is one (an LF before
-    # it is data), else at the first LF.  MSH-18 is then read from the same field the header
-    # and the ACK see.
-    line_end = data.find(b"\r")
-    if line_end < 0:
-        line_end = data.find(b"\n")
-    msh = data[:line_end] if line_end >= 0 else data
+    data, msh = _header_line(raw)
     delims = _delimiters(msh)
     declared = _charset(msh, delims)
     text, codec = _decode(data, declared)
@@ -64,6 +54,34 @@ def parse(raw: bytes) -> InboundMessage:
         raise UnsupportedCharset("the message does not read in the character set MSH-18 names",
                                  Location("MSH", 1, 18))
     return InboundMessage(segments, delims, codec)
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """A stored payload as text, for people to read, and the codec that read it: the charset
+    `parse` reads it in (MSH-18, else strict UTF-8, else cp1252).  A payload `parse` refuses
+    (no MSH, bad delimiters, an MSH-18 it does not know) is read the way an empty MSH-18 is."""
+    try:
+        data, msh = _header_line(raw)
+        charset = _charset(msh, _delimiters(msh))
+    except (NotHL7, BadEncodingCharacters, UnsupportedCharset):
+        data, charset = (raw[3:] if raw.startswith(BOM) else raw), ""
+    return _decode(data, charset)
+
+
+def _header_line(raw: bytes) -> tuple[bytes, bytes]:
+    """The payload from its MSH on (a UTF-8 BOM and leading blank bytes dropped), and the MSH
+    line's bytes.  The MSH line ends where `_split` ends it: at the first CR when there is one
+    (an LF before it is data), else at the first LF; MSH-18 is then read from the same field
+    the header and the ACK see."""
+    data = raw[3:] if raw.startswith(BOM) else raw
+    if data[:3] != b"MSH":
+        data = data.lstrip(b"\r\n\t \x00")
+    if not data.startswith(b"MSH") or len(data) < 8:
+        raise NotHL7("no MSH segment at the start of the message")
+    line_end = data.find(b"\r")
+    if line_end < 0:
+        line_end = data.find(b"\n")
+    return data, (data[:line_end] if line_end >= 0 else data)
 
 
 def _delimiters(msh: bytes) -> Delimiters:

@@ -19,6 +19,7 @@ from engine.config import Destination
 from engine.routes import operator
 from engine.routes.worker import Outcome, QueueWorker
 from engine.store.schema import deliveries, outbound
+from engine.timestamps import utc_text
 
 
 class FileDeliverer(QueueWorker):
@@ -98,7 +99,7 @@ def deliveries_of(conn: Connection, message_id: int) -> list[dict[str, object]]:
                             .order_by(deliveries.c.id)).mappings().all()
     return [{
         "queue_id": r.id, "destination": r.destination, "status": r.status,
-        "attempts": [{"at": a["at"].isoformat() if a["at"] else None, "ack": a["ack_code"],
+        "attempts": [{"at": utc_text(a["at"]), "ack": a["ack_code"],
                       "error": a["error"] or None, "ms": a["ms"]}
                      for a in attempts if a["outbound_id"] == r.id],
     } for r in rows]

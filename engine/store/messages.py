@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from engine.store import sql
 from engine.store.schema import messages
@@ -32,7 +32,7 @@ def record_batch(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime
     """Insert every row not already stored, in order, inside the caller's transaction.
 
     A row whose dedupe key and digest match a stored row (or one earlier in this batch) is a
-    retransmission (HL7-SPEC §8): it is not inserted, and the stored row's counter goes up.
+    retransmission (a resend of the same message by the same sender): it is not inserted, and the stored row's counter goes up.
     """
     known = _known(conn, sorted({r["dedupe_key"] for r in rows if r["dedupe_key"]}))
     plan: list[tuple[int, dict[str, Any] | None, bool]] = []  # (row index, original, reused)
@@ -158,6 +158,19 @@ def log_rows(
         rows = list(conn.execute(q.order_by(messages.c.id.desc()).limit(limit)))
         return rows[::-1]
     return list(conn.execute(q.order_by(messages.c.id).limit(limit)))
+
+
+def count_rows(conn: Connection, *, channel: str | None = None,
+               message_type: str | None = None, status: str | None = None) -> int:
+    """How many stored messages pass `log_rows`' filters."""
+    q = select(func.count()).select_from(messages)
+    if channel:
+        q = q.where(messages.c.channel == channel)
+    if message_type:
+        q = q.where(messages.c.message_type == message_type)
+    if status:
+        q = q.where(messages.c.status == status)
+    return int(conn.execute(q).scalar_one())
 
 
 def message_row(conn: Connection, message_id: int, *, with_raw: bool = False) -> Row[Any] | None:

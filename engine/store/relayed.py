@@ -9,6 +9,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from engine.store.schema import deliveries, messages, outbound, relayed_acks
+from engine.timestamps import utc_text
 
 
 class Waiting(NamedTuple):
@@ -58,5 +59,5 @@ def relayed_of(conn: Connection, message_id: int) -> list[dict[str, object]]:
                                relayed_acks.c.downstream_code, relayed_acks.c.outbound_id)
                         .where(relayed_acks.c.message_id == message_id)
                         .order_by(relayed_acks.c.id)).all()
-    return [{"at": r.at.isoformat(), "ack": r.code, "downstream_ack": r.downstream_code or None,
+    return [{"at": utc_text(r.at), "ack": r.code, "downstream_ack": r.downstream_code or None,
              "queue_id": r.outbound_id} for r in rows]

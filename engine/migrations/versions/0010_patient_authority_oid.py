@@ -1,4 +1,6 @@
-"""Patient ids keep both parts of PID-3's assigning authority (HL7-SPEC §8).
+"""Patient ids keep both parts of PID-3's assigning authority (CX.4.1, the namespace, and
+CX.4.2, the OID), so ids from different facilities are compared by authority, never by CX.1
+alone.
 
 * `referral_patients.authority_oid`: CX.4.2, the OID (when CX.4.3 is ISO or empty), beside
   `authority`, which is now CX.4.1 (the namespace) only.  Not NULL, `""` when there is none.
