@@ -1,4 +1,4 @@
-"""Throughput, latency, CPU and memory benchmarks for the engine (STYLE.md rule 16).
+"""Throughput, latency, CPU and memory benchmarks for the engine.
 
 `python -m bench.run` drives a bare MLLP server (the ceiling: framing and a fixed ACK, no storage)
 and then the real engine with the same synthetic load, and reports both side by side.  Modules:

@@ -1,6 +1,6 @@
 """A bench run's figures as one JSON-ready dict, and that dict as the printed summary table.
 
-The targets are judged here, PASS or MISS; they never fail a run (STYLE.md rule 16: timing
+The targets are judged here, PASS or MISS; they never fail a run (timing
 belongs to benchmarks, and a shared machine makes single figures noisy, so ratios are quoted).
 """
 

@@ -1,4 +1,4 @@
-"""Outcome to ACK bytes, exactly as HL7-SPEC §3 says.
+"""Outcome to ACK bytes, as docs/acknowledgements.md describes.
 
 * Original mode (MSH-15 and MSH-16 empty): one ACK, MSA-1 AA, AE or AR.
 * Enhanced mode (either valued): an accept ACK (CA/CE/CR) when MSH-15 asks for it, then, for a

@@ -1,4 +1,4 @@
-"""`channels.yaml`, parsed into frozen, validated objects (STYLE.md rule 8).
+"""`channels.yaml`, parsed into frozen, validated objects.
 
 Every problem is collected with its YAML path (`channels[0].listen.port: expected 1-65535`),
 after the file's path when there is a file (`channels.yaml: channels[0].listen.port: …`), and
@@ -95,7 +95,7 @@ class Channel:
     ack: AckConfig = AckConfig()
     limits: Limits = Limits()
     tolerate_missing_cr: bool = True
-    mllp_release: int = 1  # `framing.mllp_release`: 2 sends the R2 commit ACK/NAK (HL7-SPEC §1)
+    mllp_release: int = 1  # `framing.mllp_release`: 2 sends the R2 commit ACK/NAK (docs/hl7-rules.md)
     rules: MappingRules = MappingRules()
     allow: tuple[IPNetwork, ...] = ()  # `listen.allow`: the peers it takes; empty: any
     tls: ListenTLS | None = None  # `listen.tls`: TLS (mutual with a client_ca); None: plain TCP

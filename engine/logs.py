@@ -1,7 +1,7 @@
 """The message log: structlog events as JSON lines in a file, and readable lines on a terminal.
 
 Event names are stable and dotted (`mllp.connection_opened`, `message.stored`); keys are flat.
-Never log patient data (STYLE.md rule 11): channel, peer, control id, type, size, digest, codes.
+Never log patient data: channel, peer, control id, type, size, digest, codes.
 The file is created 0600.
 """
 

@@ -2,7 +2,7 @@
 
 `Pipeline.process_batch` is the group-commit unit: every frame waiting is prepared (pure), then
 recorded in one transaction, and only after the commit are ACKs built.  If the commit fails,
-every frame of the batch is answered AE/CE 207 and nothing is promised (HL7-SPEC §3).
+every frame of the batch is answered AE/CE 207 and nothing is promised (docs/hl7-rules.md).
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def _strict(msg: InboundMessage, job: Job) -> Verdict:
 
 
 def _warn_conflicts(changes: list[Change], msg: InboundMessage) -> None:
-    """§6: an appointment whose duration sources disagree by more than a minute is a warning
+    """An appointment whose duration sources disagree by more than a minute is a warning
     (field names and minutes only)."""
     for change in changes:
         if isinstance(change, AppointmentChange) and change.duration_conflict:

@@ -1,4 +1,4 @@
-"""TLS for MLLP (DESIGN.md, Security): listeners (`channels[].listen.tls`, with mutual TLS when a
+"""TLS for MLLP (docs/tls.md): listeners (`channels[].listen.tls`, with mutual TLS when a
 `client_ca` is given) and MLLP destinations (`destinations[].tls`).
 
 Certificates and keys are PEM files, read once when the configuration is loaded, so a bad file

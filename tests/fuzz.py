@@ -87,7 +87,7 @@ class Fuzzer:
                 harness.close()
                 harness = Harness(self.fresh_db(), self.config)
             if recent and rng.random() < RESEND:
-                raw = rng.choice(recent)  # a resend: answered as the first time (HL7-SPEC §8)
+                raw = rng.choice(recent)  # a resend: answered as the first time (docs/hl7-rules.md)
             else:
                 raw = fuzzing.random_frame(rng, seeds)
                 recent.append(raw)

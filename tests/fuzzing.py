@@ -341,7 +341,7 @@ class Harness:
         self.pipeline.route(self.config.routes)
         self.pipeline.order_by(self.config.destinations)
         self.pipeline.answer_from(self.config.channels)
-        # MSA-1s of every committed frame, by digest: a resend must be answered the same (§8).
+        # MSA-1s of every committed frame, by digest: a resend must be answered the same.
         self.answers: dict[str, list[str]] = {}
 
     def close(self) -> None:

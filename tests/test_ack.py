@@ -1,4 +1,4 @@
-"""Every row of the HL7-SPEC §3 condition → code table, in original and enhanced mode, byte-exact.
+"""Every row of the docs/acknowledgements.md condition → code table, in original and enhanced mode, byte-exact.
 
 The builder gets a fixed clock and control-id generator, so whole ACKs can be compared.
 """
@@ -46,7 +46,7 @@ def _answer(builder: AckBuilder, raw: bytes) -> list[bytes]:
 HEAD = b"MSH|^~\\&|REFTRACK|HUB|PCPEHR|NORTH|20261128093000+0000||"
 
 
-# (raw message, expected MSA-1, ERR-3, ERR-2 location) -- HL7-SPEC §3, original mode, v2.5.1
+# (raw message, expected MSA-1, ERR-3, ERR-2 location) -- docs/hl7-rules.md, original mode, v2.5.1
 ROWS = [
     pytest.param(_msg(), "AA", "", "", id="processed"),
     pytest.param(_msg(msh9=""), "AR", "101", "MSH^1^9", id="msh9-empty"),
@@ -90,7 +90,7 @@ def test_processed_ack_is_byte_exact(builder: AckBuilder) -> None:
 
 def test_v23_ack_has_two_component_msh9_and_err1_layout(builder: AckBuilder) -> None:
     """v2.3: MSH-9 ACK^I12 (no structure component), ERR-1 `seg^seq^field^code&text&HL70357`
-    and the text in MSA-3 (HL7-SPEC §3 ERR layout)."""
+    and the text in MSA-3 (docs/acknowledgements.md, ERR layout)."""
     (ack,) = _answer(builder, _msg(msh9="REF^I99", version="2.3"))
     assert ack == (HEAD + b"ACK^I99|ACK1|P|2.3\r"
                    b"MSA|AR|C1|Unsupported event code: MSH-9.2 trigger event I99 of REF is not "

@@ -38,7 +38,7 @@ def _ref(key: str, patient: str = "100001") -> bytes:
     """ref_i12_v251 as referral `key` (NEURO, window 2026-01-12 to 2026-07-12, due in 14 days)
     for patient `patient` at NORTHCLINIC (and `2…` at SOUTHHOSP)."""
     raw = sample_payload("ref_i12_v251.hl7").replace(b"MFP-R-1001", key.encode())
-    raw = raw.replace(b"REF-I12-V251", f"C-{key}".encode())
+    raw = raw.replace(b"REF-I12-V251", f"C-{key}".encode()).replace(b"|20360712|", b"|20260712|")
     return raw.replace(b"100001^", f"{patient}^".encode()).replace(
         b"200001^", f"2{patient[1:]}^".encode())
 

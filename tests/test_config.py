@@ -1,4 +1,4 @@
-"""`channels.yaml` parsing (STYLE.md rule 8): the shipped file, defaults, and every problem at once.
+"""`channels.yaml` parsing: the shipped file, defaults, and every problem at once.
 
 Each problem is one string starting with its YAML path; a configuration with any problem raises one
 `ConfigError` listing them all, in document order.  `hl7-engine check-config` prints them on stderr.

@@ -1,6 +1,6 @@
 """Crash safety: an engine receiving a stream is killed with SIGKILL and restarted.
 
-An ACK is a promise (DESIGN.md): every control id that got AA must be in the store exactly once
+An ACK is a promise (docs/architecture.md): every control id that got AA must be in the store exactly once
 after the restart, and resending everything that was not acknowledged creates no duplicates.
 """
 

@@ -90,7 +90,7 @@ def _control_id(payload: bytes) -> str:
 
 def test_retransmission_is_reacked_not_stored_twice(engine: tuple[Engine, str]) -> None:
     """The same sender + MSH-10 + bytes sent again gets the same ACK code and no second row;
-    the same key with other bytes is stored and flagged control_id_reused (HL7-SPEC §8)."""
+    the same key with other bytes is stored and flagged control_id_reused (docs/hl7-rules.md)."""
     eng, url = engine
     original = sample_payload("ref_i12_v251.hl7")
     changed = original.replace(b"MFP-R-1001", b"MFP-R-1999")

@@ -1,4 +1,4 @@
-"""Property tests for HL7 escaping (HL7-SPEC §2): `unescape` inverts `escape` for any text and any
+"""Property tests for HL7 escaping (docs/hl7-rules.md): `unescape` inverts `escape` for any text and any
 valid delimiter set, and an escaped value survives a whole message through `parse` at every depth.
 
 Restriction: delimiters are drawn from ASCII punctuation (`string.punctuation`), 5 or 6 distinct.

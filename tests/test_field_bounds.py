@@ -1,4 +1,4 @@
-"""Every number the mappers read from a message is ASCII digits and bounded (HL7-SPEC §3: an
+"""Every number the mappers read from a message is ASCII digits and bounded (docs/hl7-rules.md: an
 unreadable or implausible value in a field we need is AE 102 at that field).
 
 Non-ASCII digits ("²", Arabic-Indic) are no HL7 number, a date/time outside the years 1800-2999

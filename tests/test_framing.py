@@ -1,4 +1,4 @@
-"""MLLP frame decoding (HL7-SPEC §1): splits, coalescing, junk, missing CR, size cap."""
+"""MLLP frame decoding (docs/hl7-rules.md): splits, coalescing, junk, missing CR, size cap."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Property: replaying a stream a second time, so that every message is a retransmission
-(HL7-SPEC §8), leaves the ledger exactly as the first pass left it and stores no new message.
+(docs/hl7-rules.md), leaves the ledger exactly as the first pass left it and stores no new message.
 
 The streams come from the story corpus (`samples/story/`): an order-preserving subsequence of
 it, or all of it with retransmissions inserted after their originals.  They run in-process

@@ -1,6 +1,6 @@
 """Updates against the ledger, through the pipeline into a real database: the HL7 null `""`
-deletes a stored value and an empty field keeps it (HL7-SPEC §2), and AE 204 is only for the
-owning system (HL7-SPEC §8)."""
+deletes a stored value and an empty field keeps it (docs/ledger.md), and AE 204 is only for the
+owning system (docs/hl7-rules.md)."""
 
 from __future__ import annotations
 
@@ -101,12 +101,12 @@ def test_unknown_key_is_204_only_from_its_owner(sqlite_url: str) -> None:
     assert refs == {}
 
 
-# --- HL7-SPEC conformance: orphans, S14 without a status, bare MRNs, PRD required ------------
+# --- docs/hl7-rules.md conformance: orphans, S14 without a status, bare MRNs, PRD required ------------
 
 
 def test_an_siu_naming_an_unknown_referral_waits_for_it_instead_of_the_fallback(
         db_url: str) -> None:
-    """§6/§8: an SIU whose SCH-26 names a referral not stored yet is an orphan, even though the
+    """An SIU whose SCH-26 names a referral not stored yet is an orphan, even though the
     fallback would find another open referral of the same patient and specialty; when the
     named referral comes, the appointment is linked to it, via SCH-26."""
     other = _edit(REF, "RF1", 6, "OTHER-R-1^PCPEHR", "REF-OTHER")
@@ -125,7 +125,7 @@ def test_an_siu_naming_an_unknown_referral_waits_for_it_instead_of_the_fallback(
 
 
 def test_an_s14_without_a_status_keeps_the_cancelled_appointment_cancelled(db_url: str) -> None:
-    """§2/§7: after S15 the appointment is cancelled and the referral awaits rebooking; an S14
+    """After S15 the appointment is cancelled and the referral awaits rebooking; an S14
     with an empty SCH-25 (a detail change) keeps both so; an S14 saying Booked books again."""
     cancel = _edit(SIU, "SCH", 25, "Cancelled", "SIU-S15", "S15")
     detail = _edit(SIU, "SCH", 25, "", "SIU-S14-DETAIL", "S14")
@@ -141,7 +141,7 @@ def test_an_s14_without_a_status_keeps_the_cancelled_appointment_cancelled(db_ur
 
 
 def test_bare_mrns_are_never_compared_by_the_fallback(db_url: str) -> None:
-    """§8: PID-3 ids without an assigning authority (CX.4) do not make a fallback match, even
+    """PID-3 ids without an assigning authority (CX.4) do not make a fallback match, even
     when the bare ids are equal; with the authority they do."""
     def bare(payload: bytes, control: str) -> bytes:
         return _edit(payload, "PID", 3, "555", control)
@@ -153,7 +153,7 @@ def test_bare_mrns_are_never_compared_by_the_fallback(db_url: str) -> None:
 
 
 def test_a_ref_without_any_prd_is_ae_100(db_url: str) -> None:
-    """§4: PID and at least one PRD are required in REF_I12: AE 100 at PRD^1, no referral."""
+    """PID and at least one PRD are required in REF_I12: AE 100 at PRD^1, no referral."""
     lines = [ln for ln in REF.decode().split("\r") if not ln.startswith("PRD|")]
     db = open_database(db_url)
     pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
@@ -209,7 +209,7 @@ _FILES = itertools.count()
 
 def test_the_history_names_the_duration_source_and_a_conflict_is_a_warning(
         db_url: str) -> None:
-    """§6 "record the source field; if two sources disagree by more than 1 minute, warn": the
+    """Record the source field; if two sources disagree by more than 1 minute, warn": the
     appointment's history row says where its duration came from and which sources disagree,
     and `appointment.duration_conflict` is logged (field names and minutes only)."""
     from sqlalchemy import select
@@ -226,14 +226,14 @@ def test_the_history_names_the_duration_source_and_a_conflict_is_a_warning(
         rules = [r for (r,) in conn.execute(select(referral_events.c.rule).where(
             referral_events.c.event == "SIU^S12 booked"))]
     db.dispose()
-    assert rules == ["§6 appointment created; duration from SCH-9 (sources disagree: "
+    assert rules == ["appointment created; duration from SCH-9 (sources disagree: "
                      "SCH-9 30 min, AIS-7 45 min)"]
     assert [(e["control_id"], e["sources"]) for e in logs
             if e["event"] == "appointment.duration_conflict"] == [
         ("SIU-CLASH", "SCH-9 30 min, AIS-7 45 min")]
 
 
-# --- HL7-SPEC §8: assigning authorities as `NS&OID&ISO` --------------------------------------
+# --- docs/hl7-rules.md: assigning authorities as `NS&OID&ISO` --------------------------------------
 
 
 @pytest.mark.parametrize(("ref_cx", "siu_cx", "match"), [
@@ -255,7 +255,7 @@ def test_the_history_names_the_duration_source_and_a_conflict_is_a_warning(
 ])
 def test_the_fallback_compares_oids_when_both_have_one_else_namespaces(
         db_url: str, ref_cx: str, siu_cx: str, match: str) -> None:
-    """§8, CX.4 = `NS&OID&ISO`: the REF's and the SIU's only PID-3 ids differ in CX.4; the
+    """CX.4 = `NS&OID&ISO`: the REF's and the SIU's only PID-3 ids differ in CX.4; the
     SIU has no SCH-26, so only the fallback (same patient, specialty, window) can link it."""
     ref = _edit(REF, "PID", 3, ref_cx + "^MR", "REF-CX4")
     siu = _edit(_edit(SIU, "SCH", 26, "", "SIU-CX4"), "PID", 3, siu_cx + "^MR", "SIU-CX4")
@@ -297,7 +297,7 @@ def test_the_cli_shows_patient_ids_as_cx1_and_namespace_or_else_oid(db_url: str)
 
 def test_an_orphan_is_linked_when_its_order_gains_the_filler_number_it_names(
         db_url: str) -> None:
-    """§8 "re-evaluate orphans when a referral ... gains keys (RF1-11, ORC-3)": an SIU whose
+    """Re-evaluate orphans when a referral ... gains keys (RF1-11, ORC-3)": an SIU whose
     SCH-27 names a filler order number arrives first (orphan); the order opens without it
     (still unmatched); an ORC SC carrying that ORC-3 links the appointment via SCH-27."""
     channel = parse_config({"channels": [{
@@ -321,7 +321,7 @@ def test_an_orphan_is_linked_when_its_order_gains_the_filler_number_it_names(
 
 
 def test_configured_link_fields_link_after_sch26_and_wait_as_orphans(db_url: str) -> None:
-    """§6 link 3, off by default: with `ledger.link_fields: [SCH.4]` an SIU whose SCH-4 placer
+    """The third link rule, off by default: with `ledger.link_fields: [SCH.4]` an SIU whose SCH-4 placer
     group carries the referral's key (and no SCH-26) is linked via SCH-4, also when it comes
     first (an orphan linked when the REF arrives); without the setting SCH-4 is not read."""
     siu = _edit(_edit(SIU, "SCH", 26, "", "SIU-GROUP"), "SCH", 4, "MFP-R-1001^PCPEHR",

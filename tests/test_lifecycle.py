@@ -1,4 +1,4 @@
-"""Every row of the HL7-SPEC §7 lifecycle table, as pure transitions."""
+"""Every row of the lifecycle table (docs/ledger.md), as pure transitions."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from engine.mappings import changes as c
     (lc.EXPIRED, c.ACCEPT, lc.EXPIRED),
 ])
 def test_referral_events(status: str, event: str, after: str) -> None:
-    """A referral event moves the status exactly as the §7 table says; terminal stays put."""
+    """A referral event moves the status exactly as the lifecycle table says; terminal stays put."""
     assert lc.referral_transition(status, event)[0] == after
 
 
@@ -63,5 +63,5 @@ def test_opening_status_follows_rf1_1() -> None:
 ])
 def test_appointment_effects(status: str, appt: str, rescheduled: bool, other: bool,
                              after: str) -> None:
-    """A linked appointment's update moves its referral per the §7 SIU rows."""
+    """A linked appointment's update moves its referral per the SIU rows of the lifecycle table."""
     assert lc.appointment_transition(status, appt, rescheduled, other)[0] == after

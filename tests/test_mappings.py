@@ -1,4 +1,4 @@
-"""The mappers (HL7-SPEC §4-§7): REF/RRI, ORM/OMG/OSU and SIU messages to ledger changes, and the
+"""The mappers (docs/hl7-rules.md): REF/RRI, ORM/OMG/OSU and SIU messages to ledger changes, and the
 AE content errors (table 0357 code and ERR location) each content sample must give.
 
 Samples come from `samples/` as `hl7-engine send` sends them; the rules are also checked on
@@ -237,7 +237,7 @@ def test_patient_ids_keep_cx41_and_cx42_and_skip_reps_without_cx1() -> None:
 ])
 def test_patient_ids_take_cx42_as_the_oid_only_when_cx43_is_iso_or_empty(
         cx: str, expected: PatientId) -> None:
-    """HL7-SPEC §8, CX.4 = `NS&OID&ISO`: CX.4.2 is the OID when CX.4.3 is ISO (any case) or
+    """CX.4 = `NS&OID&ISO`: CX.4.2 is the OID when CX.4.3 is ISO (any case) or
     empty and CX.4.2 is written as an OID (digits and dots); any other universal id type is
     not an OID and is dropped."""
     assert patient_ids(build(msh("REF^I12"), f"PID|1||{cx}^MR")) == (expected,)
@@ -737,7 +737,7 @@ def test_siu_s12_v23_sample() -> None:
 ])
 def test_siu_status_samples(name: str, trigger: str, status: str, filler_status: str) -> None:
     """S15 cancels, S26 is a no-show, S14 with SCH-25 Booked stays booked; SCH-25 is kept as
-    sent, coding system included (§6)."""
+    sent, coding system included."""
     change = appointment(map_siu(sample(name), RULES))
     assert (change.trigger, change.status, change.filler_status) == (
         trigger, status, filler_status)
@@ -755,7 +755,7 @@ def test_siu_bad_ais4_sample_is_102() -> None:
     ("S16", CANCELLED, False), ("S17", DELETED, False), ("S26", NOSHOW, False),
 ])
 def test_siu_trigger_table(trigger: str, status: str, rescheduled: bool) -> None:
-    """Triggers with a fixed status ignore SCH-25 (here Complete), except S12, which §7 lets
+    """Triggers with a fixed status ignore SCH-25 (here Complete), except S12, which lets
     complete the appointment; S13 marks a reschedule."""
     change = appointment(map_siu(siu_msg(trigger, {25: "Complete"}), RULES))
     assert (change.trigger, change.status, change.rescheduled, change.filler_status) == (
@@ -771,7 +771,7 @@ def test_siu_trigger_table(trigger: str, status: str, rescheduled: bool) -> None
 def test_s14_status_follows_sch25(filler: str, status: str) -> None:
     """S14: SCH-25.1 (table 0278, any case) gives the status; local words read as booked;
     Pending, Waitlist, Blocked (no booking) and an empty SCH-25 keep the stored status (KEEP);
-    filler_status keeps SCH-25 as sent (§6: the raw value, a local word's coding system too)."""
+    filler_status keeps SCH-25 as sent (the raw value, a local word's coding system too)."""
     change = appointment(map_siu(siu_msg("S14", {25: filler}), RULES))
     assert (change.status, change.rescheduled, change.filler_status) == (status, False, filler)
 
@@ -971,7 +971,7 @@ def test_map_message_content_samples(name: str, error: type[ContentError], code:
     assert_error(err.value, code, location)
 
 
-# --- the HL7 null `""` deletes, an empty field changes nothing (HL7-SPEC §2, §9.10) ------------
+# --- the HL7 null `""` deletes, an empty field changes nothing (docs/hl7-rules.md) ------------
 
 
 def test_ref_i13_null_fields_are_cleared_and_empty_ones_are_not() -> None:
@@ -1008,7 +1008,7 @@ def test_siu_s14_start_is_not_cleared_while_another_start_field_has_a_value() ->
     assert change.start == datetime(2026, 3, 1, 9, 0)
 
 
-# --- `ledger.specialties`: one map for every specialty code (HL7-SPEC §4, §6) ----------------
+# --- `ledger.specialties`: one map for every specialty code (docs/hl7-rules.md) ----------------
 
 MAPPED = MappingRules(specialties={"NEURO": "NEUR", "NEUROCONS": "NEUR", "DRN": "NEUR",
                                    "CONSULT-NEUR": "NEUR", "NPI1": "CARD"})
@@ -1020,7 +1020,7 @@ def test_ref_specialty_is_prd_rt_4_mapped_or_as_sent() -> None:
 
 
 def test_ref_without_prd_rt_4_falls_back_to_mapped_obr_4_then_the_rt_provider_id() -> None:
-    """§4: without PRD(RT)-4, OBR-4.1 (or PR1-3.1), then the RT provider's id, each only
+    """Without PRD(RT)-4, OBR-4.1 (or PR1-3.1), then the RT provider's id, each only
     through the map; nothing mapped: no specialty."""
     plain = ref_msg("REF^I12")
     no_location = build(*[ln if not ln.startswith("PRD|") else
@@ -1033,7 +1033,7 @@ def test_ref_without_prd_rt_4_falls_back_to_mapped_obr_4_then_the_rt_provider_id
 
 
 def test_siu_specialty_is_the_first_mapped_of_ail_ais_aip_else_ail_or_ais_as_sent() -> None:
-    """§6: AIL-3.1, AIS-3.1, AIP-3.1 through the map, first mapped wins; without a mapped one,
+    """AIL-3.1, AIS-3.1, AIP-3.1 through the map, first mapped wins; without a mapped one,
     AIL-3.1, else AIS-3.1 as sent (an AIP person id is never a specialty unmapped)."""
     both = siu_msg(ail={3: "CLINIC9"}, ais={3: "NEUROCONS"}, aip={3: "DRN"})
     assert appointment(map_siu(both, MAPPED)).specialty == "NEUR"  # AIS mapped, AIL not
@@ -1056,7 +1056,7 @@ def sample_lines(msg: InboundMessage) -> list[str]:
 
 @pytest.mark.parametrize("control", ["IP", "ZZ", "N W"])
 def test_orc1_outside_table_0119_is_103_and_every_table_code_is_taken(control: str) -> None:
-    """§3: a code outside table 0119 (IP is an ORC-5 order status, not an order control) is
+    """A code outside table 0119 (IP is an ORC-5 order status, not an order control) is
     AE 103 at ORC-1; a table code this engine does not act on (RE, observations to follow) is
     recorded without a change, not rejected."""
     with pytest.raises(UnknownCode) as err:
@@ -1070,7 +1070,7 @@ def test_orc1_outside_table_0119_is_103_and_every_table_code_is_taken(control: s
 ])
 def test_rf1_1_outside_table_0283_is_103_where_it_is_acted_on(message_type: str,
                                                               raises: bool) -> None:
-    """§3: RF1-1 decides I12's opening status and I13's and every RRI's event: a code outside
+    """RF1-1 decides I12's opening status and I13's and every RRI's event: a code outside
     table 0283 (A, E, P, R) there is AE 103 at RF1-1; I14 and I15 do not read it."""
     msg = ref_msg(message_type, {1: "ZZ"})
     if raises:
@@ -1082,7 +1082,7 @@ def test_rf1_1_outside_table_0283_is_103_where_it_is_acted_on(message_type: str,
 
 
 def test_duration_records_its_source_and_names_sources_that_disagree() -> None:
-    """§6: the first of SCH-9/10, TQ1-8 minus TQ1-7, AIS-7/8 is the duration and its field is
+    """The first of SCH-9/10, TQ1-8 minus TQ1-7, AIS-7/8 is the duration and its field is
     recorded; later sources more than a minute off are named; a later unreadable one is
     ignored (only the one used must read)."""
     agree = appointment(map_siu(siu_msg(sch={9: "30", 10: "min"}, ais={7: "31", 8: "min"}),
@@ -1103,7 +1103,7 @@ def test_duration_records_its_source_and_names_sources_that_disagree() -> None:
 
 
 def test_referred_to_provider_of_an_order_comes_from_the_configured_field() -> None:
-    """§5: no standard ORC/OBR field names the referred-to provider; `ledger.referred_to`
+    """No standard ORC/OBR field names the referred-to provider; `ledger.referred_to`
     says which does (here OBR-28), read in each order's own OBR, as role RT; without it,
     none.  Its id, or OBR-24, gives the specialty through `ledger.specialties` when OBR-4
     maps to nothing."""

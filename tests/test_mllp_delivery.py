@@ -108,7 +108,7 @@ def _no_ack(message: bytes) -> bytes:
 ])
 def test_an_uncorrelated_or_late_ack_never_counts(db: Engine, wrong: Any) -> None:
     """An ACK whose MSA-2 names another message, or an MSA in a message that is no ACK
-    (HL7-SPEC §3: MSH-9 must be ACK), is ignored; the wait times out, the connection is closed
+    (MSH-9 must be ACK), is ignored; the wait times out, the connection is closed
     (so the late answer cannot be read as the next one's) and the message is resent."""
     sink = Sink(lambda m, n: wrong(m) if n == 0 else ack_for(m))
     try:
@@ -312,7 +312,7 @@ def test_a_down_destination_logs_blocked_once_and_recovered_once(db: Engine) -> 
 
 
 def test_a_release_2_downstream_commit_ack_is_skipped_and_its_nak_retried(db: Engine) -> None:
-    """MLLP release 2 downstream (HL7-SPEC §1): a commit ACK frame before the HL7 ACK changes
+    """MLLP release 2 downstream (docs/hl7-rules.md): a commit ACK frame before the HL7 ACK changes
     nothing; a commit NAK fails the attempt at once (it is sent again), whatever follows it."""
     def r2(message: bytes, n: int) -> bytes:
         commit = b"\x15" if n == 0 else b"\x06"

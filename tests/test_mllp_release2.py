@@ -1,4 +1,4 @@
-"""MLLP release 2 on a listener (HL7-SPEC §1, `framing.mllp_release: 2`), end to end over real
+"""MLLP release 2 on a listener (docs/hl7-rules.md, `framing.mllp_release: 2`), end to end over real
 TCP into a real SQLite file: the commit ACK frame once the message is stored, then the HL7 ACK,
 which R2 never replaces."""
 

@@ -1,4 +1,4 @@
-"""The MLLP listener protocol (HL7-SPEC §1, STYLE.md rule 2): ordering, framing, limits, close.
+"""The MLLP listener protocol (docs/hl7-rules.md, "Framing"): ordering, framing, limits, close.
 
 Everything runs on a `StringTransport` and a `task.Clock`; the handler is a fake whose Deferreds
 the tests fire by hand, so the order in which frames are handed over and ACKs are written is
@@ -161,7 +161,7 @@ def test_one_frame_handed_over_and_its_ack_written(
 @pytest.mark.parametrize(("stored", "commit"), [(True, b"\x06"), (False, b"\x15")])
 def test_release_2_commit_frame_goes_out_when_stored_then_the_hl7_ack(
         clock: task.Clock, stored: bool, commit: bytes) -> None:
-    """`framing.mllp_release: 2` (HL7-SPEC §1): the handler gets a third argument; calling it
+    """`framing.mllp_release: 2` (docs/hl7-rules.md): the handler gets a third argument; calling it
     writes the commit ACK (0x06) or NAK (0x15) frame at once, and the HL7 ACK follows when the
     handler's answer comes; the next frame waits for both."""
     calls: list[tuple[bytes, Any, defer.Deferred[list[bytes]]]] = []

@@ -1,4 +1,4 @@
-"""Several engines on one database (DESIGN.md's scale-out), over real TCP into SQLite and
+"""Several engines on one database (docs/operations.md's scale-out), over real TCP into SQLite and
 PostgreSQL: each destination is delivered by one engine at a time (its lease), so no message goes
 twice and queue order holds; when that engine dies, another takes the destination over."""
 

@@ -1,4 +1,4 @@
-"""The hot-path parser (HL7-SPEC §1-§2): delimiters, MSH numbering, paths, terminators, charsets,
+"""The hot-path parser (docs/hl7-rules.md): delimiters, MSH numbering, paths, terminators, charsets,
 escapes, rejects, and every sample in `samples/`."""
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def test_with_any_cr_a_lone_lf_is_data() -> None:
 
 def test_mixed_terminators_follow_the_cr_rule() -> None:
     """A payload mixing CR and bare LF terminators splits on CR only: the LF-joined segment is
-    data of the preceding field (HL7-SPEC §1 table)."""
+    data of the preceding field (docs/hl7-rules.md)."""
     m = parse(MSH + b"\rPID|1\nPV1|2\r\nNTE|1\r")
     assert m.segment_names == ("MSH", "PID", "NTE")
     assert m["PID.1"] == "1\nPV1"
@@ -362,7 +362,7 @@ def test_cp1252_sample() -> None:
 )
 def test_escape_sequences(wire: str, decoded: str) -> None:
     """Delimiter and hex escapes decode; formatting, charset-switch, local and malformed sequences
-    are kept literally (HL7-SPEC §2)."""
+    are kept literally (docs/hl7-rules.md)."""
     m = msg(f"NTE|1||a{wire}b".encode())
     assert m["NTE.3"] == f"a{decoded}b"
     assert m.raw("NTE.3") == f"a{wire}b"
@@ -557,7 +557,7 @@ def test_blank_line_after_crlf_does_not_swallow_the_next_segment() -> None:
 
 
 def test_msh18_is_read_from_the_msh_segment_the_header_sees() -> None:
-    """With CRs present an LF is data (HL7-SPEC §1), also in MSH: the charset comes from the
+    """With CRs present an LF is data (docs/hl7-rules.md), also in MSH: the charset comes from the
     MSH-18 of that same segment, so the header never reports an MSH-18 the parser did not read
     (the ACK echoes it).  Before, an LF inside MSH-9 hid an unknown MSH-18 from the parser."""
     raw = b"MSH|^~\\&|A|B|C|D|20260101||\n|C1|P|2.5.1||||||KLINGON\rPID|1\r"

@@ -5,7 +5,7 @@ python-hl7 is the oracle for structure (segment, field, repetition, component, s
 text) and for the escapes it decodes the way we do (`\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`, ASCII `\\X..\\`).
 Its quirks, from `hl7/parser.py` and `hl7/containers.py` 0.4.5:
 
-* it splits segments on CR only, so the payload is normalised first (HL7-SPEC §1 table);
+* it splits segments on CR only, so the payload is normalised first (docs/hl7-rules.md);
 * `segment[1]` of MSH is the field separator and `segment[2]` the encoding characters, so
   `segment[n]` is MSH-n as in our numbering; neither must be unescaped;
 * a level without any of its delimiters is not wrapped: a `Field` may hold a bare `str` instead of
@@ -38,7 +38,7 @@ SAMPLE_CODECS = {"charset_latin1_v251.hl7": "latin-1", "charset_cp1252_nomsh18.h
 
 
 def normalise(text: str) -> str:
-    """HL7-SPEC §1: with any CR, CR ends segments and one LF after it is dropped; else LF does.
+    """With any CR, CR ends segments and one LF after it is dropped; else LF does.
     Empty segments are dropped; segments are joined with CR for python-hl7."""
     lines = text.replace("\r\n", "\r").split("\r") if "\r" in text else text.split("\n")
     return "\r".join(line for line in lines if line.strip())

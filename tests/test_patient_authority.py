@@ -1,4 +1,4 @@
-"""Patient identity by assigning authority (HL7-SPEC §8): the rule (`PatientId.matches`), the
+"""Patient identity by assigning authority (docs/hl7-rules.md): the rule (`PatientId.matches`), the
 same rule in the fallback's SQL on a real database, how a referral's stored ids take in new ones
 (`add_patients`), and the ids a referral event echoes."""
 
@@ -34,7 +34,7 @@ OID_A, OID_B = "1.2.840.1", "1.2.840.2"
 ])
 def test_the_rule_compares_oids_when_both_have_one_else_namespaces(
         a: PatientId, b: PatientId, same: bool) -> None:
-    """§8: CX.1 equal and (both OIDs and equal, or one without an OID and the same non-empty
+    """CX.1 equal and (both OIDs and equal, or one without an OID and the same non-empty
     namespace); symmetric."""
     assert (a.matches(b), b.matches(a)) == (same, same)
 

@@ -77,7 +77,7 @@ def test_failed_commit_answers_ae_207_and_stores_nothing(sqlite_url: str) -> Non
 
 def test_retransmission_in_the_same_batch_as_its_ae_gets_ae(sqlite_url: str) -> None:
     """A message the ledger answers AE 205, resent within the same batch, is answered AE 205
-    again (HL7-SPEC §8: the same ACK code), not AA."""
+    again (docs/hl7-rules.md: the same ACK code), not AA."""
     pipeline, _db = _pipeline(sqlite_url)
     nw = sample_payload("orm_o01_v24.hl7")
     dup = nw.replace(b"ORM-O01-V24", b"ORM-O01-DUP")
@@ -152,7 +152,7 @@ def test_a_ledger_bug_marks_only_its_message_and_the_batch_is_redone(
 
 def test_a_database_locked_by_another_writer_is_ar_206_then_stored_on_resend(
         sqlite_url: str) -> None:
-    """HL7-SPEC §3 "record locked": while another connection holds SQLite's write lock past the
+    """While another connection holds SQLite's write lock past the
     busy wait, the batch is AR 206 (CE 206 in enhanced mode) and nothing is stored; sent again
     once the lock is gone, it is AA.  A store failure that is no lock stays AE 207 (above)."""
     import sqlite3

@@ -323,7 +323,7 @@ def test_the_same_message_on_a_lenient_channel_is_aa(
         pipeline: tuple[Pipeline, Database]) -> None:
     """Lenient channels are unchanged: a REF^I12 whose second PRD has no PRD-1 (hl7apy: a
     required field) is AA and opens its referral.  (One without any PRD is AE 100 on every
-    channel: the engine's own REF rule, HL7-SPEC §4.)"""
+    channel: the engine's own REF rule, docs/hl7-rules.md.)"""
     p, db = pipeline
     assert _run(p, LENIENT, _renamed(_with_field(REF, b"PRD", 1, b"", seq=2), "L1")) == [
         [["AA", "REF-L1", "", ""]]]

@@ -142,7 +142,7 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
 
 def _open(ctx: Context, ch: ReferralChange) -> None:
     status = lc.opening_status(ch.status_code)
-    rule = "§7 new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else "")
+    rule = "new referral" + (" (RF1-1 A)" if status == lc.ACCEPTED else "")
     keys = _unique([(ORIGINATING.get(ch.source, "ORC-2"), ch.key), *_extra_keys(ch)])
     late = _expired_on_arrival(ctx, ch.window_end, keys)
     if late:
@@ -271,7 +271,7 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
                                fresh=row["status"] is None)
     ctx.record(appointment_id=aid, referral_id=row["referral_id"],
                event=f"SIU^{ch.trigger} {status}", before=row["status"], after=status,
-               rule="§6 appointment " + ("created" if row["status"] is None else "updated")
+               rule="appointment " + ("created" if row["status"] is None else "updated")
                + (" (no status named: kept)" if keep else "") + _duration_note(ch))
     effect = f"appointment {ch.key.text} {status}"
     rid = row["referral_id"]
@@ -344,7 +344,7 @@ def _link(ctx: Context, aid: int, rid: int, via: str) -> int:
     store.set_appointment(ctx.conn, aid, match="matched", referral_id=rid, via=via,
                           candidates="[]")
     ctx.record(appointment_id=aid, referral_id=rid, event=f"link via {via}",
-               rule=f"§6 matched via {via}")
+               rule=f"matched via {via}")
     return rid
 
 
@@ -352,7 +352,7 @@ def _ambiguous(ctx: Context, aid: int, candidates: list[int]) -> None:
     store.set_appointment(ctx.conn, aid, match="ambiguous", referral_id=None, via=None,
                           candidates=store.dumps(candidates))
     ctx.record(appointment_id=aid, event="ambiguous",
-               rule=f"§6 {len(candidates)} candidates: never resolved automatically")
+               rule=f"{len(candidates)} candidates: never resolved automatically")
 
 
 def _follow(ctx: Context, rid: int, aid: int, status: str, rescheduled: bool,
@@ -362,7 +362,7 @@ def _follow(ctx: Context, rid: int, aid: int, status: str, rescheduled: bool,
     if row["status"] == lc.CANCELLED and status == c.BOOKED and not row["review"]:
         store.set_referral(ctx.conn, rid, review=True)
         ctx.record(referral_id=rid, appointment_id=aid, event="review",
-                   rule="§7 booking for a cancelled referral: flagged for review")
+                   rule="booking for a cancelled referral: flagged for review")
     after, rule = lc.appointment_transition(row["status"], status, rescheduled,
                                             store.other_active(ctx.conn, rid, aid))
     if after != row["status"]:

@@ -1,6 +1,6 @@
 """The ledger's queries: referrals and appointments by key, patients, keys and history rows.
 
-Plain synchronous functions over a SQLAlchemy Connection (STYLE.md rule 9); the writer thread
+Plain synchronous functions over a SQLAlchemy Connection; the writer thread
 calls them inside the batch transaction.
 """
 

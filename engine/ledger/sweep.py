@@ -33,7 +33,7 @@ def sweep(conn: Connection, now: datetime, settings: LedgerSettings,
     store.set_statuses(conn, [rid for rid, _, _ in expiring], lc.EXPIRED, now)
     store.insert_events(conn, [store.event_row(
         at=now, event="sweep expire", message_id=None, referral_id=rid, before=status,
-        after=lc.EXPIRED, rule="§7 past RF1-8 with no appointment") for rid, _, status in expiring])
+        after=lc.EXPIRED, rule="past RF1-8 with no appointment") for rid, _, status in expiring])
     if events is not None:
         events += [(rid, lc.EVENT_PREFIX + lc.EXPIRED) for rid, _, _ in expiring]
     return [f"referral {key.text} {status}→expired" for _, key, status in expiring]

@@ -2,7 +2,7 @@
 
 Every reader returns decoded leaves (escapes resolved).  The HL7 null `""` ("delete
 this value") reads as empty: a change cannot express a deletion yet, so it is
-treated like an empty field, "no change".  Errors name the field, never its value (STYLE.md 11).
+treated like an empty field, "no change".  Errors name the field, never its value.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ PostgreSQL refuses a longer value or a NUL in text, and the whole batch's commit
 would keep either), so a change is checked before it reaches the ledger.  An identifier that
 does not fit is AE 102 at its field: cut or cleaned, it could match another one.  A descriptive
 code (priority, specialty, SCH-25) is cut to its column and loses its NULs instead, as SCH-25
-is cut (HL7-SPEC §6: local words, kept as sent where they fit).  Error texts name the field and
+is cut (local words, kept as sent where they fit).  Error texts name the field and
 the limit, never the value.
 """
 

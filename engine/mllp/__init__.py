@@ -1,1 +1,1 @@
-"""MLLP transport: frame decoding and the Twisted protocol that carries it (HL7-SPEC §1)."""
+"""MLLP transport: frame decoding and the Twisted protocol that carries it (docs/hl7-rules.md)."""

@@ -1,4 +1,4 @@
-"""Incremental MLLP frame decoding: bytes in, complete HL7 payloads out (HL7-SPEC §1).
+"""Incremental MLLP frame decoding: bytes in, complete HL7 payloads out (docs/hl7-rules.md).
 
 This module owns the MLLP envelope only: finding `0x0B` ... `0x1C 0x0D` in a stream that arrives
 in arbitrary pieces, discarding and counting junk between frames, and capping the frame size.  It
@@ -13,7 +13,7 @@ from engine.errors import EngineError
 
 START_BLOCK = 0x0B  # VT: opens a frame
 END_BLOCK = 0x1C  # FS: closes a frame, followed by CR
-# MLLP release 2 (HL7-SPEC §1): the receiver's transport-level answer, a frame of one byte, sent
+# MLLP release 2 (docs/hl7-rules.md): the receiver's transport-level answer, a frame of one byte, sent
 # once the frame is on safe storage (ACK) or could not be stored (NAK); never instead of the HL7
 # ACK.
 COMMIT_ACK, COMMIT_NAK = b"\x06", b"\x15"

@@ -1,4 +1,4 @@
-"""The MLLP listener: a thin Twisted protocol over `FrameDecoder` (HL7-SPEC §1, STYLE.md rule 2).
+"""The MLLP listener: a thin Twisted protocol over `FrameDecoder` (docs/hl7-rules.md, "Framing").
 
 Per connection, frames are handed to the handler strictly one at a time, in arrival order, and each
 frame's ACKs are written before the next frame is handed over.  Frames that arrive while one is in

@@ -1,4 +1,4 @@
-"""TLS on an MLLP listener (`channels[].listen.tls`, DESIGN.md Security): the channel's
+"""TLS on an MLLP listener (`channels[].listen.tls`, docs/tls.md): the channel's
 `MLLPServerFactory` under Twisted's memory-BIO TLS, the same whether the port was listened on
 or a connection was adopted from the acceptor (`workers:`).
 
@@ -26,7 +26,7 @@ class _Connection(BufferingTLSTransport):
     def loseConnection(self) -> None:  # noqa: N802 - Twisted's interface
         # Twisted would wait for the peer's close_notify before closing TCP, so a dead or
         # silent peer would hold the connection (and a `max_connections` place) for ever,
-        # idle timeout or not.  The closer need not wait for it (RFC 8446 §6.1): our
+        # idle timeout or not.  The closer need not wait for it (RFC 8446, section 6.1): our
         # close_notify is written, then TCP closes once the writes are out.  (Before the
         # handshake is done, Twisted aborts instead: nothing more to do then.)
         super().loseConnection()

@@ -1,4 +1,4 @@
-"""The frozen `InboundMessage` and its 1-based HL7 path access (STYLE.md rules 3-4).
+"""The frozen `InboundMessage` and its 1-based HL7 path access.
 
 A path names a segment, field, repetition, component and subcomponent, all 1-based:
 `PID.3` (first PID, field 3), `PID.3[2].1` (second repetition, first component), `OBX[2].5.1.2`

@@ -26,7 +26,7 @@ def open_database(url: str, synchronous: str = "FULL", migrate: bool = True) -> 
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_file(parsed.database)
         kwargs["connect_args"] = {"timeout": 30}
-    # Exception text must never carry message bytes (STYLE.md rule 11).
+    # Exception text must never carry message bytes.
     engine = create_engine(parsed, hide_parameters=True, **kwargs)
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine, synchronous)

@@ -1,6 +1,6 @@
 """The engine's write lock: one write transaction at a time, across threads and processes.
 
-With several ingest processes (`workers:`), or several engines on one database (DESIGN.md's
+With several ingest processes (`workers:`), or several engines on one database (docs/operations.md's
 scale-out), each batch reads before it writes (duplicate keys, the ledger's 204/205 checks and
 matching), so two batches must not interleave: the second must see what the first committed.
 PostgreSQL: a transaction-level advisory lock, released by the commit.  SQLite: an exclusive `flock` on

@@ -1,6 +1,6 @@
 """The message store's queries: record a batch (with duplicate detection), read the log back.
 
-Plain synchronous functions `f(connection, ...) -> plain values` (STYLE.md rule 9), run by the writer
+Plain synchronous functions `f(connection, ...) -> plain values`, run by the writer
 thread or by a CLI command.  Nothing here knows HL7 beyond the columns.
 """
 

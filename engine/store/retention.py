@@ -1,4 +1,4 @@
-"""Retention of message bodies (DESIGN.md "Storage"; `retention.message_bodies_days`).
+"""Retention of message bodies (`retention.message_bodies_days`).
 
 `purge` empties the bytes older than the policy allows, and nothing else:
 

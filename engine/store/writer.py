@@ -1,5 +1,5 @@
 """The group-commit writer: one thread that takes every job waiting, works them as one batch, and
-hands the results back (HL7-SPEC §3 "committed before ACK"; DESIGN.md "Throughput design").
+hands the results back (docs/architecture.md: committed before the ACK).
 
 It knows neither HL7 nor Twisted: `work` turns a batch of jobs into results (one transaction),
 and `deliver` runs a callable on the caller's thread (the reactor's `callFromThread`).

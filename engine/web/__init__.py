@@ -1,2 +1,2 @@
-"""The engine's web face (DESIGN.md "Web face"): `/metrics`, `/healthz` and `/readyz`, served by
+"""The engine's web face (docs/monitoring.md): `/metrics`, `/healthz` and `/readyz`, served by
 `twisted.web` on the engine's own reactor when the configuration has an `http:` section."""

@@ -1,5 +1,5 @@
 """The web face's Twisted side: the resource tree (`/healthz`, `/readyz`, `/metrics`) and the
-`HttpService` that serves it on the engine's reactor (STYLE.md rule 10).
+`HttpService` that serves it on the engine's reactor.
 
 No request blocks the reactor: the database check of `/readyz` and the database figures of
 `/metrics` run in a small thread pool of the web's own, on a database engine of its own (so a
