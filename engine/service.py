@@ -1,6 +1,6 @@
 """The Twisted service tree: the group-commit writer and one MLLP listener per channel.
 
-`make_service(config, reactor, db)` builds it; only `engine/cli.py` imports the
+`make_service(config, reactor, db)` builds it; only `engine/cli/run.py` imports the
 global reactor.
 """
 

@@ -176,7 +176,7 @@ class LinkService(service.Service):
             self.reactor.removeReader(self.reader)
             self.reader = None
             log.info("worker.parent_gone")
-            # The same guard as the signal handlers (engine/cli.py): the main process also
+            # The same guard as the signal handlers (engine/cli/run.py): the main process also
             # sends SIGTERM, and a second reactor.stop() would raise.
             if self.reactor.running and not getattr(self.reactor, "_stopping", False):
                 self.reactor._stopping = True

@@ -1,0 +1,99 @@
+"""What the commands share: exit codes, the configuration as the command line overrides it, and
+the database (only `run` may create it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.config import Config, ConfigError, Database, load_config
+
+if TYPE_CHECKING:
+
+    pass
+
+
+EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
+
+
+def is_database_error(exc: Exception) -> bool:
+    """Is it SQLAlchemy's (the database cannot be reached, or the URL is wrong)?  Checked
+    without importing SQLAlchemy, which `--help` and `send` never need."""
+    errors = sys.modules.get("sqlalchemy.exc")
+    return errors is not None and isinstance(exc, errors.SQLAlchemyError)
+
+
+def error_reason(exc: Exception) -> str:
+    """The driver's own words (first line; never the URL, which may hold a password)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.database:
+        database = dataclasses.replace(config.database, url=args.database)
+        config = dataclasses.replace(config, database=database)
+    return config
+
+
+def database_only(args: argparse.Namespace) -> tuple[Database, str]:
+    """For read commands: the config's database (and log file), or --database alone."""
+    if args.database and not Path(args.config).exists():
+        return Database(args.database), ""
+    config = config_of(args)
+    return config.database, config.log.file
+
+
+def open_db(database: Database, create: bool = False) -> Any:
+    """The database, migrated.  Only `run` may `create` a SQLite file: the other commands read
+    or change an engine's database, and a new empty one would hide a wrong path."""
+    from engine.store.database import open_database
+
+    if not create:
+        _must_exist(database.url)
+    try:
+        return open_database(database.url, database.sqlite_synchronous)
+    except OSError as exc:  # the SQLite file's folder cannot be made
+        raise ConfigError([f"database: cannot open {exc.filename or database.url} "
+                           f"({exc.strerror or type(exc).__name__})"]) from exc
+
+
+def _must_exist(url: str) -> None:
+    """A ConfigError when `url` names a SQLite file that is not there."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database).absolute()
+    if not path.exists():
+        raise ConfigError([f"no database at {path} (is the engine configured with this file?)"])
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def config_if_any(args: argparse.Namespace) -> Config | None:
+    """The configuration, or None when only --database was given and there is no config file."""
+    if args.database and not Path(args.config).exists():
+        return None
+    return config_of(args)
+
+
+def event_router(config: Config | None) -> Any:
+    """The `on:` routes (engine.routes.event_queue.EventRouter), or None without any."""
+    if config is None:
+        return None
+    from engine.routes.event_queue import EventRouter
+
+    router = EventRouter.of(config.routes, [(ch.name, ch.ack.application, ch.ack.facility)
+                                            for ch in config.channels])
+    return router.keyed(config.destinations) if router is not None else None
