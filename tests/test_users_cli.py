@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from engine.store.database import open_database
 from engine.store.schema import api_tokens, users
-from engine.store.users import token_digest, verify_password
+from engine.store.users import add_user, create_token, token_digest, verify_password
 
 
 @pytest.fixture(name="config")
@@ -118,4 +118,40 @@ def test_token_create_and_revoke_by_prefix_or_name(config: Path) -> None:
     assert events[-4:] == [("audit.token_created", None), ("audit.token_created", None),
                            ("audit.token_revoked", 1), ("audit.token_revoked", 1)]
     assert first not in (config.parent / "engine.log").read_text()
+    db.dispose()
+
+
+def test_token_use_is_noted_at_most_once_a_minute(tmp_path: Path) -> None:
+    """`token_user` finds a live token's user and writes `last_used_at` on first use, not again
+    within a minute, then again after it; a revoked token or a disabled user finds nobody."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import update
+
+    from engine.store.users import Principal, revoke_tokens, token_user
+
+    db = open_database(f"sqlite:///{tmp_path / 'u.db'}")
+    t0 = datetime(2026, 12, 1, 8, 0, 0)
+    with db.begin() as conn:
+        add_user(conn, "carol", "coordinator", "pw", t0)
+        token = str(create_token(conn, "carol", t0))
+        other = str(create_token(conn, "carol", t0))
+
+    def used(at: datetime, which: str = token) -> tuple[Principal | None, object]:
+        with db.begin() as conn:
+            who = token_user(conn, which, at)
+            last = conn.execute(select(api_tokens.c.last_used_at).where(
+                api_tokens.c.token_hash == token_digest(which))).scalar()
+        return who, last
+
+    assert used(t0) == (Principal("carol", "coordinator"), t0)
+    assert used(t0 + timedelta(seconds=59)) == (Principal("carol", "coordinator"), t0)
+    assert used(t0 + timedelta(seconds=61))[1] == t0 + timedelta(seconds=61)
+    assert used(t0, "no-such-token")[0] is None
+    with db.begin() as conn:
+        assert revoke_tokens(conn, token[:8], t0) == 1
+    assert used(t0 + timedelta(minutes=5))[0] is None
+    with db.begin() as conn:
+        conn.execute(update(users).values(disabled=True))
+    assert used(t0, other)[0] is None
     db.dispose()
