@@ -171,9 +171,11 @@ def flush_logs() -> None:
 atexit.register(flush_logs)
 
 
-def audit(event: str, **fields: Any) -> None:
-    """An operator action that read a body or changed state, with the account that did it."""
-    structlog.get_logger("engine.audit").warning(event, audit=True, user=audit_user(), **fields)
+def audit(event: str, user: str | None = None, **fields: Any) -> None:
+    """An operator action that read a body or changed state, with the account that did it:
+    `user` (a web API user's name), else the operating-system account running the command."""
+    structlog.get_logger("engine.audit").warning(
+        event, audit=True, user=audit_user() if user is None else user, **fields)
 
 
 def audit_user() -> str:

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from engine.cli import users
 from engine.cli.admin import cmd_check_config, cmd_purge, cmd_validate
 from engine.cli.common import EXIT_CONFIG, EXIT_OK, error_reason, is_database_error
 from engine.cli.ledger import (
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "link": cmd_link, "report": cmd_report, "sweep": cmd_sweep, "purge": cmd_purge, "validate": cmd_validate,
         "queue": cmd_queue,
         "pause": cmd_queue_action, "resume": cmd_queue_action, "retry": cmd_queue_action,
-        "release": cmd_queue_action, "replay": cmd_queue_action,
+        "release": cmd_queue_action, "replay": cmd_queue_action, **users.HANDLERS,
     }[args.command]
     try:
         return int(handler(args))

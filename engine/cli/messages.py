@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import BodyPurged
+from engine.store.messages import log_record
 from engine.timestamps import utc_text
 
 if TYPE_CHECKING:
@@ -52,31 +53,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
             last = row.id
 
 
-def _log_record(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "received_at": utc_text(row.received_at),
-        "channel": row.channel,
-        "peer": row.peer,
-        "sender": f"{row.sending_application}^{row.sending_facility}".strip("^"),
-        "type": row.message_type,
-        "control_id": row.control_id,
-        "version": row.version,
-        "size": row.size,
-        "digest": row.digest,
-        "status": row.status,
-        "ack": row.ack_codes,
-        "error_code": row.error_code,
-        "error_location": row.error_location,
-        "error_text": row.error_text,
-        "control_id_reused": bool(row.control_id_reused),
-        "retransmissions": row.retransmissions,
-        "ledger_effect": row.ledger_effect,
-    }
-
-
 def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
-    rec = _log_record(row)
+    rec = log_record(row)
     if sent:
         rec["deliveries"] = sent
     if as_json:
@@ -109,7 +87,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if row is None:
         print(f"no message with id {args.id}", file=sys.stderr)
         return EXIT_NOT_OK
-    rec = _log_record(row)
+    rec = log_record(row)
     rec["purged_at"] = utc_text(row.purged_at)  # retention emptied the body (None: kept)
     rec["ledger_changes"] = changes
     rec["deliveries"] = sent

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from engine.cli import users
 from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
 
 if TYPE_CHECKING:
@@ -181,4 +182,5 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLite: also give the freed space back to the file system; a file "
                             "made before retention existed is rebuilt once (VACUUM), which needs "
                             "the database to itself briefly: the engine's writes wait meanwhile")
+    users.register(sub, common)
     return p

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,29 +49,66 @@ def _ei(key_id: str, authority: str) -> str:
     return EI(key_id, authority).text
 
 
+@dataclass(frozen=True, slots=True)
+class ReferralFilter:
+    """Which referrals a listing shows: in `status`; past their deadline to reach `scheduled`
+    at `overdue_at`; of a `specialty` or a `source` (REF, ORM, OMG); received in
+    [`since`, `until`)."""
+
+    status: str | None = None
+    overdue_at: datetime | None = None
+    specialty: str | None = None
+    source: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 def list_referrals(conn: Connection, *, status: str | None = None,
                    overdue_at: datetime | None = None, limit: int | None = None,
                    now: datetime | None = None) -> list[dict[str, Any]]:
-    """Every referral (or those in `status`, or past their deadline to reach `scheduled` at
+    """Every referral (or those in `status`, or past their deadline to be scheduled at
     `overdue_at`), the first `limit` by id.  `days_overdue` is counted at `now` (else at
     `overdue_at`; None without either)."""
-    q = _referrals_query(select(referrals), status, overdue_at).order_by(referrals.c.id)
+    which = ReferralFilter(status=status, overdue_at=overdue_at)
+    q = _referrals_query(select(referrals), which).order_by(referrals.c.id)
     return _referral_rows(conn, q.limit(limit), now or overdue_at)
 
 
 def count_referrals(conn: Connection, *, status: str | None = None,
                     overdue_at: datetime | None = None) -> int:
     """How many referrals `list_referrals` lists without a limit."""
-    q = _referrals_query(select(func.count()).select_from(referrals), status, overdue_at)
+    which = ReferralFilter(status=status, overdue_at=overdue_at)
+    q = _referrals_query(select(func.count()).select_from(referrals), which)
     return int(conn.execute(q).scalar_one())
 
 
-def _referrals_query(q: Select[Any], status: str | None, overdue_at: datetime | None
-                     ) -> Select[Any]:
-    if status:
-        q = q.where(referrals.c.status == status)
-    if overdue_at is not None:
-        q = q.where(overdue(overdue_at))
+def referral_page(conn: Connection, which: ReferralFilter, *, after: int = 0, limit: int,
+                  now: datetime | None = None) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of a listing (keyset paging): the first `limit` referrals by id after row id
+    `after`, as `list_referrals` shows them, and the row id to continue after (None on the
+    last page)."""
+    ids = list(conn.execute(_referrals_query(select(referrals.c.id), which)
+                            .where(referrals.c.id > after).order_by(referrals.c.id)
+                            .limit(limit + 1)).scalars())
+    page = ids[:limit]
+    rows = _referral_rows(conn, select(referrals).where(referrals.c.id.in_(page))
+                          .order_by(referrals.c.id), now or which.overdue_at)
+    return rows, (int(page[-1]) if len(ids) > limit else None)
+
+
+def _referrals_query(q: Select[Any], which: ReferralFilter) -> Select[Any]:
+    if which.status:
+        q = q.where(referrals.c.status == which.status)
+    if which.overdue_at is not None:
+        q = q.where(overdue(which.overdue_at))
+    if which.specialty:
+        q = q.where(referrals.c.specialty == which.specialty)
+    if which.source:
+        q = q.where(referrals.c.source == which.source)
+    if which.since is not None:
+        q = q.where(referrals.c.received_at >= which.since)
+    if which.until is not None:
+        q = q.where(referrals.c.received_at < which.until)
     return q
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, Row, func, select, update
 
 from engine.store import sql
 from engine.store.schema import messages
+from engine.timestamps import utc_text
 
 LOG_COLUMNS = [c for c in messages.c if c.name != "raw"]
 
@@ -188,3 +190,68 @@ def set_effects(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Each message's ledger effect (`{"_mid": id, "ledger_effect": text}`), in one statement."""
     sql.many(conn, "UPDATE messages SET ledger_effect = ? WHERE id = ?",
              [(r["ledger_effect"], r["_mid"]) for r in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    """Which stored messages a page of the log shows: by channel, sender (MSH-3, or
+    `MSH-3^MSH-4`), type (`REF^I12`), status, control id (MSH-10), received in
+    [`since`, `until`)."""
+
+    channel: str | None = None
+    sender: str | None = None
+    message_type: str | None = None
+    status: str | None = None
+    control_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def message_page(conn: Connection, which: MessageFilter, *, before: int | None = None,
+                 limit: int) -> tuple[list[Row[Any]], int | None]:
+    """One page of the message log, newest first (keyset paging): the first `limit` rows (no
+    bodies) with an id below `before`, and the id to continue before (None on the last page)."""
+    q = select(*LOG_COLUMNS)
+    if before is not None:
+        q = q.where(messages.c.id < before)
+    for column, value in ((messages.c.channel, which.channel),
+                          (messages.c.message_type, which.message_type),
+                          (messages.c.status, which.status),
+                          (messages.c.control_id, which.control_id)):
+        if value:
+            q = q.where(column == value)
+    if which.sender:
+        application, _, facility = which.sender.partition("^")
+        q = q.where(messages.c.sending_application == application)
+        if facility:
+            q = q.where(messages.c.sending_facility == facility)
+    if which.since is not None:
+        q = q.where(messages.c.received_at >= which.since)
+    if which.until is not None:
+        q = q.where(messages.c.received_at < which.until)
+    rows = list(conn.execute(q.order_by(messages.c.id.desc()).limit(limit + 1)))
+    return rows[:limit], (int(rows[limit - 1].id) if len(rows) > limit else None)
+
+
+def log_record(row: Any) -> dict[str, Any]:
+    """A message's log row as `tail --json` and `show --json` print it (no body)."""
+    return {
+        "id": row.id,
+        "received_at": utc_text(row.received_at),
+        "channel": row.channel,
+        "peer": row.peer,
+        "sender": f"{row.sending_application}^{row.sending_facility}".strip("^"),
+        "type": row.message_type,
+        "control_id": row.control_id,
+        "version": row.version,
+        "size": row.size,
+        "digest": row.digest,
+        "status": row.status,
+        "ack": row.ack_codes,
+        "error_code": row.error_code,
+        "error_location": row.error_location,
+        "error_text": row.error_text,
+        "control_id_reused": bool(row.control_id_reused),
+        "retransmissions": row.retransmissions,
+        "ledger_effect": row.ledger_effect,
+    }

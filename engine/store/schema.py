@@ -213,3 +213,29 @@ relayed_acks = Table(
     Column("ack", LargeBinary, nullable=False),  # as sent to the sender
     Index("ix_relayed_acks_message", "message_id"),
 )
+
+# --- web face: users and API tokens (0011) ---------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # viewer | coordinator | operator | admin
+    Column("password_hash", String(255), nullable=False),  # argon2id, PHC string
+    Column("created_at", DateTime(), nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", Id, nullable=False),
+    Column("prefix", String(16), nullable=False),  # the token's first characters, to name it
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
+    Column("created_at", DateTime(), nullable=False),
+    Column("last_used_at", DateTime()),  # updated at most once a minute
+    Column("revoked_at", DateTime()),
+    Index("ix_api_tokens_user", "user_id"),
+)

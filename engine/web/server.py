@@ -1,10 +1,10 @@
 """The web face's Twisted side: the resource tree (`/healthz`, `/readyz`, `/metrics`) and the
-`HttpService` that serves it on the engine's reactor.
+`HttpService` that serves it on the engine's reactor; `/api/` is engine.web.api's.
 
 No request blocks the reactor: the database check of `/readyz` and the database figures of
 `/metrics` run in a small thread pool of the web's own, on a database engine of its own (so a
 stuck database never holds the reactor's pool, which delivery and the sweep use).  These three
-paths need no login: they carry no patient data.
+paths need no login: they carry no patient data.  The API's requests run in the same pool.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from engine.config import Config, Http
 from engine.errors import CannotListen
 from engine.store.database import open_database
 from engine.tls import server_options
+from engine.web.api import Api
 from engine.web.health import database_state, listener_states, readiness
 from engine.web.metrics import Metrics, Snapshot
 from engine.web.snapshot import CachedSnapshot, now_utc, read_snapshot
@@ -86,7 +87,7 @@ class HttpService(service.Service):
         self.reactor = reactor
         self.port = 0
         self.listening: Any = None
-        self.pool = ThreadPool(minthreads=0, maxthreads=2, name="engine-web")
+        self.pool = ThreadPool(minthreads=0, maxthreads=4, name="engine-web")
         self.db: Engine | None = None
         self.snapshot = CachedSnapshot(self._read, self._in_thread, reactor.seconds)
         metrics.live(lambda: engine.config, self._connections, self.snapshot.current)
@@ -156,10 +157,10 @@ class HttpService(service.Service):
 
 
 def root(web: HttpService) -> Resource:
-    """The resource tree; any other path is 404."""
+    """The resource tree; any other path is 404.  `/api/` needs a token (engine.web.api)."""
     top = Resource()
     pages: dict[bytes, Any] = {b"healthz": Healthz(), b"readyz": Readyz(web),
-                               b"metrics": MetricsPage(web)}
+                               b"metrics": MetricsPage(web), b"api": Api(web)}
     for name, page in pages.items():  # (zope interfaces: no mypy plugin here)
         top.putChild(name, page)
     return top

@@ -1,0 +1,157 @@
+"""`user` and `token` commands (engine/cli/users.py) against a real SQLite database: add, list,
+password, remove, token create and revoke; the errors (a name taken, an unknown role, an empty
+password, no such user) and their exit codes; an audit event for every change, never a
+password in it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from enginectl import ROOT, create_database, write_config
+from sqlalchemy import select
+
+from engine.store.database import open_database
+from engine.store.schema import api_tokens, users
+from engine.store.users import add_user, create_token, token_digest, verify_password
+
+
+@pytest.fixture(name="config")
+def config_fixture(tmp_path: Path) -> Path:
+    url = create_database(f"sqlite:///{tmp_path / 'engine.db'}")
+    return write_config(tmp_path, url)
+
+
+def _run(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine", *args, "--config",
+                           str(config)], cwd=ROOT, input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _audits(config: Path) -> list[dict[str, object]]:
+    log = config.parent / "engine.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [e for e in map(json.loads, lines) if e.get("audit")]
+
+
+def _listing(config: Path) -> list[dict[str, object]]:
+    out = _run(config, "user", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return [{k: v for k, v in u.items() if k in ("name", "role", "tokens", "disabled")}
+            for u in json.loads(out.stdout)]
+
+
+def test_add_list_password_remove(config: Path) -> None:
+    """A user is added with a role and an argon2 hash of the password read from stdin, listed,
+    given a new password, then removed; each change is audited with its event name."""
+    assert _run(config, "user", "add", "carol", "--role", "coordinator", "--password-stdin",
+                stdin="first secret\n").returncode == 0
+    assert _run(config, "user", "add", "vic", "--role", "viewer", "--password-stdin",
+                stdin="x\n").returncode == 0
+    assert _listing(config) == [
+        {"name": "carol", "role": "coordinator", "tokens": 0, "disabled": False},
+        {"name": "vic", "role": "viewer", "tokens": 0, "disabled": False}]
+    db = open_database(f"sqlite:///{config.parent / 'engine.db'}", migrate=False)
+    with db.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash).where(users.c.name == "carol")).scalar_one()
+    assert stored.startswith("$argon2id$") and verify_password(stored, "first secret")
+    assert _run(config, "user", "password", "carol", "--password-stdin",
+                stdin="second secret\n").returncode == 0
+    with db.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash).where(users.c.name == "carol")).scalar_one()
+    assert verify_password(stored, "second secret") and not verify_password(stored, "first secret")
+    assert _run(config, "user", "remove", "vic").returncode == 0
+    assert [u["name"] for u in _listing(config)] == ["carol"]
+    audits = _audits(config)
+    assert [(a["event"], a.get("name")) for a in audits] == [
+        ("audit.user_added", "carol"), ("audit.user_added", "vic"),
+        ("audit.user_password_set", "carol"), ("audit.user_removed", "vic")]
+    assert "secret" not in (config.parent / "engine.log").read_text()
+    db.dispose()
+
+
+def test_errors_name_taken_unknown_role_empty_password_no_user(config: Path) -> None:
+    """A name taken is refused (exit 1), an unknown role and an empty password are usage errors
+    (exit 2), a missing user is exit 1; none of them changes the users."""
+    assert _run(config, "user", "add", "carol", "--role", "operator", "--password-stdin",
+                stdin="pw\n").returncode == 0
+    taken = _run(config, "user", "add", "carol", "--role", "viewer", "--password-stdin",
+                 stdin="pw\n")
+    assert (taken.returncode, taken.stderr.strip()) == (1, "user carol exists already")
+    role = _run(config, "user", "add", "dave", "--role", "boss", "--password-stdin", stdin="pw\n")
+    assert role.returncode == 2 and "invalid choice: 'boss'" in role.stderr
+    empty = _run(config, "user", "add", "dave", "--role", "viewer", "--password-stdin", stdin="\n")
+    assert (empty.returncode, empty.stderr.strip()) == (
+        2, "the password is empty (give it on standard input)")
+    bad_name = _run(config, "user", "add", "-x y", "--role", "viewer", "--password-stdin",
+                    stdin="pw\n")
+    assert bad_name.returncode == 2
+    for args in (("user", "remove", "nobody"), ("token", "create", "nobody"),
+                 ("token", "revoke", "nobody"), ("user", "password", "nobody", "--password-stdin")):
+        out = _run(config, *args, stdin="pw\n")
+        assert out.returncode == 1, args
+    assert _listing(config) == [{"name": "carol", "role": "operator", "tokens": 0,
+                                 "disabled": False}]
+
+
+def test_token_create_and_revoke_by_prefix_or_name(config: Path) -> None:
+    """`token create` prints the token as its last line and stores only its sha256; `token
+    revoke PREFIX` revokes that token alone, `token revoke NAME` every live one of the user."""
+    _run(config, "user", "add", "ops", "--role", "operator", "--password-stdin", stdin="pw\n")
+    first = _run(config, "token", "create", "ops").stdout.splitlines()[-1]
+    second = _run(config, "token", "create", "ops").stdout.splitlines()[-1]
+    assert len(first) == 43 and first != second  # 32 bytes, URL-safe base64 without padding
+    db = open_database(f"sqlite:///{config.parent / 'engine.db'}", migrate=False)
+    with db.connect() as conn:
+        hashes = set(conn.execute(select(api_tokens.c.token_hash)).scalars())
+    assert hashes == {token_digest(first), token_digest(second)}
+    assert first not in (config.parent / "engine.db").read_bytes().decode("latin-1")
+    assert _run(config, "token", "revoke", first[:8]).returncode == 0
+    assert _listing(config)[0]["tokens"] == 1
+    assert _run(config, "token", "revoke", "ops").returncode == 0
+    assert _listing(config)[0]["tokens"] == 0
+    assert _run(config, "token", "revoke", "ops").returncode == 1  # nothing live left
+    events = [(a["event"], a.get("tokens")) for a in _audits(config)]
+    assert events[-4:] == [("audit.token_created", None), ("audit.token_created", None),
+                           ("audit.token_revoked", 1), ("audit.token_revoked", 1)]
+    assert first not in (config.parent / "engine.log").read_text()
+    db.dispose()
+
+
+def test_token_use_is_noted_at_most_once_a_minute(tmp_path: Path) -> None:
+    """`token_user` finds a live token's user and writes `last_used_at` on first use, not again
+    within a minute, then again after it; a revoked token or a disabled user finds nobody."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import update
+
+    from engine.store.users import Principal, revoke_tokens, token_user
+
+    db = open_database(f"sqlite:///{tmp_path / 'u.db'}")
+    t0 = datetime(2026, 12, 1, 8, 0, 0)
+    with db.begin() as conn:
+        add_user(conn, "carol", "coordinator", "pw", t0)
+        token = str(create_token(conn, "carol", t0))
+        other = str(create_token(conn, "carol", t0))
+
+    def used(at: datetime, which: str = token) -> tuple[Principal | None, object]:
+        with db.begin() as conn:
+            who = token_user(conn, which, at)
+            last = conn.execute(select(api_tokens.c.last_used_at).where(
+                api_tokens.c.token_hash == token_digest(which))).scalar()
+        return who, last
+
+    assert used(t0) == (Principal("carol", "coordinator"), t0)
+    assert used(t0 + timedelta(seconds=59)) == (Principal("carol", "coordinator"), t0)
+    assert used(t0 + timedelta(seconds=61))[1] == t0 + timedelta(seconds=61)
+    assert used(t0, "no-such-token")[0] is None
+    with db.begin() as conn:
+        assert revoke_tokens(conn, token[:8], t0) == 1
+    assert used(t0 + timedelta(minutes=5))[0] is None
+    with db.begin() as conn:
+        conn.execute(update(users).values(disabled=True))
+    assert used(t0, other)[0] is None
+    db.dispose()
