@@ -40,6 +40,17 @@ def remove_pid(path: Path) -> None:
             path.unlink()
 
 
+_STOPPING: set[int] = set()  # the reactors a stop was asked of (one per process)
+
+
+def stop_once(reactor: Any) -> None:
+    """Stop the reactor, once: SIGTERM, SIGINT and a worker's lost parent may all ask, and a
+    second `reactor.stop()` would raise."""
+    if reactor.running and id(reactor) not in _STOPPING:
+        _STOPPING.add(id(reactor))
+        reactor.stop()
+
+
 class NotRunning(Exception):
     """No engine is running with this config (no pid file, or its process is gone)."""
 

@@ -22,6 +22,7 @@ from twisted.internet.error import CannotListenError
 from engine.ack import AckBuilder
 from engine.config import Channel, Config, Destination
 from engine.errors import CannotListen
+from engine.housekeeping import PurgeService, SweepService
 from engine.logs import emit
 from engine.mllp.server import Handler, MLLPServerFactory, listening_factory
 from engine.pipeline import Job, Pipeline, Result, failed
@@ -218,6 +219,7 @@ class EngineService(service.MultiService):
         self.factories: dict[str, MLLPServerFactory] = {}
         self.listeners: dict[str, ListenerService] = {}
         self.delivery: DeliveryService | None = None
+        self.sweeper: SweepService | None = None  # the main process's (workers do not sweep)
         self.metrics: Metrics | None = None  # with `http:` (engine/web/)
 
     @property
@@ -264,6 +266,8 @@ class EngineService(service.MultiService):
         if change.destinations:
             self._redeliver(new)
         self.config = new
+        if self.sweeper is not None:
+            self.sweeper.interval(new.ledger.sweep_interval_minutes)
         return change
 
     def apply(self, new: Config) -> dict[str, object]:
@@ -347,6 +351,9 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
             top.listeners[ch.name].setServiceParent(top)
     if shared:
         WorkerPool(config.workers - 1, worker_argv, dispatch, reactor).setServiceParent(top)
+    top.sweeper = SweepService(reactor, db, lambda: top.config)
+    top.sweeper.setServiceParent(top)
+    PurgeService(reactor, db, lambda: top.config).setServiceParent(top)
     if config.destinations:
         top.delivery = DeliveryService(config.destinations, db, reactor,
                                        top.waiters.reporter() if top.waiters else None, metrics)

@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 
+def utc_now() -> datetime:
+    """Now, as the store keeps times: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def as_utc(value: datetime | str) -> datetime:
     """A stored time (a naive UTC datetime, or the text SQLite's driver gives) as naive UTC; an
     aware time is converted to UTC first."""

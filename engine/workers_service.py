@@ -16,6 +16,7 @@ from twisted.application import service
 from twisted.internet.threads import deferToThreadPool
 
 from engine.config import Channel
+from engine.control import stop_once
 from engine.errors import CannotListen
 from engine.mllp.server import listening_factory
 from engine.tls import TLSFileError
@@ -176,11 +177,8 @@ class LinkService(service.Service):
             self.reactor.removeReader(self.reader)
             self.reader = None
             log.info("worker.parent_gone")
-            # The same guard as the signal handlers (engine/cli/run.py): the main process also
-            # sends SIGTERM, and a second reactor.stop() would raise.
-            if self.reactor.running and not getattr(self.reactor, "_stopping", False):
-                self.reactor._stopping = True
-                self.reactor.stop()
+            # The main process also sends SIGTERM: stop once.
+            stop_once(self.reactor)
 
     def stopService(self) -> Any:  # noqa: N802 - Twisted's interface
         super().stopService()

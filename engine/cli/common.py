@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import Config, ConfigError, Database, load_config
+from engine.timestamps import utc_now as utc_now  # the commands take it from here
 
 if TYPE_CHECKING:
 
@@ -77,23 +77,8 @@ def _must_exist(url: str) -> None:
         raise ConfigError([f"no database at {path} (is the engine configured with this file?)"])
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def config_if_any(args: argparse.Namespace) -> Config | None:
     """The configuration, or None when only --database was given and there is no config file."""
     if args.database and not Path(args.config).exists():
         return None
     return config_of(args)
-
-
-def event_router(config: Config | None) -> Any:
-    """The `on:` routes (engine.routes.event_queue.EventRouter), or None without any."""
-    if config is None:
-        return None
-    from engine.routes.event_queue import EventRouter
-
-    router = EventRouter.of(config.routes, [(ch.name, ch.ack.application, ch.ack.facility)
-                                            for ch in config.channels])
-    return router.keyed(config.destinations) if router is not None else None

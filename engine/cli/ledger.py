@@ -9,7 +9,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from engine.config import Config
+from engine.housekeeping import event_router, sweep_now
 from engine.timestamps import utc_text
 
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ from engine.cli.common import (
     EXIT_OK,
     config_if_any,
     database_only,
-    event_router,
     open_db,
     utc_now,
 )
@@ -218,13 +217,3 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def sweep_now(db: Any, config: Config | None) -> tuple[list[str], list[str], int]:
-    """Expiry, then the once-only overdue notice, and the `on:` routes' rows for both, in
-    chunked transactions: (expired lines, overdue lines, rows queued)."""
-    from engine.ledger.apply import LedgerSettings
-    from engine.ledger.sweep import run_sweep
-
-    now = utc_now()
-    router = event_router(config)
-    queue = (lambda conn, events: router.queue(conn, events, None, now)) if router else None
-    return run_sweep(db, now, config.ledger if config else LedgerSettings(), queue)

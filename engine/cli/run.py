@@ -1,5 +1,6 @@
 """`run`, `worker` and `reload`: the engine's process, its signals (SIGTERM/SIGINT stop it, SIGHUP
-reloads its config), its pid file, and the sweep and purge it runs on a timer.
+reloads its config) and its pid file.  What the process runs is the service tree of
+`engine.service.make_service` (listeners, writer, delivery, web, the sweep and purge timers).
 
 The only module that imports the global reactor.
 """
@@ -8,26 +9,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from engine.cli.common import EXIT_CONFIG, EXIT_NOT_OK, EXIT_OK, config_of, open_db
 from engine.config import Config, ConfigError, load_config
+from engine.control import stop_once
 from engine.errors import CannotListen
-
-if TYPE_CHECKING:
-
-    pass
-from engine.cli.common import EXIT_CONFIG, EXIT_NOT_OK, EXIT_OK, config_of, open_db, utc_now
-from engine.cli.ledger import sweep_now
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The engine: its service tree on the reactor until SIGTERM/SIGINT; SIGHUP reloads the
+    config; the pid file beside the config says which process to signal."""
     from twisted.internet import reactor
-    from twisted.internet.task import LoopingCall
 
     from engine.control import pid_file, reload_on_sighup, remove_pid, write_pid
-    from engine.logs import configure_logging, emit, flush_logs
+    from engine.logs import configure_logging
     from engine.service import make_service
 
     if args.workers is not None and not 1 <= args.workers <= 64:
@@ -39,19 +37,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     db = open_db(config.database, create=True)
     worker_argv = ["--config", args.config, "--database", config.database.url]
     top = make_service(config, reactor, db, worker_argv)
-    r: Any = reactor
     pid = pid_file(args.config)
     write_pid(pid)
-    reload_on_sighup(r, lambda: _run_config(args), top.apply)
+    reload_on_sighup(reactor, lambda: _run_config(args), top.apply)
+    try:
+        return _serve(reactor, top)
+    finally:
+        remove_pid(pid)
+        db.dispose()
+
+
+def _serve(reactor: Any, top: Any) -> int:
+    """Run the service tree until a stop signal: logs flushed twice a second, the tree stopped
+    (the writer drains) before the reactor ends.  EXIT_CONFIG when a listener cannot bind."""
+    from twisted.internet.task import LoopingCall
+
+    from engine.logs import emit, flush_logs
+
     flusher = LoopingCall(flush_logs)
-    flusher.clock = r
-    r.callWhenRunning(flusher.start, 0.5, now=False)
+    flusher.clock = reactor
     exit_code = [EXIT_OK]
-    sweeper = LoopingCall(lambda: _sweep_in_thread(r, db, top.config))  # reloads apply
-    sweeper.clock = r
-    purger = _daily_purge(r, db, lambda: top.config)
+    def stop() -> None:
+        stop_once(reactor)
+
 
     def start() -> None:
+        flusher.start(0.5, now=False)
         try:
             top.startService()
         except CannotListen as exc:  # a port in use: say so and stop, do not run half deaf
@@ -59,18 +70,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             emit("error", "mllp.listen_failed", {"channel": exc.channel, "host": exc.host,
                                                  "port": exc.port, "error": exc.reason})
             exit_code[0] = EXIT_CONFIG
-            _stop(r)
-            return
-        sweeper.start(60 * config.ledger.sweep_interval_minutes, now=True)  # at start too
-        if purger is not None:
-            purger.start(86400, now=True)  # at start, then daily
+            stop()
 
-    r.callWhenRunning(start)
-    r.addSystemEventTrigger("before", "shutdown", top.stopService)
-    _stop_on_signals(r)
-    r.run(installSignalHandlers=False)
-    remove_pid(pid)
-    db.dispose()
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: reactor.callFromThread(stop))
+    reactor.run(installSignalHandlers=False)
+    flush_logs()
     return exit_code[0]
 
 
@@ -109,9 +116,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import socket
 
     from twisted.internet import reactor
-    from twisted.internet.task import LoopingCall
 
-    from engine.logs import configure_logging, flush_logs
+    from engine.logs import configure_logging
     from engine.service import make_service
     from engine.store.database import open_database
     from engine.workers import die_with_parent
@@ -122,86 +128,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       worker=args.index)
     db = open_database(config.database.url, config.database.sqlite_synchronous, migrate=False)
     top = make_service(config, reactor, db, link=socket.socket(fileno=args.link_fd))
-    r: Any = reactor
-    flusher = LoopingCall(flush_logs)
-    flusher.clock = r
-    r.callWhenRunning(flusher.start, 0.5, now=False)
-    r.callWhenRunning(top.startService)
-    r.addSystemEventTrigger("before", "shutdown", top.stopService)
-    _stop_on_signals(r)
-    r.run(installSignalHandlers=False)
-    flush_logs()
-    db.dispose()
+    try:
+        _serve(reactor, top)
+    finally:
+        db.dispose()
     return EXIT_OK
-
-
-def _stop(reactor: Any) -> None:
-    """Stop the reactor once (the writer drains first)."""
-    if reactor.running and not getattr(reactor, "_stopping", False):
-        reactor._stopping = True
-        reactor.stop()
-
-
-def _stop_on_signals(reactor: Any) -> None:
-    """SIGTERM and SIGINT stop the reactor once (the writer drains first); a second signal, as
-    `make` and a terminal both send, is not an error."""
-    import signal
-
-    def handler(_signum: int, _frame: Any) -> None:
-        reactor.callFromThread(_stop, reactor)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def _sweep_in_thread(reactor: Any, db: Any, config: Config) -> Any:
-    """The periodic sweep (expiry, overdue, their referral events), off the reactor, on its own
-    connection."""
-    from twisted.internet.threads import deferToThreadPool
-
-    from engine.logs import emit
-
-    def work() -> None:
-        expired, overdue, queued = sweep_now(db, config)
-        emit("info", "ledger.sweep", {"expired": len(expired), "overdue": len(overdue),
-                                      "events_queued": queued})
-
-    def failed(failure: Any) -> None:
-        emit("error", "ledger.sweep_failed", {"error": failure.type.__name__})
-
-    d = deferToThreadPool(reactor, reactor.getThreadPool(), work)
-    d.addErrback(failed)
-    return None
-
-
-def _daily_purge(reactor: Any, db: Any, config: Callable[[], Config]) -> Any:
-    """The retention purge `run` starts with the sweep (a LoopingCall); each run reads the
-    current config's `retention.message_bodies_days` (a reload may set or clear it) and does
-    nothing without one."""
-    from twisted.internet.task import LoopingCall
-
-    def tick() -> None:
-        days = config().retention.message_bodies_days
-        if days is not None:
-            _purge_in_thread(reactor, db, days)
-
-    purger = LoopingCall(tick)
-    purger.clock = reactor
-    return purger
-
-
-def _purge_in_thread(reactor: Any, db: Any, days: float) -> Any:
-    """The daily purge, off the reactor like the sweep, on its own connection; it stops between
-    two chunks when the engine stops.  `purge` logs `retention.purged` and
-    `retention.purge_failed` itself."""
-    from twisted.internet.threads import deferToThreadPool
-
-    from engine.store.retention import purge
-
-    def stopping() -> bool:
-        return bool(getattr(reactor, "_stopping", False))
-
-    d = deferToThreadPool(reactor, reactor.getThreadPool(), purge, db, utc_now(), days,
-                          stopping=stopping)
-    d.addErrback(lambda _failure: None)  # already logged as retention.purge_failed
-    return None
