@@ -23,13 +23,13 @@ from typing import Any
 import yaml
 
 from engine.errors import EngineError
-from engine.ledger.apply import (
+from engine.ledger.lifecycle import EVENT_NAMES
+from engine.ledger.settings import (
     DEFAULT_DEADLINES,
     DEFAULT_SWEEP_INTERVAL_MINUTES,
     DEFAULT_WINDOW_DAYS,
     LedgerSettings,
 )
-from engine.ledger.lifecycle import EVENT_NAMES
 from engine.mappings.rules import DEFAULT_CLOSING_CODES, MappingRules, link_name
 from engine.routes.filters import When, check_path, parse_when
 from engine.routes.transforms import Step, parse_transform

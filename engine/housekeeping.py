@@ -16,7 +16,7 @@ from twisted.application.internet import TimerService
 from twisted.internet.threads import deferToThreadPool
 
 from engine.config import Config
-from engine.ledger.apply import LedgerSettings
+from engine.ledger.settings import LedgerSettings
 from engine.logs import emit
 from engine.timestamps import utc_now
 

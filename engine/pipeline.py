@@ -30,6 +30,7 @@ from engine.errors import (
 )
 from engine.ledger import apply as ledger
 from engine.ledger import store as ledger_store
+from engine.ledger.settings import LedgerSettings
 from engine.mappings.changes import AppointmentChange, Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
@@ -94,11 +95,11 @@ class Pipeline:
     def __init__(self, db: Engine, builders: dict[str, AckBuilder],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lock: WriteLock | None = None,
-                 settings: ledger.LedgerSettings | None = None) -> None:
+                 settings: LedgerSettings | None = None) -> None:
         self._store_batch = BatchStore(db, lock)  # the transaction, its lock and failures
         self._builders = builders
         self._clock = clock
-        self._ledger = settings or ledger.LedgerSettings()  # `ledger:`: the time rules
+        self._ledger = settings or LedgerSettings()  # `ledger:`: the time rules
         self._enqueue = Enqueuer()
         self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
         self._pending: Config | None = None  # a reloaded config, taken at the next batch

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
-from engine.ledger.apply import LedgerSettings
+from engine.ledger.settings import LedgerSettings
 from engine.ledger.sweep import sweep
 from engine.ledger.views import find_referral, list_appointments, list_referrals
 from engine.mappings.changes import EI

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from engine.housekeeping import event_router, sweep_now
+from engine.ledger.settings import LedgerSettings
 from engine.timestamps import utc_text
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def cmd_worklist(args: argparse.Namespace) -> int:
 
     config = config_if_any(args)
     database = config.database if config else database_only(args)[0]
-    days = config.ledger.default_window_days if config else worklist.DEFAULT_WINDOW_DAYS
+    days = config.ledger.default_window_days if config else LedgerSettings().default_window_days
     db = open_db(database)
     with db.connect() as conn:
         rows = worklist.worklist(conn, utc_now(), limit=args.limit, window_days=days)

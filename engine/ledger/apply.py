@@ -18,30 +18,11 @@ from sqlalchemy import Connection
 
 from engine.ledger import lifecycle as lc
 from engine.ledger import store
+from engine.ledger.settings import LedgerSettings
 from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
 
 ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
-# Days to reach `scheduled`, by priority (RF1-2 / ORC-7): STAT, ASAP, routine; any other
-# priority, or none, gets routine's.
-DEFAULT_DEADLINES: dict[str, float] = {"S": 1, "A": 2, "R": 14}
-DEFAULT_WINDOW_DAYS = 180  # when RF1-8 is empty: open this long from receipt
-DEFAULT_SWEEP_INTERVAL_MINUTES = 60  # `run` sweeps at start, then this often
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerSettings:
-    """The ledger's time rules (`ledger:` in channels.yaml)."""
-
-    default_window_days: int = DEFAULT_WINDOW_DAYS
-    deadlines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
-    sweep_interval_minutes: int = DEFAULT_SWEEP_INTERVAL_MINUTES
-
-    def due(self, received: datetime, priority: str) -> datetime:
-        return received + timedelta(days=self.deadlines.get(priority.upper(),
-                                                             self.deadlines.get("R", 14)))
-
-
 @dataclass(slots=True)
 class Context:
     conn: Connection

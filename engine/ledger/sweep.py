@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 
 from engine.ledger import lifecycle as lc
 from engine.ledger import store
-from engine.ledger.apply import LedgerSettings
+from engine.ledger.settings import LedgerSettings
 
 Events = list[tuple[int, str]] | None
 OPEN = (lc.PENDING, lc.ACCEPTED)  # the statuses the time rules act on

@@ -21,12 +21,11 @@ from sqlalchemy import Connection, func, select
 
 from engine.ledger import lifecycle as lc
 from engine.ledger import store
+from engine.ledger.settings import DEFAULT_WINDOW_DAYS
 from engine.ledger.views import WAITING, appointment_rows, referral_names
 from engine.mappings.changes import EI, PatientId
 from engine.store.schema import appointment_keys, appointments, referrals
 from engine.timestamps import as_utc, utc_text, whole_days
-
-DEFAULT_WINDOW_DAYS = 180  # a referral without RF1-8 is open this long (`ledger.default_window_days`)
 
 _NO_SHOW_APPOINTMENT = "noshow"
 
