@@ -84,7 +84,7 @@ def test_a_referral_received_after_its_window_is_expired_on_arrival(db_url: str)
             "R-LATE^PCPEHR": "expired", "R-INSIDE^PCPEHR": "pending"}
     assert _history(db, "R-LATE") == [(
         "REF^I12 open", None, "expired",
-        "new referral received after its window ended (2026-07-12 00:00 UTC)")]
+        "new referral received after its window ended (2026-07-12T00:00:00Z)")]
     assert _events(db) == [("referral.expired", 1), ("referral.pending", 2)]
     now = late_at.replace(tzinfo=None) + timedelta(hours=1)
     assert run_sweep(db, now, CONFIG.ledger)[0] == []
@@ -118,7 +118,7 @@ def test_an_update_whose_deadline_has_passed_makes_the_referral_overdue_at_once(
         "AA", "AA"]
     marks = [h for h in _history(db, "R-STAT") if h[0] == "sweep overdue"]
     assert marks == [("sweep overdue", "pending", "pending",
-                      "past its deadline to be scheduled (2026-03-03 09:00 UTC) when the "
+                      "past its deadline to be scheduled (2026-03-03T09:00:00Z) when the "
                       "message arrived")]
     assert _events(db) == [("referral.pending", 1), ("referral.overdue", 1)]
     with db.begin() as conn:

@@ -157,7 +157,7 @@ def _expired_on_arrival(ctx: Context, window_end: datetime | None,
     for _kind, key in keys:
         if any(appt["status"] == c.BOOKED for appt, _via in store.orphans_for(ctx.conn, key)):
             return ""
-    return f"{window_end:%Y-%m-%d %H:%M} UTC"
+    return f"{window_end:%Y-%m-%dT%H:%M:%S}Z"
 
 
 def _overdue_on_arrival(ctx: Context, rid: int, key: EI, status: str, due: datetime) -> None:
@@ -167,7 +167,7 @@ def _overdue_on_arrival(ctx: Context, rid: int, key: EI, status: str, due: datet
     if not lc.overdue(status, due, ctx.now) or _marked_overdue(ctx, rid):
         return
     ctx.record(referral_id=rid, event=store.OVERDUE_MARK, before=status, after=status,
-               rule=f"past its deadline to be scheduled ({due:%Y-%m-%d %H:%M} UTC) "
+               rule=f"past its deadline to be scheduled ({due:%Y-%m-%dT%H:%M:%S}Z) "
                     "when the message arrived")
     ctx.effects.append(f"referral {key.text} {status}, overdue")
     ctx.emit_event(rid, lc.OVERDUE_EVENT)

@@ -52,7 +52,7 @@ def mark_overdue(conn: Connection, now: datetime, events: Events = None,
            if statuses.get(rid) in OPEN and rid not in marked]
     store.insert_events(conn, [store.event_row(
         at=now, event=store.OVERDUE_MARK, message_id=None, referral_id=rid, before=status,
-        after=status, rule=f"past its deadline to be scheduled ({at:%Y-%m-%d %H:%M} UTC)")
+        after=status, rule=f"past its deadline to be scheduled ({at:%Y-%m-%dT%H:%M:%S}Z)")
         for rid, _, status, at in due])
     if events is not None:
         events += [(rid, lc.OVERDUE_EVENT) for rid, _, _, _ in due]
