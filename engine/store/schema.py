@@ -135,6 +135,7 @@ appointment_keys = Table(
     Column("key_id", String(199), nullable=False),
     Column("key_authority", String(199), nullable=False, server_default=""),
     Index("ix_appointment_keys_key", "key_id"),
+    Index("ix_appointment_keys_appointment_id", "appointment_id"),  # keys replaced by SIU (0012)
 )
 
 referral_events = Table(
