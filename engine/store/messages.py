@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, Select, func, select, update
 
 from engine.store import sql
 from engine.store.schema import messages
@@ -149,13 +149,8 @@ def log_rows(
     newest: bool = False,
 ) -> list[Row[Any]]:
     """Message log rows (no bodies), oldest first.  `newest` takes the last `limit` instead."""
-    q = select(*LOG_COLUMNS).where(messages.c.id > after_id)
-    if channel:
-        q = q.where(messages.c.channel == channel)
-    if message_type:
-        q = q.where(messages.c.message_type == message_type)
-    if status:
-        q = q.where(messages.c.status == status)
+    q = _log_filter(select(*LOG_COLUMNS).where(messages.c.id > after_id), channel,
+                    message_type, status)
     if newest:
         rows = list(conn.execute(q.order_by(messages.c.id.desc()).limit(limit)))
         return rows[::-1]
@@ -165,14 +160,20 @@ def log_rows(
 def count_rows(conn: Connection, *, channel: str | None = None,
                message_type: str | None = None, status: str | None = None) -> int:
     """How many stored messages pass `log_rows`' filters."""
-    q = select(func.count()).select_from(messages)
+    q = _log_filter(select(func.count()).select_from(messages), channel, message_type, status)
+    return int(conn.execute(q).scalar_one())
+
+
+def _log_filter(q: Select[Any], channel: str | None, message_type: str | None,
+                status: str | None) -> Select[Any]:
+    """`tail`'s filters: channel, MSH-9 type, status."""
     if channel:
         q = q.where(messages.c.channel == channel)
     if message_type:
         q = q.where(messages.c.message_type == message_type)
     if status:
         q = q.where(messages.c.status == status)
-    return int(conn.execute(q).scalar_one())
+    return q
 
 
 def message_row(conn: Connection, message_id: int, *, with_raw: bool = False) -> Row[Any] | None:
