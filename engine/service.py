@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +22,9 @@ from engine.ack import AckBuilder
 from engine.config import Channel, Config, Destination
 from engine.errors import CannotListen
 from engine.housekeeping import PurgeService, SweepService
+from engine.ingest import frame_handler
 from engine.logs import emit
-from engine.mllp.server import Handler, MLLPServerFactory, listening_factory
+from engine.mllp.server import MLLPServerFactory, listening_factory
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.reload import ConfigDiff, diff
 from engine.routes.delivery import FileDeliverer
@@ -233,9 +233,10 @@ class EngineService(service.MultiService):
         if channel.ack.passthrough and self.waiters is None:
             self.waiters = Waiters(self.reactor)
         relay = _relay(channel, self.builders, self.waiters, self.db, self.reactor)
-        made = MLLPServerFactory(channel, _handler(channel, self.writer, relay, self.metrics),
-                                 self.reactor, oversize=builder.too_large if self.metrics is None
-                                 else self.metrics.oversize(channel, builder.too_large))
+        handler = frame_handler(channel, self.writer, relay, self.metrics)
+        oversize = (builder.too_large if self.metrics is None
+                    else self.metrics.oversize(channel, builder.too_large))
+        made = MLLPServerFactory(channel, handler, self.reactor, oversize=oversize)
         self.factories[channel.name] = made
         return made
 
@@ -369,68 +370,3 @@ def _relay(channel: Channel, builders: dict[str, AckBuilder], waiters: Waiters |
         return None
     return Relay(channel.ack.passthrough, channel.ack.timeout_s, builders[channel.name], waiters,
                  db, reactor)
-
-
-def _handler(channel: Channel, writer: GroupCommitWriter[Job, Result],
-             relay: Relay | None = None, metrics: Metrics | None = None) -> Handler:
-    def handle(payload: bytes, peer: str, committed: Callable[[bool], None] | None = None
-               ) -> defer.Deferred[list[bytes]]:
-        d: defer.Deferred[list[bytes]] = defer.Deferred()
-        started = time.perf_counter()
-        typed: list[str] = []  # the message type, once known
-
-        def answered(acks: list[bytes]) -> list[bytes]:  # before the listener writes them
-            if metrics is not None:
-                metrics.message(channel, typed[0] if typed else "", acks,
-                                time.perf_counter() - started)
-            return acks
-
-        if metrics is not None:
-            d.addCallback(answered)
-
-        def done(result: Result) -> None:
-            typed.append(result.message_type)
-            if committed is not None:  # MLLP release 2: the commit ACK/NAK goes out first
-                committed(result.committed)
-            relayed = (relay is not None and result.waiting is not None
-                       and result.verdict.accepted and result.message_id is not None)
-            _log_result(channel.name, result, peer, len(payload), time.perf_counter() - started,
-                        "downstream" if relayed else None)
-            if relayed:
-                assert relay is not None and result.waiting is not None  # for mypy
-                relay.answer(payload, int(result.message_id or 0), result.waiting
-                             ).chainDeferred(d)
-                return
-            d.callback(result.acks)
-
-        writer.submit(Job(channel, payload, peer, datetime.now(UTC)), done)
-        return d
-
-    return handle
-
-
-def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
-                ack: str | None = None) -> None:
-    """`message.stored` (or `.retransmission`, `.not_stored`); `ack` "downstream" when the
-    sender's ACK is the relayed answer, logged as `ack.relayed` when it comes."""
-    event = ("message.retransmission" if r.retransmission
-             else "message.stored" if r.committed else "message.not_stored")
-    fields: dict[str, Any] = {
-        "channel": channel, "peer": peer, "id": r.message_id, "control_id": r.control_id,
-        "type": r.message_type, "size": size, "digest": r.digest[:16],
-        "ack": ack or " ".join(_msa1(a) for a in r.acks), "status": r.verdict.disposition.value,
-        "ms": round(seconds * 1000, 2)}
-    if r.verdict.code:
-        fields["error_code"] = r.verdict.code
-        fields["error_location"] = str(r.verdict.location or "")
-    if r.reused:
-        emit("warning", "message.control_id_reused", fields)
-    elif not r.committed:
-        emit("error", event, fields)
-    else:
-        emit("info", event, fields)
-
-
-def _msa1(ack: bytes) -> str:
-    at = ack.find(b"\rMSA")
-    return ack[at + 5: at + 7].decode("ascii", "replace") if at >= 0 else "?"

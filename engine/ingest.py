@@ -1,0 +1,90 @@
+"""One frame's way from the listener to the writer and back: the channel's handler hands the
+frame over as a `Job`, then logs the result (`message.stored`, `.retransmission`,
+`.not_stored`), counts it for `/metrics`, and answers the sender with the ACKs or, on a
+pass-through channel, with the downstream's relayed answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet import defer
+
+from engine.config import Channel
+from engine.logs import emit
+from engine.mllp.server import Handler
+from engine.pipeline import Job, Result
+from engine.routes.passthrough import Relay
+from engine.store.writer import GroupCommitWriter
+from engine.web.metrics import Metrics
+
+
+def frame_handler(channel: Channel, writer: GroupCommitWriter[Job, Result],
+                  relay: Relay | None = None, metrics: Metrics | None = None) -> Handler:
+    """The listener's handler for one channel: each frame goes to the group-commit writer as a
+    Job; its result is logged, counted, and answered (the ACKs, or on a pass-through channel
+    the downstream's relayed answer)."""
+    def handle(payload: bytes, peer: str, committed: Callable[[bool], None] | None = None
+               ) -> defer.Deferred[list[bytes]]:
+        d: defer.Deferred[list[bytes]] = defer.Deferred()
+        started = time.perf_counter()
+        typed: list[str] = []  # the message type, once known
+
+        def answered(acks: list[bytes]) -> list[bytes]:  # before the listener writes them
+            if metrics is not None:
+                metrics.message(channel, typed[0] if typed else "", acks,
+                                time.perf_counter() - started)
+            return acks
+
+        if metrics is not None:
+            d.addCallback(answered)
+
+        def done(result: Result) -> None:
+            typed.append(result.message_type)
+            if committed is not None:  # MLLP release 2: the commit ACK/NAK goes out first
+                committed(result.committed)
+            relayed = (relay is not None and result.waiting is not None
+                       and result.verdict.accepted and result.message_id is not None)
+            _log_result(channel.name, result, peer, len(payload), time.perf_counter() - started,
+                        "downstream" if relayed else None)
+            if relayed:
+                assert relay is not None and result.waiting is not None  # for mypy
+                relay.answer(payload, int(result.message_id or 0), result.waiting
+                             ).chainDeferred(d)
+                return
+            d.callback(result.acks)
+
+        writer.submit(Job(channel, payload, peer, datetime.now(UTC)), done)
+        return d
+
+    return handle
+
+
+def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
+                ack: str | None = None) -> None:
+    """`message.stored` (or `.retransmission`, `.not_stored`); `ack` "downstream" when the
+    sender's ACK is the relayed answer, logged as `ack.relayed` when it comes."""
+    event = ("message.retransmission" if r.retransmission
+             else "message.stored" if r.committed else "message.not_stored")
+    fields: dict[str, Any] = {
+        "channel": channel, "peer": peer, "id": r.message_id, "control_id": r.control_id,
+        "type": r.message_type, "size": size, "digest": r.digest[:16],
+        "ack": ack or " ".join(_msa1(a) for a in r.acks), "status": r.verdict.disposition.value,
+        "ms": round(seconds * 1000, 2)}
+    if r.verdict.code:
+        fields["error_code"] = r.verdict.code
+        fields["error_location"] = str(r.verdict.location or "")
+    if r.reused:
+        emit("warning", "message.control_id_reused", fields)
+    elif not r.committed:
+        emit("error", event, fields)
+    else:
+        emit("info", event, fields)
+
+
+def _msa1(ack: bytes) -> str:
+    at = ack.find(b"\rMSA")
+    return ack[at + 5: at + 7].decode("ascii", "replace") if at >= 0 else "?"
