@@ -1,15 +1,15 @@
-"""One frame's way through the engine, on the writer thread: parse ▸ validate ▸ dedupe ▸ store ▸ ACK.
+"""A batch of frames through the writer thread: prepare each (engine/prepare.py) ▸ store them, their
+ledger changes and queue rows in one transaction ▸ build the ACKs.
 
 `Pipeline.process_batch` is the group-commit unit: every frame waiting is prepared (pure), then
 recorded in one transaction, and only after the commit are ACKs built.  If the commit fails,
-every frame of the batch is answered AE/CE 207 and nothing is promised (docs/hl7-rules.md).
+every frame of the batch is answered AE/CE 207 and nothing is promised (docs/acknowledgements.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -17,12 +17,11 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes, fallback_ack
-from engine.config import STRICT, Channel, Config, Destination, Route
+from engine.config import Channel, Config, Destination, Route
 from engine.errors import (
     CommitFailed,
     ContentError,
     Disposition,
-    HeaderValueTooLong,
     HL7Error,
     InternalError,
     Location,
@@ -31,9 +30,8 @@ from engine.errors import (
 from engine.ledger import apply as ledger
 from engine.ledger import store as ledger_store
 from engine.ledger.settings import LedgerSettings
-from engine.mappings.changes import AppointmentChange, Change
-from engine.mappings.dispatch import map_message
-from engine.parsing import InboundMessage, parse
+from engine.prepare import Job as Job  # the writer's unit of work, for the listener side
+from engine.prepare import Prepared, prepare_safely, row_of
 from engine.routes.enqueue import Enqueuer, Routed
 from engine.routes.event_queue import EventRouter
 from engine.store import sql
@@ -41,19 +39,8 @@ from engine.store.batch import BatchStore, StoreFailed, StoreLocked
 from engine.store.lock import WriteLock
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.store.relayed import Waiting
-from engine.strict import check as check_structure
-from engine.validate import check_header
 
 log = structlog.get_logger("engine.pipeline")
-
-
-class Job(NamedTuple):
-    """A frame as the listener received it (NamedTuples here: one of each per message)."""
-
-    channel: Channel
-    raw: bytes
-    peer: str
-    received_at: datetime
 
 
 class Result(NamedTuple):
@@ -78,15 +65,6 @@ class _LedgerBug(Exception):
         super().__init__(error)
         self.index = index
         self.error = error
-
-
-@dataclass(slots=True)
-class _Prepared:
-    job: Job
-    msg: InboundMessage | None
-    verdict: Verdict
-    row: dict[str, Any] = field(default_factory=dict)
-    changes: list[Change] = field(default_factory=list)  # what it says to the ledger
 
 
 class Pipeline:
@@ -147,7 +125,7 @@ class Pipeline:
         pending, self._pending = self._pending, None
         if pending is not None:
             self.configure(pending)
-        prepared = [_prepare_safely(job) for job in jobs]
+        prepared = [prepare_safely(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
         while True:
             try:
@@ -159,7 +137,7 @@ class Pipeline:
                 p.verdict = Verdict(error.disposition, Stage.CONTENT, error.code, None,
                                     error.reason)
                 p.changes = []
-                p.row = _row(p)
+                p.row = row_of(p)
                 continue
             except StoreFailed as exc:
                 locked = isinstance(exc, StoreLocked)
@@ -168,13 +146,13 @@ class Pipeline:
             return [self._finish(p, s, waiting.get(i))
                     for i, (p, s) in enumerate(zip(prepared, stored, strict=True))]
 
-    def _store(self, prepared: list[_Prepared], now: datetime
+    def _store(self, prepared: list[Prepared], now: datetime
                ) -> tuple[list[Stored], dict[int, Waiting]]:
         """One transaction: the message rows, each message's ledger changes in order, then the
         queue rows (by batch index, the rows pass-through senders wait for)."""
         return self._store_batch.commit_batch(lambda conn: self._store_in(conn, prepared, now))
 
-    def _store_in(self, conn: Connection, prepared: list[_Prepared], now: datetime
+    def _store_in(self, conn: Connection, prepared: list[Prepared], now: datetime
                   ) -> tuple[list[Stored], dict[int, Waiting]]:
         """The batch transaction's statements (the lock, when shared, is held)."""
         stored = record_batch(conn, [p.row for p in prepared], now)
@@ -198,7 +176,7 @@ class Pipeline:
         sql.insert_many(conn, "outbound", events)
         return stored, waiting
 
-    def _to_ledger(self, conn: Connection, p: _Prepared, message_id: int, now: datetime,
+    def _to_ledger(self, conn: Connection, p: Prepared, message_id: int, now: datetime,
                    history: list[dict[str, Any]], effects: list[dict[str, Any]],
                    events: list[dict[str, Any]]) -> None:
         """Apply one accepted message's changes, in batch order; a 204/205 turns it into AE and
@@ -230,7 +208,7 @@ class Pipeline:
         """Release the connection and the lock file (on the writer thread, when it stops)."""
         self._store_batch.close()
 
-    def _finish(self, p: _Prepared, stored: Stored, waiting: Waiting | None) -> Result:
+    def _finish(self, p: Prepared, stored: Stored, waiting: Waiting | None) -> Result:
         verdict = p.verdict
         if stored.retransmission and stored.original is not None:
             verdict = _verdict_of(stored.original)
@@ -246,7 +224,7 @@ class Pipeline:
             waiting=waiting,
         )
 
-    def _uncommitted(self, p: _Prepared, locked: bool = False) -> Result:
+    def _uncommitted(self, p: Prepared, locked: bool = False) -> Result:
         error: HL7Error = RecordLocked("the database is locked by another writer; send it "
                                        "again later") if locked else CommitFailed(
             "the message could not be stored; send it again")
@@ -254,7 +232,7 @@ class Pipeline:
         return Result(self._acks(p, verdict), verdict, None, p.row["control_id"],
                       p.row["message_type"], p.row["digest"], committed=False)
 
-    def _acks(self, p: _Prepared, verdict: Verdict) -> list[bytes]:
+    def _acks(self, p: Prepared, verdict: Verdict) -> list[bytes]:
         """The message's ACKs; if building them fails (a bug), the fixed AR 207 of
         `fallback_ack`, so one frame's answer never costs the batch its answers."""
         builder = self._builders[p.job.channel.name]
@@ -264,121 +242,6 @@ class Pipeline:
             log.error("ack.build_failed", error=type(exc).__name__, channel=p.job.channel.name,
                       digest=p.row.get("digest", "")[:16])
             return [fallback_ack(p.job.raw, control_id=_fallback_id(builder))]
-
-
-def _prepare_safely(job: Job) -> _Prepared:
-    """`prepare`, with its own bugs caught: the frame is then stored as received and answered
-    AR 207 (`pipeline.prepare_failed` is logged), and the batch goes on."""
-    try:
-        return prepare(job)
-    except Exception as exc:  # noqa: BLE001 - one frame must not cost the batch
-        log.error("pipeline.prepare_failed", error=type(exc).__name__, channel=job.channel.name,
-                  size=len(job.raw))
-        error = InternalError("unexpected error while reading the message")
-        try:  # its MSH-10 for MSA-2, when the parser is not what failed
-            msg: InboundMessage | None = parse(job.raw)
-        except Exception:  # noqa: BLE001
-            msg = None
-        p = _Prepared(job, msg, Verdict(error.disposition, Stage.HEADER, error.code, None,
-                                        error.reason))
-        p.row = _row(p)
-        return p
-
-
-def prepare(job: Job) -> _Prepared:
-    """Parse and check one frame, and lay out its row.  Never raises on input."""
-    msg: InboundMessage | None = None
-    try:
-        msg = parse(job.raw)
-        verdict = check_header(msg, job.channel) or ACCEPTED
-    except HL7Error as exc:
-        verdict = Verdict(exc.disposition, Stage.HEADER, exc.code, exc.location, exc.reason)
-    if job.channel.validation == STRICT and msg is not None and verdict.accepted:
-        verdict = _strict(msg, job)
-    changes: list[Change] = []
-    if msg is not None and verdict.accepted:
-        try:
-            changes = map_message(msg, job.channel.rules)
-            _warn_conflicts(changes, msg)
-        except ContentError as exc:
-            verdict = Verdict(exc.disposition, Stage.CONTENT, exc.code, exc.location, exc.reason)
-        except Exception as exc:  # noqa: BLE001 - a mapper bug must not stop the engine
-            log.error("ledger.mapping_failed", error=type(exc).__name__,
-                      control_id=msg.header.control_id)
-            error = InternalError("unexpected error while reading the message")
-            verdict = Verdict(error.disposition, Stage.CONTENT, error.code, None, error.reason)
-    p = _Prepared(job, msg, verdict, changes=changes)
-    p.row = _row(p)  # its ack_codes are what the ACKs will carry once committed
-    return p
-
-
-def _strict(msg: InboundMessage, job: Job) -> Verdict:
-    """`validation: strict` (engine/strict.py): hl7apy's structure check, ~30 ms of this writer
-    thread's time per message.  An exception from inside hl7apy answers this one message AR 207
-    (CA then AR in enhanced mode: it is stored) and is logged as `validation.failed`."""
-    try:
-        error = check_structure(msg, job.raw)
-    except Exception as exc:  # noqa: BLE001 - an hl7apy bug must not stop the engine
-        log.error("validation.failed", error=type(exc).__name__, channel=job.channel.name,
-                  control_id=msg.header.control_id)
-        error = InternalError("unexpected error while validating the message")
-        return Verdict(error.disposition, Stage.CONTENT, error.code, None, error.reason)
-    if error is None:
-        return ACCEPTED
-    stage = Stage.CONTENT if isinstance(error, ContentError) else Stage.HEADER
-    return Verdict(error.disposition, stage, error.code, error.location, error.reason)
-
-
-def _warn_conflicts(changes: list[Change], msg: InboundMessage) -> None:
-    """An appointment whose duration sources disagree by more than a minute is a warning
-    (field names and minutes only)."""
-    for change in changes:
-        if isinstance(change, AppointmentChange) and change.duration_conflict:
-            log.warning("appointment.duration_conflict", control_id=msg.header.control_id,
-                        sources=change.duration_conflict)
-
-
-def _row(p: _Prepared) -> dict[str, Any]:
-    v, job = p.verdict, p.job
-    h = p.msg.header if p.msg is not None else None
-    control_id = _fit(h.control_id_raw, 199) if h else ""
-    sender = (_fit(h.sending_application, 227), _fit(h.sending_facility, 227)) if h else ("", "")
-    msg_type = ""
-    if h is not None:
-        msg_type = f"{h.message_type}^{h.trigger}" if h.trigger else h.message_type
-    whole = v.code != HeaderValueTooLong.code  # a cut sender or id must never match another's
-    return {
-        "channel": job.channel.name,
-        "received_at": job.received_at.replace(tzinfo=None),
-        "peer": job.peer,
-        "sending_application": sender[0],
-        "sending_facility": sender[1],
-        "control_id": control_id,
-        "dedupe_key": "|".join((*sender, control_id)) if control_id and whole else None,
-        "message_type": _fit(msg_type, 40),
-        "version": _fit(h.version, 16) if h else "",
-        "processing_id": _fit(h.processing_id, 8) if h else "",
-        "size": len(job.raw),
-        "digest": hashlib.sha256(job.raw).hexdigest(),
-        "raw": job.raw,
-        "status": v.disposition.value,
-        "stage": v.stage.value,
-        "error_code": v.code,
-        "error_location": str(v.location) if v.location else "",
-        "error_text": v.text,
-        "ack_codes": " ".join(ack_codes(v, h.accept_ack, h.application_ack) if h
-                              else ack_codes(v, "", "")),
-        "control_id_reused": False,
-        "retransmissions": 0,
-        "last_retransmission_at": None,
-        "ledger_effect": "",
-    }
-
-
-def _fit(value: str, size: int) -> str:
-    """A header value as its column holds it: no NULs (PostgreSQL refuses them in text), at
-    most `size` characters.  Values that matter whole are checked before (validate.py)."""
-    return value.replace("\x00", "")[:size]
 
 
 def _verdict_of(row: dict[str, Any]) -> Verdict:

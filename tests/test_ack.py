@@ -14,7 +14,7 @@ from engine.config import parse_config
 from engine.errors import Disposition, Location
 from engine.parsing import Delimiters, parse
 from engine.parsing.message import STANDARD
-from engine.pipeline import Job, prepare
+from engine.prepare import Job, prepare
 
 CHANNEL = parse_config({"channels": [{
     "name": "referrals", "listen": {"port": 0},

@@ -215,6 +215,7 @@ def test_the_harness_reports_each_broken_property(
     while preparing a frame (caught at the one-frame boundary) the same way; and a batch that
     raises as the exception and the engine function it came from."""
     import engine.pipeline as pipeline_module
+    import engine.prepare as prepare_module
 
     harness = Harness(tmp_path / "engine.db")
     _, ref = next(s for s in SEEDS if s[0] == "ref_i12_v251.hl7")
@@ -224,13 +225,13 @@ def test_the_harness_reports_each_broken_property(
         def broken(*_args: object) -> list[object]:
             raise RuntimeError("bug")
 
-        monkeypatch.setattr(pipeline_module, "map_message", broken)
+        monkeypatch.setattr(prepare_module, "map_message", broken)
         kinds = {(f.kind, f.detail) for f in harness.check([ref.replace(b"-V251|", b"-FUZZ|")])}
         assert kinds == {("logged", "ledger.mapping_failed"), ("internal_error", "content 207")}
-        monkeypatch.setattr(pipeline_module, "prepare", broken)
+        monkeypatch.setattr(prepare_module, "prepare", broken)
         kinds = {(f.kind, f.detail) for f in harness.check([ref.replace(b"-V251|", b"-FZ2|")])}
         assert kinds == {("logged", "pipeline.prepare_failed"), ("internal_error", "header 207")}
-        monkeypatch.setattr(pipeline_module, "_prepare_safely", broken)
+        monkeypatch.setattr(pipeline_module, "prepare_safely", broken)
         (finding,) = harness.check([ref])
         assert finding.kind == "raised"
         assert finding.detail.startswith("RuntimeError in engine/pipeline.py:")

@@ -92,7 +92,7 @@ def test_a_mapper_bug_answers_ar_207_and_the_batch_goes_on(
         sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected exception while mapping one message answers it AR 207 (stored, logged)
     and the rest of the batch is processed: the engine never stops on input."""
-    import engine.pipeline as pipeline_module
+    import engine.prepare as pipeline_module
 
     real = pipeline_module.map_message
 
