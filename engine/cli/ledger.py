@@ -9,7 +9,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from engine.housekeeping import event_router, sweep_now
+from engine.housekeeping import sweep_now
 from engine.ledger.settings import LedgerSettings
 from engine.timestamps import utc_text
 
@@ -176,23 +176,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_link(args: argparse.Namespace) -> int:
-    from engine.ledger.apply import link_manually
+    from engine.ledger.manual import LinkNotFound, LinkRefused, link
     from engine.logs import audit, configure_logging
-    from engine.mappings.changes import EI
 
     config = config_if_any(args)
     database, log_file = (config.database, config.log.file) if config else database_only(args)
-    router = event_router(config)
-    db = open_db(database)
     try:
-        with db.begin() as conn:
-            events: list[tuple[int, str]] | None = [] if router else None
-            now = utc_now()
-            effect = link_manually(conn, EI.parse(args.appointment), EI.parse(args.referral),
-                                   now, events)
-            if router and events:
-                router.queue(conn, events, None, now)
-    except LookupError as exc:
+        effect = link(open_db(database), config, args.appointment, args.referral, utc_now())
+    except (LinkNotFound, LinkRefused) as exc:
         print(str(exc).strip("'\""), file=sys.stderr)
         return EXIT_NOT_OK
     configure_logging(log_file or None, console=None)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from engine.config import Config
 from engine.errors import BodyPurged
 
 if TYPE_CHECKING:
@@ -29,67 +28,58 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_action(args: argparse.Namespace) -> int:
-    """pause, resume, retry, release, replay: state changes, each audited."""
+    """pause, resume, retry, release, replay: state changes, each audited
+    (engine.routes.operator does them, for the API too)."""
     from engine.logs import audit, configure_logging
     from engine.routes import operator
 
     config = config_of(args)
-    if args.command == "replay" and args.to is None:
-        return _replay_routed(args, config)
-    names = {d.name for d in config.destinations}
-    dest = args.to if args.command == "replay" else args.destination
-    if dest not in names:
-        print(f"no destination {dest!r} in {args.config} "
-              f"(known: {', '.join(sorted(names)) or 'none'})", file=sys.stderr)
+    try:
+        dest = args.to if args.command == "replay" else args.destination
+        if dest is not None:  # before the database, as ever
+            operator.check_destination(config, dest)
+        with open_db(config.database).begin() as conn:
+            if args.command == "replay":
+                queued = operator.replay_message(conn, config, args.message_id, args.to,
+                                                 utc_now())
+            else:
+                done = operator.destination_action(conn, config, args.command,
+                                                   args.destination, getattr(args, "id", None))
+    except operator.UnknownDestination as exc:
+        print(f"no destination {exc.name!r} in {args.config} "
+              f"(known: {', '.join(exc.known) or 'none'})", file=sys.stderr)
         return EXIT_NOT_OK
-    db = open_db(config.database)
-    with db.begin() as conn:
-        if args.command in ("pause", "resume"):
-            operator.set_paused(conn, dest, args.command == "pause")
-            text = f"{dest}: {'paused' if args.command == 'pause' else 'running'}"
-        elif args.command == "retry":
-            operator.request_retry(conn, dest)
-            text = f"{dest}: retrying its head now"
-        elif args.command == "release":
-            count = operator.release(conn, dest, args.id)
-            text = f"{dest}: {count} dead letter(s) queued again"
-        else:
-            key_path = next(d.order_key for d in config.destinations if d.name == dest)
-            try:
-                queued = operator.replay(conn, args.message_id, dest, utc_now(), key_path)
-            except BodyPurged as exc:
-                print(f"{exc}; nothing to replay", file=sys.stderr)
-                return EXIT_NOT_OK
-            if queued is None:
-                print(f"no message with id {args.message_id}", file=sys.stderr)
-                return EXIT_NOT_OK
-            text = f"message {args.message_id} queued for {dest} as #{queued}"
+    except BodyPurged as exc:
+        print(f"{exc}; nothing to replay", file=sys.stderr)
+        return EXIT_NOT_OK
+    except (operator.UnknownMessage, operator.NotRoutable) as exc:
+        print(str(exc).strip("'\""), file=sys.stderr)
+        return EXIT_NOT_OK
     configure_logging(config.log.file, console=None)
-    which = {"message_id": args.message_id} if args.command == "replay" else {}
-    audit(f"audit.queue_{args.command}", destination=dest, **which)
-    print(text)
+    if args.command == "replay":
+        audit("audit.queue_replay", **replay_audit(args.message_id, args.to, queued))
+        for q in queued:
+            route = f" (route {q['route']})" if q["route"] else ""
+            print(f"message {args.message_id} queued for {q['destination']} "
+                  f"as #{q['queue_id']}{route}")
+        return EXIT_OK
+    audit(f"audit.queue_{args.command}", destination=args.destination)
+    print(_action_text(args.command, done))
     return EXIT_OK
 
 
-def _replay_routed(args: argparse.Namespace, config: Config) -> int:
-    """`replay MESSAGE_ID` without --to: through the routes as they are now (audited)."""
-    from engine.logs import audit, configure_logging
-    from engine.routes import operator
+def replay_audit(message_id: int, to: str | None,
+                 queued: list[dict[str, Any]]) -> dict[str, Any]:
+    """`audit.queue_replay`'s fields: to one destination, or through the routes."""
+    if to is not None:
+        return {"destination": to, "message_id": message_id}
+    return {"message_id": message_id, "destinations": sorted({q["destination"] for q in queued})}
 
-    db = open_db(config.database)
-    with db.begin() as conn:
-        try:
-            queued = operator.replay_routed(conn, args.message_id, config, utc_now())
-        except (BodyPurged, operator.NotRoutable) as exc:
-            print(f"{exc}; nothing to replay" if isinstance(exc, BodyPurged) else exc,
-                  file=sys.stderr)
-            return EXIT_NOT_OK
-    if queued is None:
-        print(f"no message with id {args.message_id}", file=sys.stderr)
-        return EXIT_NOT_OK
-    configure_logging(config.log.file, console=None)
-    audit("audit.queue_replay", message_id=args.message_id,
-          destinations=sorted({dest for _route, dest, _id in queued}))
-    for route, dest, queue_id in queued:
-        print(f"message {args.message_id} queued for {dest} as #{queue_id} (route {route})")
-    return EXIT_OK
+
+def _action_text(verb: str, done: dict[str, Any]) -> str:
+    dest = done["destination"]
+    if verb in ("pause", "resume"):
+        return f"{dest}: {done['state']}"
+    if verb == "retry":
+        return f"{dest}: retrying its head now"
+    return f"{dest}: {done['released']} dead letter(s) queued again"

@@ -1,10 +1,11 @@
 """Operator actions on destinations and their queues (`pause`, `resume`, `retry`, `release`,
 `replay` to one destination or through the routes): plain functions over the store, shared by
-the CLI and the delivery workers."""
+the CLI, the JSON API and the delivery workers."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -123,3 +124,61 @@ def replay_routed(conn: Connection, message_id: int, config: Config, now: dateti
     if not rows:
         raise NotRoutable(f"no route from channel {row.channel} takes message {message_id} now")
     return [(r["route"], r["destination"], sql.insert(conn, "outbound", r)) for r in rows]
+
+
+class UnknownDestination(LookupError):
+    """A destination name the configuration does not have (`known`: the names it has)."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"no destination {name!r} (known: {', '.join(known) or 'none'})")
+        self.name, self.known = name, known
+
+
+class UnknownMessage(LookupError):
+    """No stored message with this id."""
+
+
+DESTINATION_ACTIONS = ("pause", "resume", "retry", "release")
+
+
+def destination_action(conn: Connection, config: Config, verb: str, name: str,
+                       outbound_id: int | None = None) -> dict[str, Any]:
+    """`pause`, `resume`, `retry` or `release` (all dead letters, or `outbound_id`) on a
+    configured destination, as the CLI and the API do it: what changed.  Raises
+    `UnknownDestination`."""
+    check_destination(config, name)
+    if verb in ("pause", "resume"):
+        set_paused(conn, name, verb == "pause")
+        return {"destination": name, "state": "paused" if verb == "pause" else "running"}
+    if verb == "retry":
+        request_retry(conn, name)
+        return {"destination": name, "retry": True}
+    if verb == "release":
+        return {"destination": name, "released": release(conn, name, outbound_id)}
+    raise ValueError(f"not a destination action: {verb}")
+
+
+def replay_message(conn: Connection, config: Config, message_id: int, to: str | None,
+                   now: datetime) -> list[dict[str, Any]]:
+    """`replay`: to destination `to` as received, or (None) through the routes as they are
+    now; one `{"route", "destination", "queue_id"}` per queued row.  Raises
+    `UnknownDestination`, `UnknownMessage`, `BodyPurged` or `NotRoutable`."""
+    if to is not None:
+        check_destination(config, to)
+        key_path = next(d.order_key for d in config.destinations if d.name == to)
+        queued = replay(conn, message_id, to, now, key_path)
+        if queued is None:
+            raise UnknownMessage(f"no message with id {message_id}")
+        return [{"route": None, "destination": to, "queue_id": queued}]
+    routed = replay_routed(conn, message_id, config, now)
+    if routed is None:
+        raise UnknownMessage(f"no message with id {message_id}")
+    return [{"route": route, "destination": dest, "queue_id": queue_id}
+            for route, dest, queue_id in routed]
+
+
+def check_destination(config: Config, name: str) -> None:
+    """Raises `UnknownDestination` unless `config` has destination `name`."""
+    names = {d.name for d in config.destinations}
+    if name not in names:
+        raise UnknownDestination(name, sorted(names))
