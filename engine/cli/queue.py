@@ -57,7 +57,7 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
         return EXIT_NOT_OK
     configure_logging(config.log.file, console=None)
     if args.command == "replay":
-        audit("audit.queue_replay", **replay_audit(args.message_id, args.to, queued))
+        audit("audit.queue_replay", **operator.replay_audit(args.message_id, args.to, queued))
         for q in queued:
             route = f" (route {q['route']})" if q["route"] else ""
             print(f"message {args.message_id} queued for {q['destination']} "
@@ -66,14 +66,6 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
     audit(f"audit.queue_{args.command}", destination=args.destination)
     print(_action_text(args.command, done))
     return EXIT_OK
-
-
-def replay_audit(message_id: int, to: str | None,
-                 queued: list[dict[str, Any]]) -> dict[str, Any]:
-    """`audit.queue_replay`'s fields: to one destination, or through the routes."""
-    if to is not None:
-        return {"destination": to, "message_id": message_id}
-    return {"message_id": message_id, "destinations": sorted({q["destination"] for q in queued})}
 
 
 def _action_text(verb: str, done: dict[str, Any]) -> str:

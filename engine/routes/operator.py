@@ -177,6 +177,14 @@ def replay_message(conn: Connection, config: Config, message_id: int, to: str | 
             for route, dest, queue_id in routed]
 
 
+def replay_audit(message_id: int, to: str | None,
+                 queued: list[dict[str, Any]]) -> dict[str, Any]:
+    """`audit.queue_replay`'s fields: to one destination, or through the routes."""
+    if to is not None:
+        return {"destination": to, "message_id": message_id}
+    return {"message_id": message_id, "destinations": sorted({q["destination"] for q in queued})}
+
+
 def check_destination(config: Config, name: str) -> None:
     """Raises `UnknownDestination` unless `config` has destination `name`."""
     names = {d.name for d in config.destinations}

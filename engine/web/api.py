@@ -1,11 +1,13 @@
-"""`/api/...`: the read-only JSON API's Twisted side: routing, authentication, the thread pool,
-JSON answers and errors.
+"""`/api/...`: the JSON API's Twisted side: routing, authentication, the thread pool, JSON
+bodies, answers and errors.
 
 Every request is handled in one job in the web's thread pool (never on the reactor): the
-credentials are looked up (engine.web.auth), the role is checked against the endpoint's, then
-the endpoint (engine.web.endpoints: plain functions over a `Call`) reads the database.  Answers
-are JSON; every error is `{"error": code, "detail": sentence}` with its status (400, 401, 403,
-404, 405, 410, 500).  Endpoints that return patient data or a body write an audit event with
+credentials are looked up (engine.web.auth), the path and method are routed, the role is
+checked against the endpoint's, a POST's body is checked (JSON object, `Content-Type:
+application/json`), then the endpoint (engine.web.endpoints for reads, engine.web.actions for
+writes: plain functions over a `Call`) runs.  Answers are JSON; every error is
+`{"error": code, "detail": sentence}` with its status (400, 401, 403, 404, 405, 409, 410, 415,
+500).  Endpoints that return patient data or a body, and every write, write an audit event with
 the API user's name.
 """
 
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from twisted.web.resource import Resource
 
+from engine.web import actions as act
 from engine.web import endpoints as ep
 from engine.web.auth import ApiError, Credentials, authenticate, credentials_of, require
 from engine.web.snapshot import now_utc
@@ -30,27 +33,67 @@ log = structlog.get_logger("engine.web")
 
 Handler = Callable[[ep.Call], Any]
 
-# (path, with `*` for one URL-encoded segment; the lowest role; the endpoint)
-ROUTES: tuple[tuple[tuple[str, ...], str, Handler], ...] = (
-    (("referrals",), "coordinator", ep.referrals),
-    (("referrals", "*"), "coordinator", ep.referral),
-    (("appointments",), "coordinator", ep.appointments),
-    (("worklist",), "coordinator", ep.worklist),
-    (("report",), "viewer", ep.report),
-    (("queue",), "viewer", ep.queue),
-    (("messages",), "operator", ep.messages),
-    (("messages", "*"), "operator", ep.message),
-    (("messages", "*", "raw"), "operator", ep.message_raw),
+# (path, with `*` for one URL-encoded segment; the method; the lowest role; the endpoint)
+ROUTES: tuple[tuple[tuple[str, ...], str, str, Handler], ...] = (
+    (("referrals",), "GET", "coordinator", ep.referrals),
+    (("referrals", "*"), "GET", "coordinator", ep.referral),
+    (("appointments",), "GET", "coordinator", ep.appointments),
+    (("appointments", "*", "link"), "POST", "coordinator", act.link),
+    (("worklist",), "GET", "coordinator", ep.worklist),
+    (("report",), "GET", "viewer", ep.report),
+    (("queue",), "GET", "viewer", ep.queue),
+    (("destinations", "*", "pause"), "POST", "operator", act.pause),
+    (("destinations", "*", "resume"), "POST", "operator", act.resume),
+    (("destinations", "*", "retry"), "POST", "operator", act.retry),
+    (("destinations", "*", "release"), "POST", "operator", act.release),
+    (("messages",), "GET", "operator", ep.messages),
+    (("messages", "*"), "GET", "operator", ep.message),
+    (("messages", "*", "raw"), "GET", "operator", ep.message_raw),
+    (("messages", "*", "replay"), "POST", "operator", act.replay),
 )
+MAX_BODY = 64 * 1024
 
 
-def match(segments: list[str]) -> tuple[str, Handler, list[str]]:
-    """The route of a path below /api/ (its role, endpoint and `*` segments); 404 if none."""
-    for pattern, role, handler in ROUTES:
+def match(segments: list[str], method: str) -> tuple[str, Handler, list[str]]:
+    """The route of a path below /api/ and a method (its role, endpoint and `*` segments); 404
+    if no path matches, 405 (with the allowed method) if the method does not."""
+    allowed: list[str] = []
+    for pattern, wanted, role, handler in ROUTES:
         if len(pattern) == len(segments) and all(
                 p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
-            return role, handler, [s for p, s in zip(pattern, segments, strict=True) if p == "*"]
+            if method == wanted or (method == "HEAD" and wanted == "GET"):
+                args = [s for p, s in zip(pattern, segments, strict=True) if p == "*"]
+                return role, handler, args
+            allowed.append(wanted)
+    if allowed:
+        methods = "GET, HEAD" if allowed == ["GET"] else ", ".join(allowed)
+        raise MethodNotAllowed(methods)
     raise ApiError(404, "not_found", "no such endpoint (see docs/api.md)")
+
+
+class MethodNotAllowed(ApiError):
+    """405, with the methods the path takes (the `Allow` header)."""
+
+    def __init__(self, allow: str) -> None:
+        super().__init__(405, "method_not_allowed", f"this path takes {allow} only")
+        self.allow = allow
+
+
+def parse_body(content_type: str | None, raw: bytes) -> dict[str, Any]:
+    """A POST's JSON body (an object; empty without a body); 415 without `Content-Type:
+    application/json`, 400 for anything but a JSON object."""
+    if not raw.strip():
+        return {}
+    if content_type is None or content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       "a request body must be JSON, sent with Content-Type: application/json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return body
 
 
 class Api(Resource):
@@ -65,11 +108,7 @@ class Api(Resource):
     def render(self, request: Any) -> Any:
         from engine.web.server import _later
 
-        method = request.method
-        if method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _answer(request, ApiError(405, "method_not_allowed",
-                                             "this API is read-only: GET only"))
+        method = request.method.decode("ascii", "replace")
         try:
             segments = [s.decode("utf-8") for s in request.postpath]
         except UnicodeDecodeError:
@@ -79,14 +118,19 @@ class Api(Resource):
         params = {k.decode("utf-8", "replace"): v[-1].decode("utf-8", "replace")
                   for k, v in request.args.items() if v}
         credentials = credentials_of(request)
-        d = self.web._in_thread(self._job, segments, params, credentials, now_utc())
+        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        header = request.getHeader(b"content-type")
+        content_type = header.decode("latin-1") if isinstance(header, bytes) else header
+        d = self.web._in_thread(self._job, segments, method, params, credentials, now_utc(),
+                                content_type, raw)
         d.addErrback(_failure_to_error, request)
         return _later(request, d.addCallback(lambda outcome: _answer_body(request, outcome)))
 
-    def _job(self, segments: list[str], params: dict[str, str], credentials: Credentials,
-             now: datetime) -> Any:
-        """In the thread pool: authenticate, check the role, run the endpoint; an ApiError is
-        returned (not raised) so that the reactor side writes it."""
+    def _job(self, segments: list[str], method: str, params: dict[str, str],
+             credentials: Credentials, now: datetime, content_type: str | None,
+             raw: bytes) -> Any:
+        """In the thread pool: authenticate, route, check the role and the body, run the
+        endpoint; an ApiError is returned (not raised) so that the reactor side writes it."""
         db = self.web.db
         assert db is not None
         try:
@@ -94,9 +138,12 @@ class Api(Resource):
                 principal = authenticate(conn, credentials, now)
             if principal is None:  # 401 before 404: no path is confirmed to a stranger
                 require(principal, credentials, "viewer")
-            role, handler, args = match(segments)
+            role, handler, args = match(segments, method)
             user = require(principal, credentials, role)
-            return handler(ep.Call(db, self.web.engine.config, user, params, args, now))
+            if len(raw) > MAX_BODY:
+                raise ApiError(413, "too_large", f"a request body is at most {MAX_BODY} bytes")
+            body = parse_body(content_type, raw) if method == "POST" else {}
+            return handler(ep.Call(db, self.web.engine.config, user, params, args, now, body))
         except ApiError as exc:
             return exc
 
@@ -113,6 +160,8 @@ def _answer_body(request: Any, outcome: Any) -> bytes:
         request.setResponseCode(outcome.status)
         if outcome.status == 401:
             request.setHeader(b"www-authenticate", b'Bearer realm="hl7-engine"')
+        if isinstance(outcome, MethodNotAllowed):
+            request.setHeader(b"allow", outcome.allow.encode("ascii"))
         body: Any = {"error": outcome.error, "detail": outcome.detail}
     else:
         body = outcome

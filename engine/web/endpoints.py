@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,8 +32,8 @@ MESSAGE_STATUSES = ("accepted", "errored", "rejected")
 @dataclass(frozen=True, slots=True)
 class Call:
     """One API request as an endpoint sees it: the database, the config in force, the user,
-    the query parameters (last value of each), the path's `*` segments (URL-decoded), and
-    now (naive UTC)."""
+    the query parameters (last value of each), the path's `*` segments (URL-decoded), now
+    (naive UTC), and a POST's JSON body (an object; empty without one)."""
 
     db: Engine
     config: Config
@@ -41,6 +41,7 @@ class Call:
     params: dict[str, str]
     args: list[str]
     now: datetime
+    body: dict[str, Any] = field(default_factory=dict)
 
 
 def _bad(detail: str) -> ApiError:
