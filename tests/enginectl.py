@@ -172,16 +172,18 @@ def send_samples(port: int, names: tuple[str, ...]) -> list[bytes]:
     return sent
 
 
-def run_cli(*args: str, config: Path | None = None, cwd: Path | None = ROOT,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`hl7-engine ARGS` (`python -m engine`) in a subprocess, in `cwd` (None: this process's
-    folder), `--config CONFIG` after the args when `config` is given, `stdin` as its input
-    (None: inherited); the finished process, stdout and stderr captured as text."""
+def run_cli(*args: str, config: Path | None = None, cwd: Path | None = ROOT, stdin: str = "",
+            merge_stderr: bool = False) -> subprocess.CompletedProcess[str]:
+    """`hl7-engine ARGS` (`python -m engine`) in a subprocess and its finished process, output
+    captured as text: run in `cwd` (None: this process's folder), with `--config CONFIG` after
+    the args when `config` is given and `stdin` as its input; `merge_stderr` sends stderr into
+    `stdout` (for checks on everything it printed)."""
     command = [sys.executable, "-m", "engine", *args]
     if config is not None:
         command += ["--config", str(config)]
-    return subprocess.run(command, cwd=cwd, input=stdin, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(command, cwd=cwd, input=stdin, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                          text=True, timeout=60)
 
 
 def cli_stdout(config: Path, *args: str) -> str:

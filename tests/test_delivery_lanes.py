@@ -5,8 +5,6 @@ and a file destination whose directory is unusable holds its queue."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -14,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginectl import ROOT, Engine, outbound_states, sample_payload, write_config
+from enginectl import Engine, outbound_states, run_cli, sample_payload, write_config
 from sink import Sink, ack_for
 from sqlalchemy import Engine as Database
 from sqlalchemy import insert, select
@@ -128,8 +126,7 @@ def test_per_key_end_to_end_keeps_each_patient_in_order(tmp_path: Path, sqlite_u
         "routes": [{"name": "all", "from": "referrals", "to": ["down"]}]})
 
     def cli(*args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+        return run_cli(*args, config=config).stdout
 
     def wait_for(done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 30
