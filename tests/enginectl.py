@@ -10,9 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine as SAEngine
+    from sqlalchemy import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -166,3 +170,51 @@ def send_samples(port: int, names: tuple[str, ...]) -> list[bytes]:
     with MLLPClient("127.0.0.1", port) as client:
         assert [parse(client.exchange(m)[0])["MSA.1"] for m in sent] == ["AA"] * len(sent)
     return sent
+
+
+def run_cli(*args: str, config: Path | None = None, cwd: Path | None = ROOT, stdin: str = "",
+            merge_stderr: bool = False) -> subprocess.CompletedProcess[str]:
+    """`hl7-engine ARGS` (`python -m engine`) in a subprocess and its finished process, output
+    captured as text: run in `cwd` (None: this process's folder), with `--config CONFIG` after
+    the args when `config` is given and `stdin` as its input; `merge_stderr` sends stderr into
+    `stdout` (for checks on everything it printed)."""
+    command = [sys.executable, "-m", "engine", *args]
+    if config is not None:
+        command += ["--config", str(config)]
+    return subprocess.run(command, cwd=cwd, input=stdin, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                          text=True, timeout=60)
+
+
+def cli_stdout(config: Path, *args: str) -> str:
+    """`hl7-engine ARGS --config CONFIG`'s stdout, after checking it exited 0."""
+    done = run_cli(*args, config=config)
+    assert done.returncode == 0, (args, done.returncode, done.stderr)
+    return done.stdout
+
+
+def table_rows(db: SAEngine | str, *columns: str, table: Table | None = None) -> list[Any]:
+    """Rows of `table` (default: `outbound`), in id order, read straight from the database
+    (an SQLAlchemy engine or a URL): tuples of these `columns`, or with none named, each whole
+    row as a dict."""
+    from sqlalchemy import create_engine, select
+
+    from engine.store.schema import outbound
+
+    table = outbound if table is None else table
+    engine = create_engine(db) if isinstance(db, str) else db
+    try:
+        with engine.connect() as conn:
+            if columns:
+                query = select(*(table.c[c] for c in columns)).order_by(table.c.id)
+                return [tuple(r) for r in conn.execute(query)]
+            query = select(table).order_by(table.c.id)
+            return [dict(r) for r in conn.execute(query).mappings()]
+    finally:
+        if isinstance(db, str):
+            engine.dispose()
+
+
+def outbound_states(db: SAEngine | str, *more: str) -> list[Any]:
+    """(control_id, status, attempts, *more columns) of every outbound row, in id order."""
+    return table_rows(db, "control_id", "status", "attempts", *more)

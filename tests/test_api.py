@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginectl import ROOT, Engine, create_database, numbered_referral, sample_payload, write_config
+from enginectl import (
+    Engine,
+    create_database,
+    numbered_referral,
+    run_cli,
+    sample_payload,
+    write_config,
+)
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -52,10 +58,7 @@ class Api:
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """`hl7-engine` (the `referrals` family) or the user commands, on this engine's config."""
-        module = "engine"
-        return subprocess.run([sys.executable, "-m", module, *args, "--config",
-                               str(self.engine.config)], cwd=ROOT, input=stdin,
-                              capture_output=True, text=True, timeout=60)
+        return run_cli(*args, config=self.engine.config, stdin=stdin)
 
 
 def _start(directory: Path, url: str) -> Api:

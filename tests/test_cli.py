@@ -12,12 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from enginectl import ROOT, SAMPLES, Engine, create_database, write_config
-
-
-def _cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+from enginectl import ROOT, SAMPLES, Engine, create_database, run_cli, write_config
 
 
 @pytest.fixture(name="running")
@@ -34,7 +29,7 @@ def test_send_prints_msa1_msa2_err3(running: Engine) -> None:
     message was not accepted."""
     files = [str(SAMPLES / n) for n in ("ref_i12_v251.hl7", "reject_version.hl7",
                                          "enhanced_al_al_v251.hl7", "omg_o19_v251.hl7")]
-    out = _cli("send", *files, "--to", f"127.0.0.1:{running.port}", config=running.config)
+    out = run_cli("send", *files, "--to", f"127.0.0.1:{running.port}", config=running.config)
     assert out.returncode == 1
     lines = [line.split(": ", 1)[1] for line in out.stdout.splitlines()]
     assert lines == ["AA REF-I12-V251", "AR REJ-VERSION-22 203", "CA ENH-AL-AL-V251",
@@ -46,14 +41,14 @@ def test_send_reads_every_file_first_and_names_what_it_cannot_do(tmp_path: Path)
     connection is named too (exit 2): no traceback either way."""
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'e.db'}")
     good = str(SAMPLES / "ref_i12_v251.hl7")
-    missing = _cli("send", good, str(tmp_path / "nope.hl7"), "--to", "127.0.0.1:1",
-                   config=config)
+    missing = run_cli("send", good, str(tmp_path / "nope.hl7"), "--to", "127.0.0.1:1",
+                      config=config)
     assert (missing.returncode, missing.stdout) == (2, "")
     assert missing.stderr == f"{tmp_path / 'nope.hl7'}: cannot read (No such file or directory)\n"
     with socket.socket() as unused:  # bound, never listening: the connection is refused
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-        refused = _cli("send", good, "--to", f"127.0.0.1:{port}", config=config)
+        refused = run_cli("send", good, "--to", f"127.0.0.1:{port}", config=config)
     assert (refused.returncode, refused.stdout) == (2, "")
     assert refused.stderr == f"--to 127.0.0.1:{port}: cannot connect (Connection refused)\n"
 
@@ -110,7 +105,7 @@ def test_send_stops_when_the_peer_closes_the_connection(tmp_path: Path) -> None:
 
         threading.Thread(target=close_each, daemon=True).start()
         files = [str(SAMPLES / "ref_i12_v251.hl7"), str(SAMPLES / "siu_s12_v251.hl7")]
-        out = _cli("send", *files, "--to", f"127.0.0.1:{port}", config=config)
+        out = run_cli("send", *files, "--to", f"127.0.0.1:{port}", config=config)
     assert out.returncode == 1
     assert out.stdout == (f"{files[0]}: no ACK (the connection was closed by 127.0.0.1:{port})\n")
 
@@ -118,14 +113,14 @@ def test_send_stops_when_the_peer_closes_the_connection(tmp_path: Path) -> None:
 def test_tail_json_and_filters(running: Engine) -> None:
     """`tail --json` prints one object per stored message, filterable by status and type."""
     files = [str(SAMPLES / n) for n in ("ref_i12_v251.hl7", "reject_version.hl7")]
-    _cli("send", *files, "--to", f"127.0.0.1:{running.port}", config=running.config)
-    out = _cli("tail", "--json", config=running.config)
+    run_cli("send", *files, "--to", f"127.0.0.1:{running.port}", config=running.config)
+    out = run_cli("tail", "--json", config=running.config)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [(r["control_id"], r["status"], r["ack"]) for r in rows] == [
         ("REF-I12-V251", "accepted", "AA"), ("REJ-VERSION-22", "rejected", "AR")]
-    rejected = _cli("tail", "--json", "--status", "rejected", config=running.config)
+    rejected = run_cli("tail", "--json", "--status", "rejected", config=running.config)
     assert [json.loads(x)["error_code"] for x in rejected.stdout.splitlines()] == ["203"]
-    typed = _cli("tail", "--type", "REF^I12", config=running.config)
+    typed = run_cli("tail", "--type", "REF^I12", config=running.config)
     assert "REF-I12-V251" in typed.stdout and "REJ-VERSION-22" not in typed.stdout
 
 
@@ -136,8 +131,8 @@ def test_tail_follow_shows_a_message_soon_after_its_ack(running: Engine) -> None
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.5)  # let it start and print the (empty) backlog
-        _cli("send", str(SAMPLES / "siu_s12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
-             config=running.config)
+        run_cli("send", str(SAMPLES / "siu_s12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
+                config=running.config)
         assert follower.stdout is not None
         line = follower.stdout.readline()
         assert "SIU-S12-V251" in line and "AA" in line
@@ -148,23 +143,23 @@ def test_tail_follow_shows_a_message_soon_after_its_ack(running: Engine) -> None
 
 def test_show_raw_prints_the_body_and_writes_an_audit_event(running: Engine) -> None:
     """`show ID` has no body; `show ID --raw` prints it and logs `audit.message_body_read`."""
-    _cli("send", str(SAMPLES / "ref_i12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
-         config=running.config)
-    plain = _cli("show", "1", config=running.config)
+    run_cli("send", str(SAMPLES / "ref_i12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
+            config=running.config)
+    plain = run_cli("show", "1", config=running.config)
     assert "REF-I12-V251" in plain.stdout and "PID|" not in plain.stdout
     assert not [e for e in running.events() if e["event"] == "audit.message_body_read"]
-    raw = _cli("show", "1", "--raw", config=running.config)
+    raw = run_cli("show", "1", "--raw", config=running.config)
     assert raw.returncode == 0 and "\nPID|" in raw.stdout
     audits = [e for e in running.events() if e["event"] == "audit.message_body_read"]
     assert [(a["message_id"], a["audit"]) for a in audits] == [(1, True)]
-    missing = _cli("show", "999", config=running.config)
+    missing = run_cli("show", "999", config=running.config)
     assert missing.returncode == 1 and "no message with id 999" in missing.stderr
 
 
 def test_log_has_no_patient_data(running: Engine) -> None:
     """The JSON log names channel, peer, control id, type, size and digest, never field data."""
-    _cli("send", str(SAMPLES / "ref_i12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
-         config=running.config)
+    run_cli("send", str(SAMPLES / "ref_i12_v251.hl7"), "--to", f"127.0.0.1:{running.port}",
+            config=running.config)
     stored = running.wait_for("message.stored")
     text = running.log_file.read_text()
     assert stored and stored[0]["control_id"] == "REF-I12-V251" and stored[0]["size"] > 800
@@ -181,8 +176,8 @@ def test_show_lists_the_ledger_changes_a_message_made(running: Engine, tmp_path:
     ref = tmp_path / "ref.hl7"  # the sample, with a window that has not ended (RF1-8)
     ref.write_bytes((SAMPLES / "ref_i12_v251.hl7").read_bytes().replace(b"|20360712|",
                                                                           b"|20991231|"))
-    _cli("send", str(ref), "--to", f"127.0.0.1:{running.port}", config=running.config)
-    shown = json.loads(_cli("show", "1", "--json", config=running.config).stdout)
+    run_cli("send", str(ref), "--to", f"127.0.0.1:{running.port}", config=running.config)
+    shown = json.loads(run_cli("show", "1", "--json", config=running.config).stdout)
     assert shown["ledger_effect"] == "referral MFP-R-1001^PCPEHR new→pending"
     assert [(c["referral"], c["event"], c["status_before"], c["status_after"])
             for c in shown["ledger_changes"]] == [
@@ -192,8 +187,8 @@ def test_show_lists_the_ledger_changes_a_message_made(running: Engine, tmp_path:
 def test_validate_reports_structure_errors_with_hl7apy(tmp_path: Path) -> None:
     """`validate` passes a well-formed REF, names the missing PID of another, and exits 1."""
     config = tmp_path / "none.yaml"
-    out = _cli("validate", str(SAMPLES / "ref_i12_v251.hl7"),
-               str(SAMPLES / "content_ref_no_pid.hl7"), config=config)
+    out = run_cli("validate", str(SAMPLES / "ref_i12_v251.hl7"),
+                  str(SAMPLES / "content_ref_no_pid.hl7"), config=config)
     lines = out.stdout.splitlines()
     assert out.returncode == 1
     assert lines[0].endswith("ref_i12_v251.hl7: OK, 8 warning(s)")
@@ -206,6 +201,6 @@ def test_empty_listings_say_none(tmp_path: Path, sqlite_url: str) -> None:
     header alone."""
     config = write_config(tmp_path, create_database(sqlite_url))
     for command in ("referrals", "worklist", "queue"):
-        done = _cli(command, config=config)
+        done = run_cli(command, config=config)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "(none)", command

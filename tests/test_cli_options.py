@@ -3,17 +3,10 @@ name as well as after it, and after it wins when both are given."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from enginectl import create_database, write_config
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+from enginectl import create_database, run_cli, write_config
 
 
 @pytest.mark.parametrize("before", [True, False], ids=["before", "after"])
@@ -24,7 +17,7 @@ def test_database_is_honoured_before_or_after_the_command(tmp_path: Path, before
     url = create_database(f"sqlite:///{tmp_path / 'given.db'}")
     options = ["--config", str(config), "--database", url]
     args = [*options, "referrals"] if before else ["referrals", *options]
-    out = _cli(*args, cwd=tmp_path)
+    out = run_cli(*args, cwd=tmp_path)
     assert (out.returncode, out.stdout, out.stderr) == (0, "(none)\n", "")
     assert not (tmp_path / "configured.db").exists()
 
@@ -33,7 +26,7 @@ def test_config_is_honoured_before_the_command(tmp_path: Path) -> None:
     """`--config PATH` before the command is the config used: not ./channels.yaml."""
     (tmp_path / "etc").mkdir()
     config = write_config(tmp_path / "etc", create_database(f"sqlite:///{tmp_path / 'engine.db'}"))
-    out = _cli("--config", str(config), "queue", cwd=tmp_path)
+    out = run_cli("--config", str(config), "queue", cwd=tmp_path)
     assert (out.returncode, out.stdout, out.stderr) == (0, "(none)\n", "")
 
 
@@ -41,15 +34,15 @@ def test_after_the_command_wins_over_before(tmp_path: Path) -> None:
     """Given on both sides of the command, the option after it is the one used."""
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'configured.db'}")
     url = create_database(f"sqlite:///{tmp_path / 'after.db'}")
-    out = _cli("--config", str(tmp_path / "nowhere.yaml"), "--database",
-               f"sqlite:///{tmp_path / 'before.db'}", "referrals", "--config", str(config),
-               "--database", url, cwd=tmp_path)
+    out = run_cli("--config", str(tmp_path / "nowhere.yaml"), "--database",
+                  f"sqlite:///{tmp_path / 'before.db'}", "referrals", "--config", str(config),
+                  "--database", url, cwd=tmp_path)
     assert (out.returncode, out.stdout, out.stderr) == (0, "(none)\n", "")
     assert not (tmp_path / "before.db").exists() and not (tmp_path / "configured.db").exists()
 
 
 def test_help_says_where_the_global_options_go() -> None:
     """`--help` says the options may come on either side, and which wins."""
-    out = _cli("--help", cwd=Path.cwd())
+    out = run_cli("--help", cwd=Path.cwd())
     assert "may come before or after the command" in out.stdout
     assert "the one after the command wins" in " ".join(out.stdout.split())

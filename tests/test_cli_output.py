@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from enginectl import ROOT, sample_payload, write_config
+from enginectl import cli_stdout, sample_payload, write_config
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
@@ -73,14 +71,6 @@ STORY = [
 ]
 
 
-def cli(config: Path, *args: str) -> str:
-    """`hl7-engine ARGS --config CONFIG`'s stdout, after checking it exited 0."""
-    done = subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, (args, done.stderr)
-    return done.stdout
-
-
 @pytest.fixture(name="ledger", scope="module")
 def ledger_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The config of a SQLite ledger holding STORY, one message a minute from T0."""
@@ -107,7 +97,7 @@ def test_referral_prints_labelled_lines_and_a_history_table(ledger: Path) -> Non
     """`referral ID` prints one labelled line per fact (ids as `ID^AUTHORITY` joined by ", ",
     empty ones as `-`, days overdue) and a history table with `before → after`, the message and
     a note: no Python list, dict or None, no section numbers, every time as `…Z`."""
-    out = cli(ledger, "referral", "MFP-R-1001^PCPEHR")
+    out = cli_stdout(ledger, "referral", "MFP-R-1001^PCPEHR")
     labelled = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line)[1]
                 for line in out.split("\n\nhistory")[0].splitlines()}
     assert labelled["keys"] == "MFP-R-1001^PCPEHR"
@@ -135,7 +125,7 @@ def test_referral_prints_labelled_lines_and_a_history_table(ledger: Path) -> Non
 def test_referral_json_times_are_utc_with_z(ledger: Path) -> None:
     """`referral ID --json` is one object; every time in it, history included, ends in Z, and
     `days_overdue` is a whole number."""
-    found = json.loads(cli(ledger, "referral", "MFP-R-1001^PCPEHR", "--json"))
+    found = json.loads(cli_stdout(ledger, "referral", "MFP-R-1001^PCPEHR", "--json"))
     assert isinstance(found, dict)
     times = [found["received_at"], found["updated_at"], found["due_at"],
              found["window_start"], found["window_end"], *(h["at"] for h in found["history"])]
@@ -148,7 +138,7 @@ def test_worklist_says_why_each_row_is_there_and_what_clears_it(ledger: Path) ->
     action that clears it: ambiguous between the two referrals, an orphan waiting for the
     referral its SCH-26 names, no open referral, outside the window by 20 days, and the no-show
     that waits to be booked again."""
-    rows = json.loads(cli(ledger, "worklist", "--json"))
+    rows = json.loads(cli_stdout(ledger, "worklist", "--json"))
     got = [(r["id"], r["kind"], r["reason"], r["action"]) for r in rows]
     assert got[:4] == [
         ("SCHED-A-5001^SCHED", "ambiguous",
@@ -171,7 +161,7 @@ def test_worklist_says_why_each_row_is_there_and_what_clears_it(ledger: Path) ->
     assert no_show["days_since"] in _days_since(datetime(2026, 3, 16, 9, 30))
     assert no_show["reason"] == (f"no-show for referral MFP-R-1006^PCPEHR, "
                                  f"{no_show['days_since']} days ago: needs rebooking")
-    text = cli(ledger, "worklist").splitlines()
+    text = cli_stdout(ledger, "worklist").splitlines()
     assert re.split(r"\s{2,}", text[0]) == ["appointment", "start", "patient ids", "reason",
                                             "action"]
     assert re.split(r"\s{2,}", text[4]) == [
@@ -183,7 +173,7 @@ def test_worklist_says_why_each_row_is_there_and_what_clears_it(ledger: Path) ->
 
 def test_overdue_referrals_show_whole_days(ledger: Path) -> None:
     """`referrals --overdue` has a days_overdue column: whole days from due_at to now."""
-    text = cli(ledger, "referrals", "--overdue").splitlines()
+    text = cli_stdout(ledger, "referrals", "--overdue").splitlines()
     header = re.split(r"\s{2,}", text[0])
     assert header[-1] == "days_overdue"
     first = re.split(r"\s{2,}", text[1])
@@ -198,29 +188,29 @@ def test_limit_cuts_listings_and_says_how_many_more(ledger: Path, command: tuple
                                                     total: int) -> None:
     """`--limit N` prints N rows, then `… M more; use --limit` (text only); `--json` is cut to
     N too (an array, or N JSON lines for tail), with no such line."""
-    text = cli(ledger, *command, "--limit", "2").splitlines()
+    text = cli_stdout(ledger, *command, "--limit", "2").splitlines()
     assert text[-1] == f"… {total - 2} more; use --limit"
     header = 0 if command == ("tail",) else 1
     assert len(text) == header + 2 + 1
-    raw = cli(ledger, *command, "--limit", "2", "--json")
+    raw = cli_stdout(ledger, *command, "--limit", "2", "--json")
     rows = ([json.loads(line) for line in raw.splitlines()] if command == ("tail",)
             else json.loads(raw))
     assert len(rows) == 2
-    assert "more" not in cli(ledger, *command, "--limit", str(total))
+    assert "more" not in cli_stdout(ledger, *command, "--limit", str(total))
 
 
 def test_tail_and_show_print_times_in_utc_with_z(ledger: Path) -> None:
     """`tail` (text and JSON lines) and `show` (text and JSON) print every time as `…Z`, whole
     seconds; `show` prints empty values as `-` and its history notes without section
     numbers."""
-    line = cli(ledger, "tail", "--limit", "1").splitlines()[0]
+    line = cli_stdout(ledger, "tail", "--limit", "1").splitlines()[0]
     assert line.startswith("2026-01-12T09:39:00Z  #10 ")
-    record = json.loads(cli(ledger, "tail", "--limit", "1", "--json"))
+    record = json.loads(cli_stdout(ledger, "tail", "--limit", "1", "--json"))
     assert record["received_at"] == "2026-01-12T09:39:00Z"
-    shown = json.loads(cli(ledger, "show", "1", "--json"))
+    shown = json.loads(cli_stdout(ledger, "show", "1", "--json"))
     assert isinstance(shown, dict) and shown["received_at"] == "2026-01-12T09:30:00Z"
     assert [c["rule"] for c in shown["ledger_changes"]] == ["new referral"]
-    text = cli(ledger, "show", "1")
+    text = cli_stdout(ledger, "show", "1")
     assert "\u00a7" not in text and "None" not in text
     assert re.search(r"^received_at\s+2026-01-12T09:30:00Z$", text, re.M)
     assert re.search(r"^error_code\s+-$", text, re.M)
@@ -230,7 +220,7 @@ def test_no_history_note_cites_a_section_number(ledger: Path) -> None:
     """History notes shown by `referral` and `show` never carry a section-number citation, whatever the
     ledger stored."""
     for key in ("MFP-R-1001^PCPEHR", "MFP-R-1006^PCPEHR"):
-        found = json.loads(cli(ledger, "referral", key, "--json"))
+        found = json.loads(cli_stdout(ledger, "referral", key, "--json"))
         notes = [h["rule"] for h in found["history"]]
         assert notes and not [n for n in notes if "\u00a7" in n], notes
-    assert "\u00a7" not in cli(ledger, "referral", "MFP-R-1006^PCPEHR")
+    assert "\u00a7" not in cli_stdout(ledger, "referral", "MFP-R-1006^PCPEHR")

@@ -4,21 +4,14 @@ directory: the SQLite database, `log.file`, file destinations' folders and TLS f
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from certs import make_pki
-from enginectl import Engine, create_database, delivered_files, send_samples, write_config
+from enginectl import Engine, create_database, delivered_files, run_cli, send_samples, write_config
 
 from engine.config import load_config, parse_config
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
 
 
 def _relative_config(folder: Path, **top: object) -> Path:
@@ -56,7 +49,7 @@ def test_run_puts_database_log_and_files_in_the_config_folder(folders: tuple[Pat
     assert (etc / "var" / "engine.db").is_file()
     assert (etc / "var" / "log" / "engine.log").is_file()
     assert list(cwd.iterdir()) == []
-    out = _cli("referrals", "--config", str(etc / "channels.yaml"), "--json", cwd=cwd)
+    out = run_cli("referrals", "--config", str(etc / "channels.yaml"), "--json", cwd=cwd)
     assert out.returncode == 0, out.stderr
     assert '"MFP-R-1001^PCPEHR"' in out.stdout
     assert list(cwd.iterdir()) == []
@@ -76,7 +69,7 @@ def test_a_database_option_is_relative_to_the_working_directory(folders: tuple[P
         assert engine.stop() == 0
     assert (cwd / "here.db").is_file()
     assert not (etc / "var" / "engine.db").exists() and not (etc / "here.db").exists()
-    out = _cli("referrals", "--config", str(config), "--database", "sqlite:///here.db", cwd=cwd)
+    out = run_cli("referrals", "--config", str(config), "--database", "sqlite:///here.db", cwd=cwd)
     assert out.returncode == 0 and "MFP-R-1001^PCPEHR" in out.stdout, out.stderr
 
 
@@ -93,7 +86,7 @@ def test_tls_files_are_read_from_the_config_folder(folders: tuple[Path, Path]) -
                               "name": "spec", "type": "mllp", "host": "127.0.0.1", "port": 9,
                               "tls": {"ca": "tls/ca.pem", "cert": "tls/client.pem",
                                       "key": "tls/client.key"}}]})
-    out = _cli("check-config", "--config", str(config), cwd=cwd)
+    out = run_cli("check-config", "--config", str(config), cwd=cwd)
     assert out.returncode == 0, out.stderr
     loaded = load_config(config)
     listen, client = loaded.channels[0].tls, loaded.destinations[0].tls

@@ -5,8 +5,6 @@ and a file destination whose directory is unusable holds its queue."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -14,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginectl import ROOT, Engine, sample_payload, write_config
+from enginectl import Engine, outbound_states, run_cli, sample_payload, write_config
 from sink import Sink, ack_for
 from sqlalchemy import Engine as Database
 from sqlalchemy import insert, select
@@ -65,13 +63,6 @@ def db_fixture(sqlite_url: str) -> Iterator[Database]:
     db.dispose()
 
 
-def _rows(db: Database) -> list[tuple[str, str, int]]:
-    with db.connect() as conn:
-        return [(r.control_id, r.status, r.attempts) for r in conn.execute(
-            select(outbound.c.control_id, outbound.c.status, outbound.c.attempts)
-            .order_by(outbound.c.id))]
-
-
 def test_a_failing_key_holds_only_its_own_messages(db: Database) -> None:
     """Pass one: every other patient's message goes, in queue order; the failing patient's
     first message is retried and its second waits behind it.  `queue` says blocked with one
@@ -107,9 +98,9 @@ def test_a_failing_key_holds_only_its_own_messages(db: Database) -> None:
                                         "K-2", "K-4",  # K-2 dead, its key moves on
                                         "K-4", "K-2"]  # recovered; K-2 released
     assert (held["state"], held["held_keys"], held["depth"]) == ("blocked", 1, 2)
-    assert _rows(db) == [("K-1", "delivered", 1), ("K-2", "delivered", 1),
-                         ("K-3", "delivered", 1), ("K-4", "delivered", 2),
-                         ("K-5", "delivered", 1), ("K-6", "delivered", 1)]
+    assert outbound_states(db) == [("K-1", "delivered", 1), ("K-2", "delivered", 1),
+                                   ("K-3", "delivered", 1), ("K-4", "delivered", 2),
+                                   ("K-5", "delivered", 1), ("K-6", "delivered", 1)]
     edges = [(e["event"], e.get("outbound_id")) for e in logs if e["event"].startswith("queue.")]
     assert edges == [("queue.key_blocked", 2), ("queue.dead_letter", 2),
                      ("queue.key_recovered", 4)]
@@ -135,8 +126,7 @@ def test_per_key_end_to_end_keeps_each_patient_in_order(tmp_path: Path, sqlite_u
         "routes": [{"name": "all", "from": "referrals", "to": ["down"]}]})
 
     def cli(*args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+        return run_cli(*args, config=config).stdout
 
     def wait_for(done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 30
@@ -194,7 +184,7 @@ def test_an_unusable_directory_holds_the_file_queue_until_it_is_fixed(
     files = sorted((blocker / "out").iterdir())
     assert [f.name for f in files] == [f"{n:012d}.hl7" for n in range(1, len(STREAM) + 1)]
     assert files[1].read_bytes() == _message(*STREAM[1])
-    assert _rows(db)[0] == ("K-1", "delivered", 2)
+    assert outbound_states(db)[0] == ("K-1", "delivered", 2)
     assert [e["event"] for e in logs if e["event"].startswith("queue.")] == [
         "queue.blocked", "queue.recovered"]
 

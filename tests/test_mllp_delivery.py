@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from enginectl import sample_payload
+from enginectl import outbound_states, sample_payload
 from sink import Sink, Unframed, ack_for
 from sqlalchemy import Engine, insert, select
 from structlog.testing import capture_logs
@@ -47,13 +47,6 @@ def _queue(db: Engine, count: int) -> None:
             "created_at": NOW} for n in range(1, count + 1)])
 
 
-def _rows(db: Engine) -> list[tuple[str, str, int]]:
-    with db.connect() as conn:
-        return [(r.control_id, r.status, r.attempts) for r in conn.execute(
-            select(outbound.c.control_id, outbound.c.status, outbound.c.attempts)
-            .order_by(outbound.c.id))]
-
-
 def _worker(db: Engine, sink: Sink, **options: float) -> MLLPDeliverer:
     dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port,
                        ack_timeout_s=options.get("ack_timeout_s", 2.0),
@@ -79,8 +72,8 @@ def test_messages_go_in_order_and_each_waits_for_its_ack(db: Engine) -> None:
         sink.close()
     assert result.delivered == 3
     assert [m for m in sink.received] == [_message(1), _message(2), _message(3)]
-    assert _rows(db) == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1),
-                         ("OUT-3", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1),
+                                   ("OUT-3", "delivered", 1)]
 
 
 def test_ae_is_retried_then_delivered_and_holds_the_queue(db: Engine) -> None:
@@ -94,7 +87,7 @@ def test_ae_is_retried_then_delivered_and_holds_the_queue(db: Engine) -> None:
     finally:
         sink.close()
     assert sink.received == [_message(1), _message(1), _message(1), _message(2)]
-    assert _rows(db) == [("OUT-1", "delivered", 3), ("OUT-2", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 3), ("OUT-2", "delivered", 1)]
 
 
 def _no_ack(message: bytes) -> bytes:
@@ -121,7 +114,7 @@ def test_an_uncorrelated_or_late_ack_never_counts(db: Engine, wrong: Any) -> Non
         sink.close()
     assert first.delivered == 0 and "no ACK within 0.3 s" in first.error
     assert sink.received == [_message(1), _message(1)]
-    assert _rows(db) == [("OUT-1", "delivered", 2)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 2)]
 
 
 def test_an_unframed_ack_never_counts_and_is_logged(db: Engine) -> None:
@@ -140,7 +133,7 @@ def test_an_unframed_ack_never_counts_and_is_logged(db: Engine) -> None:
     assert first.delivered == 0 and first.error == "no ACK within 0.3 s"
     unframed = [e for e in logs if e["event"] == "delivery.unframed_bytes"]
     assert unframed and unframed[0]["destination"] == "down" and unframed[0]["bytes"] > 0
-    assert _rows(db) == [("OUT-1", "delivered", 2)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 2)]
 
 
 def test_each_message_gets_its_own_ack_timeout(db: Engine) -> None:
@@ -180,7 +173,7 @@ def test_after_max_attempts_a_dead_letter_and_the_queue_moves_on(db: Engine) -> 
         worker.close()
     finally:
         sink.close()
-    assert _rows(db) == [("OUT-1", "dead", 3), ("OUT-2", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "dead", 3), ("OUT-2", "delivered", 1)]
 
 
 def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> None:
@@ -204,7 +197,7 @@ def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> N
     finally:
         sink.close()
     assert sink.received == [_message(1), _message(2)]
-    assert _rows(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]
 
 
 def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
@@ -231,14 +224,14 @@ def test_pause_holds_the_queue_resume_and_release_send_it(db: Engine) -> None:
         with db.begin() as conn:
             operator.set_paused(conn, "down", False)
         worker.run_pass()
-        assert _rows(db) == [("OUT-1", "dead", 1), ("OUT-2", "delivered", 1)]
+        assert outbound_states(db) == [("OUT-1", "dead", 1), ("OUT-2", "delivered", 1)]
         with db.begin() as conn:
             assert operator.release(conn, "down") == 1
         worker.run_pass()
         worker.close()
     finally:
         sink.close()
-    assert _rows(db) == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1)]
     assert sink.received == [_message(1), _message(2), _message(1)]
 
 
@@ -261,7 +254,7 @@ def test_retry_now_forgets_the_backoff(db: Engine) -> None:
         worker.close()
     finally:
         sink.close()
-    assert len(sink.received) == 2 and _rows(db) == [("OUT-1", "delivered", 2)]
+    assert len(sink.received) == 2 and outbound_states(db) == [("OUT-1", "delivered", 2)]
 
 
 def test_replay_queues_a_stored_message_as_received(db: Engine) -> None:
@@ -330,4 +323,4 @@ def test_a_release_2_downstream_commit_ack_is_skipped_and_its_nak_retried(db: En
     assert first.delivered == 0
     assert first.error == "downstream could not store it (MLLP release 2 NAK)"
     assert sink.received == [_message(1), _message(1), _message(2)]
-    assert _rows(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]

@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enginectl import ROOT, Engine, sample_payload, write_config
+from enginectl import ROOT, Engine, sample_payload, table_rows, write_config
 from sink import Sink, ack_for
-from sqlalchemy import create_engine, select
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -47,14 +46,6 @@ def _send(port: int, payload: bytes = REF) -> Any:
     return parse(ack)
 
 
-def _rows(url: str, table: Any) -> list[dict[str, Any]]:
-    db = create_engine(url)
-    with db.connect() as conn:
-        rows = [dict(r) for r in conn.execute(select(table).order_by(table.c.id)).mappings()]
-    db.dispose()
-    return rows
-
-
 def test_downstream_aa_and_ae_are_relayed_and_stored(tmp_path: Path, db_url: str) -> None:
     """The first copy gets AE with an ERR, relayed as is for the sender's control id; the row
     is then a dead letter (the sender was told).  The sender's resend goes out again, gets AA,
@@ -76,13 +67,13 @@ def test_downstream_aa_and_ae_are_relayed_and_stored(tmp_path: Path, db_url: str
         assert engine.stop() == 0
         sink.close()
     assert [parse(m)["MSH.10"] for m in sink.received] == [CONTROL, CONTROL]
-    (message,) = _rows(db_url, messages)
+    (message,) = table_rows(db_url, table=messages)
     assert (message["ack_codes"], message["retransmissions"]) == ("AA", 1)
-    relayed = _rows(db_url, relayed_acks)
+    relayed = table_rows(db_url, table=relayed_acks)
     assert [(r["code"], r["downstream_code"]) for r in relayed] == [("AE", "AE"), ("AA", "AA")]
     assert all(r["message_id"] == message["id"] for r in relayed)
-    assert [parse(r["ack"])["MSA.1"] for r in _rows(db_url, deliveries)] == ["AE", "AA"]
-    assert [r["status"] for r in _rows(db_url, outbound)] == ["delivered"]
+    assert [parse(r["ack"])["MSA.1"] for r in table_rows(db_url, table=deliveries)] == ["AE", "AA"]
+    assert [r["status"] for r in table_rows(db_url, table=outbound)] == ["delivered"]
     shown = subprocess.run(
         [sys.executable, "-m", "engine", "show", str(message["id"]), "--json",
          "--config", str(tmp_path / "channels.yaml")],
@@ -119,7 +110,7 @@ def test_no_answer_in_time_is_ae_207_and_a_resend_waits_for_the_queued_copy(
         assert (first["MSA.1"], first["MSA.2"], first["ERR.3.1"]) == ("AE", CONTROL, "207")
         assert "specialist-ehr" in first["ERR.8"]
         deadline = time.monotonic() + 20
-        while [r["status"] for r in _rows(sqlite_url, outbound)] != ["delivered"]:
+        while [r["status"] for r in table_rows(sqlite_url, table=outbound)] != ["delivered"]:
             assert time.monotonic() < deadline, "the queued copy was never delivered"
             time.sleep(0.1)
         second = _send(engine.port)
@@ -128,9 +119,9 @@ def test_no_answer_in_time_is_ae_207_and_a_resend_waits_for_the_queued_copy(
         assert engine.stop() == 0
         sink.close()
     assert len(sink.received) == silent + 1
-    codes = [(r["code"], r["downstream_code"]) for r in _rows(sqlite_url, relayed_acks)]
+    codes = [(r["code"], r["downstream_code"]) for r in table_rows(sqlite_url, table=relayed_acks)]
     assert codes[0] == ("AE", "") and codes[-1] == ("AA", "AA")
-    assert [r["status"] for r in _rows(sqlite_url, outbound)] == ["delivered"]
+    assert [r["status"] for r in table_rows(sqlite_url, table=outbound)] == ["delivered"]
 
 
 def test_a_message_the_route_does_not_take_is_acked_on_commit(tmp_path: Path,

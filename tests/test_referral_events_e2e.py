@@ -5,14 +5,12 @@ finds it overdue, and when an operator links an appointment by hand."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from enginectl import ROOT, Engine, delivered_files, sample_payload, write_config
+from enginectl import Engine, delivered_files, run_cli, sample_payload, write_config
 from sqlalchemy import select, update
 
 from engine.mllp.blocking import MLLPClient
@@ -25,14 +23,9 @@ EVENTS = ["referral.pending", "referral.scheduled", "referral.no_show", "referra
           "referral.expired", "referral.overdue"]
 
 
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-
-
 def _events_of(config: Path, referral: str) -> list[dict[str, Any]]:
     """The referral's event messages as `hl7-engine referral ID --json` lists them."""
-    shown = _cli(config, "referral", referral, "--json")
+    shown = run_cli("referral", referral, "--json", config=config)
     assert shown.returncode == 0, shown.stderr
     return list(json.loads(shown.stdout)["events"])
 
@@ -122,7 +115,7 @@ def test_sweep_sends_expired_and_overdue_once(tmp_path: Path, db_url: str) -> No
                          .values(window_end=datetime(2020, 1, 1)))
             conn.execute(update(referrals).where(referrals.c.key_id == "R-LATE")
                          .values(due_at=datetime(2020, 1, 1, 8, 0)))
-        first, second = _cli(config, "sweep"), _cli(config, "sweep")
+        first, second = run_cli("sweep", config=config), run_cli("sweep", config=config)
         assert first.stdout.splitlines() == [
             "referral R-OLD^PCPEHR pending→expired", "referral R-LATE^PCPEHR pending, overdue",
             "1 referral(s) expired, 1 newly overdue, 2 event message(s) queued"]
@@ -175,7 +168,7 @@ def test_orphan_link_and_manual_link_send_scheduled(tmp_path: Path, sqlite_url: 
         assert _send(engine.port, [
             sample_payload("siu_s12_v251.hl7"), sample_payload("ref_i12_v251.hl7"),
             _ref("MFP-R-2002", "20991231"), unmatched]) == ["AA"] * 4
-        linked = _cli(config, "link", "SCHED-A-9009^SCHED", "MFP-R-2002^PCPEHR")
+        linked = run_cli("link", "SCHED-A-9009^SCHED", "MFP-R-2002^PCPEHR", config=config)
         assert linked.returncode == 0, linked.stderr
         files = delivered_files(out, 4)
         first = _events_of(config, "MFP-R-1001^PCPEHR")
@@ -200,7 +193,7 @@ def test_check_config_reports_on_route_errors(tmp_path: Path) -> None:
                    {"name": "both", "from": "referrals", "on": ["referral.closed"],
                     "to": ["pcp-ehr"]},
                    {"name": "typo", "on": ["referral.schedule"], "to": ["pcp-ehr"]}]})
-    shown = _cli(config, "check-config")
+    shown = run_cli("check-config", config=config)
     assert shown.returncode == 2
     lines = shown.stderr.splitlines()
     assert lines[0] == (f"{config}: routes[1]: give either from: (a channel) or on: (referral "

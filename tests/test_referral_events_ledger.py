@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from enginectl import sample_payload
-from sqlalchemy import Engine, select
+from enginectl import sample_payload, table_rows
+from sqlalchemy import Engine
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
@@ -17,7 +17,6 @@ from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.routes import event_queue
 from engine.store.database import open_database
-from engine.store.schema import outbound
 
 NOW = datetime(2026, 1, 12, 9, 30, tzinfo=UTC)
 
@@ -33,11 +32,6 @@ def _pipeline(url: str, route: dict[str, Any]) -> tuple[Pipeline, Engine, Any]:
     pipeline = Pipeline(db, {"referrals": AckBuilder("REFTRACK", "HUB")}, clock=lambda: NOW)
     pipeline.route(config.routes)
     return pipeline, db, config.channels[0]
-
-
-def _rows(db: Engine) -> list[Any]:
-    with db.connect() as conn:
-        return list(conn.execute(select(outbound).order_by(outbound.c.id)).mappings())
 
 
 def _ref(key: str) -> bytes:
@@ -57,7 +51,7 @@ def test_one_batch_gives_each_message_its_events_in_order(db_url: str) -> None:
         Job(channel, sample_payload("siu_s12_v251.hl7"), "x", NOW)])
     pipeline.close()
     assert [r.verdict.accepted for r in results] == [True, True]
-    rows = _rows(db)
+    rows = table_rows(db)
     assert [(r["event"], r["message_id"], r["referral_id"], r["route"], r["status"])
             for r in rows] == [("referral.pending", 1, 1, "loop", "queued"),
                                ("referral.scheduled", 2, 1, "loop", "queued")]
@@ -82,7 +76,7 @@ def test_events_no_route_takes_read_nothing(sqlite_url: str,
         Job(channel, sample_payload("siu_s12_v251.hl7"), "x", NOW)])
     pipeline.close()
     assert [parse(r.acks[0])["MSA.1"] for r in results] == ["AA", "AA"]
-    assert _rows(db) == []
+    assert table_rows(db) == []
 
 
 def test_a_bug_building_one_messages_event_spares_the_batch(
@@ -103,7 +97,7 @@ def test_a_bug_building_one_messages_event_spares_the_batch(
     pipeline.close()
     assert [(parse(r.acks[0])["MSA.1"], parse(r.acks[0])["ERR.3.1"]) for r in results] == [
         ("AR", "207"), ("AA", "")]
-    rows = _rows(db)
+    rows = table_rows(db)
     assert [(r["event"], parse(r["payload"])["RF1.6.1"]) for r in rows] == [
         ("referral.pending", "R-GOOD")]
 
@@ -182,7 +176,7 @@ def test_event_rows_for_a_per_key_destination_carry_the_patients_key(sqlite_url:
     pipeline.order_by(config.destinations)
     pipeline.process_batch([Job(config.channels[0], _ref("K-1"), "x", NOW)])
     pipeline.close()
-    rows = _rows(db)
+    rows = table_rows(db)
     first_id = parse(sample_payload("ref_i12_v251.hl7"))["PID.3.1"]
     assert [(r["destination"], r["order_key"]) for r in rows] == [("pcp", first_id),
                                                                   ("audit", "")]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from enginectl import Engine, delivered_files, numbered_referral, sample_payload
+from enginectl import Engine, delivered_files, numbered_referral, run_cli, sample_payload
 
 from engine.config import parse_config
 from engine.mllp.blocking import MLLPClient
@@ -168,13 +168,11 @@ def test_diff_names_what_changed() -> None:
     assert diff(old, config()).empty
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True,
-                          text=True, timeout=60)
-    return done.returncode, done.stdout + done.stderr
+def _reload(config: Path) -> tuple[int, str]:
+    """`hl7-engine reload --config CONFIG` (in this process's folder): its exit code and
+    everything it printed."""
+    done = run_cli("reload", config=config, cwd=None, merge_stderr=True)
+    return done.returncode, done.stdout
 
 
 def test_reload_command_checks_the_file_then_signals(running: tuple[Running, Path]) -> None:
@@ -185,11 +183,11 @@ def test_reload_command_checks_the_file_then_signals(running: tuple[Running, Pat
     assert (config.parent / "channels.pid").read_text().strip() == str(r.engine.proc.pid)  # type: ignore[union-attr]
     good = config.read_text()
     config.write_text(good.replace("accept:", "acept:", 1))
-    code, out = _cli("reload", "--config", str(config))
+    code, out = _reload(config)
     assert code == 2 and "channels[0].acept" in out
     _write(config, [_channel("main")])
     seen = len(r.engine.events())
-    code, out = _cli("reload", "--config", str(config))
+    code, out = _reload(config)
     assert code == 0, out
     deadline = time.monotonic() + 10
     while not [e for e in r.engine.events()[seen:] if e.get("event") == "config.reloaded"]:
@@ -201,5 +199,5 @@ def test_reload_command_without_an_engine(tmp_path: Path) -> None:
     """No engine runs with this config: exit 1, saying so."""
     config = tmp_path / "channels.yaml"
     _write(config, [_channel("main")])
-    code, out = _cli("reload", "--config", str(config))
+    code, out = _reload(config)
     assert code == 1 and "no engine is running" in out

@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from enginectl import ROOT, sample_payload, write_config
+from enginectl import ROOT, sample_payload, table_rows, write_config
 from sqlalchemy import func, select
 
 from engine.ack import AckBuilder
 from engine.config import load_config
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
-from engine.store.schema import messages, outbound, referral_events
+from engine.store.schema import messages, referral_events
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+#: The outbound columns these tests compare.
+ROUTED = ("destination", "route", "message_id", "payload")
 ROUTE = {"name": "refs", "from": "referrals", "when": {"type": ["REF^I12"]},
          "transform": [{"set": {"MSH.5": "ARCHIVE"}}], "to": ["archive"]}
 
@@ -46,16 +48,6 @@ def _replay(config: Path, message_id: int) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def _rows(url: str) -> list[tuple[Any, ...]]:
-    db = open_database(url)
-    with db.connect() as conn:
-        found = [tuple(r) for r in conn.execute(
-            select(outbound.c.destination, outbound.c.route, outbound.c.message_id,
-                   outbound.c.payload).order_by(outbound.c.id))]
-    db.dispose()
-    return found
-
-
 def _config(tmp_path: Path, url: str, routes: list[dict[str, Any]]) -> Path:
     return write_config(tmp_path, url, top={
         "destinations": [{"name": "archive", "type": "file", "directory": str(tmp_path / "a")},
@@ -70,7 +62,7 @@ def test_replay_goes_through_the_routes_as_configured_now(tmp_path: Path,
     history row and the message is not stored again."""
     config = _config(tmp_path, sqlite_url, [ROUTE])
     (ref,) = _store(config, ["ref_i12_v251.hl7"])
-    assert [r[:3] for r in _rows(sqlite_url)] == [("archive", "refs", ref)]
+    assert table_rows(sqlite_url, *ROUTED[:3]) == [("archive", "refs", ref)]
     spec = {"name": "to-spec", "from": "referrals", "when": {"sender": "PCPEHR"},
             "transform": [{"set": {"MSH.5": "SPEC"}}], "to": ["spec"]}
     doc = yaml.safe_load(config.read_text())
@@ -87,7 +79,7 @@ def test_replay_goes_through_the_routes_as_configured_now(tmp_path: Path,
     assert done.stdout.splitlines() == [
         f"message {ref} queued for archive as #2 (route refs)",
         f"message {ref} queued for spec as #3 (route to-spec)"]
-    rows = _rows(sqlite_url)
+    rows = table_rows(sqlite_url, *ROUTED)
     assert [r[:3] for r in rows] == [("archive", "refs", ref), ("archive", "refs", ref),
                                      ("spec", "to-spec", ref)]
     raw = sample_payload("ref_i12_v251.hl7")
@@ -116,4 +108,4 @@ def test_replay_without_a_route_for_it_says_why(tmp_path: Path, sqlite_url: str)
         (1, "", f"message {rejected} was not accepted (status rejected): routes take accepted "
                 "messages only; --to DEST sends it as received"),
         (1, "", "no message with id 999")]
-    assert _rows(sqlite_url) == []
+    assert table_rows(sqlite_url, *ROUTED) == []

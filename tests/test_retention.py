@@ -21,6 +21,7 @@ from enginectl import (
     ROOT,
     Engine,
     numbered_referral,
+    run_cli,
     sample_payload,
     stored_messages,
     write_config,
@@ -256,11 +257,6 @@ def test_an_older_sqlite_file_keeps_the_space_until_purge_vacuum(tmp_path: Path)
 # --- the CLI ------------------------------------------------------------------------------------
 
 
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-
-
 def _events(config: Path, name: str) -> list[dict[str, Any]]:
     log = Path(load_config(str(config)).log.file)
     lines = log.read_text().splitlines() if log.exists() else []
@@ -280,7 +276,7 @@ def test_show_replay_and_tail_of_a_purged_message(tmp_path: Path, sqlite_url: st
     _ingest(db, load_config(str(config)).channels[0], [
         (_ref("R-OLD"), today - timedelta(days=60)), (_ref("R-NEW"), today)])
     db.dispose()
-    purged = _cli(config, "purge")
+    purged = run_cli("purge", config=config)
     assert purged.returncode == 0, purged.stderr
     assert purged.stdout.startswith("purged 1 message body and 0 delivered/dead outbound "
                                     "payloads (")
@@ -288,28 +284,28 @@ def test_show_replay_and_tail_of_a_purged_message(tmp_path: Path, sqlite_url: st
         (1, 0)]
     (at,) = [r[0] for r in stored_messages(sqlite_url, "purged_at") if r[0] is not None]
 
-    raw = _cli(config, "show", "1", "--raw")
+    raw = run_cli("show", "1", "--raw", config=config)
     assert raw.returncode == 1
     assert raw.stderr.strip() == (f"message 1: body purged {at.isoformat(timespec='seconds')}Z "
                                   "(retention: message_bodies_days)")
     assert "C-R-OLD" in raw.stdout and "purged_at" in raw.stdout and "PID|" not in raw.stdout
     assert _events(config, "audit.message_body_read") == []
-    shown = json.loads(_cli(config, "show", "1", "--json").stdout)
+    shown = json.loads(run_cli("show", "1", "--json", config=config).stdout)
     assert shown["purged_at"] == at.isoformat(timespec="seconds") + "Z"
     assert shown["digest"] and "raw" not in shown
-    raw_json = _cli(config, "show", "1", "--raw", "--json")
+    raw_json = run_cli("show", "1", "--raw", "--json", config=config)
     assert raw_json.returncode == 1 and json.loads(raw_json.stdout)["raw"] is None
 
-    kept = _cli(config, "show", "2", "--raw")
+    kept = run_cli("show", "2", "--raw", config=config)
     assert kept.returncode == 0 and "\nPID|" in kept.stdout and "purged_at" not in kept.stdout
-    assert json.loads(_cli(config, "show", "2", "--json").stdout)["purged_at"] is None
+    assert json.loads(run_cli("show", "2", "--json", config=config).stdout)["purged_at"] is None
 
-    refused = _cli(config, "replay", "1", "--to", "archive")
+    refused = run_cli("replay", "1", "--to", "archive", config=config)
     assert refused.returncode == 1
     assert "message 1: body purged" in refused.stderr and "nothing to replay" in refused.stderr
     assert _dump_url(sqlite_url, outbound) == []
-    assert _cli(config, "replay", "2", "--to", "archive").returncode == 0
-    tail = _cli(config, "tail", "--json")
+    assert run_cli("replay", "2", "--to", "archive", config=config).returncode == 0
+    tail = run_cli("tail", "--json", config=config)
     assert tail.returncode == 0
     assert [json.loads(line)["control_id"] for line in tail.stdout.splitlines()] == [
         "C-R-OLD", "C-R-NEW"]
@@ -327,14 +323,14 @@ def test_purge_without_retention_says_how_to_set_it(tmp_path: Path, sqlite_url: 
     --older-than is exit 2 too; --older-than alone works (here a dry run)."""
     config = write_config(tmp_path, sqlite_url)
     open_database(sqlite_url).dispose()
-    off = _cli(config, "purge")
+    off = run_cli("purge", config=config)
     assert off.returncode == 2 and off.stdout == ""
     assert off.stderr.splitlines() == [
         f"purge: retention is off (set `retention: {{message_bodies_days: DAYS}}` in {config}, "
         "or give --older-than DAYS)"]
-    zero = _cli(config, "purge", "--older-than", "0")
+    zero = run_cli("purge", "--older-than", "0", config=config)
     assert zero.returncode == 2 and zero.stderr.startswith("--older-than: expected")
-    dry = _cli(config, "purge", "--older-than", "30", "--dry-run")
+    dry = run_cli("purge", "--older-than", "30", "--dry-run", config=config)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.strip() == ("would purge 0 message bodies and 0 delivered/dead outbound "
                                   "payloads (0 bytes)")

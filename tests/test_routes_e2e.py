@@ -14,6 +14,7 @@ from enginectl import (
     Engine,
     create_database,
     delivered_files,
+    run_cli,
     sample_payload,
     send_samples,
     write_config,
@@ -103,9 +104,7 @@ def test_routed_messages_reach_an_mllp_destination_in_order(tmp_path: Path, db_u
                 json.loads(shown.stdout)] == [("specialist", 0, 3)]
 
         def cli(*args: str) -> str:
-            return subprocess.run([sys.executable, "-m", "engine", *args, "--config",
-                                   str(config)], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=60).stdout
+            return run_cli(*args, config=config).stdout
 
         first = json.loads(cli("show", "1", "--json"))
         assert [(d["destination"], d["status"], [a["ack"] for a in d["attempts"]])
@@ -124,8 +123,7 @@ def test_queue_commands_from_the_cli(tmp_path: Path, sqlite_url: str) -> None:
         "destinations": [{"name": "archive", "type": "file", "directory": str(tmp_path / "o")}]})
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return run_cli(*args, config=config)
 
     assert cli("pause", "archive").stdout.strip() == "archive: paused"
     state = json.loads(cli("queue", "--json").stdout)

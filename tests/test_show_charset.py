@@ -4,22 +4,12 @@ or with MSH-18 empty strict UTF-8, else cp1252), through a real engine and a rea
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from enginectl import ROOT, Engine, send_samples, write_config
-
-
-def cli(config: Path, *args: str) -> str:
-    """`hl7-engine ARGS --config CONFIG`'s stdout, after checking it exited 0."""
-    done = subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, (args, done.stderr)
-    return done.stdout
+from enginectl import Engine, cli_stdout, send_samples, write_config
 
 
 @pytest.fixture(name="received")
@@ -40,7 +30,7 @@ def test_show_raw_decodes_the_body_in_its_charset(received: Path, message_id: st
                                                   text: str) -> None:
     """`show --raw` prints the body in the charset the parser read it in (MSH-18 8859/1; or,
     MSH-18 empty and not UTF-8, cp1252), so no character comes out as U+FFFD; `--json` too."""
-    out = cli(received, "show", message_id, "--raw")
+    out = cli_stdout(received, "show", message_id, "--raw")
     assert text in out and "\ufffd" not in out
-    shown: dict[str, Any] = json.loads(cli(received, "show", message_id, "--raw", "--json"))
+    shown: dict[str, Any] = json.loads(cli_stdout(received, "show", message_id, "--raw", "--json"))
     assert text in shown["raw"]

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from enginectl import ROOT, SAMPLES, Engine, write_config
+from enginectl import SAMPLES, Engine, cli_stdout, write_config
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import InboundMessage, parse
@@ -226,16 +224,8 @@ HISTORY = {
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def cli(config: Path, *args: str) -> str:
-    """Run `hl7-engine ARGS --config CONFIG`; its stdout, after checking it exited 0."""
-    out = subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(config)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, (args, out.returncode, out.stderr)
-    return out.stdout
-
-
 def cli_json(config: Path, *args: str) -> Any:
-    return json.loads(cli(config, *args, "--json"))
+    return json.loads(cli_stdout(config, *args, "--json"))
 
 
 def replay(port: int) -> dict[str, list[tuple[str, str, str]]]:
@@ -284,7 +274,7 @@ def test_story_corpus_final_state_through_the_cli(db_url: str, tmp_path: Path) -
         assert [(kind, reason[:len(want)]) for (kind, reason), (_, want) in zip(
             reasons, WORKLIST_REASONS, strict=True)] == WORKLIST_REASONS
 
-        linked = cli(config, "link", AMBIGUOUS, CHOSEN)
+        linked = cli_stdout(config, "link", AMBIGUOUS, CHOSEN)
         assert linked.strip() == (f"appointment {AMBIGUOUS} linked to referral {CHOSEN} "
                                   "(manual)")
 

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from enginectl import ROOT, Engine, sample_payload, write_config
+from enginectl import ROOT, Engine, cli_stdout, sample_payload, write_config
 from sqlalchemy import update
 
 from engine.ack import AckBuilder
@@ -147,7 +146,7 @@ def test_configured_deadlines_and_window_reach_the_running_engine_and_the_sweep(
                 "AA", "AA"]
     finally:
         assert engine.stop() == 0
-    found = {r["id"]: r for r in _cli_json("referrals", config=config)}
+    found = {r["id"]: r for r in json.loads(cli_stdout(config, "referrals", "--json"))}
     for key, hours in (("R-STAT^PCPEHR", 6), ("R-ROUTINE^PCPEHR", 72)):
         received = datetime.fromisoformat(found[key]["received_at"])
         assert datetime.fromisoformat(found[key]["due_at"]) - received == timedelta(hours=hours)
@@ -163,12 +162,5 @@ def test_configured_deadlines_and_window_reach_the_running_engine_and_the_sweep(
     audits = [e for e in map(json.loads, (tmp_path / "engine.log").read_text().splitlines())
               if e["event"] == "audit.sweep"]
     assert [(a["expired"], a["overdue"], a["audit"]) for a in audits] == [(1, 0, True)]
-    assert {r["id"]: r["status"] for r in _cli_json("referrals", config=config)} == {
+    assert {r["id"]: r["status"] for r in json.loads(cli_stdout(config, "referrals", "--json"))} == {
         "R-STAT^PCPEHR": "pending", "R-ROUTINE^PCPEHR": "expired"}
-
-
-def _cli_json(*args: str, config: Path) -> list[dict[str, Any]]:
-    done = subprocess.run([sys.executable, "-m", "engine", *args, "--json", "--config",
-                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))

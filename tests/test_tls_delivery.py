@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 from certs import Pki, make_pki
-from enginectl import ROOT, Engine, sample_payload, send_samples, write_config
+from enginectl import (
+    ROOT,
+    Engine,
+    outbound_states,
+    sample_payload,
+    send_samples,
+    write_config,
+)
 from sink import Sink
 from sqlalchemy import Engine as Database
 from sqlalchemy import insert, select
@@ -36,6 +43,8 @@ REACTOR: Any = reactor  # running in a thread for the session (conftest `reactor
 pytestmark = pytest.mark.usefixtures("reactor")
 
 NOW = datetime(2026, 11, 28, 9, 0)
+#: The column `outbound_states` adds here: why the last attempt failed.
+ERROR = "last_error"
 UNTRUSTED = "connection: TLS handshake failed (certificate verify failed)"
 
 
@@ -74,13 +83,6 @@ def _queue(db: Database, keys: list[str]) -> None:
             "destination": "down", "route": "r", "message_id": n, "control_id": f"OUT-{n}",
             "payload": _message(n), "status": "queued", "attempts": 0, "last_error": "",
             "created_at": NOW, "order_key": key} for n, key in enumerate(keys, 1)])
-
-
-def _rows(db: Database) -> list[tuple[str, str, int, str]]:
-    with db.connect() as conn:
-        return [tuple(r) for r in conn.execute(
-            select(outbound.c.control_id, outbound.c.status, outbound.c.attempts,
-                   outbound.c.last_error).order_by(outbound.c.id))]
 
 
 def _attempt_errors(db: Database) -> list[str]:
@@ -123,8 +125,8 @@ def test_a_tls_destination_gets_every_message_once_in_order(db: Database, pki: P
     assert (result.delivered, result.error) == (3, "")
     assert sink.received == [_message(1), _message(2), _message(3)]
     assert sink.connections == 1
-    assert [r[:3] for r in _rows(db)] == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1),
-                                          ("OUT-3", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1),
+                                   ("OUT-3", "delivered", 1)]
 
 
 def test_an_untrusted_server_certificate_holds_the_whole_destination(db: Database,
@@ -140,7 +142,7 @@ def test_an_untrusted_server_certificate_holds_the_whole_destination(db: Databas
         with capture_logs() as logs:
             failed = worker.run_pass()
         assert (failed.delivered, failed.error) == (0, UNTRUSTED)
-        assert _rows(db) == [("OUT-1", "queued", 1, UNTRUSTED), ("OUT-2", "queued", 0, "")]
+        assert outbound_states(db, ERROR) == [("OUT-1", "queued", 1, UNTRUSTED), ("OUT-2", "queued", 0, "")]
         assert _tls_failed(logs) == [("down", UNTRUSTED)]
         assert [e["event"] for e in logs if e["event"].startswith("queue.")] == [
             "queue.blocked"]
@@ -152,7 +154,7 @@ def test_an_untrusted_server_certificate_holds_the_whole_destination(db: Databas
         sink.close()
     assert recovered.delivered == 2
     assert sink.received == [_message(1), _message(2)]
-    assert [r[:3] for r in _rows(db)] == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 2), ("OUT-2", "delivered", 1)]
     assert _attempt_errors(db) == [UNTRUSTED, "", ""]
 
 
@@ -165,7 +167,7 @@ def test_a_certificate_for_another_name_is_refused(db: Database, pki: Pki) -> No
     error = "connection: TLS handshake failed (certificate does not match other.example.org)"
     assert (result.delivered, result.error) == (0, error)
     assert sink.received == []
-    assert _rows(db) == [("OUT-1", "queued", 1, error)]
+    assert outbound_states(db, ERROR) == [("OUT-1", "queued", 1, error)]
     assert _tls_failed(logs) == [("down", error)]
 
 
@@ -177,7 +179,7 @@ def test_mutual_tls_delivers_with_the_client_certificate(db: Database, pki: Pki)
                                                         key=str(pki.client_key)))
     assert (result.delivered, result.error) == (2, "")
     assert sink.received == [_message(1), _message(2)]
-    assert [r[:3] for r in _rows(db)] == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1)]
+    assert outbound_states(db) == [("OUT-1", "delivered", 1), ("OUT-2", "delivered", 1)]
 
 
 def test_mutual_tls_without_a_client_certificate_delivers_nothing(db: Database,
@@ -190,7 +192,7 @@ def test_mutual_tls_without_a_client_certificate_delivers_nothing(db: Database,
     error = "connection: TLS handshake failed (tlsv13 alert certificate required)"
     assert (result.delivered, result.error) == (0, error)
     assert sink.received == []
-    assert _rows(db) == [("OUT-1", "queued", 1, error), ("OUT-2", "queued", 0, "")]
+    assert outbound_states(db, ERROR) == [("OUT-1", "queued", 1, error), ("OUT-2", "queued", 0, "")]
     assert _tls_failed(logs) == [("down", error)]
 
 
@@ -200,7 +202,7 @@ def test_a_client_certificate_from_another_ca_delivers_nothing(db: Database, pki
     result, _ = _one_pass(db, sink, [""], ClientTLS(ca=str(pki.ca), cert=str(pki.stranger_cert),
                                                     key=str(pki.stranger_key)))
     assert result.delivered == 0 and result.error.startswith("connection: TLS handshake failed (")
-    assert sink.received == [] and _rows(db)[0][:3] == ("OUT-1", "queued", 1)
+    assert sink.received == [] and outbound_states(db)[0] == ("OUT-1", "queued", 1)
 
 
 def test_a_plain_downstream_that_never_answers_the_handshake(db: Database, pki: Pki) -> None:
@@ -211,7 +213,7 @@ def test_a_plain_downstream_that_never_answers_the_handshake(db: Database, pki: 
                              order_key="PID.3.1", ack_timeout_s=0.5)
     error = "connection: TLS handshake failed (no answer within 0.5 s)"
     assert (result.delivered, result.error) == (0, error)
-    assert _rows(db) == [("OUT-1", "queued", 1, error), ("OUT-2", "queued", 0, "")]
+    assert outbound_states(db, ERROR) == [("OUT-1", "queued", 1, error), ("OUT-2", "queued", 0, "")]
     assert _tls_failed(logs) == [("down", error)]
 
 
@@ -225,7 +227,7 @@ def test_a_ca_file_gone_since_load_is_an_attempt_that_failed(db: Database, pki: 
     error = f"connection: TLS settings: cannot read {gone} (No such file or directory)"
     assert (result.delivered, result.error) == (0, error)
     assert sink.received == [] and sink.connections == 0
-    assert _rows(db) == [("OUT-1", "queued", 1, error)]
+    assert outbound_states(db, ERROR) == [("OUT-1", "queued", 1, error)]
     assert _tls_failed(logs) == [("down", error)]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from certs import Pki, make_pki
-from enginectl import ROOT, SAMPLES, Engine, sample_payload, stored_messages, write_config
+from enginectl import ROOT, SAMPLES, Engine, run_cli, sample_payload, stored_messages, write_config
 from OpenSSL import SSL
 from twisted.internet import task
 from twisted.internet.error import ConnectionDone
@@ -63,13 +63,8 @@ def start_fixture(tmp_path: Path, sqlite_url: str) -> Iterator[Any]:
         engine.stop()
 
 
-def _cli(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args, "--config", str(engine.config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-
-
 def _send(engine: Engine, *options: str) -> subprocess.CompletedProcess[str]:
-    return _cli(engine, "send", SAMPLE, "--to", f"127.0.0.1:{engine.port}", *options)
+    return run_cli("send", SAMPLE, "--to", f"127.0.0.1:{engine.port}", *options, config=engine.config)
 
 
 def _context(pki: Pki, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
@@ -146,7 +141,7 @@ def test_send_with_the_ca_is_accepted_and_stored_and_another_ca_fails(
     engine = start(workers, _tls(pki))
     sent = _send(engine, "--ca", str(pki.ca))
     assert (sent.returncode, sent.stdout, sent.stderr) == (0, f"{SAMPLE}: AA REF-I12-V251\n", "")
-    tail = _cli(engine, "tail", "--json")
+    tail = run_cli("tail", "--json", config=engine.config)
     assert [(r["control_id"], r["status"], r["ack"])
             for r in map(json.loads, tail.stdout.splitlines())] == [
         ("REF-I12-V251", "accepted", "AA")]

@@ -6,12 +6,10 @@ password in it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from enginectl import ROOT, create_database, write_config
+from enginectl import create_database, run_cli, write_config
 from sqlalchemy import select
 
 from engine.store.database import open_database
@@ -25,12 +23,6 @@ def config_fixture(tmp_path: Path) -> Path:
     return write_config(tmp_path, url)
 
 
-def _run(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args, "--config",
-                           str(config)], cwd=ROOT, input=stdin, capture_output=True, text=True,
-                          timeout=60)
-
-
 def _audits(config: Path) -> list[dict[str, object]]:
     log = config.parent / "engine.log"
     lines = log.read_text().splitlines() if log.exists() else []
@@ -38,7 +30,7 @@ def _audits(config: Path) -> list[dict[str, object]]:
 
 
 def _listing(config: Path) -> list[dict[str, object]]:
-    out = _run(config, "user", "list", "--json")
+    out = run_cli("user", "list", "--json", config=config)
     assert out.returncode == 0, out.stderr
     return [{k: v for k, v in u.items() if k in ("name", "role", "tokens", "disabled")}
             for u in json.loads(out.stdout)]
@@ -47,10 +39,10 @@ def _listing(config: Path) -> list[dict[str, object]]:
 def test_add_list_password_remove(config: Path) -> None:
     """A user is added with a role and an argon2 hash of the password read from stdin, listed,
     given a new password, then removed; each change is audited with its event name."""
-    assert _run(config, "user", "add", "carol", "--role", "coordinator", "--password-stdin",
-                stdin="first secret\n").returncode == 0
-    assert _run(config, "user", "add", "vic", "--role", "viewer", "--password-stdin",
-                stdin="x\n").returncode == 0
+    assert run_cli("user", "add", "carol", "--role", "coordinator", "--password-stdin",
+                   stdin="first secret\n", config=config).returncode == 0
+    assert run_cli("user", "add", "vic", "--role", "viewer", "--password-stdin",
+                   stdin="x\n", config=config).returncode == 0
     assert _listing(config) == [
         {"name": "carol", "role": "coordinator", "tokens": 0, "disabled": False},
         {"name": "vic", "role": "viewer", "tokens": 0, "disabled": False}]
@@ -58,12 +50,12 @@ def test_add_list_password_remove(config: Path) -> None:
     with db.connect() as conn:
         stored = conn.execute(select(users.c.password_hash).where(users.c.name == "carol")).scalar_one()
     assert stored.startswith("$argon2id$") and verify_password(stored, "first secret")
-    assert _run(config, "user", "password", "carol", "--password-stdin",
-                stdin="second secret\n").returncode == 0
+    assert run_cli("user", "password", "carol", "--password-stdin",
+                   stdin="second secret\n", config=config).returncode == 0
     with db.connect() as conn:
         stored = conn.execute(select(users.c.password_hash).where(users.c.name == "carol")).scalar_one()
     assert verify_password(stored, "second secret") and not verify_password(stored, "first secret")
-    assert _run(config, "user", "remove", "vic").returncode == 0
+    assert run_cli("user", "remove", "vic", config=config).returncode == 0
     assert [u["name"] for u in _listing(config)] == ["carol"]
     audits = _audits(config)
     assert [(a["event"], a.get("name")) for a in audits] == [
@@ -76,22 +68,22 @@ def test_add_list_password_remove(config: Path) -> None:
 def test_errors_name_taken_unknown_role_empty_password_no_user(config: Path) -> None:
     """A name taken is refused (exit 1), an unknown role and an empty password are usage errors
     (exit 2), a missing user is exit 1; none of them changes the users."""
-    assert _run(config, "user", "add", "carol", "--role", "operator", "--password-stdin",
-                stdin="pw\n").returncode == 0
-    taken = _run(config, "user", "add", "carol", "--role", "viewer", "--password-stdin",
-                 stdin="pw\n")
+    assert run_cli("user", "add", "carol", "--role", "operator", "--password-stdin",
+                   stdin="pw\n", config=config).returncode == 0
+    taken = run_cli("user", "add", "carol", "--role", "viewer", "--password-stdin",
+                    stdin="pw\n", config=config)
     assert (taken.returncode, taken.stderr.strip()) == (1, "user carol exists already")
-    role = _run(config, "user", "add", "dave", "--role", "boss", "--password-stdin", stdin="pw\n")
+    role = run_cli("user", "add", "dave", "--role", "boss", "--password-stdin", stdin="pw\n", config=config)
     assert role.returncode == 2 and "invalid choice: 'boss'" in role.stderr
-    empty = _run(config, "user", "add", "dave", "--role", "viewer", "--password-stdin", stdin="\n")
+    empty = run_cli("user", "add", "dave", "--role", "viewer", "--password-stdin", stdin="\n", config=config)
     assert (empty.returncode, empty.stderr.strip()) == (
         2, "the password is empty (give it on standard input)")
-    bad_name = _run(config, "user", "add", "-x y", "--role", "viewer", "--password-stdin",
-                    stdin="pw\n")
+    bad_name = run_cli("user", "add", "-x y", "--role", "viewer", "--password-stdin",
+                       stdin="pw\n", config=config)
     assert bad_name.returncode == 2
     for args in (("user", "remove", "nobody"), ("token", "create", "nobody"),
                  ("token", "revoke", "nobody"), ("user", "password", "nobody", "--password-stdin")):
-        out = _run(config, *args, stdin="pw\n")
+        out = run_cli(*args, stdin="pw\n", config=config)
         assert out.returncode == 1, args
     assert _listing(config) == [{"name": "carol", "role": "operator", "tokens": 0,
                                  "disabled": False}]
@@ -100,20 +92,20 @@ def test_errors_name_taken_unknown_role_empty_password_no_user(config: Path) -> 
 def test_token_create_and_revoke_by_prefix_or_name(config: Path) -> None:
     """`token create` prints the token as its last line and stores only its sha256; `token
     revoke PREFIX` revokes that token alone, `token revoke NAME` every live one of the user."""
-    _run(config, "user", "add", "ops", "--role", "operator", "--password-stdin", stdin="pw\n")
-    first = _run(config, "token", "create", "ops").stdout.splitlines()[-1]
-    second = _run(config, "token", "create", "ops").stdout.splitlines()[-1]
+    run_cli("user", "add", "ops", "--role", "operator", "--password-stdin", stdin="pw\n", config=config)
+    first = run_cli("token", "create", "ops", config=config).stdout.splitlines()[-1]
+    second = run_cli("token", "create", "ops", config=config).stdout.splitlines()[-1]
     assert len(first) == 43 and first != second  # 32 bytes, URL-safe base64 without padding
     db = open_database(f"sqlite:///{config.parent / 'engine.db'}", migrate=False)
     with db.connect() as conn:
         hashes = set(conn.execute(select(api_tokens.c.token_hash)).scalars())
     assert hashes == {token_digest(first), token_digest(second)}
     assert first not in (config.parent / "engine.db").read_bytes().decode("latin-1")
-    assert _run(config, "token", "revoke", first[:8]).returncode == 0
+    assert run_cli("token", "revoke", first[:8], config=config).returncode == 0
     assert _listing(config)[0]["tokens"] == 1
-    assert _run(config, "token", "revoke", "ops").returncode == 0
+    assert run_cli("token", "revoke", "ops", config=config).returncode == 0
     assert _listing(config)[0]["tokens"] == 0
-    assert _run(config, "token", "revoke", "ops").returncode == 1  # nothing live left
+    assert run_cli("token", "revoke", "ops", config=config).returncode == 1  # nothing live left
     events = [(a["event"], a.get("tokens")) for a in _audits(config)]
     assert events[-4:] == [("audit.token_created", None), ("audit.token_created", None),
                            ("audit.token_revoked", 1), ("audit.token_revoked", 1)]
