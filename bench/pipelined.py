@@ -16,17 +16,15 @@ status is 1 (2 when a server would not start).  The summary goes to bench/result
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import END, START, msa_fields, percentile
 from bench.measure import HOST
-from bench.procs import ServerProcess
+from bench.procs import ServerProcess, scratch_dir
 from bench.run import bare_server, engine_server
 from bench.summary import write_results
 from bench.synth import Synth
@@ -123,23 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in a.servers.split(",") if n.strip()]
     if a.pairs < 1 or a.warmup < 0 or not names or set(names) - {"engine", "bare"}:
         p.error("--pairs >= 1, --warmup >= 0, --servers of engine, bare")
-    tmp = Path(tempfile.mkdtemp(prefix="hl7-pipelined-"))
     results: dict[str, Any] = {}
     print(f"{'ACK ms':<7} {'single p50/p99/max':>23}   {'pair 1st p50/p99/max':>23}   "
           f"{'pair 2nd p50/p99/max':>23}   2nd > 40 ms")
-    try:
-        for name in names:
-            with engine_server(tmp) if name == "engine" else bare_server(tmp) as server:
-                results[name] = measure(server, a.pairs, a.warmup)
-            print(line(name, results[name]), flush=True)
-    except (RuntimeError, OSError) as exc:
-        print(f"pipelined: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if a.keep_tmp:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with scratch_dir("hl7-pipelined-", a.keep_tmp) as tmp:
+        try:
+            for name in names:
+                with engine_server(tmp) if name == "engine" else bare_server(tmp) as server:
+                    results[name] = measure(server, a.pairs, a.warmup)
+                print(line(name, results[name]), flush=True)
+        except (RuntimeError, OSError) as exc:
+            print(f"pipelined: {exc}", file=sys.stderr)
+            return 2
     write_results(a.results, {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "settings": {"pairs": a.pairs, "warmup": a.warmup}, **results})
     return 1 if any(r["wrong_acks"] for r in results.values()) else 0

@@ -18,10 +18,8 @@ status 1 (2 when an engine would not start).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -31,7 +29,7 @@ from pathlib import Path
 
 from bench.loadgen import parse_mix
 from bench.measure import HOST, Settings, Throughput, measure
-from bench.procs import free_port
+from bench.procs import free_port, scratch_dir
 from bench.run import engine_server
 from bench.synth import Synth
 
@@ -112,20 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.interval <= 0 or min(a.messages, a.connections, a.repeat) < 1:
         p.error("--interval must be > 0; --messages, --connections and --repeat >= 1")
     s = Settings(a.messages, a.connections, 0, a.warmup, parse_mix(a.mix), a.repeat)
-    tmp = Path(tempfile.mkdtemp(prefix="hl7-bench-scrape-"))
     results: list[Throughput] = []
-    try:
-        for name, http, interval in (("no http", False, None), ("http idle", True, None),
-                                     ("http scraped", True, a.interval)):
-            results.append(run_one(name, s, tmp / name.replace(" ", "-"), http, interval)[0])
-    except RuntimeError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if a.keep_tmp:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with scratch_dir("hl7-bench-scrape-", a.keep_tmp) as tmp:
+        try:
+            for name, http, interval in (("no http", False, None), ("http idle", True, None),
+                                         ("http scraped", True, a.interval)):
+                results.append(run_one(name, s, tmp / name.replace(" ", "-"), http,
+                                       interval)[0])
+        except RuntimeError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
     base = results[0]
     for r in results[1:]:
         print(f"{r.server}: {r.report.msg_per_s / base.report.msg_per_s - 1:+.1%} msg/s, "

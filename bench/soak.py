@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from typing import Any
 from bench.hostile import ANSWER_WAIT_S, KINDS, Hostile, open_stream
 from bench.loadgen import END, START, msa_fields
 from bench.measure import HOST
-from bench.procs import ServerProcess, open_fds, rss_mb
+from bench.procs import ServerProcess, open_fds, rss_mb, scratch_dir
 from bench.run import engine_server
 from bench.soak_report import Outcome, judge, read_database, render
 from bench.summary import write_results
@@ -225,21 +223,16 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, tuple[str, ...]]:
 
 def main(argv: list[str] | None = None) -> int:
     a, kinds = parse(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="hl7-soak-"))
     print(f"soak: {a.minutes:g} min, {a.valid_connections} valid connections at "
           f"{a.valid_rate:g} msg/s, hostile kinds: {', '.join(kinds) or 'none'}", flush=True)
-    try:
-        server = engine_server(tmp, channel={"limits": {"max_frame_bytes": MAX_FRAME_BYTES}})
-        with server:
-            summary = soak(server, a, kinds, tmp)
-    except RuntimeError as exc:
-        print(f"soak: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if a.keep_tmp:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with scratch_dir("hl7-soak-", a.keep_tmp) as tmp:
+        try:
+            server = engine_server(tmp, channel={"limits": {"max_frame_bytes": MAX_FRAME_BYTES}})
+            with server:
+                summary = soak(server, a, kinds, tmp)
+        except RuntimeError as exc:
+            print(f"soak: {exc}", file=sys.stderr)
+            return 2
     print(render(summary))
     write_results(a.results, summary)
     return 0 if summary["passed"] else 1

@@ -6,13 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from engine.config import Config, load_config
-
-if TYPE_CHECKING:
-
-    pass
 from engine.cli.common import (
     EXIT_CONFIG,
     EXIT_NOT_OK,
@@ -23,6 +17,7 @@ from engine.cli.common import (
     utc_now,
 )
 from engine.cli.output import size_text
+from engine.config import Config, load_config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

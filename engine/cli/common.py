@@ -8,15 +8,10 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.config import Config, ConfigError, Database, load_config
 from engine.timestamps import utc_now as utc_now  # the commands take it from here
-
-if TYPE_CHECKING:
-
-    pass
-
 
 EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
 

@@ -7,15 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.housekeeping import sweep_now
-from engine.ledger.settings import LedgerSettings
-from engine.timestamps import utc_text
-
-if TYPE_CHECKING:
-
-    pass
 from engine.cli.common import (
     EXIT_CONFIG,
     EXIT_NOT_OK,
@@ -26,6 +19,9 @@ from engine.cli.common import (
     utc_now,
 )
 from engine.cli.output import print_labelled, print_rows, print_table
+from engine.housekeeping import sweep_now
+from engine.ledger.settings import LedgerSettings
+from engine.timestamps import utc_text
 
 
 def cmd_referrals(args: argparse.Namespace) -> int:

@@ -7,18 +7,14 @@ import argparse
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.errors import BodyPurged
-from engine.store.messages import log_record
-from engine.timestamps import utc_text
-
-if TYPE_CHECKING:
-
-    pass
 from engine.cli.common import EXIT_NOT_OK, EXIT_OK, database_only, open_db
 from engine.cli.ledger import history_row
 from engine.cli.output import print_labelled, print_more, print_table
+from engine.errors import BodyPurged
+from engine.store.messages import log_record
+from engine.timestamps import utc_text
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

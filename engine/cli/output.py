@@ -5,11 +5,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-
-    pass
+from typing import Any
 
 
 def print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool,

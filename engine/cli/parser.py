@@ -5,15 +5,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from engine.cli import users
 from engine.ledger.lifecycle import STATUSES as REFERRAL_STATUSES
-
-if TYPE_CHECKING:
-
-    pass
-
 
 DEFAULT_LIMIT = 50  # rows a listing prints unless --limit says otherwise
 

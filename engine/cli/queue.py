@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.errors import BodyPurged
-
-if TYPE_CHECKING:
-
-    pass
 from engine.cli.common import EXIT_NOT_OK, EXIT_OK, config_of, open_db, utc_now
 from engine.cli.output import print_rows
+from engine.errors import BodyPurged
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
