@@ -119,7 +119,8 @@ def _referral_rows(ids: range, start: datetime, step: timedelta, messages_total:
 
 
 def _appointment(i: int, rid: int, at: datetime) -> dict[str, Any]:
-    match, via, candidates, linked = "matched", "SCH-26", "[]", rid
+    linked: int | None = rid
+    match, via, candidates = "matched", "SCH-26", "[]"
     if i % 100 == 7:
         match, via, linked = "unmatched", "", None
     elif i % 200 == 9:
