@@ -328,7 +328,7 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     # take turns (PostgreSQL's advisory lock costs one statement per batch).
     pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True), settings=config.ledger)
     pipeline.configure(config)
-    metrics = Metrics() if config.http is not None and link is None else None
+    metrics = Metrics() if config.http is not None else None  # a worker's go to the main one
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,
@@ -341,9 +341,11 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     WriterService(writer).setServiceParent(top)
     if link is not None:
         LinkService(link, {ch.name: f for ch, f in zip(config.channels, factories, strict=True)
-                           if not ch.ack.passthrough}, reactor).setServiceParent(top)
+                           if not ch.ack.passthrough}, reactor, metrics).setServiceParent(top)
         return top
     dispatch = Dispatch(local_share=not config.destinations)
+    if metrics is not None:
+        dispatch.on_metrics, dispatch.on_gone = metrics.workers.update, metrics.workers.retire
     for ch, factory in zip(config.channels, factories, strict=True):
         if shared:
             AcceptorService(ch, factory, reactor, dispatch).setServiceParent(top)

@@ -34,6 +34,8 @@ import structlog
 log = structlog.get_logger("engine.workers")
 
 CLOSED = b"c:"  # worker → main: one connection of this channel closed
+METRICS = b"m:"  # worker → main: its metrics (engine.web.workers)
+LINK_READ = 65536  # the largest note a worker sends
 
 
 @dataclass(slots=True)
@@ -55,6 +57,9 @@ class Dispatch:
     workers: list[Worker] = field(default_factory=list)
     turn: int = 0
     local_share: bool = True  # False: the main process only delivers (see `make_service`)
+    # a worker's metrics datagram (worker index, bytes), and a worker gone (engine.web.workers)
+    on_metrics: Callable[[int, bytes], None] | None = None
+    on_gone: Callable[[int], None] | None = None
 
     def choose(self, local_only: bool) -> Worker | None:
         live = [w for w in self.workers if w.alive]
@@ -76,9 +81,12 @@ class Dispatch:
         worker.open[channel] = worker.open.get(channel, 0) + 1
         return True
 
-    def closed(self, worker: Worker, data: bytes) -> None:
-        """A worker's note that one of its connections closed."""
-        if data.startswith(CLOSED):
+    def note(self, worker: Worker, data: bytes) -> None:
+        """A worker's note: one of its connections closed, or its metrics."""
+        if data.startswith(METRICS):
+            if self.on_metrics is not None:
+                self.on_metrics(worker.index, data)
+        elif data.startswith(CLOSED):
             channel = data[len(CLOSED):].decode(errors="replace")
             if worker.open.get(channel, 0) > 0:
                 worker.open[channel] -= 1
@@ -86,6 +94,8 @@ class Dispatch:
     def forget(self, worker: Worker) -> None:
         """A worker died: its connections died with it."""
         worker.open.clear()
+        if self.on_gone is not None:
+            self.on_gone(worker.index)
 
     def remote_open(self, channel: str) -> int:
         """The workers' open connections of this channel."""
@@ -171,7 +181,7 @@ def spawn(index: int, argv: Sequence[str]) -> Worker:
 
 
 class LinkReader:
-    """A socket pair's end in the reactor: the main process reads close notes, a worker reads
+    """A socket pair's end in the reactor: the main process reads close and metrics notes, a worker reads
     handed-over connections.  `on_eof` runs when the other side is gone."""
 
     def __init__(self, sock: socket.socket, on_message: Callable[[bytes, list[int]], None],
@@ -189,7 +199,7 @@ class LinkReader:
     def doRead(self) -> None:  # noqa: N802 - Twisted's interface
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, 256, 4)
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, LINK_READ, 4)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from twisted.application import service
+from twisted.internet import task
 from twisted.internet.threads import deferToThreadPool
 
 from engine.config import Channel
@@ -20,6 +21,7 @@ from engine.control import stop_once
 from engine.errors import CannotListen
 from engine.mllp.server import listening_factory
 from engine.tls import TLSFileError
+from engine.web.metrics import Metrics
 from engine.workers import (
     CLOSED,
     Acceptor,
@@ -32,6 +34,8 @@ from engine.workers import (
 )
 
 log = structlog.get_logger("engine.workers")
+
+METRICS_EVERY_S = 1.0  # how often a worker sends its metrics to the main process
 
 
 class AcceptorService(service.Service):
@@ -92,7 +96,7 @@ class WorkerPool(service.Service):
     def _start(self, index: int) -> None:
         worker = spawn(index, self.argv)
         self.dispatch.workers = [w for w in self.dispatch.workers if w.index != index] + [worker]
-        reader = LinkReader(worker.link, lambda data, _fds: self.dispatch.closed(worker, data),
+        reader = LinkReader(worker.link, lambda data, _fds: self.dispatch.note(worker, data),
                             lambda: self._lost(worker))
         self.readers[index] = reader
         self.reactor.addReader(reader)
@@ -139,11 +143,15 @@ class WorkerPool(service.Service):
 
 
 class LinkService(service.Service):
-    """A worker's end of its socket pair: takes handed-over connections, reports closes, and
-    stops the worker when the main process is gone."""
+    """A worker's end of its socket pair: takes handed-over connections, reports closes and,
+    with `metrics`, this process's metrics once a second and when it stops; and stops the
+    worker when the main process is gone."""
 
-    def __init__(self, link: socket.socket, factories: dict[str, Any], reactor: Any) -> None:
+    def __init__(self, link: socket.socket, factories: dict[str, Any], reactor: Any,
+                 metrics: Metrics | None = None) -> None:
         self.link = link
+        self.metrics = metrics
+        self.sending: task.LoopingCall | None = None
         self.factories = factories
         # what a handed-over connection is given: under TLS for a `listen.tls` channel
         self.serving = {name: listening_factory(f) for name, f in factories.items()}
@@ -157,6 +165,20 @@ class LinkService(service.Service):
         super().startService()
         self.reader = LinkReader(self.link, self._take, self._gone)
         self.reactor.addReader(self.reader)
+        if self.metrics is not None:
+            self.sending = task.LoopingCall(self._send_metrics)
+            self.sending.clock = self.reactor
+            self.sending.start(METRICS_EVERY_S, now=False)
+
+    def _send_metrics(self) -> None:
+        assert self.metrics is not None
+        for datagram in self.metrics.worker_datagrams():
+            try:
+                self.link.send(datagram)
+            except BlockingIOError:
+                return  # the main process is behind: the next round sends the totals again
+            except OSError:
+                return
 
     def _take(self, data: bytes, fds: list[int]) -> None:
         factory = self.serving.get(data.decode(errors="replace"))
@@ -182,6 +204,10 @@ class LinkService(service.Service):
 
     def stopService(self) -> Any:  # noqa: N802 - Twisted's interface
         super().stopService()
+        if self.sending is not None:
+            self.sending.stop()
+            self.sending = None
+            self._send_metrics()
         if self.reader is not None:
             self.reactor.removeReader(self.reader)
             self.reader = None

@@ -222,3 +222,46 @@ def test_the_shipped_file_serves_the_web_face_on_loopback() -> None:
 
     shipped = Path(__file__).resolve().parent.parent / "channels.yaml"
     assert load_config(shipped).http == Http("127.0.0.1", 8080, None)
+
+
+# --- ingest workers' metrics -----------------------------------------------------------------
+
+def _worker_metrics(frames: int, channel_name: str = "a") -> Metrics:
+    metrics = Metrics()
+    channel = parse_config(yaml.safe_load(CHANNELS)).channels[0]
+    for _ in range(frames):
+        metrics.message(channel, "REF^I12", [b"MSH|^~\\&|||||||ACK|1|P|2.5.1\rMSA|AA|1\r"], 0.002)
+    metrics.commit(frames, 0.001)
+    return metrics
+
+
+def _exposed(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(metrics.exposition().decode())
+            for s in f.samples}
+
+
+def test_worker_metrics_add_to_the_main_process_and_survive_a_worker_restart() -> None:
+    """Main 2 frames, worker 1 sends 3, then dies (its 3 are kept), a new worker 1 sends 1: the
+    exposition shows 6 everywhere, histogram buckets included; a label set only a worker has
+    seen appears too; a malformed datagram changes nothing."""
+    main = _worker_metrics(2)
+    key = ("hl7_engine_messages_total", (("ack", "AA"), ("channel", "a"), ("type", "REF^I12")))
+    for datagram in _worker_metrics(3).worker_datagrams():
+        main.workers.update(1, datagram)
+    assert _exposed(main)[key] == 5
+    main.workers.retire(1)
+    for datagram in _worker_metrics(1).worker_datagrams():
+        main.workers.update(1, datagram)
+    main.workers.update(2, b"m:{not json")
+    seen = _exposed(main)
+    assert seen[key] == 6
+    assert seen[("hl7_engine_ack_latency_seconds_count", (("channel", "a"),))] == 6
+    assert seen[("hl7_engine_ack_latency_seconds_bucket", (("channel", "a"), ("le", "0.0025")))] == 6
+    assert seen[("hl7_engine_commit_batch_size_sum", ())] == 6
+    other = Metrics()
+    other.deliveries.labels("files", "delivered").inc(4)
+    for datagram in other.worker_datagrams():
+        main.workers.update(3, datagram)
+    assert _exposed(main)[("hl7_engine_deliveries_total",
+                           (("destination", "files"), ("outcome", "delivered")))] == 4

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from enginectl import Engine, delivered_files, numbered_referral, stored_messages, write_config
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -244,3 +246,44 @@ def test_listen_allow_refuses_other_peers_over_tcp(tmp_path: Path, sqlite_url: s
         assert parse(ack)["MSA.1"] == "AA"
     finally:
         open_.stop()
+
+
+def _metric_totals(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
+        body = answer.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples}
+
+
+def test_metrics_count_the_frames_every_process_answered(tmp_path: Path, sqlite_url: str
+                                                         ) -> None:
+    """`workers: 3` with `http:`: twelve connections, each a new referral and a garbage frame.
+    The main process's /metrics counts all 24 frames by type and ACK code, every ACK latency and
+    every committed frame, wherever they were answered (the workers send theirs once a
+    second); and more than one process took connections."""
+    engine = Engine(write_config(tmp_path, sqlite_url, top={
+        "workers": 3, "http": {"listen": {"host": "127.0.0.1", "port": 0}}})).start()
+    try:
+        base = f"http://127.0.0.1:{engine.wait_for('http.listening')[0]['port']}"
+        for n in range(12):
+            with MLLPClient("127.0.0.1", engine.port, timeout=10) as client:
+                assert parse(client.exchange(_message(n)[1])[0])["MSA.1"] == "AA"
+                assert parse(client.exchange(b"not hl7\r")[0])["MSA.1"] == "AR"
+        want = {(("ack", "AA"), ("channel", "referrals"), ("type", "REF^I12")): 12.0,
+                (("ack", "AR"), ("channel", "referrals"), ("type", "unknown")): 12.0}
+        deadline = time.monotonic() + 30
+        while True:  # the workers' figures arrive within a second or two
+            samples = _metric_totals(base)
+            counted = {labels: v for (name, labels), v in samples.items()
+                       if name == "hl7_engine_messages_total"}
+            if counted == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert counted == want
+        assert samples[("hl7_engine_ack_latency_seconds_count",
+                        (("channel", "referrals"),))] == 24
+        assert samples[("hl7_engine_commit_batch_size_sum", ())] == 24
+        time.sleep(0.6)  # the log is flushed twice a second
+        assert len(_workers_of(engine)) > 1
+    finally:
+        assert engine.stop() == 0

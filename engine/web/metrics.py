@@ -6,7 +6,8 @@ destination names, message types, ACK codes, statuses and priority codes: never 
 Label values stay bounded: a message type outside the channel's accept list is `other`, one that
 could not be read is `unknown`; a priority code the ledger has no deadline for is `other`.
 prometheus_client's instruments are thread-safe: the writer thread and the delivery thread pool
-update them directly.
+update them directly.  With ingest workers, each worker process keeps the same instruments and
+the main process adds their values to its own (engine.web.workers).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from engine.config import Channel, Config
 from engine.ledger.lifecycle import STATUSES
+from engine.web.workers import WorkerSamples, encode, samples_of
 
 PREFIX = "hl7_engine_"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -71,6 +73,7 @@ class Metrics:
         # No `_created` series beside each counter and histogram (process-wide).
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
+        self.workers = WorkerSamples()  # the ingest workers' values (engine.web.workers)
         r = self.registry
         self.messages = Counter(
             PREFIX + "messages", "Frames received, by the first ACK code they got (none: no "
@@ -120,8 +123,22 @@ class Metrics:
         self.registry.register(LiveGauges(config, connections, snapshot))
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text format of every metric, the ingest workers' values added."""
+        return generate_latest(_WithWorkers(self.registry, self.workers))
+
+    def worker_datagrams(self) -> list[bytes]:
+        """In a worker process: this process's counters and histograms, for the main one."""
+        return list(encode(samples_of(self.registry.collect())))
+
+
+class _WithWorkers(Collector):
+    """The registry's families with the workers' samples added (engine.web.workers)."""
+
+    def __init__(self, registry: CollectorRegistry, workers: WorkerSamples) -> None:
+        self.registry, self.workers = registry, workers
+
+    def collect(self) -> Iterable[Metric]:
+        return self.workers.merged(self.registry.collect())
 
 
 class LiveGauges(Collector):
