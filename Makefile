@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.delivery --workers 2
 	$(BIN)/python -m bench.pipelined
 	$(BIN)/python -m bench.web
+	$(BIN)/python -m bench.pgscale
 	$(BIN)/python -m bench.soak --minutes 1
 
 # The soak alone, longer (docs/performance.md); e.g. SOAK_FLAGS="--no-hostile poison".

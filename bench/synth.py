@@ -71,12 +71,13 @@ class Synth:
     the start time in base 36, so two runs against one database do not collide either.
     """
 
-    def __init__(self, mix: tuple[str, ...] = ("ref",)) -> None:
+    def __init__(self, mix: tuple[str, ...] = ("ref",), lane: str = "B") -> None:
         unknown = [kind for kind in mix if kind not in TEMPLATES]
         if unknown or not mix:
             raise ValueError(f"mix: expected some of {', '.join(TEMPLATES)}, got {mix!r}")
         self._mix = mix
-        self._prefix = "B" + _base36(int(time.time()))[-5:]
+        self._prefix = lane + _base36(int(time.time()))[-5:]  # another lane: other ids
+        self._patients = (ord(lane) - ord("B")) * 10_000_000  # ... and other patients
         self._ts = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         self._seq: Iterator[int] = itertools.count(1)
 
@@ -90,7 +91,8 @@ class Synth:
         cid = f"{self._prefix}{seq:08d}"
         text = TEMPLATES[kind].format(
             ts=self._ts, cid=cid, seq=f"{self._prefix}{seq:08d}",
-            ref=f"BR-{self._prefix}{pair:08d}", mrn=1000001 + pair, mrn2=2000001 + pair,
+            ref=f"BR-{self._prefix}{pair:08d}", mrn=self._patients + 1000001 + pair,
+            mrn2=self._patients + 2000001 + pair,
             name=NATO[seq % len(NATO)],
         )
         return Message(cid, text.encode("ascii"))

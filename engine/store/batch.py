@@ -12,15 +12,18 @@ unchanged, so a bug in one message's processing can be told apart from the store
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.store.lock import WriteLock
 
 T = TypeVar("T")
+log = structlog.get_logger("engine.store")
 
 # PostgreSQL SQLSTATEs of a lock that was not had: lock_not_available (lock_timeout),
 # deadlock_detected, serialization_failure.
@@ -48,6 +51,8 @@ class BatchStore:
         self._db = db
         self._lock = lock  # several ingest processes: one batch transaction at a time
         self._conn: Connection | None = None
+        # Where batch time goes, for the log when the writer stops (`store.batch_time`).
+        self.batches, self.batch_s, self.lock_wait_s = 0, 0.0, 0.0
 
     def commit_batch(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in one committed transaction; raises StoreLocked or StoreFailed when
@@ -56,14 +61,18 @@ class BatchStore:
             if self._conn is None:
                 self._conn = self._db.connect()
             conn = self._conn
+            started = time.perf_counter()
             try:
                 with conn.begin():
                     if self._lock is not None:
                         self._lock.acquire(conn)
+                        self.lock_wait_s += time.perf_counter() - started
                     return work(conn)
             finally:
                 if self._lock is not None:
                     self._lock.release()
+                self.batches += 1
+                self.batch_s += time.perf_counter() - started
         except Exception as exc:
             if not self.is_database_error(exc):
                 raise
@@ -88,7 +97,14 @@ class BatchStore:
             self._conn = None
 
     def close(self) -> None:
-        """Release the connection and the lock file (on the writer thread, when it stops)."""
+        """Release the connection and the lock file (on the writer thread, when it stops), and
+        log where batch time went: waiting for the write lock (another process's or engine's
+        batch) or working and committing."""
+        if self.batches:
+            log.info("store.batch_time", batches=self.batches, batch_s=round(self.batch_s, 3),
+                     lock_wait_s=round(self.lock_wait_s, 3),
+                     lock_wait_share=round(self.lock_wait_s / self.batch_s, 4)
+                     if self.batch_s else 0.0)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
