@@ -159,7 +159,14 @@ def _cli(config: Path, *args: str, stdin: str = "") -> str:
     return done.stdout
 
 
-def _get(url: str, token: str) -> tuple[int, float, bytes]:
+def bench_token(config: Path) -> str:
+    """A bearer token of a new admin user `bench`, made with the CLI."""
+    _cli(config, "user", "add", "bench", "--role", "admin", "--password-stdin",
+         stdin="bench-password-1\n")
+    return _cli(config, "token", "create", "bench").strip().splitlines()[-1]
+
+
+def get(url: str, token: str) -> tuple[int, float, bytes]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     t0 = time.perf_counter()
     try:
@@ -181,7 +188,7 @@ def paths(base: str, token: str, referral_count: int, message_count: int) -> lis
              "/api/messages?type=SIU%5ES12", f"/api/messages/{message_count // 2}"]
     cursor = None
     for _ in range(20):
-        _, _, body = _get(f"{base}/api/messages?limit=500" + (f"&cursor={cursor}" if cursor else ""),
+        _, _, body = get(f"{base}/api/messages?limit=500" + (f"&cursor={cursor}" if cursor else ""),
                           token)
         cursor = json.loads(body).get("next_cursor")
     if cursor:
@@ -204,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
               f"in {time.perf_counter() - t0:.0f} s", flush=True)
         port = free_port(HOST)
         with engine_server(tmp, {"http": {"listen": {"host": HOST, "port": port}}}):
-            config = tmp / "bench.yaml"
-            _cli(config, "user", "add", "bench", "--role", "admin", "--password-stdin",
-                 stdin="bench-password-1\n")
-            token = _cli(config, "token", "create", "bench").strip().splitlines()[-1]
-            return _time_all(f"http://{HOST}:{port}", token, a)
+            return _time_all(f"http://{HOST}:{port}", bench_token(tmp / "bench.yaml"), a)
 
 
 def _time_all(base: str, token: str, a: argparse.Namespace) -> int:
@@ -217,7 +220,7 @@ def _time_all(base: str, token: str, a: argparse.Namespace) -> int:
     for path in paths(base, token, a.referrals, a.messages):
         times = []
         for n in range(a.repeat + 2):
-            status, ms, _ = _get(base + path, token)
+            status, ms, _ = get(base + path, token)
             if status != 200:
                 print(f"{path}: HTTP {status}", file=sys.stderr)
                 failed += 1
