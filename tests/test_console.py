@@ -6,28 +6,23 @@ roles on pages, security headers, audit events, and the JSON API through the ses
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from certs import make_pki
-from console import Console, Visitor, start_console
+from console import (
+    Console,
+    Visitor,
+    console_fixture,  # noqa: F401 - the module's engine
+    start_console,
+)
 from sqlalchemy import create_engine, update
 
 from engine.store.sessions import web_sessions
 from engine.web.throttle import Throttle
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(name="console", scope="module")
-def console_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    console = start_console(tmp_path_factory.mktemp("console"))
-    try:
-        yield console
-    finally:
-        console.stop()
 
 
 def _logged_in(console: Console, name: str) -> Visitor:
