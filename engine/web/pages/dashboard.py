@@ -16,32 +16,33 @@ from typing import Any
 from markupsafe import Markup
 
 from engine.ledger import lifecycle as lc
-from engine.ledger.views import count_appointments, overdue_counts, status_counts
-from engine.routes.delivery import queue_state
+from engine.ledger.views import count_appointments
 from engine.web.charts import line_chart
 from engine.web.pages.core import Html, Page, PageCall
+from engine.web.snapshot import read_snapshot
 from engine.web.traffic import channel_traffic
 
 REFRESH_S = 5
 
 
 def figures(page: PageCall) -> dict[str, Any]:
-    """Everything the panel shows, read now through the CLI's and the metrics' views."""
+    """Everything the panel shows, read now through the metrics' snapshot (the `queue`
+    command's rows, referrals by status, overdue by priority), the worklist's count and the
+    channels' traffic view."""
     call = page.call
     names = [ch.name for ch in call.config.channels]
-    queues = queue_state(call.db, call.config.destinations, call.now)
+    snap = read_snapshot(call.db, call.config, call.now)  # what /metrics reads
     with call.db.connect() as conn:
         channels = channel_traffic(conn, names, call.now)
-        statuses = status_counts(conn)
-        overdue = overdue_counts(conn, call.now)
         waiting = count_appointments(conn, worklist=True)
+    overdue = snap.overdue
     for channel in channels:
         channel["connections"] = int(page.connections.get(channel["channel"], 0))
         channel["chart"] = _chart(channel["channel"], channel["per_minute"])
-    ledger = {"open": sum(n for s, n in statuses.items() if s in lc.OPEN),
+    ledger = {"open": sum(n for s, n in snap.referrals.items() if s in lc.OPEN),
               "overdue": dict(sorted(overdue.items())), "overdue_total": sum(overdue.values()),
               "unmatched_appointments": waiting}
-    return {"channels": channels, "queues": queues, "ledger": ledger,
+    return {"channels": channels, "queues": snap.queues, "ledger": ledger,
             "show_errors": call.user.may("operator"), "refresh_s": REFRESH_S}
 
 
