@@ -18,6 +18,7 @@ from engine.ledger.store import insert_patients, referrals_of_patients
 from engine.mappings.changes import PatientId
 from engine.store.database import MIGRATIONS, open_database
 from engine.store.schema import metadata, referral_patients
+from engine.store.sessions import web_sessions  # noqa: F401 - its table is in `metadata`
 
 
 def test_migrated_schema_matches_the_metadata(db_url: str) -> None:

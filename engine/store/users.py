@@ -81,6 +81,26 @@ def verify_password(stored: str, password: str) -> bool:
         return False
 
 
+def password_user(conn: Connection, name: str, password: str) -> Principal | None:
+    """The enabled user `name` if `password` is theirs, else None.  An unknown name costs one
+    hash check too, so the time taken does not tell which names exist."""
+    row = conn.execute(select(users.c.name, users.c.role, users.c.password_hash)
+                       .where(users.c.name == name, ~users.c.disabled)).first()
+    if row is None:
+        verify_password(_decoy(), password)
+        return None
+    return Principal(row.name, row.role) if verify_password(row.password_hash, password) else None
+
+
+_decoys: list[str] = []
+
+
+def _decoy() -> str:
+    if not _decoys:
+        _decoys.append(_hasher.hash(secrets.token_hex(8)))
+    return _decoys[0]
+
+
 def token_digest(token: str) -> str:
     """The sha256 (hex) under which a token is stored."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()

@@ -38,7 +38,7 @@ def link(call: Call) -> dict[str, Any]:
     except LinkRefused as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     audit("audit.manual_link", user=call.user.name, appointment=appointment,
-          referral=referral, via="api")
+          referral=referral, via=call.via)
     return {"ok": True, "appointment": appointment, "referral": referral, "effect": effect}
 
 
@@ -57,7 +57,7 @@ def _destination(verb: str) -> Callable[[Call], dict[str, Any]]:
                                                    outbound_id)
         except operator.UnknownDestination as exc:
             raise ApiError(404, "not_found", str(exc)) from None
-        audit(f"audit.queue_{verb}", user=call.user.name, destination=call.args[0], via="api")
+        audit(f"audit.queue_{verb}", user=call.user.name, destination=call.args[0], via=call.via)
         return {"ok": True, **done}
 
     action.__name__ = action.__qualname__ = verb
@@ -87,6 +87,6 @@ def replay(call: Call) -> dict[str, Any]:
         raise ApiError(409, "conflict", f"{exc}; nothing to replay") from None
     except operator.NotRoutable as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    audit("audit.queue_replay", user=call.user.name, via="api",
+    audit("audit.queue_replay", user=call.user.name, via=call.via,
           **operator.replay_audit(message_id, to, queued))
     return {"ok": True, "message_id": message_id, "queued": queued}

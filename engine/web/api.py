@@ -54,11 +54,14 @@ ROUTES: tuple[tuple[tuple[str, ...], str, str, Handler], ...] = (
 MAX_BODY = 64 * 1024
 
 
-def match(segments: list[str], method: str) -> tuple[str, Handler, list[str]]:
-    """The route of a path below /api/ and a method (its role, endpoint and `*` segments); 404
-    if no path matches, 405 (with the allowed method) if the method does not."""
+def match(segments: list[str], method: str, routes: tuple[tuple[tuple[str, ...], str, str, Any],
+                                                          ...] = ROUTES
+          ) -> tuple[str, Any, list[str]]:
+    """The route of a path below /api/ (or in another table of the same shape, the pages') and
+    a method (its role, handler and `*` segments); 404 if no path matches, 405 (with the
+    allowed method) if the method does not."""
     allowed: list[str] = []
-    for pattern, wanted, role, handler in ROUTES:
+    for pattern, wanted, role, handler in routes:
         if len(pattern) == len(segments) and all(
                 p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
             if method == wanted or (method == "HEAD" and wanted == "GET"):

@@ -33,7 +33,8 @@ MESSAGE_STATUSES = ("accepted", "errored", "rejected")
 class Call:
     """One API request as an endpoint sees it: the database, the config in force, the user,
     the query parameters (last value of each), the path's `*` segments (URL-decoded), now
-    (naive UTC), and a POST's JSON body (an object; empty without one)."""
+    (naive UTC), a POST's JSON body (an object; empty without one; a page's: its form fields),
+    and where the call came from (`api`, or `console` for the pages), which audit events name."""
 
     db: Engine
     config: Config
@@ -42,6 +43,7 @@ class Call:
     args: list[str]
     now: datetime
     body: dict[str, Any] = field(default_factory=dict)
+    via: str = "api"
 
 
 def _bad(detail: str) -> ApiError:

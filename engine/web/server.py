@@ -1,16 +1,19 @@
-"""The web face's Twisted side: the resource tree (`/healthz`, `/readyz`, `/metrics`) and the
-`HttpService` that serves it on the engine's reactor; `/api/` is engine.web.api's.
+"""The web face's Twisted side: the resource tree (`/healthz`, `/readyz`, `/metrics`, the
+static files under `/static/`) and the `HttpService` that serves it on the engine's reactor;
+`/api/` is engine.web.api's, every other path the console's pages' (engine.web.pages.site).
 
 No request blocks the reactor: the database check of `/readyz` and the database figures of
 `/metrics` run in a small thread pool of the web's own, on a database engine of its own (so a
 stuck database never holds the reactor's pool, which delivery and the sweep use).  These three
-paths need no login: they carry no patient data.  The API's requests run in the same pool.
+paths need no login: they carry no patient data.  The API's and the pages' requests run in the
+same pool.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -23,6 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.static import File
 
 from engine.config import Config, Http
 from engine.errors import CannotListen
@@ -31,9 +35,13 @@ from engine.tls import server_options
 from engine.web.api import Api
 from engine.web.health import database_state, listener_states, readiness
 from engine.web.metrics import Metrics, Snapshot
+from engine.web.pages.site import Pages
 from engine.web.snapshot import CachedSnapshot, now_utc, read_snapshot
+from engine.web.throttle import Throttle
 
 log = structlog.get_logger("engine.web")
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 CHECK_TIMEOUT_S = 3.0  # a database check not done by then is answered "timeout" (503)
 
@@ -89,6 +97,7 @@ class HttpService(service.Service):
         self.listening: Any = None
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="engine-web")
         self.db: Engine | None = None
+        self.throttle = Throttle()
         self.snapshot = CachedSnapshot(self._read, self._in_thread, reactor.seconds)
         metrics.live(lambda: engine.config, self._connections, self.snapshot.current)
 
@@ -157,13 +166,41 @@ class HttpService(service.Service):
 
 
 def root(web: HttpService) -> Resource:
-    """The resource tree; any other path is 404.  `/api/` needs a token (engine.web.api)."""
-    top = Resource()
+    """The resource tree.  `/api/` needs a token or a session (engine.web.api); every other
+    path is a page of the console (engine.web.pages.site), which needs a login."""
+    top = Root(Pages(web))
     pages: dict[bytes, Any] = {b"healthz": Healthz(), b"readyz": Readyz(web),
-                               b"metrics": MetricsPage(web), b"api": Api(web)}
+                               b"metrics": MetricsPage(web), b"api": Api(web),
+                               b"static": Static(str(STATIC))}
     for name, page in pages.items():  # (zope interfaces: no mypy plugin here)
         top.putChild(name, page)
     return top
+
+
+class Root(Resource):
+    """`/`: its named children, else the pages (which route the whole path themselves)."""
+
+    def __init__(self, pages: Resource) -> None:
+        super().__init__()
+        self.pages = pages
+
+    def getChild(self, path: bytes, request: Any) -> Resource:  # noqa: N802 - Twisted's
+        return self.pages
+
+    def render(self, request: Any) -> Any:
+        return self.pages.render(request)
+
+
+class Static(File):
+    """The console's CSS and JavaScript; a folder is 404, not a listing."""
+
+    def directoryListing(self) -> Resource:  # noqa: N802 - Twisted's interface
+        return self.childNotFound
+
+    def render_GET(self, request: Any) -> Any:  # noqa: N802 - Twisted's interface
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"cache-control", b"no-cache")
+        return super().render_GET(request)
 
 
 class Healthz(Resource):

@@ -1,0 +1,70 @@
+"""The dashboard (`/`, viewer and up): per channel its connections, messages per minute over the
+last hour (a chart when engine.web.charts is there), accepted/errored/rejected counts and the
+age of its last message; per destination its queue; the ledger's open and overdue referrals and
+the appointments waiting for a match.  The figures panel reloads itself from `/dashboard/panel`
+every `REFRESH_S` seconds.
+
+Only counts, states and ages: no patient data and no message body, for any role.  A
+destination's last error text is shown to operators only (a remote system's error may quote a
+message).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from engine.ledger import lifecycle as lc
+from engine.ledger.views import count_appointments, overdue_counts, status_counts
+from engine.routes.delivery import queue_state
+from engine.web.pages.core import Html, Page, PageCall
+from engine.web.traffic import channel_traffic
+
+REFRESH_S = 5
+
+
+def figures(page: PageCall) -> dict[str, Any]:
+    """Everything the panel shows, read now through the CLI's and the metrics' views."""
+    call = page.call
+    names = [ch.name for ch in call.config.channels]
+    queues = queue_state(call.db, call.config.destinations, call.now)
+    with call.db.connect() as conn:
+        channels = channel_traffic(conn, names, call.now)
+        statuses = status_counts(conn)
+        overdue = overdue_counts(conn, call.now)
+        waiting = count_appointments(conn, worklist=True)
+    for channel in channels:
+        channel["connections"] = int(page.connections.get(channel["channel"], 0))
+        channel["chart"] = _chart(channel["per_minute"])
+    ledger = {"open": sum(n for s, n in statuses.items() if s in lc.OPEN),
+              "overdue": dict(sorted(overdue.items())), "overdue_total": sum(overdue.values()),
+              "unmatched_appointments": waiting}
+    return {"channels": channels, "queues": queues, "ledger": ledger,
+            "show_errors": call.user.may("operator"), "refresh_s": REFRESH_S}
+
+
+def _chart(per_minute: list[int]) -> Any:
+    """The messages-per-minute chart (SVG markup), or None while engine.web.charts is absent."""
+    try:
+        charts: Any = importlib.import_module("engine.web.charts")
+    except ImportError:
+        return None
+    points = [(i - len(per_minute) + 1, n) for i, n in enumerate(per_minute)]
+    return charts.line_chart(points, title="messages per minute, last hour",
+                             x_label="minutes ago", y_label="messages")
+
+
+def dashboard(page: PageCall) -> Html:
+    """`GET /`: the dashboard."""
+    return Html("dashboard.html", figures(page))
+
+
+def panel(page: PageCall) -> Html:
+    """`GET /dashboard/panel`: the figures alone (what the dashboard reloads)."""
+    return Html("dashboard_panel.html", figures(page))
+
+
+PAGES: tuple[Page, ...] = (
+    ((), "GET", "viewer", dashboard),
+    (("dashboard", "panel"), "GET", "viewer", panel),
+)
