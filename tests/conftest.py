@@ -7,6 +7,8 @@ Database fixtures (see ``tests/pgcluster.py``):
 * ``pg_url`` -- a fresh, empty PostgreSQL database per test:
   ``postgresql+psycopg://postgres@/t_<hex>?host=/tmp/pgtest-.../sock``.
 * ``db_url`` -- parametrized over ``sqlite`` and ``postgres`` (marked ``postgres``).
+* ``browser`` -- a headless Chromium (``tests/browser.py``); a failed browser test prints
+  where its screenshots are.
 
 Without the server binaries the PostgreSQL fixtures skip, unless
 ``REQUIRE_POSTGRES=1`` is set (CI), in which case they fail.
@@ -21,6 +23,8 @@ from typing import Any, NoReturn
 
 import pytest
 from pgcluster import PgCluster, PostgresUnavailable, find_binaries
+
+pytest_plugins = ["browser"]  # the `browser` fixture (a headless Chromium)
 
 #: Fixtures that start the PostgreSQL cluster; tests using them get the ``postgres`` mark.
 _PG_FIXTURES = frozenset({"pg_server", "pg_url"})
@@ -110,3 +114,15 @@ def reactor_fixture() -> Iterator[Any]:
         threading.Thread(target=r.run, kwargs={"installSignalHandlers": False},
                          daemon=True, name="reactor").start()
     yield r
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed browser test (tests/browser.py) says where its screenshots are."""
+    report = yield
+    shots = getattr(item, "screenshots", None)
+    if shots is not None and report.failed:
+        line = f"screenshots of {item.nodeid}: {shots}"
+        report.sections.append(("browser screenshots", line))
+        print(f"\n{line}")
+    return report

@@ -8,12 +8,14 @@ import http.client
 import re
 import ssl
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import pytest
 from enginectl import Engine, create_database, write_config
 
 from engine.store.database import open_database
@@ -143,3 +145,13 @@ class Visitor:
         token = self.get("/login").csrf()
         return self.post("/login", {"csrf": token, "name": name, "next": next_path,
                                     "password": password(name) if secret is None else secret})
+
+
+@pytest.fixture(name="console", scope="module")
+def console_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """One engine for a test module (import this fixture into the module to use it)."""
+    console = start_console(tmp_path_factory.mktemp("console"))
+    try:
+        yield console
+    finally:
+        console.stop()

@@ -6,28 +6,24 @@ roles on pages, security headers, audit events, and the JSON API through the ses
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from certs import make_pki
-from console import Console, Visitor, start_console
+from console import (
+    Console,
+    Visitor,
+    console_fixture,  # noqa: F401 - the module's engine
+    start_console,
+)
 from sqlalchemy import create_engine, update
 
 from engine.store.sessions import web_sessions
+from engine.store.users import add_user, remove_user, set_password
 from engine.web.throttle import Throttle
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(name="console", scope="module")
-def console_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    console = start_console(tmp_path_factory.mktemp("console"))
-    try:
-        yield console
-    finally:
-        console.stop()
 
 
 def _logged_in(console: Console, name: str) -> Visitor:
@@ -144,7 +140,8 @@ def test_roles_on_pages(console: Console) -> None:
     dashboard = vic.get("/")
     assert dashboard.status == 200 and 'data-src="/dashboard/panel"' in dashboard.body
     assert vic.get("/dashboard/panel").status == 200
-    assert vic.get("/nope").status == 404
+    missing = vic.get("/nope")
+    assert missing.status == 404 and "there is no such page" in missing.body
     wrong = vic.get("/queues/files/pause")
     assert (wrong.status, wrong.headers["allow"]) == (405, "POST")
     headers = dashboard.headers
@@ -259,3 +256,25 @@ def test_the_cookie_is_secure_under_tls(tmp_path: Path) -> None:
         assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
     finally:
         console.stop()
+
+
+def test_removing_a_user_or_changing_the_password_ends_their_sessions(console: Console) -> None:
+    """`user remove` and `user password` (the store's functions, on the engine's database) end
+    the user's console sessions at once: their cookie opens the login form; a user added later
+    under the same name does not inherit them."""
+    db = create_engine(console.url)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with db.begin() as conn:
+        add_user(conn, "temp1", "viewer", "temp1 secret", now)
+        add_user(conn, "temp2", "viewer", "temp2 secret", now)
+    first, second = console.visitor(), console.visitor()
+    assert first.login("temp1", secret="temp1 secret").status == 303
+    assert second.login("temp2", secret="temp2 secret").status == 303
+    assert first.get("/").status == second.get("/").status == 200
+    with db.begin() as conn:
+        assert remove_user(conn, "temp1")
+        add_user(conn, "temp1", "operator", "another secret", now)
+        assert set_password(conn, "temp2", "new secret")
+    db.dispose()
+    assert first.get("/").status == 302 and second.get("/").status == 302
+    assert first.get("/api/queue").status == 401

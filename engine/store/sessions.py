@@ -111,3 +111,8 @@ def end_session(conn: Connection, session_id: str, now: datetime) -> str | None:
     conn.execute(update(web_sessions).where(
         web_sessions.c.session_hash == token_digest(session_id)).values(ended_at=now))
     return found.user.name
+
+
+def end_sessions(conn: Connection, user_id: int) -> None:
+    """Forget every session of a user (removed, or given a new password)."""
+    conn.execute(delete(web_sessions).where(web_sessions.c.user_id == user_id))

@@ -137,20 +137,31 @@ def list_users(conn: Connection) -> list[dict[str, Any]]:
 
 
 def remove_user(conn: Connection, name: str) -> bool:
-    """Remove a user and every token of theirs; False when there is no such user."""
+    """Remove a user, every token and every console session of theirs; False when there is no
+    such user."""
     user_id = _user_id(conn, name)
     if user_id is None:
         return False
+    from engine.store.sessions import end_sessions
+
+    end_sessions(conn, user_id)
     conn.execute(delete(api_tokens).where(api_tokens.c.user_id == user_id))
     conn.execute(delete(users).where(users.c.id == user_id))
     return True
 
 
 def set_password(conn: Connection, name: str, password: str) -> bool:
-    """A user's new password; False when there is no such user."""
+    """A user's new password, which ends their console sessions; False when there is no such
+    user."""
+    from engine.store.sessions import end_sessions
+
     digest = hash_password(password)
-    done = conn.execute(update(users).where(users.c.name == name).values(password_hash=digest))
-    return bool(done.rowcount)
+    user_id = _user_id(conn, name)
+    if user_id is None:
+        return False
+    conn.execute(update(users).where(users.c.id == user_id).values(password_hash=digest))
+    end_sessions(conn, user_id)
+    return True
 
 
 def create_token(conn: Connection, name: str, now: datetime) -> str | None:

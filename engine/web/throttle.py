@@ -15,6 +15,7 @@ from collections import deque
 
 MAX_FAILURES = 5
 WINDOW_S = 15 * 60.0
+MAX_KEYS = 100_000  # past this many keys, those whose failures all left the window are dropped
 
 
 class Throttle:
@@ -49,6 +50,9 @@ class Throttle:
         with self._lock:
             for key in keys:
                 self._failures.setdefault(key, deque()).append(now)
+            if len(self._failures) > MAX_KEYS:
+                for key in list(self._failures):
+                    self._wait(key, now)  # drops a key with no failure left in the window
 
     def forget(self, key: str) -> None:
         """Forget a key's failures (its user logged in)."""

@@ -1,5 +1,5 @@
 """The dashboard (`/`, viewer and up): per channel its connections, messages per minute over the
-last hour (a chart when engine.web.charts is there), accepted/errored/rejected counts and the
+last hour (an SVG chart, engine.web.charts), accepted/errored/rejected counts and the
 age of its last message; per destination its queue; the ledger's open and overdue referrals and
 the appointments waiting for a match.  The figures panel reloads itself from `/dashboard/panel`
 every `REFRESH_S` seconds.
@@ -11,12 +11,14 @@ message).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from markupsafe import Markup
 
 from engine.ledger import lifecycle as lc
 from engine.ledger.views import count_appointments, overdue_counts, status_counts
 from engine.routes.delivery import queue_state
+from engine.web.charts import line_chart
 from engine.web.pages.core import Html, Page, PageCall
 from engine.web.traffic import channel_traffic
 
@@ -35,7 +37,7 @@ def figures(page: PageCall) -> dict[str, Any]:
         waiting = count_appointments(conn, worklist=True)
     for channel in channels:
         channel["connections"] = int(page.connections.get(channel["channel"], 0))
-        channel["chart"] = _chart(channel["per_minute"])
+        channel["chart"] = _chart(channel["channel"], channel["per_minute"])
     ledger = {"open": sum(n for s, n in statuses.items() if s in lc.OPEN),
               "overdue": dict(sorted(overdue.items())), "overdue_total": sum(overdue.values()),
               "unmatched_appointments": waiting}
@@ -43,15 +45,11 @@ def figures(page: PageCall) -> dict[str, Any]:
             "show_errors": call.user.may("operator"), "refresh_s": REFRESH_S}
 
 
-def _chart(per_minute: list[int]) -> Any:
-    """The messages-per-minute chart (SVG markup), or None while engine.web.charts is absent."""
-    try:
-        charts: Any = importlib.import_module("engine.web.charts")
-    except ImportError:
-        return None
-    points = [(i - len(per_minute) + 1, n) for i, n in enumerate(per_minute)]
-    return charts.line_chart(points, title="messages per minute, last hour",
-                             x_label="minutes ago", y_label="messages")
+def _chart(channel: str, per_minute: list[int]) -> Markup:
+    """The messages-per-minute chart (SVG), the oldest minute first."""
+    points = [(f"-{len(per_minute) - 1 - i}", float(n)) for i, n in enumerate(per_minute)]
+    return line_chart({channel: points}, title=f"{channel}: messages per minute, last hour",
+                      x_label="minutes ago", y_label="messages")
 
 
 def dashboard(page: PageCall) -> Html:

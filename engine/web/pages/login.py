@@ -80,6 +80,8 @@ def _check(web: HttpService, incoming: Incoming, now: datetime, token: str,
     with web.db.begin() as conn:
         user = password_user(conn, name, password) if name and password else None
         session = open_session(conn, user.name, now) if user is not None else None
+        if session is not None and incoming.session is not None:
+            end_session(conn, incoming.session, now)  # the browser's old one, if any
     if user is None or session is None:
         web.throttle.failed(keys, time.monotonic())
         audit("audit.login_failed", user=_loggable(name), address=incoming.address)

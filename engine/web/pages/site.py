@@ -170,12 +170,11 @@ class Pages(Resource):
 
     def _page(self, incoming: Incoming, session: Session | None, now: datetime) -> Answer:
         from engine.web.pages import login
-        from engine.web.pages.routes import ROUTES
 
         anonymous = _anonymous(incoming)
         if session is None and not anonymous:
             return to_login(incoming)
-        role, handler, args = match(list(incoming.segments), incoming.method, ROUTES)
+        role, handler, args = _route(incoming)
         cookies: list[tuple[bytes, str, int | None]] = []
         if session is None:
             user, csrf = NOBODY, incoming.login_token or login.fresh_token(cookies)
@@ -201,6 +200,18 @@ class Pages(Resource):
                           incoming.path)
         answer.cookies.extend(cookies)
         return answer
+
+
+def _route(incoming: Incoming) -> tuple[str, Any, list[str]]:
+    """The page's lowest role, handler and `*` segments; ApiError 404 (no such page) or 405."""
+    from engine.web.pages.routes import ROUTES
+
+    try:
+        return match(list(incoming.segments), incoming.method, ROUTES)
+    except MethodNotAllowed:
+        raise
+    except ApiError as exc:
+        raise ApiError(exc.status, exc.error, "there is no such page") from None
 
 
 def _anonymous(incoming: Incoming) -> bool:
