@@ -212,3 +212,11 @@ def test_raw_and_referral_templates() -> None:
                   appointments=[{"id": "A-1^S", "events": timeline[1:]}])
     assert "P-9^HOSP" in html and "2026-12-18T00:00:00Z" in html
     assert '<a href="/messages/7">C7</a>' in html and "by hand or by the clock" in html
+
+
+def test_report_charts_of_an_empty_period_say_so() -> None:
+    """No referral received: every chart says there is no data rather than drawing zeros."""
+    drawn = report.charts(report.Series([], [(Period(NOW, NOW + timedelta(days=7)),
+                                              {"closed_loop_rate": None,
+                                               "scheduled_rate": None})]), 0)
+    assert all("No data for this period" in str(svg) for svg in drawn.values())

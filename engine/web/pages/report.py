@@ -7,7 +7,7 @@ The figures are GET /api/report's; the charts read the same report functions."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,24 +67,37 @@ def _percent(rate: float | None) -> float | None:
     return None if rate is None else round(rate * 100, 1)
 
 
-def charts(conn: Connection, p: Period, now: datetime, received: int) -> dict[str, Markup]:
-    """The report's three charts for the cohort of `p`."""
-    days = schedule_days(conn, p).get("", [])
-    within = [(f"≤ {n} d", round(100 * sum(1 for d in days if d <= n) / received, 1)
-               if received else 0.0) for n in BOOKED_WITHIN]
-    weekly = [(s, build_report(conn, s, now)["totals"]) for s in slices(p)]
+@dataclass(frozen=True, slots=True)
+class Series:
+    """What the charts draw: the days from receipt to first booking of the cohort's booked
+    referrals (sorted), and the report's totals per slice of the period."""
+
+    days: list[float]
+    slices: list[tuple[Period, dict[str, Any]]]
+
+
+def series(conn: Connection, p: Period, now: datetime) -> Series:
+    """The charts' data, read through the report's own functions."""
+    return Series(schedule_days(conn, p).get("", []),
+                  [(s, build_report(conn, s, now)["totals"]) for s in slices(p)])
+
+
+def charts(data: Series, received: int) -> dict[str, Markup]:
+    """The report's three charts for a cohort of `received` referrals."""
+    within = [(f"≤ {n} d", round(100 * sum(1 for d in data.days if d <= n) / received, 1))
+              for n in BOOKED_WITHIN] if received else []
+    weeks = [f"{s.since:%m-%d}" for s, _ in data.slices]
     return {
         "booked_within": bar_chart(
-            within if received else [], title="Referrals booked within N days of receipt",
+            within, title="Referrals booked within N days of receipt",
             x_label="days from receipt", y_label="% of received", unit="%", top=100),
         "days_to_schedule": histogram(
-            days, edges=DAY_EDGES, title="Days from receipt to booking",
+            data.days, edges=DAY_EDGES, title="Days from receipt to booking",
             x_label="days", y_label="referrals"),
         "over_time": line_chart(
-            {"closed loop %": [(f"{s.since:%m-%d}", _percent(t["closed_loop_rate"]))
-                               for s, t in weekly],
-             "booked %": [(f"{s.since:%m-%d}", _percent(t["scheduled_rate"]))
-                          for s, t in weekly]},
+            {name: list(zip(weeks, [_percent(t[key]) for _, t in data.slices], strict=True))
+             for name, key in (("closed loop %", "closed_loop_rate"),
+                               ("booked %", "scheduled_rate"))},
             title="Closed-loop and booked rates by week of receipt",
             x_label="received from", y_label="% of received", unit="%", top=100),
     }
@@ -105,7 +118,8 @@ def report_page(page: PageCall) -> Html:
         return Html("report.html", {**context, "error": exc.detail})
     cohort = period(page.call.now, params.get("since"), params.get("until"))
     with page.call.db.connect() as conn:
-        drawn = charts(conn, cohort, page.call.now, found["totals"]["received"])
+        data = series(conn, cohort, page.call.now)
+    drawn = charts(data, found["totals"]["received"])
     return Html("report.html", {**context, "report": found, "tables": tables(found),
                                 "charts": drawn})
 
