@@ -270,9 +270,11 @@ def _later(request: Any, d: defer.Deferred[bytes]) -> Any:
 
 
 def announce(config_path: str) -> None:
-    """`make run`'s line: where the metrics and health endpoints are (nothing without `http:`)."""
+    """`make run`'s lines: where the console, the metrics and health endpoints are (nothing
+    without `http:`)."""
     from engine.config import load_config
 
     http = load_config(config_path).http
     if http is not None:
+        print(f"web console: {url_of(http)}/ (docs/console.md)")
         print(f"metrics and health: {url_of(http)}/metrics (/healthz, /readyz)")

@@ -35,7 +35,7 @@ def channel_traffic(conn: Connection, channels: list[str], now: datetime
     rows = conn.execute(
         select(messages.c.channel, minute, messages.c.status, func.count())
         .where(messages.c.received_at >= start)
-        .group_by(messages.c.channel, minute, messages.c.status)).tuples().all()
+        .group_by(messages.c.channel, minute, messages.c.status)).all()
     labels = [(start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M") for i in range(60)]
     index = {label: i for i, label in enumerate(labels)}
     out: dict[str, dict[str, Any]] = {
@@ -50,6 +50,6 @@ def channel_traffic(conn: Connection, channels: list[str], now: datetime
         found["counts"][status] = found["counts"].get(status, 0) + int(n)
     for name, found in out.items():
         last = conn.execute(select(messages.c.received_at).where(messages.c.channel == name)
-                            .order_by(messages.c.id.desc()).limit(1)).scalar()
+                            .order_by(messages.c.received_at.desc()).limit(1)).scalar()
         found["last_age_s"] = None if last is None else round((now - last).total_seconds(), 1)
     return list(out.values())
