@@ -130,6 +130,19 @@ def numbered_referral(tag: str, n: int) -> tuple[str, bytes]:
     return control, payload.replace(b"MFP-R-1001", f"MFP-R-{tag}{n:06d}".encode())
 
 
+def ambiguous_booking(appointment: str, *referrals: str) -> list[bytes]:
+    """REF^I12 referrals `MFP-R-<n>^PCPEHR` for each of `referrals` (same patient and
+    specialty), then an SIU^S12 booking `SCHED-A-<appointment>^SCHED` without SCH-26 that fits
+    all of them: the ledger keeps the appointment ambiguous between them."""
+    ref = sample_payload("ref_i12_v251.hl7")
+    out = [ref.replace(b"MFP-R-1001", f"MFP-R-{n}".encode())
+           .replace(b"REF-I12-V251", f"C-MFP-R-{n}".encode()) for n in referrals]
+    siu = sample_payload("siu_s12_v251.hl7").replace(b"SCHED-A-5001",
+                                                     f"SCHED-A-{appointment}".encode())
+    return [*out, siu.replace(b"|MFP-R-1001^PCPEHR", b"|")
+            .replace(b"SIU-S12-V251", f"S-{appointment}".encode())]
+
+
 def sample_payload(name: str) -> bytes:
     """A sample as `hl7-engine send` sends it: LF and CRLF become CR, except the CRLF sample."""
     data = (SAMPLES / name).read_bytes()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from enginectl import Engine, create_database, sample_payload, write_config
+from enginectl import Engine, ambiguous_booking, create_database, write_config
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.slow
 
 APPOINTMENT = "SCHED-A-7001^SCHED"
 CHOSEN, OTHER = "MFP-R-7001^PCPEHR", "MFP-R-7002^PCPEHR"
-
-
-def _ref(key: str) -> bytes:
-    """ref_i12_v251 as referral `key` (same patient and specialty for every key)."""
-    raw = sample_payload("ref_i12_v251.hl7").replace(b"MFP-R-1001", key.encode())
-    return raw.replace(b"REF-I12-V251", f"C-{key}".encode())
-
-
-def _siu() -> bytes:
-    """siu_s12_v251 without SCH-26: it fits both referrals, so it is ambiguous."""
-    raw = sample_payload("siu_s12_v251.hl7").replace(b"SCHED-A-5001", b"SCHED-A-7001")
-    return raw.replace(b"|MFP-R-1001^PCPEHR", b"|").replace(b"SIU-S12-V251", b"S-7001")
 
 
 class Api:
@@ -81,7 +69,7 @@ def api_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         port = engine.wait_for("http.listening")[0]["port"]
         with MLLPClient("127.0.0.1", engine.port) as client:
             acks = [parse(client.exchange(p)[0])["MSA.1"]
-                    for p in (_ref("MFP-R-7001"), _ref("MFP-R-7002"), _siu())]
+                    for p in ambiguous_booking("7001", "7001", "7002")]
         assert acks == ["AA"] * 3
         yield Api(engine, f"http://127.0.0.1:{port}", tokens)
     finally:

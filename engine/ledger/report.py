@@ -187,6 +187,12 @@ def _days_to_schedule(conn: Connection, p: Period, by: str | None) -> dict[str, 
     return {k: sorted(v) for k, v in out.items()}
 
 
+def schedule_days(conn: Connection, p: Period, by: str | None = None) -> dict[str, list[float]]:
+    """The days behind `days_to_schedule`, per group ("" without `by`), sorted: for the web
+    report's distribution charts."""
+    return _days_to_schedule(conn, p, by)
+
+
 def _when(value: Any) -> datetime:
     when = as_datetime(value)
     assert when is not None  # both columns are NOT NULL where read

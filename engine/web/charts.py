@@ -159,7 +159,7 @@ def histogram(values_or_buckets: Sequence[float] | Sequence[tuple[str, float]], 
             raw.append(float(item))
     if raw:
         counted = buckets(raw, edges)
-    axis_top = nice_top(max(count for _, count in counted))
+    axis_top = max(4.0, nice_top(max(count for _, count in counted)))  # whole-number ticks
     return Markup(_open(frame, title, "histogram") + _axes(frame, axis_top, x_label, y_label)
                   + _bars(frame, counted, axis_top, 1.0, "") + "</svg>")
 

@@ -240,6 +240,6 @@ def message_raw(call: Call) -> dict[str, Any]:
         raise ApiError(410, "gone", f"the body was purged at {utc_text(row.purged_at)} "
                                     "(retention)")
     audit("audit.message_body_read", user=call.user.name, message_id=message_id,
-          digest=row.digest[:16], via="api")
+          digest=row.digest[:16], via=call.via)
     text, charset = decode(row.raw)
     return {"id": message_id, "charset": charset, "raw": text}
