@@ -18,7 +18,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # (label, path, lowest role): the menu of base.html
 NAV = (("Dashboard", "/", "viewer"), ("Messages", "/messages", "operator"),
        ("Queues", "/queues", "viewer"), ("Worklist", "/worklist", "coordinator"),
-       ("Report", "/report", "viewer"))
+       ("Referrals", "/referrals", "coordinator"), ("Report", "/report", "viewer"))
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                    trim_blocks=True, lstrip_blocks=True)
