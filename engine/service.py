@@ -25,12 +25,12 @@ from engine.housekeeping import PurgeService, SweepService
 from engine.ingest import frame_handler
 from engine.logs import emit
 from engine.mllp.server import MLLPServerFactory, listening_factory
+from engine.outbound.file import FileDeliverer
+from engine.outbound.mllp import MLLPDeliverer
+from engine.outbound.passthrough import Relay, Waiters
+from engine.outbound.queue import Delivered, QueueWorker, bookkeeping_engine
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.reload import ConfigDiff, diff
-from engine.routes.delivery import FileDeliverer
-from engine.routes.mllp_delivery import MLLPDeliverer
-from engine.routes.passthrough import Relay, Waiters
-from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
 from engine.store.lock import WriteLock
 from engine.store.writer import GroupCommitWriter
 from engine.tls import TLSFileError

@@ -21,10 +21,10 @@ from twisted.internet import reactor
 
 from engine.config import Destination
 from engine.mllp.blocking import MLLPClient
+from engine.outbound import operator
+from engine.outbound.file import queue_state
+from engine.outbound.mllp import MLLPDeliverer
 from engine.parsing import parse
-from engine.routes import operator
-from engine.routes.delivery import queue_state
-from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
 
@@ -160,7 +160,7 @@ def test_an_unusable_directory_holds_the_file_queue_until_it_is_fixed(
     """A file destination whose directory cannot be created holds its whole queue (one attempt
     on the head, `queue.blocked` once); once the directory can be made, after the retry wait,
     the files land in queue order and `queue.recovered` is logged."""
-    from engine.routes.delivery import FileDeliverer
+    from engine.outbound.file import FileDeliverer
 
     blocker = tmp_path / "occupied"
     blocker.write_text("a file where the directory should be")

@@ -18,7 +18,7 @@ from twisted.internet import reactor
 
 from engine.config import Destination
 from engine.mllp.server import frame
-from engine.routes.mllp_delivery import MLLPDeliverer
+from engine.outbound.mllp import MLLPDeliverer
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
 
@@ -212,7 +212,7 @@ def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
 def test_pause_holds_the_queue_resume_and_release_send_it(db: Engine) -> None:
     """Paused: nothing is sent and the queue keeps its messages; resumed: sent in order.
     A dead letter released goes out again."""
-    from engine.routes import operator
+    from engine.outbound import operator
 
     sink = Sink(lambda m, n: ack_for(m, "AR" if n == 0 else "AA"))
     try:
@@ -237,7 +237,7 @@ def test_pause_holds_the_queue_resume_and_release_send_it(db: Engine) -> None:
 
 def test_retry_now_forgets_the_backoff(db: Engine) -> None:
     """After a failure the head waits out its backoff; `retry` makes the next pass send it."""
-    from engine.routes import operator
+    from engine.outbound import operator
 
     sink = Sink(lambda m, n: ack_for(m, "AE" if n == 0 else "AA"))
     try:
@@ -263,8 +263,8 @@ def test_replay_queues_a_stored_message_as_received(db: Engine) -> None:
 
     from engine.ack import AckBuilder
     from engine.config import parse_config
+    from engine.outbound import operator
     from engine.pipeline import Job, Pipeline
-    from engine.routes import operator
 
     channel = parse_config({"channels": [{"name": "referrals", "listen": {"port": 0},
                                           "accept": ["REF^I12"]}]}).channels[0]

@@ -32,10 +32,10 @@ from sqlalchemy import Table, select, update
 from engine.ack import AckBuilder
 from engine.config import Channel, Config, load_config, parse_config
 from engine.mllp.blocking import MLLPClient
+from engine.outbound import operator
+from engine.outbound.file import FileDeliverer
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
-from engine.routes import operator
-from engine.routes.delivery import FileDeliverer
 from engine.store.database import open_database
 from engine.store.retention import PurgeReport, purge, returns_space, vacuum
 from engine.store.schema import deliveries, messages, outbound, referral_events, referrals

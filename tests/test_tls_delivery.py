@@ -33,8 +33,8 @@ from structlog.testing import capture_logs
 from twisted.internet import reactor
 
 from engine.config import Destination
-from engine.routes.mllp_delivery import MLLPDeliverer
-from engine.routes.worker import Delivered
+from engine.outbound.mllp import MLLPDeliverer
+from engine.outbound.queue import Delivered
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
 from engine.tls import ClientTLS

@@ -18,7 +18,7 @@ from engine.timestamps import utc_text
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from engine.routes.delivery import delivery_lines
+    from engine.outbound.file import delivery_lines
     from engine.store.messages import count_rows, log_rows
 
     database, _ = database_only(args)
@@ -68,8 +68,8 @@ def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
+    from engine.outbound.file import deliveries_of
     from engine.parsing.parser import decode
-    from engine.routes.delivery import deliveries_of
     from engine.store.messages import message_row
     from engine.store.relayed import relayed_of
 

@@ -4,7 +4,7 @@ everything is committed.
 Only accepted, first-time messages are routed.  A destination with `order: {per_key: PATH}`
 gets the inbound message's value at PATH as the row's order key.  For a pass-through channel
 (`ack: {mode: downstream}`) the row for its destination is the one the sender waits for
-(`engine/routes/passthrough.py`); a retransmission waits for its original's row.
+(`engine/outbound/passthrough.py`); a retransmission waits for its original's row.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The store's side of pass-through ACKs (`engine/routes/passthrough.py`): which queue row a
+"""The store's side of pass-through ACKs (`engine/outbound/passthrough.py`): which queue row a
 sender waits for, and every ACK relayed to a sender."""
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from sqlalchemy import Connection, Engine, select
 
 from engine.config import Destination
 from engine.mllp.client import Answer
-from engine.routes import operator
+from engine.outbound import operator
 from engine.routes.ordering import WHOLE, Holds, Lane
 from engine.store import sql
 from engine.store.database import open_database
@@ -82,7 +82,7 @@ class QueueWorker:
     the queue until every lane with rows waits, is done, or `limit` rows were looked at."""
 
     limit = 200
-    # Pass-through ACKs (`engine.routes.passthrough`): told every correlated answer; True when a
+    # Pass-through ACKs (`engine.outbound.passthrough`): told every correlated answer; True when a
     # sender was waiting for it, which makes a negative answer final (a dead letter at once).
     answered: Callable[[int, bytes], bool] | None = None
     # Metrics: told each attempt's outcome (destination, delivered | retry | dead).

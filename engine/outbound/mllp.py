@@ -3,7 +3,7 @@
 * The ACK must correlate: MSA-2 equal to the MSH-10 that was sent.  An ACK for anything else is
   logged and ignored; it never advances the queue (Mirth Connect #1441).
 * AA/CA → delivered.  AE/AR/CE/CR, no ACK within `ack_timeout_s`, or a lost connection → the
-  message stays at the head of its lane and is retried after the backoff (`engine.routes.worker`,
+  message stays at the head of its lane and is retried after the backoff (`engine.outbound.queue`,
   which also keeps order per destination or per key, dead letters and the bookkeeping).
 * A connection that cannot be opened holds the whole destination, per_key or not: nothing was
   sent, so no key is at fault.
@@ -35,8 +35,8 @@ from twisted.python import threadable
 from engine.config import Destination
 from engine.errors import HL7Error
 from engine.mllp.client import MLLPLink
+from engine.outbound.queue import Delivered, Outcome, Queued, QueueWorker
 from engine.parsing import parse
-from engine.routes.worker import Delivered, Outcome, Queued, QueueWorker
 from engine.tls import TLSFileError
 
 log = structlog.get_logger("engine.delivery")

@@ -4,7 +4,7 @@ A file is written under a temporary name, fsynced and renamed to `<queue id, 12 
 names sort in queue order and a reader never sees half a file.  A row is marked delivered after
 its file is in place: a crash in between writes the same file again under the same name
 (at-least-once, idempotent).  Order, retries (twice a second), dead letters and the bookkeeping
-are the shared worker's (`engine.routes.worker`).
+are the shared worker's (`engine.outbound.queue`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, distinct, func, select
 
 from engine.config import Destination
-from engine.routes import operator
-from engine.routes.worker import Outcome, QueueWorker
+from engine.outbound import operator
+from engine.outbound.queue import Outcome, QueueWorker
 from engine.store.schema import deliveries, outbound
 from engine.timestamps import utc_text
 
