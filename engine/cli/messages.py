@@ -18,8 +18,8 @@ from engine.timestamps import utc_text
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from engine.outbound.file import delivery_lines
     from engine.store.messages import count_rows, log_rows
+    from engine.store.queue import delivery_lines
 
     database, _ = database_only(args)
     db = open_db(database)
@@ -68,9 +68,9 @@ def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
-    from engine.outbound.file import deliveries_of
     from engine.parsing.parser import decode
     from engine.store.messages import message_row
+    from engine.store.queue import deliveries_of
     from engine.store.relayed import relayed_of
 
     database, log_file = database_only(args)

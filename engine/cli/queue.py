@@ -13,7 +13,7 @@ from engine.errors import BodyPurged
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from engine.outbound.file import queue_state
+    from engine.outbound.views import queue_state
 
     config = config_of(args)
     db = open_db(config.database)
