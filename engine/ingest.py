@@ -16,8 +16,8 @@ from twisted.internet import defer
 from engine.config import Channel
 from engine.logs import emit
 from engine.mllp.server import Handler
+from engine.outbound.passthrough import Relay
 from engine.pipeline import Job, Result
-from engine.routes.passthrough import Relay
 from engine.store.writer import GroupCommitWriter
 from engine.web.metrics import Metrics
 

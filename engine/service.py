@@ -25,13 +25,12 @@ from engine.housekeeping import PurgeService, SweepService
 from engine.ingest import frame_handler
 from engine.logs import emit
 from engine.mllp.server import MLLPServerFactory, listening_factory
+from engine.outbound.passthrough import Relay, Waiters
+from engine.outbound.queue import Delivered, QueueWorker
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.reload import ConfigDiff, diff
-from engine.routes.delivery import FileDeliverer
-from engine.routes.mllp_delivery import MLLPDeliverer
-from engine.routes.passthrough import Relay, Waiters
-from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
 from engine.store.lock import WriteLock
+from engine.store.outbound import bookkeeping_database
 from engine.store.writer import GroupCommitWriter
 from engine.tls import TLSFileError
 from engine.web.metrics import Metrics
@@ -127,10 +126,9 @@ class ListenerService(service.Service):
 
 class DeliveryService(service.Service):
     """Works each destination's queue, one pass at a time per destination, so a slow downstream
-    never holds the others: an MLLP destination's on the reactor (its Twisted client calls it
-    back), a file destination's on the thread pool (its fsync would block the reactor).  Passes
-    start twice a second, and a pass that delivered something is followed at once by the next
-    (no pause while a queue has rows)."""
+    never holds the others.  Passes run on the reactor (`engine.outbound.queue`); their store
+    work and file writes run on its thread pool.  Passes start twice a second, and a pass that
+    delivered something is followed at once by the next (no pause while a queue has rows)."""
 
     def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any,
                  answered: Callable[[int, bytes], bool] | None = None,
@@ -141,11 +139,9 @@ class DeliveryService(service.Service):
         self.reactor = reactor
         self.loop: Any = None
         self.busy: set[str] = set()
-        self.db = bookkeeping_engine(db)
+        self.db = bookkeeping_database(db)
         self.workers: dict[str, QueueWorker] = {
-            d.name: (MLLPDeliverer(d, self.db, now, reactor) if d.type == "mllp"
-                     else FileDeliverer(d, self.db, now))
-            for d in destinations}
+            d.name: QueueWorker(d, self.db, now, reactor) for d in destinations}
         for worker in self.workers.values():
             worker.answered = answered  # pass-through senders waiting for a row's answer
             worker.observe = metrics.delivery if metrics is not None else None
@@ -162,9 +158,8 @@ class DeliveryService(service.Service):
         if self.loop is not None and self.loop.running:
             self.loop.stop()
         for name, worker in self.workers.items():
-            if isinstance(worker, MLLPDeliverer):
-                worker.stop()  # its pass ends now, without counting the exchange under way
-            elif name not in self.busy:  # a busy one closes when its pass ends
+            worker.stop()  # the attempt under way ends now, uncounted
+            if name not in self.busy:  # a busy one closes when its pass ends
                 worker.close()
         return super().stopService()
 
@@ -174,15 +169,10 @@ class DeliveryService(service.Service):
 
     def start(self, name: str) -> None:
         """A pass for this destination, unless one is under way."""
-        from twisted.internet.threads import deferToThreadPool
-
         if name in self.busy or not self.running:
             return
         self.busy.add(name)
-        worker = self.workers[name]
-        d = (worker.start_pass() if isinstance(worker, MLLPDeliverer) else  # on the reactor
-             deferToThreadPool(self.reactor, self.reactor.getThreadPool(), worker.run_pass))
-        d.addBoth(self.done, name)
+        self.workers[name].start_pass().addBoth(self.done, name)
 
     def done(self, outcome: Any, name: str) -> None:
         self.busy.discard(name)

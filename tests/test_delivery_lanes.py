@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from delivering import driven
 from enginectl import Engine, outbound_states, run_cli, sample_payload, write_config
 from sink import Sink, ack_for
 from sqlalchemy import Engine as Database
@@ -21,10 +22,9 @@ from twisted.internet import reactor
 
 from engine.config import Destination
 from engine.mllp.blocking import MLLPClient
+from engine.outbound import operator
+from engine.outbound.views import queue_state
 from engine.parsing import parse
-from engine.routes import operator
-from engine.routes.delivery import queue_state
-from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
 
@@ -79,7 +79,7 @@ def test_a_failing_key_holds_only_its_own_messages(db: Database) -> None:
             "payload": _message(control, mrn), "status": "queued", "attempts": 0,
             "last_error": "", "created_at": NOW, "order_key": mrn}
             for n, (control, mrn) in enumerate(STREAM, 1)])
-    worker = MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
+    worker = driven(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
     try:
         with capture_logs() as logs:
             first = worker.run_pass()
@@ -160,8 +160,6 @@ def test_an_unusable_directory_holds_the_file_queue_until_it_is_fixed(
     """A file destination whose directory cannot be created holds its whole queue (one attempt
     on the head, `queue.blocked` once); once the directory can be made, after the retry wait,
     the files land in queue order and `queue.recovered` is logged."""
-    from engine.routes.delivery import FileDeliverer
-
     blocker = tmp_path / "occupied"
     blocker.write_text("a file where the directory should be")
     dest = Destination("archive", "file", directory=str(blocker / "out"), retry_initial_s=0.5,
@@ -172,7 +170,7 @@ def test_an_unusable_directory_holds_the_file_queue_until_it_is_fixed(
             "payload": _message(control, mrn), "status": "queued", "attempts": 0,
             "last_error": "", "created_at": NOW} for n, (control, mrn) in enumerate(STREAM, 1)])
     clock = [100.0]
-    worker = FileDeliverer(dest, db, lambda: NOW, jitter=lambda: 0.5, clock=lambda: clock[0])
+    worker = driven(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5, clock=lambda: clock[0])
     with capture_logs() as logs:
         down = worker.run_pass()
         blocker.unlink()

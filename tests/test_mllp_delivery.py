@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from delivering import Driven, driven
 from enginectl import outbound_states, sample_payload
 from sink import Sink, Unframed, ack_for
 from sqlalchemy import Engine, insert, select
@@ -18,7 +19,7 @@ from twisted.internet import reactor
 
 from engine.config import Destination
 from engine.mllp.server import frame
-from engine.routes.mllp_delivery import MLLPDeliverer
+from engine.outbound.queue import QueueWorker
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
 
@@ -47,15 +48,15 @@ def _queue(db: Engine, count: int) -> None:
             "created_at": NOW} for n in range(1, count + 1)])
 
 
-def _worker(db: Engine, sink: Sink, **options: float) -> MLLPDeliverer:
+def _worker(db: Engine, sink: Sink, **options: float) -> Driven:
     dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port,
                        ack_timeout_s=options.get("ack_timeout_s", 2.0),
                        retry_initial_s=0.0, retry_max_s=0.0,
                        max_attempts=int(options.get("max_attempts", 20)))
-    return MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
+    return driven(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
 
 
-def _drain(worker: MLLPDeliverer, passes: int = 20) -> None:
+def _drain(worker: Driven, passes: int = 20) -> None:
     for _ in range(passes):
         worker.run_pass()
 
@@ -185,13 +186,15 @@ def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> N
         port = unused.getsockname()[1]
     dest = Destination("down", "mllp", host="127.0.0.1", port=port, ack_timeout_s=1.0,
                        retry_initial_s=0.0, retry_max_s=0.0)
-    worker = MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
+    worker = driven(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
     down = worker.run_pass()
+    worker.close()
     assert (down.delivered, down.error) == (0, "connection: refused")
     sink = Sink()
     try:
-        worker.dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port,
-                                  ack_timeout_s=1.0, retry_initial_s=0.0, retry_max_s=0.0)
+        worker = driven(Destination("down", "mllp", host="127.0.0.1", port=sink.port,
+                                    ack_timeout_s=1.0, retry_initial_s=0.0, retry_max_s=0.0),
+                        db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
         _drain(worker)
         worker.close()
     finally:
@@ -203,7 +206,7 @@ def test_a_down_destination_queues_and_delivers_when_it_returns(db: Engine) -> N
 def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
     """initial 1 s doubling, capped at 300 s, times 0.5-1.5."""
     dest = Destination("down", "mllp", host="h", port=1, retry_initial_s=1.0, retry_max_s=300.0)
-    worker = MLLPDeliverer(dest, None, lambda: NOW, REACTOR, jitter=lambda: 0.5)  # type: ignore[arg-type]
+    worker = QueueWorker(dest, None, lambda: NOW, REACTOR, jitter=lambda: 0.5)  # type: ignore[arg-type]
     assert [worker.backoff(n) for n in (1, 2, 3, 10)] == [1.0, 2.0, 4.0, 300.0]
     worker.jitter = lambda: 0.0
     assert worker.backoff(1) == 0.5
@@ -212,7 +215,7 @@ def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
 def test_pause_holds_the_queue_resume_and_release_send_it(db: Engine) -> None:
     """Paused: nothing is sent and the queue keeps its messages; resumed: sent in order.
     A dead letter released goes out again."""
-    from engine.routes import operator
+    from engine.outbound import operator
 
     sink = Sink(lambda m, n: ack_for(m, "AR" if n == 0 else "AA"))
     try:
@@ -237,14 +240,14 @@ def test_pause_holds_the_queue_resume_and_release_send_it(db: Engine) -> None:
 
 def test_retry_now_forgets_the_backoff(db: Engine) -> None:
     """After a failure the head waits out its backoff; `retry` makes the next pass send it."""
-    from engine.routes import operator
+    from engine.outbound import operator
 
     sink = Sink(lambda m, n: ack_for(m, "AE" if n == 0 else "AA"))
     try:
         _queue(db, 1)
         dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port, ack_timeout_s=2.0,
                            retry_initial_s=3600.0, retry_max_s=3600.0)
-        worker = MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
+        worker = driven(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
         worker.run_pass()
         worker.run_pass()  # still waiting out an hour
         assert len(sink.received) == 1
@@ -263,8 +266,8 @@ def test_replay_queues_a_stored_message_as_received(db: Engine) -> None:
 
     from engine.ack import AckBuilder
     from engine.config import parse_config
+    from engine.outbound import operator
     from engine.pipeline import Job, Pipeline
-    from engine.routes import operator
 
     channel = parse_config({"channels": [{"name": "referrals", "listen": {"port": 0},
                                           "accept": ["REF^I12"]}]}).channels[0]

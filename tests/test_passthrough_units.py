@@ -14,8 +14,8 @@ from twisted.internet.task import Clock
 
 from engine.ack import AckBuilder
 from engine.config import ConfigError, parse_config
+from engine.outbound.passthrough import Waiters
 from engine.parsing import parse
-from engine.routes.passthrough import Waiters
 
 NOW = datetime(2026, 11, 28, 9, 30, 0, tzinfo=UTC)
 SENT = parse(b"MSH|^~\\&|PCPEHR|NORTHCLINIC|REFTRACK|HUB|20261128||REF^I12^REF_I12|C-17|P|2.5.1\r"

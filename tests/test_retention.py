@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from delivering import driven
 from enginectl import (
     ROOT,
     Engine,
@@ -32,10 +34,9 @@ from sqlalchemy import Table, select, update
 from engine.ack import AckBuilder
 from engine.config import Channel, Config, load_config, parse_config
 from engine.mllp.blocking import MLLPClient
+from engine.outbound import operator
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
-from engine.routes import operator
-from engine.routes.delivery import FileDeliverer
 from engine.store.database import open_database
 from engine.store.retention import PurgeReport, purge, returns_space, vacuum
 from engine.store.schema import deliveries, messages, outbound, referral_events, referrals
@@ -120,11 +121,14 @@ def _routed_config(tmp_path: Path) -> Config:
 
 def _deliver(db: Database, config: Config, name: str) -> None:
     dest = next(d for d in config.destinations if d.name == name)
-    worker = FileDeliverer(dest, db, lambda: NOW)
+    from twisted.internet import reactor
+
+    worker = driven(dest, db, lambda: NOW, reactor)
     worker.run_pass()
     worker.close()
 
 
+@pytest.mark.usefixtures("reactor")
 def test_only_finished_outbound_payloads_are_purged(tmp_path: Path, db_url: str) -> None:
     """Old outbound rows lose their payload once delivered or dead; queued rows never do, and
     are delivered afterwards with their bytes; the attempts stay; a purged dead letter is not
@@ -157,6 +161,7 @@ def test_only_finished_outbound_payloads_are_purged(tmp_path: Path, db_url: str)
     db.dispose()
 
 
+@pytest.mark.usefixtures("reactor")
 def test_dry_run_changes_nothing_and_counts_what_purge_does(tmp_path: Path,
                                                             sqlite_url: str) -> None:
     """`dry_run` reports exactly what the real purge then empties, and writes nothing."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from certs import Pki, make_pki
+from delivering import Driven, driven
 from enginectl import (
     ROOT,
     Engine,
@@ -33,8 +34,7 @@ from structlog.testing import capture_logs
 from twisted.internet import reactor
 
 from engine.config import Destination
-from engine.routes.mllp_delivery import MLLPDeliverer
-from engine.routes.worker import Delivered
+from engine.outbound.queue import Delivered
 from engine.store.database import open_database
 from engine.store.schema import deliveries, outbound
 from engine.tls import ClientTLS
@@ -91,11 +91,11 @@ def _attempt_errors(db: Database) -> list[str]:
 
 
 def _worker(db: Database, sink: Sink, tls: ClientTLS | None, order_key: str = "",
-            ack_timeout_s: float = 5.0) -> MLLPDeliverer:
+            ack_timeout_s: float = 5.0) -> Driven:
     dest = Destination("down", "mllp", host="127.0.0.1", port=sink.port,
                        ack_timeout_s=ack_timeout_s, retry_initial_s=0.0, retry_max_s=0.0,
                        order_key=order_key, tls=tls)
-    return MLLPDeliverer(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
+    return driven(dest, db, lambda: NOW, REACTOR, jitter=lambda: 0.5)
 
 
 def _one_pass(db: Database, sink: Sink, keys: list[str], tls: ClientTLS, **options: Any

@@ -18,8 +18,8 @@ from engine.timestamps import utc_text
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from engine.routes.delivery import delivery_lines
     from engine.store.messages import count_rows, log_rows
+    from engine.store.queue import delivery_lines
 
     database, _ = database_only(args)
     db = open_db(database)
@@ -69,8 +69,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
     from engine.parsing.parser import decode
-    from engine.routes.delivery import deliveries_of
     from engine.store.messages import message_row
+    from engine.store.queue import deliveries_of
     from engine.store.relayed import relayed_of
 
     database, log_file = database_only(args)

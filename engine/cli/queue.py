@@ -13,7 +13,7 @@ from engine.errors import BodyPurged
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from engine.routes.delivery import queue_state
+    from engine.outbound.views import queue_state
 
     config = config_of(args)
     db = open_db(config.database)
@@ -25,9 +25,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 def cmd_queue_action(args: argparse.Namespace) -> int:
     """pause, resume, retry, release, replay: state changes, each audited
-    (engine.routes.operator does them, for the API too)."""
+    (engine.outbound.operator does them, for the API too)."""
     from engine.logs import audit, configure_logging
-    from engine.routes import operator
+    from engine.outbound import operator
 
     config = config_of(args)
     try:

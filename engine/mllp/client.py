@@ -12,7 +12,8 @@ With a destination's `tls` the connection is TLS (`engine.tls.client_options`). 
 fails (a certificate not trusted or not for the server's name, a client certificate demanded and
 not given, the downstream closing or never answering before the handshake ends) answers the
 exchange `connection: TLS handshake failed (<OpenSSL's reason>)`, logged as
-`delivery.tls_failed`, and `unreachable`: nothing was delivered.
+`delivery.tls_failed`, and `Unreachable`: nothing was delivered.  Every exchange ends in one of
+the typed outcomes of `engine.outbound.outcomes`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 from engine.errors import EngineError, HL7Error
 from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK, FrameDecoder, FrameTooLarge
 from engine.mllp.server import frame
+from engine.outbound.outcomes import Errored, Outcome, TimedOut, Unreachable, classify
 from engine.parsing import parse
 from engine.tls import ClientTLS, client_options, handshake_words
 
@@ -48,26 +50,12 @@ class LinkBusy(EngineError):
         self.destination = destination
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One exchange (one delivery attempt): accepted (no error), or why not."""
-
-    code: str = ""  # the downstream's MSA-1, when it answered
-    error: str = ""  # empty: accepted (AA/CA)
-    ack: bytes | None = None  # the correlated ACK frame as received
-    unreachable: bool = False  # nothing was sent: the whole destination waits, not one key
-
-    @property
-    def delivered(self) -> bool:
-        return not self.error
-
-
 @dataclass(slots=True)
 class _Waiting:
     """The exchange under way: what it waits for, until when, and whom to tell."""
 
     control_id: str
-    answered: Callable[[Answer], None]
+    answered: Callable[[Outcome], None]
     deadline: float = 0.0  # reactor seconds, once sent
 
 
@@ -153,7 +141,7 @@ class MLLPLink:
         self._timer: Any = None  # the IDelayedCall that checks the deadline
 
     def exchange(self, payload: bytes, control_id: str, timeout_s: float,
-                 answered: Callable[[Answer], None]) -> None:
+                 answered: Callable[[Outcome], None]) -> None:
         """Send `payload` (unframed); `answered` is called once, later, with the answer whose
         MSA-2 is `control_id`, or with why there is none."""
         if self.waiting is not None:
@@ -174,7 +162,7 @@ class MLLPLink:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._finish(Answer(error=reason))
+        self._finish(Errored(reason))
 
     def _connected(self, protocol: _LinkProtocol, waiting: _Waiting, payload: bytes,
                    timeout_s: float) -> None:
@@ -192,7 +180,7 @@ class MLLPLink:
         if words is not None:
             self._tls_failed(f"connection: TLS handshake failed ({words})", unreachable=True)
         else:
-            self._finish(Answer(error=f"connection: {_why(failure)}", unreachable=True))
+            self._finish(Unreachable(f"connection: {_why(failure)}"))
 
     def _send(self, waiting: _Waiting, payload: bytes, timeout_s: float) -> None:
         assert self.protocol is not None
@@ -225,7 +213,7 @@ class MLLPLink:
             self._tls_failed(f"connection: TLS handshake failed (no answer within {timeout_s:g} s)",
                              unreachable=True)
         else:
-            self._finish(Answer(error=f"no ACK within {timeout_s:g} s"))
+            self._finish(TimedOut(timeout_s))
 
     def received(self, protocol: _LinkProtocol, payload: bytes) -> None:
         """A frame from the downstream: the answer if it correlates, else logged and ignored."""
@@ -235,15 +223,14 @@ class MLLPLink:
         if payload == COMMIT_ACK:  # MLLP release 2: stored downstream; its HL7 ACK follows
             return
         if payload == COMMIT_NAK and waiting is not None:  # not stored downstream: sent again
-            self._finish(Answer(error="downstream could not store it (MLLP release 2 NAK)"))
+            self._finish(Errored("downstream could not store it (MLLP release 2 NAK)"))
             return
         code, echoed = _msa(payload)
         if waiting is None or echoed != waiting.control_id:
             log.warning("delivery.uncorrelated_ack", destination=self.name,
                         expected=waiting.control_id if waiting else "", msa2=echoed)
             return
-        error = "" if code in ("AA", "CA") else f"downstream answered {code}"
-        self._finish(Answer(code, error, payload))
+        self._finish(classify(code, payload))
 
     def lost(self, protocol: _LinkProtocol, reason: Failure = connectionDone) -> None:
         """The connection ended: the next exchange opens a new one."""
@@ -254,7 +241,7 @@ class MLLPLink:
                  else None)
         if protocol.heard:  # the handshake had succeeded: a TLS error is one of the stream
             if words is None:
-                self._finish(Answer(error=CLOSED_BEFORE_ACK))
+                self._finish(Errored(CLOSED_BEFORE_ACK))
             else:
                 self._tls_failed(f"connection: TLS error ({words})", unreachable=False)
         elif words is not None or (self.tls is not None and not protocol.handshaken):
@@ -262,23 +249,23 @@ class MLLPLink:
             words = words or "closed by the destination"
             self._tls_failed(f"connection: TLS handshake failed ({words})", unreachable=True)
         else:
-            self._finish(Answer(error=CLOSED_BEFORE_ACK))
+            self._finish(Errored(CLOSED_BEFORE_ACK))
 
     def _tls_failed(self, error: str, unreachable: bool) -> None:
         """The exchange under way ends on a TLS failure: logged once per attempt."""
         if self.waiting is not None:
             log.warning("delivery.tls_failed", destination=self.name, error=error)
-        self._finish(Answer(error=error, unreachable=unreachable))
+        self._finish(Unreachable(error) if unreachable else Errored(error))
 
     def _hang_up(self) -> None:
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
             protocol.transport.abortConnection()
 
-    def _finish(self, answer: Answer) -> None:
+    def _finish(self, outcome: Outcome) -> None:
         waiting, self.waiting = self.waiting, None
         if waiting is not None:
-            waiting.answered(answer)
+            waiting.answered(outcome)
 
 
 def _why(failure: Failure) -> str:

@@ -4,7 +4,7 @@ everything is committed.
 Only accepted, first-time messages are routed.  A destination with `order: {per_key: PATH}`
 gets the inbound message's value at PATH as the row's order key.  For a pass-through channel
 (`ack: {mode: downstream}`) the row for its destination is the one the sender waits for
-(`engine/routes/passthrough.py`); a retransmission waits for its original's row.
+(`engine/outbound/passthrough.py`); a retransmission waits for its original's row.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection
-
 from engine.config import Channel, Destination, Route
+from engine.outbound.status import OutboundStatus
 from engine.parsing import InboundMessage
 from engine.routes.filters import matches
 from engine.routes.transforms import apply as transform
-from engine.store import sql
+from engine.store import Connection
+from engine.store.outbound import queue_row, queue_rows
 from engine.store.relayed import Waiting, row_for_resend
+
+QUEUED = OutboundStatus.QUEUED.value
 
 
 class Routed(NamedTuple):
@@ -66,11 +68,11 @@ class Enqueuer:
         each sender waits for."""
         rows = [(i, row) for i, m in enumerate(batch) for row in self.rows(m, now)]
         if not self._answers:
-            sql.insert_many(conn, "outbound", [row for _, row in rows])
+            queue_rows(conn, [row for _, row in rows])
             return {}
         waiting: dict[int, Waiting] = {}
         for i, row in rows:  # one by one, for the ids, in queue order
-            row_id = sql.insert(conn, "outbound", row)
+            row_id = queue_row(conn, row)
             if self._answers.get(batch[i].channel) == row["destination"] and i not in waiting:
                 waiting[i] = Waiting(row_id)
         for i, m in enumerate(batch):
@@ -92,7 +94,7 @@ class Enqueuer:
                 continue
             payload = transform(route.transform, m.msg)
             rows += [{"destination": dest, "route": route.name, "message_id": m.message_id,
-                      "control_id": m.control_id, "payload": payload, "status": "queued",
+                      "control_id": m.control_id, "payload": payload, "status": QUEUED,
                       "attempts": 0, "last_error": "", "created_at": now,
                       "order_key": self._order_key(dest, m.msg)} for dest in route.to]
         return rows

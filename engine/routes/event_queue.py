@@ -13,16 +13,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from engine.ack import ControlIds
 from engine.config import Destination, Route
 from engine.ledger.facts import ReferralFacts
 from engine.ledger.store import referral_facts
+from engine.outbound.status import OutboundStatus
 from engine.parsing import parse
 from engine.routes.events import DEFAULT_SENDER, build_rri
 from engine.routes.transforms import apply as transform
-from engine.store import sql
+from engine.store import Connection
+from engine.store.outbound import queue_rows
 
 Event = tuple[int, str]  # (referral id, event name)
 
@@ -80,7 +80,7 @@ class EventRouter:
                     facts[referral_id] = referral_facts(conn, referral_id)
                 payload, control_id = self._message(route, facts[referral_id], event, now)
                 out += [{"destination": dest, "route": route.name, "message_id": message_id,
-                         "control_id": control_id, "payload": payload, "status": "queued",
+                         "control_id": control_id, "payload": payload, "status": OutboundStatus.QUEUED.value,
                          "attempts": 0, "last_error": "", "created_at": now, "event": event,
                          "referral_id": referral_id,
                          "order_key": self._order_key(dest, payload)} for dest in route.to]
@@ -90,7 +90,7 @@ class EventRouter:
               now: datetime) -> int:
         """Write the rows now (sweep, link); how many."""
         rows = self.rows(conn, events, message_id, now)
-        sql.insert_many(conn, "outbound", rows)
+        queue_rows(conn, rows)
         return len(rows)
 
     def _order_key(self, destination: str, payload: bytes) -> str:

@@ -1,4 +1,4 @@
-"""The store's side of pass-through ACKs (`engine/routes/passthrough.py`): which queue row a
+"""The store's side of pass-through ACKs (`engine/outbound/passthrough.py`): which queue row a
 sender waits for, and every ACK relayed to a sender."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from engine.outbound.status import OutboundStatus
 from engine.store.schema import deliveries, messages, outbound, relayed_acks
 from engine.timestamps import utc_text
 
@@ -29,16 +30,16 @@ def row_for_resend(conn: Connection, message_id: int, destination: str) -> Waiti
                        .order_by(outbound.c.id.desc()).limit(1)).first()
     if row is None:
         return None
-    if row.status == "delivered":
+    if row.status == OutboundStatus.DELIVERED:
         ack = conn.execute(select(deliveries.c.ack)
                            .where(deliveries.c.outbound_id == row.id,
                                   deliveries.c.ack_code.in_(("AA", "CA")))
                            .order_by(deliveries.c.id.desc()).limit(1)).scalar()
         if ack is not None:
             return Waiting(int(row.id), bytes(ack))
-    if row.status == "dead":
+    if row.status == OutboundStatus.DEAD:
         conn.execute(update(outbound).where(outbound.c.id == row.id)
-                     .values(status="queued", attempts=0, last_error=""))
+                     .values(status=OutboundStatus.QUEUED.value, attempts=0, last_error=""))
     return Waiting(int(row.id))
 
 

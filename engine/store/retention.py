@@ -44,13 +44,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Table, delete, func, insert, select
 
 from engine.logs import emit
+from engine.outbound.status import FINAL as OUTBOUND_FINAL
 from engine.store.lock import WriteLock
 from engine.store.schema import messages, outbound
 
 CHUNK = 500  # rows per transaction
 PAUSE_S = 0.005  # between two transactions: a waiting ingest batch takes the lock first
 VACUUM_PAGES = 2048  # SQLite pages given back per step (8 MB at 4 KiB a page)
-FINAL = ("delivered", "dead")  # outbound statuses that no worker sends again
+FINAL = tuple(s.value for s in OUTBOUND_FINAL)  # outbound statuses no worker sends again
 INCREMENTAL = 2  # PRAGMA auto_vacuum
 
 

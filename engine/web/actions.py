@@ -1,6 +1,6 @@
 """The JSON API's write actions: plain blocking functions over a `Call`, run in the web's
 thread pool like the reads.  Each does what its command does, through the same function
-(`link`: engine.ledger.manual; the queue actions: engine.routes.operator), and writes the same
+(`link`: engine.ledger.manual; the queue actions: engine.outbound.operator), and writes the same
 audit event with the API user's name.  Answers are `{"ok": true, ...what changed}`."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def link(call: Call) -> dict[str, Any]:
 
 def _destination(verb: str) -> Callable[[Call], dict[str, Any]]:
     def action(call: Call) -> dict[str, Any]:
-        from engine.routes import operator
+        from engine.outbound import operator
 
         outbound_id = None
         if verb == "release" and call.body.get("id") is not None:
@@ -73,7 +73,7 @@ def replay(call: Call) -> dict[str, Any]:
     """`POST /api/messages/{id}/replay` `{"to": DEST}` (optional): `hl7-engine replay`;
     audited `audit.queue_replay`; 404 unknown message or destination, 409 body purged or not
     routable."""
-    from engine.routes import operator
+    from engine.outbound import operator
 
     if not call.args[0].isdigit():
         raise ApiError(404, "not_found", "no message with this id")

@@ -174,7 +174,7 @@ def report(call: Call) -> dict[str, Any]:
 
 def queue(call: Call) -> dict[str, Any]:
     """`GET /api/queue`: `queue --json`'s rows, one per destination (no payloads)."""
-    from engine.routes.delivery import queue_state
+    from engine.outbound.views import queue_state
 
     return {"items": queue_state(call.db, call.config.destinations, call.now)}
 
@@ -206,8 +206,8 @@ def message(call: Call) -> dict[str, Any]:
     """`GET /api/messages/{id}`: `show --json` without the body: the log row, its ledger
     changes, deliveries and relayed ACKs."""
     from engine.ledger.views import changes_of_message
-    from engine.routes.delivery import deliveries_of
     from engine.store.messages import log_record, message_row
+    from engine.store.queue import deliveries_of
     from engine.store.relayed import relayed_of
     from engine.timestamps import utc_text
 

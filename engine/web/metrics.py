@@ -61,7 +61,7 @@ def ack_code(acks: Iterable[bytes]) -> str:
 class Snapshot:
     """What the database says, read in one go off the reactor (engine/web/snapshot.py)."""
 
-    queues: tuple[Mapping[str, object], ...] = ()  # engine.routes.delivery.queue_state rows
+    queues: tuple[Mapping[str, object], ...] = ()  # engine.outbound.views.queue_state rows
     referrals: Mapping[str, int] = field(default_factory=dict)  # status → count
     overdue: Mapping[str, int] = field(default_factory=dict)  # priority code → count
 

@@ -17,7 +17,7 @@ from twisted.internet import defer
 
 from engine.config import Config
 from engine.ledger.views import overdue_counts, status_counts
-from engine.routes.delivery import queue_state
+from engine.outbound.views import queue_state
 from engine.web.metrics import Snapshot
 
 log = structlog.get_logger("engine.web")

@@ -1,67 +1,30 @@
 """Operator actions on destinations and their queues (`pause`, `resume`, `retry`, `release`,
-`replay` to one destination or through the routes): plain functions over the store, shared by
-the CLI, the JSON API and the delivery workers."""
+`replay` to one destination or through the routes): plain functions over the store
+(`engine.store.outbound` owns the queries), shared by the CLI and the JSON API."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
-
 from engine.config import Config
 from engine.errors import BodyPurged, HL7Error
 from engine.parsing import parse
 from engine.routes.enqueue import Enqueuer, Routed
-from engine.store import sql
-from engine.store.schema import destination_state, messages, outbound
+from engine.store import Connection
+from engine.store.outbound import (
+    queue_replay,
+    queue_row,
+    release,
+    request_retry,
+    set_paused,
+    state,
+    stored_message,
+    take_retry,
+)
 
-
-def _ensure(conn: Connection, name: str) -> None:
-    if conn.execute(select(destination_state.c.name).where(
-            destination_state.c.name == name)).first() is None:
-        conn.execute(insert(destination_state).values(name=name, paused=False,
-                                                      retry_now=False))
-
-
-def set_paused(conn: Connection, name: str, paused: bool) -> None:
-    """Paused destinations keep queueing; nothing is sent until `resume`."""
-    _ensure(conn, name)
-    conn.execute(update(destination_state).where(destination_state.c.name == name)
-                 .values(paused=paused))
-
-
-def request_retry(conn: Connection, name: str) -> None:
-    """The destination's worker retries its head now, forgetting the backoff."""
-    _ensure(conn, name)
-    conn.execute(update(destination_state).where(destination_state.c.name == name)
-                 .values(retry_now=True))
-
-
-def state(conn: Connection, name: str) -> tuple[bool, bool]:
-    """(paused, retry requested) of a destination."""
-    row = conn.execute(select(destination_state.c.paused, destination_state.c.retry_now)
-                       .where(destination_state.c.name == name)).first()
-    return (bool(row.paused), bool(row.retry_now)) if row else (False, False)
-
-
-def take_retry(conn: Connection, name: str) -> bool:
-    """Consume a pending retry request."""
-    paused, wanted = state(conn, name)
-    if wanted:
-        conn.execute(update(destination_state).where(destination_state.c.name == name)
-                     .values(retry_now=False))
-    return wanted
-
-
-def release(conn: Connection, name: str, outbound_id: int | None = None) -> int:
-    """Dead letters (all, or one) go back into the queue with their attempts reset; not those
-    whose payload retention purged (there is nothing left to send)."""
-    q = update(outbound).where(outbound.c.destination == name, outbound.c.status == "dead",
-                               outbound.c.purged_at.is_(None))
-    if outbound_id is not None:
-        q = q.where(outbound.c.id == outbound_id)
-    return int(conn.execute(q.values(status="queued", attempts=0)).rowcount)
+# The store's destination-state functions, reached through this module by its callers:
+__all__ = ["release", "request_retry", "set_paused", "state", "take_retry"]
 
 
 def replay(conn: Connection, message_id: int, destination: str, now: datetime,
@@ -69,18 +32,12 @@ def replay(conn: Connection, message_id: int, destination: str, now: datetime,
     """Queue a stored message again, as it was received; the new queue id, or None.  For a
     per_key destination (`key_path`), the row's order key is the message's value there.
     Raises `BodyPurged` when retention emptied its body: an empty payload is never queued."""
-    row = conn.execute(select(messages.c.raw, messages.c.control_id, messages.c.purged_at)
-                       .where(messages.c.id == message_id)).first()
+    row = stored_message(conn, message_id)
     if row is None:
         return None
     if row.purged_at is not None:
         raise BodyPurged(message_id, row.purged_at)
-    result = conn.execute(insert(outbound).values(
-        destination=destination, route="replay", message_id=message_id,
-        control_id=row.control_id, payload=row.raw, status="queued", attempts=0,
-        last_error="", created_at=now, order_key=_key(row.raw, key_path))
-        .returning(outbound.c.id))
-    return int(result.scalar_one())
+    return queue_replay(conn, message_id, row, destination, now, _key(row.raw, key_path))
 
 
 def _key(raw: bytes, path: str) -> str:
@@ -103,9 +60,7 @@ def replay_routed(conn: Connection, message_id: int, config: Config, now: dateti
     (filters, transforms, per_key order keys), as if it had just been accepted, without
     touching the ledger; (route, destination, queue id) of each row, or None when there is no
     such message.  Raises `BodyPurged`, or `NotRoutable` with the reason."""
-    row = conn.execute(select(messages.c.raw, messages.c.control_id, messages.c.purged_at,
-                              messages.c.channel, messages.c.status)
-                       .where(messages.c.id == message_id)).first()
+    row = stored_message(conn, message_id)
     if row is None:
         return None
     if row.purged_at is not None:
@@ -123,7 +78,7 @@ def replay_routed(conn: Connection, message_id: int, config: Config, now: dateti
                                 False), now)
     if not rows:
         raise NotRoutable(f"no route from channel {row.channel} takes message {message_id} now")
-    return [(r["route"], r["destination"], sql.insert(conn, "outbound", r)) for r in rows]
+    return [(r["route"], r["destination"], queue_row(conn, r)) for r in rows]
 
 
 class UnknownDestination(LookupError):

@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Engine
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from engine.ack import AckBuilder
 from engine.parsing import InboundMessage, parse
+from engine.store import Database
 from engine.store.relayed import Waiting, record_relayed
 
 log = structlog.get_logger("engine.passthrough")
@@ -93,7 +93,7 @@ class Relay:
     """The listener's side for one pass-through channel: wait, relay, store, answer."""
 
     def __init__(self, destination: str, timeout_s: float, builder: AckBuilder,
-                 waiters: Waiters, db: Engine, reactor: Any) -> None:
+                 waiters: Waiters, db: Database, reactor: Any) -> None:
         self.destination = destination
         self.timeout_s = timeout_s
         self.builder = builder
