@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
-from engine.routes.delivery import queue_state
+from engine.outbound.views import queue_state
 from engine.web import actions
 from engine.web.pages.core import Html, Page, PageCall, Redirect
 
