@@ -6,7 +6,9 @@
 1. `no http`: no `http:` section (no web server, no metrics instruments);
 2. `http idle`: `http:` configured (every frame counted, every batch timed) but never scraped;
 3. `http scraped`: the same, with a scraper fetching /metrics and /readyz every `--interval`
-   seconds through the whole timed run (as Prometheus and a load balancer would).
+   seconds through the whole timed run (as Prometheus and a load balancer would), and a viewer
+   logged in to the console whose dashboard reloads its figures every `--interval` seconds (as
+   an open browser tab does: the page once, then its panel).
 
 Each engine gets a fresh SQLite database (synchronous FULL); each is warmed up, then timed as in
 `bench.run` (msg/s, ACK p50/p99, server CPU per message; `--repeat N` keeps the fastest of N).
@@ -18,13 +20,16 @@ status 1 (2 when an engine would not start).
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 from bench.loadgen import parse_mix
@@ -32,6 +37,7 @@ from bench.measure import HOST, Settings, Throughput, measure
 from bench.procs import free_port, scratch_dir
 from bench.run import engine_server
 from bench.synth import Synth
+from bench.web import BENCH_PASSWORD, bench_user
 
 
 @dataclass(slots=True)
@@ -41,6 +47,7 @@ class Scraper:
     base: str
     interval: float
     paths: tuple[str, ...] = ("/metrics", "/readyz")
+    opener: urllib.request.OpenerDirector = field(default_factory=urllib.request.build_opener)
     times_ms: list[float] = field(default_factory=list)
     failures: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -60,7 +67,7 @@ class Scraper:
             for path in self.paths:
                 started = time.perf_counter()
                 try:
-                    with urllib.request.urlopen(self.base + path, timeout=10) as r:
+                    with self.opener.open(self.base + path, timeout=10) as r:
                         r.read()
                     self.times_ms.append((time.perf_counter() - started) * 1000)
                 except (OSError, urllib.error.URLError):
@@ -75,25 +82,46 @@ class Scraper:
                 f"{max(self.times_ms):.1f} ms, {self.failures} failures")
 
 
+def console_viewer(base: str, config: Path) -> urllib.request.OpenerDirector:
+    """A browser-like client logged in to the console as a new viewer (made with the CLI)."""
+    bench_user(config, "viewer")
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    with opener.open(base + "/login", timeout=10) as r:
+        form = r.read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None, "the login form has no CSRF token"
+    body = urllib.parse.urlencode({"csrf": csrf.group(1), "name": "bench",
+                                   "password": BENCH_PASSWORD}).encode()
+    with opener.open(base + "/login", data=body, timeout=10) as r:
+        r.read()  # 303 to the dashboard, which the opener follows with the session cookie
+    return opener
+
+
 def run_one(name: str, s: Settings, tmp: Path, http: bool, interval: float | None
-            ) -> tuple[Throughput, Scraper | None]:
-    """One engine on a fresh database; with `interval`, scraped during the timed run."""
+            ) -> tuple[Throughput, list[Scraper]]:
+    """One engine on a fresh database; with `interval`, scraped and its dashboard open during
+    the timed run."""
     tmp.mkdir()
     port = free_port(HOST)
+    base = f"http://{HOST}:{port}"
     extra = {"http": {"listen": {"host": HOST, "port": port}}} if http else None
-    scraper = Scraper(f"http://{HOST}:{port}", interval) if interval else None
+    scrapers: list[Scraper] = []
     with engine_server(tmp, extra) as server:
-        if scraper is not None:
+        if interval:
+            viewer = console_viewer(base, tmp / "bench.yaml")
+            scrapers = [Scraper(base, interval),
+                        Scraper(base, interval, ("/dashboard/panel",), viewer)]
+        for scraper in scrapers:
             scraper.start()
         try:
             result = measure(name, server, s, Synth(s.mix))
         finally:
-            if scraper is not None:
+            for scraper in scrapers:
                 scraper.stop()
     print(result.line(), flush=True)
-    if scraper is not None:
+    for scraper in scrapers:
         print(f"{'':<12} {scraper.line()}", flush=True)
-    return result, scraper
+    return result, scrapers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ from engine.store.schema import (
 )
 
 TARGET_MS = 200.0
+BENCH_PASSWORD = "bench-password-1"  # a throw-away user of a throw-away database
 CHUNK = 10_000
 SPECIALTIES = ("NEURO", "CARDIO", "DERM", "ORTHO", "ONC")
 # Rough shares of a live ledger: most referrals booked or done, a tail waiting or lost.
@@ -159,10 +160,15 @@ def _cli(config: Path, *args: str, stdin: str = "") -> str:
     return done.stdout
 
 
+def bench_user(config: Path, role: str) -> None:
+    """A new user `bench` with `role` and the password BENCH_PASSWORD, made with the CLI."""
+    _cli(config, "user", "add", "bench", "--role", role, "--password-stdin",
+         stdin=BENCH_PASSWORD + "\n")
+
+
 def bench_token(config: Path) -> str:
     """A bearer token of a new admin user `bench`, made with the CLI."""
-    _cli(config, "user", "add", "bench", "--role", "admin", "--password-stdin",
-         stdin="bench-password-1\n")
+    bench_user(config, "admin")
     return _cli(config, "token", "create", "bench").strip().splitlines()[-1]
 
 
