@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Connection, Engine
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes, fallback_ack
-from engine.config import Channel, Config, Destination, Route
+from engine.config import Config
 from engine.errors import (
     CommitFailed,
     ContentError,
@@ -27,15 +26,15 @@ from engine.errors import (
     Location,
     RecordLocked,
 )
-from engine.ledger import apply as ledger
-from engine.ledger import store as ledger_store
 from engine.ledger.settings import LedgerSettings
 from engine.prepare import Job as Job  # the writer's unit of work, for the listener side
 from engine.prepare import Prepared, prepare_safely, row_of
 from engine.routes.enqueue import Enqueuer, Routed
 from engine.routes.event_queue import EventRouter
-from engine.store import sql
+from engine.store import Connection, Database, sql
 from engine.store.batch import BatchStore, StoreFailed, StoreLocked
+from engine.store.ledger import apply as ledger
+from engine.store.ledger import repository as ledger_store
 from engine.store.lock import WriteLock
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.store.relayed import Waiting
@@ -68,12 +67,19 @@ class _LedgerBug(Exception):
 
 
 class Pipeline:
-    """Holds one ACK builder per channel and the database engine."""
+    """Holds one ACK builder per channel, the database and what the configuration asks of a
+    batch (routes, order keys, pass-through channels, the ledger's time rules): complete when
+    constructed, and replaced whole by a reload."""
 
-    def __init__(self, db: Engine, builders: dict[str, AckBuilder],
+    def __init__(self, db: Database, builders: dict[str, AckBuilder],
+                 config: Config | None = None, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lock: WriteLock | None = None,
                  settings: LedgerSettings | None = None) -> None:
+        """`config` gives the routes, destinations, channels and `ledger:` settings (None: no
+        routes); `settings` gives the ledger's time rules alone, for a pipeline without one."""
+        if config is not None and settings is not None:
+            raise ValueError("give the ledger settings through the config or alone, not both")
         self._store_batch = BatchStore(db, lock)  # the transaction, its lock and failures
         self._builders = builders
         self._clock = clock
@@ -81,39 +87,27 @@ class Pipeline:
         self._enqueue = Enqueuer()
         self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
         self._pending: Config | None = None  # a reloaded config, taken at the next batch
+        if config is not None:
+            self._take(config)
 
-    def configure(self, config: Config) -> None:
+    def _take(self, config: Config) -> None:
         """Take this configuration's routes, destinations' order keys, pass-through channels
-        and ledger settings, in the order they depend on each other (now, on this thread)."""
-        self._enqueue = Enqueuer()
-        self._events = None
-        self.route(config.routes)
-        self.order_by(config.destinations)
-        self.answer_from(config.channels)
+        and ledger settings, in the order they depend on each other (now, on this thread): the
+        event routes are keyed by the destinations only once both are known."""
+        enqueue = Enqueuer()
+        enqueue.route(config.routes)
+        enqueue.order_by(config.destinations)
+        enqueue.answer_from(config.channels)
+        events = EventRouter.of(config.routes, [(name, b.application, b.facility)
+                                                for name, b in self._builders.items()])
+        self._enqueue = enqueue
+        self._events = events.keyed(config.destinations) if events is not None else None
         self._ledger = config.ledger
 
     def reconfigure(self, config: Config) -> None:
         """A reload (any thread): the writer takes `config` before its next batch, so a batch
         never sees half of one configuration and half of another."""
         self._pending = config
-
-    def route(self, routes: tuple[Route, ...]) -> None:
-        """Take these routes from now on: message routes by their `from:` channel, event routes
-        (`on:`) for the referral events the ledger emits."""
-        self._enqueue.route(routes)
-        self._events = EventRouter.of(routes, [(name, b.application, b.facility)
-                                               for name, b in self._builders.items()])
-
-    def order_by(self, destinations: tuple[Destination, ...]) -> None:
-        """Fill the order key of rows queued for these destinations' `order: {per_key: PATH}`
-        (routed messages and referral-event messages alike)."""
-        self._enqueue.order_by(destinations)
-        if self._events is not None:
-            self._events = self._events.keyed(destinations)
-
-    def answer_from(self, channels: tuple[Channel, ...]) -> None:
-        """Pass-through channels: find the queue row each of their senders waits for."""
-        self._enqueue.answer_from(channels)
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
         """Prepare, commit in one transaction, then build every ACK.
@@ -124,7 +118,7 @@ class Pipeline:
         """
         pending, self._pending = self._pending, None
         if pending is not None:
-            self.configure(pending)
+            self._take(pending)
         prepared = [prepare_safely(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
         while True:

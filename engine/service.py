@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -31,6 +30,7 @@ from engine.routes.delivery import FileDeliverer
 from engine.routes.mllp_delivery import MLLPDeliverer
 from engine.routes.passthrough import Relay, Waiters
 from engine.routes.worker import Delivered, QueueWorker, bookkeeping_engine
+from engine.store import Database as Engine  # the store names it; kept as Engine here
 from engine.store.lock import WriteLock
 from engine.store.writer import GroupCommitWriter
 from engine.tls import TLSFileError
@@ -326,8 +326,7 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     shared = config.workers > 1
     # Other processes (`workers:`) or other engines on the same database may write: batches
     # take turns (PostgreSQL's advisory lock costs one statement per batch).
-    pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True), settings=config.ledger)
-    pipeline.configure(config)
+    pipeline = Pipeline(db, builders, config, lock=WriteLock(db, processes=True))
     metrics = Metrics() if config.http is not None and link is None else None
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine
-
 from engine.config import Config
 from engine.housekeeping import event_router
-from engine.ledger import store
-from engine.ledger.apply import link_manually
 from engine.mappings.changes import EI
+from engine.store import Database
+from engine.store.ledger import repository as store
+from engine.store.ledger.apply import link_manually
 
 
 class LinkNotFound(LookupError):
@@ -23,7 +22,7 @@ class LinkRefused(Exception):
     """The link is not allowed (the text says why: the appointment is already matched)."""
 
 
-def link(db: Engine, config: Config | None, appointment: str, referral: str,
+def link(db: Database, config: Config | None, appointment: str, referral: str,
          now: datetime) -> str:
     """Link appointment `appointment` to referral `referral` (EI text) by hand (`via: manual`)
     and queue the referral events the `on:` routes of `config` want; the effect as a sentence.

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from engine.ledger import lifecycle as lc
-from engine.ledger import store
 from engine.ledger.settings import LedgerSettings
 from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
+from engine.store.ledger import repository as store
 
 ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
 @dataclass(slots=True)

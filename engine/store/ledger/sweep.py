@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from engine.ledger import lifecycle as lc
-from engine.ledger import store
 from engine.ledger.settings import LedgerSettings
+from engine.store.ledger import repository as store
 
 Events = list[tuple[int, str]] | None
 OPEN = (lc.PENDING, lc.ACCEPTED)  # the statuses the time rules act on
