@@ -127,17 +127,18 @@ def test_a_ledger_bug_marks_only_its_message_and_the_batch_is_redone(
     """An unexpected exception while applying one message's ledger changes rolls the batch
     back and redoes it with that message answered AR 207 and no ledger change; the other
     messages of the batch are stored and applied once."""
-    import engine.store.ledger.apply as ledger_apply
+    from engine.ledger import rules
 
-    real = ledger_apply.apply
+    real = rules.apply
 
     def flaky(ctx: Any, changes: Any) -> Any:
         if ctx.control_id == "REF-I12-V23":
-            ledger_apply.store.set_referral(ctx.conn, 1, status="half-written")
+            for referral in list(ctx.ledger.referrals.values()):
+                ctx.ledger.update_referral(referral, status="half-written")
             raise RuntimeError("bug")
         return real(ctx, changes)
 
-    monkeypatch.setattr(ledger_apply, "apply", flaky)
+    monkeypatch.setattr(rules, "apply", flaky)
     pipeline, db = _pipeline(sqlite_url)
     results = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7")),
                                       _job(sample_payload("ref_i12_v23.hl7")),

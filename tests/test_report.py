@@ -29,10 +29,11 @@ from sqlalchemy import Engine
 from engine.ack import AckBuilder
 from engine.cli import main
 from engine.config import parse_config
+from engine.ledger.settings import LedgerSettings
 from engine.mappings.changes import EI
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
-from engine.store.ledger.apply import LedgerSettings, link_manually
+from engine.store.ledger.ingest import link_manually
 from engine.store.ledger.report import Period, build_report, tables
 from engine.store.ledger.sweep import sweep
 
