@@ -63,34 +63,26 @@ def load_for(conn: Connection, keys: set[str], appointment_keys: set[str],
              patients: list[PatientId]) -> Ledger:
     """The referrals with these keys or a patient id matching one of `patients`, the
     appointments with these keys (EI.1) or waiting for one of `keys`, and those referrals'
-    appointments."""
+    appointments: two statements, and three more when some referral is found."""
     found: dict[int, Appointment] = {}
     _appointments(conn, "key_id", sorted(appointment_keys), found)
     _orphans(conn, sorted(keys), found)
-    rids = {int(r[0]) for r in _in(conn, "SELECT referral_id FROM referral_keys WHERE key_id",
-                                   sorted(keys))}
-    rids |= _patients_referrals(conn, patients)
-    rids |= {int(a.row["referral_id"]) for a in found.values() if a.row["referral_id"]}
-    refs = _referrals(conn, sorted(rids))
-    _appointments(conn, "referral_id", sorted(rids), found)
+    linked = sorted({int(a.row["referral_id"]) for a in found.values() if a.row["referral_id"]})
+    refs = _referrals(conn, sorted(keys), sorted({p.id for p in patients
+                                                  if p.authority or p.oid}), linked)
+    _appointments(conn, "referral_id", sorted(r.id for r in refs), found)
     return Ledger(refs, found.values())
 
 
-def _in(conn: Connection, head: str, values: Sequence[Any], tail: str = "",
-        params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+def _in(conn: Connection, head: str, values: Sequence[Any], tail: str = "") -> list[tuple[Any, ...]]:
     """`head IN (values) tail`: none when `values` is empty."""
     if not values:
         return []
-    marks = ", ".join("?" * len(values))
-    return sql.rows(conn, f"{head} IN ({marks}){tail}", [*values, *params])
+    return sql.rows(conn, f"{head} IN ({_marks(values)}){tail}", values)
 
 
-def _patients_referrals(conn: Connection, patients: list[PatientId]) -> set[int]:
-    wanted = [p for p in patients if p.authority or p.oid]
-    found = _in(conn, "SELECT referral_id, patient_id, authority, authority_oid "
-                      "FROM referral_patients WHERE patient_id", sorted({p.id for p in wanted}))
-    return {int(r[0]) for r in found
-            if any(_patient(r[1], r[2], r[3]).matches(p) for p in wanted)}
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _patient(patient_id: Any, authority: Any, oid: Any) -> PatientId:
@@ -104,23 +96,49 @@ def _row(columns: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
-def _referrals(conn: Connection, rids: list[int]) -> list[Referral]:
-    refs = {int(r[0]): Referral(int(r[0]), _row(REFERRAL, r[1:])) for r in _in(
-        conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id", rids)}
+def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: list[int]
+               ) -> list[Referral]:
+    """The referrals with a key among `keys` (EI.1), a patient id among `patient_ids` (CX.1;
+    the rules compare the authorities) or an id among `ids`, with their keys, patient ids and
+    overdue marks."""
+    parts: list[tuple[str, list[Any]]] = [(f"SELECT referral_id FROM referral_keys WHERE key_id IN ({_marks(keys)})", keys),
+             (f"SELECT referral_id FROM referral_patients WHERE patient_id IN "
+              f"({_marks(patient_ids)})", patient_ids),
+             (f"SELECT id FROM referrals WHERE id IN ({_marks(ids)})", ids)]
+    wanted = [(q, v) for q, v in parts if v]
+    if not wanted:
+        return []
+    rows = sql.rows(conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id IN ("
+                          + " UNION ".join(q for q, _ in wanted) + ") ORDER BY id",
+                    [v for _, values in wanted for v in values])
+    refs = {int(r[0]): Referral(int(r[0]), _row(REFERRAL, r[1:])) for r in rows}
     for r in refs.values():
         r.row["review"] = bool(r.row["review"])
-    for rid, kind, key_id, authority in _in(
-            conn, "SELECT referral_id, kind, key_id, key_authority FROM referral_keys "
-                  "WHERE referral_id", rids, " ORDER BY id"):
-        refs[int(rid)].keys.append((str(kind), EI(key_id, authority or "")))
-    for row_id, rid, patient_id, authority, oid in _in(
-            conn, "SELECT id, referral_id, patient_id, authority, authority_oid "
-                  "FROM referral_patients WHERE referral_id", rids, " ORDER BY id"):
-        refs[int(rid)].patients.append((int(row_id), _patient(patient_id, authority, oid)))
-    for (rid,) in _in(conn, "SELECT referral_id FROM referral_events WHERE referral_id", rids,
-                      " AND event = ?", [OVERDUE_MARK]):
-        refs[int(rid)].overdue = True
+    _details(conn, refs)
     return list(refs.values())
+
+
+def _details(conn: Connection, refs: dict[int, Referral]) -> None:
+    """The referrals' keys, patient ids and overdue marks, in one statement."""
+    rids = sorted(refs)
+    if not rids:
+        return
+    marks = _marks(rids)
+    for tag, row_id, rid, a, b, c in sql.rows(
+            conn, "SELECT 0, id, referral_id, kind, key_id, key_authority FROM referral_keys "
+                  f"WHERE referral_id IN ({marks}) UNION ALL "
+                  "SELECT 1, id, referral_id, patient_id, authority, authority_oid "
+                  f"FROM referral_patients WHERE referral_id IN ({marks}) UNION ALL "
+                  "SELECT 2, id, referral_id, event, event, event FROM referral_events "
+                  f"WHERE referral_id IN ({marks}) AND event = ? ORDER BY 1, 2",
+            [*rids, *rids, *rids, OVERDUE_MARK]):
+        ref = refs[int(rid)]
+        if tag == 0:
+            ref.keys.append((str(a), EI(b, c or "")))
+        elif tag == 1:
+            ref.patients.append((int(row_id), _patient(a, b, c)))
+        else:
+            ref.overdue = True
 
 
 def _appointments(conn: Connection, column: str, values: list[Any],
@@ -148,10 +166,9 @@ def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
     created in memory (provisional id → stored id)."""
     new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_id)
     new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_id)
-    ids = dict(zip([r.id for r in new_refs], allocate(conn, "referrals", len(new_refs)),
-                   strict=True))
-    ids.update(zip([a.id for a in new_appts], allocate(conn, "appointments", len(new_appts)),
-                   strict=True))
+    given = allocate(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
+    ids = dict(zip([r.id for r in new_refs], given["referrals"], strict=True))
+    ids.update(zip([a.id for a in new_appts], given["appointments"], strict=True))
 
     def real(value: Any) -> Any:
         return ids.get(value, value) if isinstance(value, int) else value
@@ -167,17 +184,25 @@ def _id(row: Referral | Appointment) -> int:
     return row.id
 
 
-def allocate(conn: Connection, table: str, count: int) -> list[int]:
-    """`count` new ids for `table`: from its sequence (PostgreSQL), or past its largest id
-    (SQLite, whose single writer holds the database until the batch commits)."""
-    if not count:
-        return []
+def allocate(conn: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
+    """So many new ids for each table: from its sequence (PostgreSQL), or past its largest id
+    (SQLite, whose single writer holds the database until the batch commits; one statement
+    for all the tables)."""
+    wanted = {table: n for table, n in counts.items() if n}
+    out: dict[str, list[int]] = {table: [] for table in counts}
+    if not wanted:
+        return out
     if conn.dialect.name == "sqlite":
-        top = int(sql.rows(conn, f"SELECT COALESCE(MAX(id), 0) FROM {table}")[0][0])
-        return list(range(top + 1, top + 1 + count))
-    return sorted(int(r[0]) for r in sql.rows(
-        conn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
-              "FROM generate_series(1, ?)", [count]))
+        tops = sql.rows(conn, "SELECT " + ", ".join(
+            f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in wanted))[0]
+        for (table, n), top in zip(wanted.items(), tops, strict=True):
+            out[table] = list(range(int(top) + 1, int(top) + 1 + n))
+        return out
+    for table, n in wanted.items():
+        out[table] = sorted(int(r[0]) for r in sql.rows(
+            conn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                  "FROM generate_series(1, ?)", [n]))
+    return out
 
 
 def _values(table: str, row: dict[str, Any], columns: tuple[str, ...], real: Any) -> list[Any]:
