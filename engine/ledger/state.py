@@ -70,10 +70,32 @@ class Ledger:
         self.appointments: dict[int, Appointment] = {}
         self.history: list[dict[str, Any]] = []
         self._next = NEW_ID
+        # Indexes by EI.1 / CX.1 / referral id; an entry may be stale (a key replaced, a link
+        # moved): each look-up checks the row itself.
+        self._by_key: dict[str, list[Referral]] = {}
+        self._by_patient: dict[str, list[Referral]] = {}
+        self._appointments_by_key: dict[str, list[Appointment]] = {}
+        self._by_link: dict[str, list[Appointment]] = {}
+        self._by_referral: dict[int, list[Appointment]] = {}
         for r in referrals:
-            self.referrals[r.id] = r
+            self._add_referral(r)
         for a in appointments:
-            self.appointments[a.id] = a
+            self._add_appointment(a)
+
+    def _add_referral(self, r: Referral) -> None:
+        self.referrals[r.id] = r
+        for _kind, k in r.keys:
+            _index(self._by_key, k.id, r)
+        for _row, p in r.patients:
+            _index(self._by_patient, p.id, r)
+
+    def _add_appointment(self, a: Appointment) -> None:
+        self.appointments[a.id] = a
+        _index(self._appointments_by_key, str(a.row["key_id"]), a)
+        for _kind, k in a.keys:
+            _index(self._by_link, k.id, a)
+        if a.row.get("referral_id") is not None:
+            _index(self._by_referral, int(a.row["referral_id"]), a)
 
     def _new_id(self) -> int:
         self._next += 1
@@ -84,18 +106,19 @@ class Ledger:
     def referral_ids_for(self, key: EI, kinds: Iterable[str] | None = None) -> list[int]:
         """Referrals with a key matching `key` (EI equality), oldest first."""
         wanted = set(kinds) if kinds is not None else None
-        return sorted({r.id for r in self.referrals.values() for kind, k in r.keys
+        return sorted({r.id for r in self._by_key.get(key.id, ()) for kind, k in r.keys
                        if key.matches(k) and (wanted is None or kind in wanted)})
 
     def key_kinds_for(self, key: EI) -> set[str]:
         """The kinds (RF1-6, RF1-11, ORC-2, ORC-3) under which some referral has `key`."""
-        return {kind for r in self.referrals.values() for kind, k in r.keys if key.matches(k)}
+        return {kind for r in self._by_key.get(key.id, ()) for kind, k in r.keys
+                if key.matches(k)}
 
     def add_referral(self, row: dict[str, Any], keys: list[tuple[str, EI]],
                      patients: list[PatientId]) -> Referral:
         r = Referral(self._new_id(), row, list(keys), [(None, p) for p in patients],
                      dirty=True, new_keys=list(keys))
-        self.referrals[r.id] = r
+        self._add_referral(r)
         return r
 
     def update_referral(self, r: Referral, **values: Any) -> None:
@@ -109,6 +132,7 @@ class Ledger:
             if key.id and not any(k == kind and key.matches(h) for k, h in r.keys):
                 r.keys.append((kind, key))
                 r.new_keys.append((kind, key))
+                _index(self._by_key, key.id, r)
                 added.append(key)
         return added
 
@@ -127,41 +151,49 @@ class Ledger:
                     break
             else:
                 fresh.append(p)
-        r.patients += [(None, p) for p in merge_patient_ids(sorted(fresh))]
+        for p in merge_patient_ids(sorted(fresh)):
+            r.patients.append((None, p))
+            _index(self._by_patient, p.id, r)
 
     def referrals_of_patients(self, ids: Iterable[PatientId],
                               statuses: Iterable[str]) -> list[Referral]:
         """Referrals in `statuses` with a patient id that `PatientId.matches` one of `ids`."""
         wanted = [p for p in ids if p.authority or p.oid]
         allowed = set(statuses)
-        return [r for r in self.referrals.values() if r.row["status"] in allowed
+        near = {r.id: r for p in wanted for r in self._by_patient.get(p.id, ())}
+        return [r for _, r in sorted(near.items()) if r.row["status"] in allowed
                 and any(have.matches(p) for _, have in r.patients for p in wanted)]
 
     # --- appointments ------------------------------------------------------------------------
 
     def appointment_for(self, key: EI) -> Appointment | None:
         """The appointment with this key (EI equality), the oldest if several."""
-        found = [a for a in self.appointments.values() if key.matches(a.key)]
+        found = [a for a in self._appointments_by_key.get(key.id, ()) if key.matches(a.key)]
         return min(found, key=lambda a: a.id) if found else None
 
     def add_appointment(self, row: dict[str, Any]) -> Appointment:
         a = Appointment(self._new_id(), row, dirty=True)
-        self.appointments[a.id] = a
+        self._add_appointment(a)
         return a
 
     def update_appointment(self, a: Appointment, **values: Any) -> None:
         a.row.update(values)
         a.dirty = True
+        if values.get("referral_id") is not None:
+            _index(self._by_referral, int(values["referral_id"]), a)
 
     def set_appointment_keys(self, a: Appointment, keys: Iterable[tuple[str, EI]]) -> None:
         """Replace the appointment's keys (SCH-26, SCH-27, `ledger.link_fields`)."""
         a.keys = list(keys)
         a.keys_replaced = True
+        for _kind, k in a.keys:
+            _index(self._by_link, k.id, a)
 
     def orphans_for(self, key: EI) -> list[tuple[Appointment, str]]:
         """Unmatched appointments whose keys carry `key`, with the kind that matched first."""
         out: list[tuple[Appointment, str]] = []
-        for a in sorted(self.appointments.values(), key=lambda a: a.id):
+        for a in sorted({a.id: a for a in self._by_link.get(key.id, ())}.values(),
+                        key=lambda a: a.id):
             if a.row["match"] != "unmatched":
                 continue
             kind = next((kind for kind, k in a.keys if k.id == key.id and key.matches(k)), None)
@@ -172,7 +204,14 @@ class Ledger:
     def other_active(self, referral_id: int, appointment_id: int) -> bool:
         """Does the referral have another booked appointment?"""
         return any(a.row["referral_id"] == referral_id and a.id != appointment_id
-                   and a.row["status"] == BOOKED for a in self.appointments.values())
+                   and a.row["status"] == BOOKED for a in self._by_referral.get(referral_id, ()))
+
+
+def _index(index: dict[Any, list[Any]], key: Any, row: Any) -> None:
+    """Add `row` under `key` (once)."""
+    rows = index.setdefault(key, [])
+    if not any(have is row for have in rows):
+        rows.append(row)
 
 
 def event_row(*, at: datetime, event: str, message_id: int | None, control_id: str = "",
