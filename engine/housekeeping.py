@@ -37,7 +37,7 @@ def event_router(config: Config | None) -> Any:
 def sweep_now(db: Any, config: Config | None) -> tuple[list[str], list[str], int]:
     """Expiry, then the once-only overdue notice, and the `on:` routes' rows for both, in
     chunked transactions: (expired lines, overdue lines, rows queued)."""
-    from engine.ledger.sweep import run_sweep
+    from engine.store.ledger.sweep import run_sweep
 
     now = utc_now()
     router = event_router(config)

@@ -9,15 +9,15 @@ every frame of the batch is answered AE/CE 207 and nothing is promised (docs/ack
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Connection, Engine
 
 from engine.ack import ACCEPTED, AckBuilder, Stage, Verdict, ack_codes, fallback_ack
-from engine.config import Channel, Config, Destination, Route
+from engine.config import Config
 from engine.errors import (
     CommitFailed,
     ContentError,
@@ -27,15 +27,16 @@ from engine.errors import (
     Location,
     RecordLocked,
 )
-from engine.ledger import apply as ledger
-from engine.ledger import store as ledger_store
+from engine.ledger import rules
 from engine.ledger.settings import LedgerSettings
+from engine.ledger.state import Ledger
 from engine.prepare import Job as Job  # the writer's unit of work, for the listener side
 from engine.prepare import Prepared, prepare_safely, row_of
 from engine.routes.enqueue import Enqueuer, Routed
 from engine.routes.event_queue import EventRouter
-from engine.store import sql
+from engine.store import Connection, Database, sql
 from engine.store.batch import BatchStore, StoreFailed, StoreLocked
+from engine.store.ledger import ingest
 from engine.store.lock import WriteLock
 from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.store.relayed import Waiting
@@ -68,12 +69,19 @@ class _LedgerBug(Exception):
 
 
 class Pipeline:
-    """Holds one ACK builder per channel and the database engine."""
+    """Holds one ACK builder per channel, the database and what the configuration asks of a
+    batch (routes, order keys, pass-through channels, the ledger's time rules): complete when
+    constructed, and replaced whole by a reload."""
 
-    def __init__(self, db: Engine, builders: dict[str, AckBuilder],
+    def __init__(self, db: Database, builders: dict[str, AckBuilder],
+                 config: Config | None = None, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lock: WriteLock | None = None,
                  settings: LedgerSettings | None = None) -> None:
+        """`config` gives the routes, destinations, channels and `ledger:` settings (None: no
+        routes); `settings` gives the ledger's time rules alone, for a pipeline without one."""
+        if config is not None and settings is not None:
+            raise ValueError("give the ledger settings through the config or alone, not both")
         self._store_batch = BatchStore(db, lock)  # the transaction, its lock and failures
         self._builders = builders
         self._clock = clock
@@ -81,39 +89,27 @@ class Pipeline:
         self._enqueue = Enqueuer()
         self._events: EventRouter | None = None  # `on:` routes; None: the ledger collects none
         self._pending: Config | None = None  # a reloaded config, taken at the next batch
+        if config is not None:
+            self._take(config)
 
-    def configure(self, config: Config) -> None:
+    def _take(self, config: Config) -> None:
         """Take this configuration's routes, destinations' order keys, pass-through channels
-        and ledger settings, in the order they depend on each other (now, on this thread)."""
-        self._enqueue = Enqueuer()
-        self._events = None
-        self.route(config.routes)
-        self.order_by(config.destinations)
-        self.answer_from(config.channels)
+        and ledger settings, in the order they depend on each other (now, on this thread): the
+        event routes are keyed by the destinations only once both are known."""
+        enqueue = Enqueuer()
+        enqueue.route(config.routes)
+        enqueue.order_by(config.destinations)
+        enqueue.answer_from(config.channels)
+        events = EventRouter.of(config.routes, [(name, b.application, b.facility)
+                                                for name, b in self._builders.items()])
+        self._enqueue = enqueue
+        self._events = events.keyed(config.destinations) if events is not None else None
         self._ledger = config.ledger
 
     def reconfigure(self, config: Config) -> None:
         """A reload (any thread): the writer takes `config` before its next batch, so a batch
         never sees half of one configuration and half of another."""
         self._pending = config
-
-    def route(self, routes: tuple[Route, ...]) -> None:
-        """Take these routes from now on: message routes by their `from:` channel, event routes
-        (`on:`) for the referral events the ledger emits."""
-        self._enqueue.route(routes)
-        self._events = EventRouter.of(routes, [(name, b.application, b.facility)
-                                               for name, b in self._builders.items()])
-
-    def order_by(self, destinations: tuple[Destination, ...]) -> None:
-        """Fill the order key of rows queued for these destinations' `order: {per_key: PATH}`
-        (routed messages and referral-event messages alike)."""
-        self._enqueue.order_by(destinations)
-        if self._events is not None:
-            self._events = self._events.keyed(destinations)
-
-    def answer_from(self, channels: tuple[Channel, ...]) -> None:
-        """Pass-through channels: find the queue row each of their senders waits for."""
-        self._enqueue.answer_from(channels)
 
     def process_batch(self, jobs: list[Job]) -> list[Result]:
         """Prepare, commit in one transaction, then build every ACK.
@@ -124,7 +120,7 @@ class Pipeline:
         """
         pending, self._pending = self._pending, None
         if pending is not None:
-            self.configure(pending)
+            self._take(pending)
         prepared = [prepare_safely(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
         while True:
@@ -156,18 +152,20 @@ class Pipeline:
                   ) -> tuple[list[Stored], dict[int, Waiting]]:
         """The batch transaction's statements (the lock, when shared, is held)."""
         stored = record_batch(conn, [p.row for p in prepared], now)
-        history: list[dict[str, Any]] = []
+        todo = [(i, p, s.message_id) for i, (p, s) in enumerate(zip(prepared, stored, strict=True))
+                if p.changes and not s.retransmission]
         effects: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []  # outbound rows of `on:` routes
-        for i, (p, s) in enumerate(zip(prepared, stored, strict=True)):
-            if p.changes and not s.retransmission:
-                try:
-                    self._to_ledger(conn, p, s.message_id, now, history, effects, events)
-                except Exception as exc:
-                    if self._store_batch.is_database_error(exc):
-                        raise
-                    raise _LedgerBug(i, type(exc).__name__) from exc  # the ledger's bug
-        ledger_store.insert_events(conn, history)
+        if self._events is None:  # one ledger state for the whole batch
+            state = ingest.load(conn, [ch for _, p, _ in todo for ch in p.changes])
+            for i, p, message_id in todo:
+                with self._blame(i):
+                    self._to_ledger(conn, state, p, message_id, now, effects)
+            ingest.save(conn, state)
+        else:  # each message's events are built from the ledger as that message left it
+            for i, p, message_id in todo:
+                with self._blame(i):
+                    events += self._with_events(conn, p, message_id, now, effects)
         set_effects(conn, effects)
         waiting = self._enqueue.queue(conn, [
             Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
@@ -176,14 +174,36 @@ class Pipeline:
         sql.insert_many(conn, "outbound", events)
         return stored, waiting
 
-    def _to_ledger(self, conn: Connection, p: Prepared, message_id: int, now: datetime,
-                   history: list[dict[str, Any]], effects: list[dict[str, Any]],
-                   events: list[dict[str, Any]]) -> None:
-        """Apply one accepted message's changes, in batch order; a 204/205 turns it into AE and
-        changes nothing (the check runs before any write).  The referral events it causes
-        become `events` rows, built from the ledger as this message left it."""
+    @contextmanager
+    def _blame(self, index: int) -> Iterator[None]:
+        """Message `index`'s ledger work: an exception that is not the database's is the
+        ledger's bug (`_LedgerBug`)."""
         try:
-            ledger.check(conn, p.changes)
+            yield
+        except Exception as exc:
+            if self._store_batch.is_database_error(exc):
+                raise
+            raise _LedgerBug(index, type(exc).__name__) from exc
+
+    def _with_events(self, conn: Connection, p: Prepared, message_id: int, now: datetime,
+                     effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One message through the ledger on its own state, written back at once, then the
+        outbound rows of the referral events it caused."""
+        state = ingest.load(conn, p.changes)
+        context = self._to_ledger(conn, state, p, message_id, now, effects)
+        ids = ingest.save(conn, state)
+        if self._events is None or context is None or not context.events:
+            return []
+        return self._events.rows(conn, [(ids.get(rid, rid), event)
+                                        for rid, event in context.events], message_id, now)
+
+    def _to_ledger(self, conn: Connection, state: Ledger, p: Prepared, message_id: int,
+                   now: datetime, effects: list[dict[str, Any]]) -> rules.Context | None:
+        """Apply one accepted message's changes to the state, in batch order; a 204/205 turns it
+        into AE and changes nothing (the check runs before any change).  The context, with the
+        referral events caused (None: AE)."""
+        try:
+            rules.check(state, p.changes)
         except ContentError as exc:
             p.verdict = Verdict(exc.disposition, Stage.CONTENT, exc.code, exc.location, exc.reason)
             h = p.msg.header if p.msg is not None else None
@@ -193,16 +213,14 @@ class Pipeline:
                        "error_text": exc.reason, "ack_codes": " ".join(codes)}
             set_outcome(conn, message_id, **outcome)
             p.row.update(outcome)  # a retransmission later in this batch answers the same
-            return
-        context = ledger.Context(conn, message_id, p.row["control_id"], now, self._ledger,
-                                 history=history, events=[] if self._events else None)
-        lines = ledger.apply(context, p.changes)
-        if self._events is not None and context.events:
-            context.flush()  # the history names the message that opened each referral
-            events += self._events.rows(conn, context.events, message_id, now)
+            return None
+        context = rules.Context(state, message_id, p.row["control_id"], now, self._ledger,
+                                events=[] if self._events else None)
+        lines = rules.apply(context, p.changes)
         if lines:
             p.row["ledger_effect"] = "; ".join(lines)
             effects.append({"_mid": message_id, "ledger_effect": p.row["ledger_effect"]})
+        return context
 
     def close(self) -> None:
         """Release the connection and the lock file (on the writer thread, when it stops)."""

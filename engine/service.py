@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -29,6 +28,7 @@ from engine.outbound.passthrough import Relay, Waiters
 from engine.outbound.queue import Delivered, QueueWorker
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.reload import ConfigDiff, diff
+from engine.store import Database as Engine  # the store names it; kept as Engine here
 from engine.store.lock import WriteLock
 from engine.store.outbound import bookkeeping_database
 from engine.store.writer import GroupCommitWriter
@@ -316,8 +316,7 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
     shared = config.workers > 1
     # Other processes (`workers:`) or other engines on the same database may write: batches
     # take turns (PostgreSQL's advisory lock costs one statement per batch).
-    pipeline = Pipeline(db, builders, lock=WriteLock(db, processes=True), settings=config.ledger)
-    pipeline.configure(config)
+    pipeline = Pipeline(db, builders, config, lock=WriteLock(db, processes=True))
     metrics = Metrics() if config.http is not None else None  # a worker's go to the main one
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),

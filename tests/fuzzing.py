@@ -336,11 +336,7 @@ class Harness:
         self.db = open_database(url, synchronous="OFF")
         builders = {ch.name: AckBuilder(ch.ack.application, ch.ack.facility)
                     for ch in self.config.channels}
-        self.pipeline = Pipeline(self.db, builders, clock=lambda: NOW,
-                                 settings=self.config.ledger)
-        self.pipeline.route(self.config.routes)
-        self.pipeline.order_by(self.config.destinations)
-        self.pipeline.answer_from(self.config.channels)
+        self.pipeline = Pipeline(self.db, builders, self.config, clock=lambda: NOW)
         # MSA-1s of every committed frame, by digest: a resend must be answered the same.
         self.answers: dict[str, list[str]] = {}
 

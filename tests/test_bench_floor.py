@@ -15,7 +15,8 @@ def test_the_replay_rebuilds_the_ledger_the_pipeline_wrote() -> None:
     result = floor(("ref", "siu"), messages=40, batch=8)
     assert result.messages == 40
     assert result.commits == 5  # one per batch of 8
-    assert result.statements >= 5 * 40 // 2  # a REF and an SIU take several each
+    # the ledger's reads and writes are batched: a few statements per batch, not per message
+    assert 5 * 8 <= result.statements <= 2 * 40
     assert result.msg_per_s > 0
 
 

@@ -203,9 +203,7 @@ def test_routed_and_replayed_rows_carry_the_key_of_their_message(db: Database) -
                           "order": {"per_key": "PID.3.1"}},
                          {"name": "strict", "type": "mllp", "host": "h", "port": 1}],
         "routes": [{"name": "all", "from": "referrals", "to": ["keyed", "strict"]}]})
-    pipeline = Pipeline(db, {"referrals": AckBuilder()})
-    pipeline.route(config.routes)
-    pipeline.order_by(config.destinations)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, config)
     (stored,) = pipeline.process_batch([Job(config.channels[0], _message("K-1", FAILING_MRN),
                                             "x", NOW.replace(tzinfo=UTC))])
     pipeline.close()

@@ -13,12 +13,12 @@ from sqlalchemy import Engine, select
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
-from engine.ledger.sweep import mark_overdue, run_sweep
-from engine.ledger.views import find_referral, list_referrals
 from engine.mappings.changes import EI
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
+from engine.store.ledger.sweep import mark_overdue, run_sweep
+from engine.store.ledger.views import find_referral, list_referrals
 from engine.store.schema import outbound
 
 RECEIVED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the samples say RF1-8 2036-07-12; _ref sets it
@@ -45,9 +45,7 @@ def _i13(key: str, priority: str, control: str) -> bytes:
 
 
 def _pipeline(db: Engine, when: datetime) -> Pipeline:
-    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: when)
-    pipeline.route(CONFIG.routes)
-    return pipeline
+    return Pipeline(db, {"referrals": AckBuilder()}, CONFIG, clock=lambda: when)
 
 
 def _apply(db: Engine, when: datetime, *messages: bytes) -> list[str]:

@@ -20,11 +20,11 @@ from sqlalchemy import Connection, Engine, func, select
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
-from engine.ledger import views
 from engine.mappings.changes import EI
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline, Result
 from engine.store.database import open_database
+from engine.store.ledger import views
 from engine.store.schema import (
     appointment_keys,
     appointments,

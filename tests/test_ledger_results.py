@@ -8,10 +8,10 @@ from enginectl import sample_payload
 
 from engine.ack import AckBuilder
 from engine.config import Channel, parse_config
-from engine.ledger.views import list_referrals
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
+from engine.store.ledger.views import list_referrals
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2036-07-12)
 HEAD = "MSH|^~\\&|LAB|SOUTHHOSP|REFTRACK|HUB|20260301120000||{type}|{cid}|P|2.5.1\r"

@@ -14,10 +14,10 @@ from sqlalchemy import text
 
 from engine.ack import AckBuilder
 from engine.config import parse_config
-from engine.ledger.views import list_appointments, list_referrals
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
+from engine.store.ledger.views import list_appointments, list_referrals
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # inside the samples' windows (RF1-8 2036-07-12)
 CHANNEL = parse_config({"channels": [{

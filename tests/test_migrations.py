@@ -14,9 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, select, text
 
 from engine.ledger import lifecycle as lc
-from engine.ledger.store import insert_patients, referrals_of_patients
 from engine.mappings.changes import PatientId
 from engine.store.database import MIGRATIONS, open_database
+from engine.store.ledger.repository import insert_patients, referrals_of_patients
 from engine.store.schema import metadata, referral_patients
 from engine.store.sessions import web_sessions  # noqa: F401 - its table is in `metadata`
 

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from engine.ledger import lifecycle as lc
-from engine.ledger import store
 from engine.mappings.changes import PatientId, merge_patient_ids
 from engine.routes.events import build_rri
 from engine.store.database import open_database
+from engine.store.ledger import repository as store
 
 NOW = datetime(2026, 11, 28, 9, 0)
 OID_A, OID_B = "1.2.840.1", "1.2.840.2"

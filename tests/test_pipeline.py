@@ -127,24 +127,25 @@ def test_a_ledger_bug_marks_only_its_message_and_the_batch_is_redone(
     """An unexpected exception while applying one message's ledger changes rolls the batch
     back and redoes it with that message answered AR 207 and no ledger change; the other
     messages of the batch are stored and applied once."""
-    import engine.ledger.apply as ledger_apply
+    from engine.ledger import rules
 
-    real = ledger_apply.apply
+    real = rules.apply
 
     def flaky(ctx: Any, changes: Any) -> Any:
         if ctx.control_id == "REF-I12-V23":
-            ledger_apply.store.set_referral(ctx.conn, 1, status="half-written")
+            for referral in list(ctx.ledger.referrals.values()):
+                ctx.ledger.update_referral(referral, status="half-written")
             raise RuntimeError("bug")
         return real(ctx, changes)
 
-    monkeypatch.setattr(ledger_apply, "apply", flaky)
+    monkeypatch.setattr(rules, "apply", flaky)
     pipeline, db = _pipeline(sqlite_url)
     results = pipeline.process_batch([_job(sample_payload("ref_i12_v251.hl7")),
                                       _job(sample_payload("ref_i12_v23.hl7")),
                                       _job(sample_payload("ref_i12_v28.hl7"))])
     assert [parse(r.acks[0])["MSA.1"] for r in results] == ["AA", "AR", "AA"]
     assert _count(db) == 3
-    from engine.ledger.views import list_referrals
+    from engine.store.ledger.views import list_referrals
     with db.connect() as conn:  # type: ignore[attr-defined]
         assert sorted(r["status"] for r in list_referrals(conn)) == ["pending", "pending"]
     pipeline.close()
@@ -205,3 +206,45 @@ def test_lock_failures_are_told_apart_from_store_failures() -> None:
     assert [_locked(wrapped(c)) for c in (
         sqlite3.OperationalError("disk I/O error"), psycopg.errors.DiskFull("x"),
     )] + [_locked(RuntimeError("x"))] == [False] * 3
+
+
+KEYED = {
+    "channels": [{"name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12"]}],
+    "destinations": [{"name": "pcp", "type": "file", "directory": "x",
+                      "order": {"per_key": "PID.3.1"}}],
+    "routes": [{"name": "loop", "on": ["referral.pending"], "to": ["pcp"]}]}
+
+
+def _order_keys(db: Any) -> list[str]:
+    from engine.store.schema import outbound
+
+    with db.connect() as conn:
+        return [str(k) for k in conn.scalars(select(outbound.c.order_key).order_by(outbound.c.id))]
+
+
+def test_a_pipeline_is_complete_when_constructed(sqlite_url: str) -> None:
+    """Routes, order keys and pass-through channels come in together with the configuration,
+    so there is no set-up call to make in the wrong order (routes after order keys used to
+    drop the per_key order of event rows): an event row for a per_key destination has its key
+    both from the constructor and after a reload."""
+    config = parse_config(KEYED)
+    assert not any(hasattr(Pipeline, name) for name in ("route", "order_by", "answer_from"))
+    db = open_database(sqlite_url)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, config, clock=lambda: NOW)
+    ref = sample_payload("ref_i12_v251.hl7")
+    pipeline.process_batch([Job(config.channels[0], ref, "x", NOW)])
+    plain = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
+    plain.reconfigure(config)
+    second = ref.replace(b"MFP-R-1001", b"MFP-R-2002").replace(b"REF-I12-V251", b"C-2")
+    plain.process_batch([Job(config.channels[0], second, "x", NOW)])
+    pipeline.close()
+    plain.close()
+    patient = parse(ref)["PID.3.1"]
+    assert _order_keys(db) == [patient, patient]
+
+
+def test_ledger_settings_come_from_the_config_or_alone(sqlite_url: str) -> None:
+    from engine.ledger.settings import LedgerSettings
+
+    with pytest.raises(ValueError, match="not both"):
+        Pipeline(open_database(sqlite_url), {}, parse_config(KEYED), settings=LedgerSettings())

@@ -29,8 +29,7 @@ def _pipeline(url: str, route: dict[str, Any]) -> tuple[Pipeline, Engine, Any]:
         "destinations": [{"name": "pcp", "type": "file", "directory": "x"}],
         "routes": [{"name": "loop", "to": ["pcp"], **route}]})
     db = open_database(url)
-    pipeline = Pipeline(db, {"referrals": AckBuilder("REFTRACK", "HUB")}, clock=lambda: NOW)
-    pipeline.route(config.routes)
+    pipeline = Pipeline(db, {"referrals": AckBuilder("REFTRACK", "HUB")}, config, clock=lambda: NOW)
     return pipeline, db, config.channels[0]
 
 
@@ -116,7 +115,7 @@ def test_concurrent_sweeps_mark_a_referral_overdue_once(pg_url: str) -> None:
 
     from sqlalchemy import text, update
 
-    from engine.ledger.sweep import mark_overdue
+    from engine.store.ledger.sweep import mark_overdue
     from engine.store.schema import referrals
 
     pipeline, db, channel = _pipeline(pg_url, {"on": ["referral.overdue"]})
@@ -171,9 +170,7 @@ def test_event_rows_for_a_per_key_destination_carry_the_patients_key(sqlite_url:
                          {"name": "audit", "type": "file", "directory": "y"}],
         "routes": [{"name": "loop", "on": ["referral.pending"], "to": ["pcp", "audit"]}]})
     db = open_database(sqlite_url)
-    pipeline = Pipeline(db, {"referrals": AckBuilder()}, clock=lambda: NOW)
-    pipeline.route(config.routes)
-    pipeline.order_by(config.destinations)
+    pipeline = Pipeline(db, {"referrals": AckBuilder()}, config, clock=lambda: NOW)
     pipeline.process_batch([Job(config.channels[0], _ref("K-1"), "x", NOW)])
     pipeline.close()
     rows = table_rows(db)

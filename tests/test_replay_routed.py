@@ -32,9 +32,8 @@ def _store(config: Path, names: list[str]) -> list[int]:
     """The samples through the pipeline with the config's routes: their message ids."""
     loaded = load_config(config)
     db = open_database(loaded.database.url)
-    pipeline = Pipeline(db, {"referrals": AckBuilder("REFTRACK", "HUB")}, clock=lambda: NOW)
-    pipeline.route(loaded.routes)
-    pipeline.order_by(loaded.destinations)
+    pipeline = Pipeline(db, {"referrals": AckBuilder("REFTRACK", "HUB")}, loaded,
+                        clock=lambda: NOW)
     results = pipeline.process_batch([Job(loaded.channels[0], sample_payload(n), "x", NOW)
                                       for n in names])
     pipeline.close()

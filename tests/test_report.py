@@ -1,4 +1,4 @@
-"""`hl7-engine report` (engine/ledger/report.py) on a real ledger, built through the real pipeline
+"""`hl7-engine report` (engine/store/ledger/report.py) on a real ledger, built through the real pipeline
 so the history rows are the ones the engine writes: the story corpus replayed one file a day,
 a few referrals of our own around it, the manual link and the expiry sweep.  On SQLite and
 PostgreSQL.
@@ -29,12 +29,13 @@ from sqlalchemy import Engine
 from engine.ack import AckBuilder
 from engine.cli import main
 from engine.config import parse_config
-from engine.ledger.apply import LedgerSettings, link_manually
-from engine.ledger.report import Period, build_report, tables
-from engine.ledger.sweep import sweep
+from engine.ledger.settings import LedgerSettings
 from engine.mappings.changes import EI
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
+from engine.store.ledger.ingest import link_manually
+from engine.store.ledger.report import Period, build_report, tables
+from engine.store.ledger.sweep import sweep
 
 STORY = SAMPLES / "story"
 ORDER_SPECIALTIES = {"CONSULT-NEUR": "NEUR", "CONSULT-DERM": "DERM"}

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 from test_report import COHORT, NOW, build_ledger
 
-from engine.ledger.report import build_report
+from engine.store.ledger.report import build_report
 from engine.web.pages.report import charts, series
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -58,10 +58,8 @@ def _ingest(db: Database, channel: Channel, payloads: list[tuple[bytes, datetime
             config: Config | None = None) -> list[int]:
     """Store messages through the real pipeline (routes too, when `config` has them), each
     received at its own time; their ids."""
-    pipeline = Pipeline(db, {channel.name: AckBuilder()}, clock=lambda: NOW.replace(tzinfo=UTC))
-    if config is not None:
-        pipeline.route(config.routes)
-        pipeline.order_by(config.destinations)
+    pipeline = Pipeline(db, {channel.name: AckBuilder()}, config,
+                        clock=lambda: NOW.replace(tzinfo=UTC))
     results = pipeline.process_batch([Job(channel, raw, "127.0.0.1", at.replace(tzinfo=UTC))
                                       for raw, at in payloads])
     pipeline.close()

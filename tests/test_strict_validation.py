@@ -27,11 +27,11 @@ from structlog.testing import capture_logs
 from engine.ack import AckBuilder
 from engine.config import Channel, ConfigError, parse_config
 from engine.errors import HL7Error
-from engine.ledger.views import list_referrals
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import InboundMessage, parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
+from engine.store.ledger.views import list_referrals
 from engine.store.schema import referrals
 from engine.strict import check, classify
 

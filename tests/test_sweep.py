@@ -15,13 +15,13 @@ from sqlalchemy import update
 from engine.ack import AckBuilder
 from engine.config import parse_config
 from engine.ledger.settings import LedgerSettings
-from engine.ledger.sweep import sweep
-from engine.ledger.views import find_referral, list_appointments, list_referrals
 from engine.mappings.changes import EI
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline
 from engine.store.database import open_database
+from engine.store.ledger.sweep import sweep
+from engine.store.ledger.views import find_referral, list_appointments, list_referrals
 from engine.store.schema import referrals
 
 CHANNEL = parse_config({"channels": [{
@@ -89,7 +89,7 @@ def test_overdue_lists_referrals_past_their_priority_deadline(sqlite_url: str) -
 def test_a_backlog_is_swept_in_small_transactions(db_url: str, monkeypatch: object) -> None:
     """`run_sweep` works in chunks (here of 2 referrals): 5 past their window and overdue are
     expired, the one still open is marked overdue once; a second run does nothing."""
-    from engine.ledger import sweep as sweeping
+    from engine.store.ledger import sweep as sweeping
 
     monkeypatch.setattr(sweeping, "CHUNK", 2)  # type: ignore[attr-defined]
     db = open_database(db_url)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, select_autoescape
 
-from engine.ledger.report import Period
+from engine.store.ledger.report import Period
 from engine.web.auth import ApiError
 from engine.web.pages import links, referrals, report, worklist
 

@@ -17,10 +17,11 @@ EXIT_OK, EXIT_NOT_OK, EXIT_CONFIG = 0, 1, 2
 
 
 def is_database_error(exc: Exception) -> bool:
-    """Is it SQLAlchemy's (the database cannot be reached, or the URL is wrong)?  Checked
-    without importing SQLAlchemy, which `--help` and `send` never need."""
-    errors = sys.modules.get("sqlalchemy.exc")
-    return errors is not None and isinstance(exc, errors.SQLAlchemyError)
+    """Is it the database's (it cannot be reached, or the URL is wrong)?  Checked without
+    importing the store, which `--help` and `send` never need: a database error can only come
+    from a command that opened the database through `engine.store.database`."""
+    database = sys.modules.get("engine.store.database")
+    return database is not None and bool(database.is_database_error(exc))
 
 
 def error_reason(exc: Exception) -> str:
@@ -62,13 +63,10 @@ def open_db(database: Database, create: bool = False) -> Any:
 
 def _must_exist(url: str) -> None:
     """A ConfigError when `url` names a SQLite file that is not there."""
-    from sqlalchemy.engine import make_url
+    from engine.store.database import sqlite_file
 
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return
-    path = Path(parsed.database).absolute()
-    if not path.exists():
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
         raise ConfigError([f"no database at {path} (is the engine configured with this file?)"])
 
 

@@ -25,7 +25,7 @@ from engine.timestamps import utc_text
 
 
 def cmd_referrals(args: argparse.Namespace) -> int:
-    from engine.ledger.views import count_referrals, list_referrals
+    from engine.store.ledger.views import count_referrals, list_referrals
 
     db = open_db(database_only(args)[0])
     now = utc_now()
@@ -42,8 +42,8 @@ def cmd_referrals(args: argparse.Namespace) -> int:
 
 
 def cmd_referral(args: argparse.Namespace) -> int:
-    from engine.ledger.views import find_referral
     from engine.mappings.changes import EI
+    from engine.store.ledger.views import find_referral
 
     db = open_db(database_only(args)[0])
     with db.connect() as conn:
@@ -113,7 +113,7 @@ def history_row(h: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_appointments(args: argparse.Namespace) -> int:
-    from engine.ledger.views import count_appointments, list_appointments
+    from engine.store.ledger.views import count_appointments, list_appointments
 
     db = open_db(database_only(args)[0])
     with db.connect() as conn:
@@ -126,8 +126,8 @@ def cmd_appointments(args: argparse.Namespace) -> int:
 
 def cmd_worklist(args: argparse.Namespace) -> int:
     """Unmatched and ambiguous appointments, then no-shows to rebook: why each is there and
-    what clears it (engine.ledger.worklist)."""
-    from engine.ledger import worklist
+    what clears it (engine.store.ledger.worklist)."""
+    from engine.store.ledger import worklist
 
     config = config_if_any(args)
     database = config.database if config else database_only(args)[0]
@@ -143,7 +143,7 @@ def cmd_worklist(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """The referral report: figures over the referrals received in [--since, --until)."""
-    from engine.ledger.report import PeriodError, build_report, period, tables
+    from engine.store.ledger.report import PeriodError, build_report, period, tables
 
     now = utc_now()
     try:

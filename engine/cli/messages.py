@@ -66,9 +66,9 @@ def _log_line(row: Any, as_json: bool, sent: list[str] | None = None) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.ledger.views import changes_of_message
     from engine.logs import audit, configure_logging
     from engine.parsing.parser import decode
+    from engine.store.ledger.views import changes_of_message
     from engine.store.messages import message_row
     from engine.store.queue import deliveries_of
     from engine.store.relayed import relayed_of

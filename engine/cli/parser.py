@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report", parents=[common],
         help="of the referrals received in a period: booked, how fast, seen, loop closed, lost",
         epilog="How each figure is counted: README.md \"The referral report\", or "
-               "`python -m pydoc engine.ledger.report`.")
+               "`python -m pydoc engine.store.ledger.report`.")
     report.add_argument("--since", metavar="DATE",
                         help="first day of the cohort (by received_at), YYYY-MM-DD, UTC midnight "
                              "(default: 90 days before --until)")

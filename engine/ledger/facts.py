@@ -1,5 +1,5 @@
 """What a referral-event message says about a referral (issue 4, `on:` routes): plain frozen
-values, read by `engine.ledger.store.referral_facts` and turned into HL7 by `engine.routes.events`.
+values, read by `engine.store.ledger.repository.referral_facts` and turned into HL7 by `engine.routes.events`.
 """
 
 from __future__ import annotations

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine
-
 from engine.config import Config
 from engine.housekeeping import event_router
-from engine.ledger import store
-from engine.ledger.apply import link_manually
+from engine.ledger import rules
 from engine.mappings.changes import EI
+from engine.store import Database
+from engine.store.ledger import ingest
 
 
 class LinkNotFound(LookupError):
@@ -23,7 +22,7 @@ class LinkRefused(Exception):
     """The link is not allowed (the text says why: the appointment is already matched)."""
 
 
-def link(db: Engine, config: Config | None, appointment: str, referral: str,
+def link(db: Database, config: Config | None, appointment: str, referral: str,
          now: datetime) -> str:
     """Link appointment `appointment` to referral `referral` (EI text) by hand (`via: manual`)
     and queue the referral events the `on:` routes of `config` want; the effect as a sentence.
@@ -31,16 +30,18 @@ def link(db: Engine, config: Config | None, appointment: str, referral: str,
     appt_key, ref_key = EI.parse(appointment), EI.parse(referral)
     router = event_router(config)
     with db.begin() as conn:
-        appt = store.appointment_for(conn, appt_key)
+        state = ingest.load_for(conn, {ref_key.id}, {appt_key.id}, [])
+        appt = state.appointment_for(appt_key)
         if appt is None:
             raise LinkNotFound(f"no appointment {appt_key.text}")
-        if not store.referral_ids_for(conn, ref_key):
+        if not state.referral_ids_for(ref_key):
             raise LinkNotFound(f"no referral {ref_key.text}")
-        if appt["match"] == "matched":
+        if appt.row["match"] == "matched":
             raise LinkRefused(f"appointment {appt_key.text} is already matched to a referral; "
                               f"only unmatched and ambiguous appointments are linked by hand")
         events: list[tuple[int, str]] | None = [] if router else None
-        effect = link_manually(conn, appt_key, ref_key, now, events)
+        effect = rules.link_manually(state, appt_key, ref_key, now, events)
+        ingest.save(conn, state)
         if router and events:
             router.queue(conn, events, None, now)
     return effect

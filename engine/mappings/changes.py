@@ -53,7 +53,7 @@ class PatientId:
     def matches(self, other: PatientId) -> bool:
         """Patient id equality: CX.1 equal, and the OIDs equal when both have one, else the same
         non-empty namespace.  An id with neither never matches (no bare MRNs across facilities).
-        `engine.ledger.store.referrals_of_patients` asks the same in SQL."""
+        `engine.store.ledger.repository.referrals_of_patients` asks the same in SQL."""
         if self.id != other.id:
             return False
         if self.oid and other.oid:

@@ -16,12 +16,12 @@ from typing import Any
 from engine.ack import ControlIds
 from engine.config import Destination, Route
 from engine.ledger.facts import ReferralFacts
-from engine.ledger.store import referral_facts
 from engine.outbound.status import OutboundStatus
 from engine.parsing import parse
 from engine.routes.events import DEFAULT_SENDER, build_rri
 from engine.routes.transforms import apply as transform
 from engine.store import Connection
+from engine.store.ledger.repository import referral_facts
 from engine.store.outbound import queue_rows
 
 Event = tuple[int, str]  # (referral id, event name)

@@ -1,5 +1,5 @@
-"""Opening the database: URL, SQLite pragmas (WAL, synchronous, incremental auto_vacuum on a new
-file), file mode 0600, migrations."""
+"""Opening the database: URL (and the SQLite file it names), SQLite pragmas (WAL, synchronous,
+incremental auto_vacuum on a new file), file mode 0600, migrations; what a database error is."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -33,6 +34,20 @@ def open_database(url: str, synchronous: str = "FULL", migrate: bool = True) -> 
     if migrate:
         upgrade(engine)
     return engine
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names (absolute), or None: another database, or in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).absolute()
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Raised by SQLAlchemy: the database cannot be reached, the URL is wrong, a statement
+    failed."""
+    return isinstance(exc, SQLAlchemyError)
 
 
 def _prepare_sqlite_file(database: str | None) -> None:

@@ -105,7 +105,7 @@ def _audit_read(call: Call, endpoint: str, **fields: Any) -> None:
 
 def referrals(call: Call) -> dict[str, Any]:
     """`GET /api/referrals`: `referrals --json`'s objects, filtered, by id, a page at a time."""
-    from engine.ledger.views import ReferralFilter, referral_page
+    from engine.store.ledger.views import ReferralFilter, referral_page
 
     overdue = call.params.get("overdue", "") not in ("", "0", "false")
     which = ReferralFilter(status=_choice(call, "status", STATUSES),
@@ -122,8 +122,8 @@ def referrals(call: Call) -> dict[str, Any]:
 
 def referral(call: Call) -> dict[str, Any]:
     """`GET /api/referrals/{id}`: `referral ID --json` (with its history); 404 if unknown."""
-    from engine.ledger.views import find_referral
     from engine.mappings.changes import EI
+    from engine.store.ledger.views import find_referral
 
     with call.db.connect() as conn:
         found = find_referral(conn, EI.parse(call.args[0]), call.now)
@@ -135,7 +135,7 @@ def referral(call: Call) -> dict[str, Any]:
 
 def appointments(call: Call) -> dict[str, Any]:
     """`GET /api/appointments`: `appointments --json`'s first `limit`, and how many in all."""
-    from engine.ledger.views import count_appointments, list_appointments
+    from engine.store.ledger.views import count_appointments, list_appointments
 
     with call.db.connect() as conn:
         items = list_appointments(conn, limit=_limit(call))
@@ -146,7 +146,7 @@ def appointments(call: Call) -> dict[str, Any]:
 
 def worklist(call: Call) -> dict[str, Any]:
     """`GET /api/worklist`: `worklist --json`'s first `limit`, and how many in all."""
-    from engine.ledger import worklist as wl
+    from engine.store.ledger import worklist as wl
 
     with call.db.connect() as conn:
         items = wl.worklist(conn, call.now, limit=_limit(call),
@@ -158,7 +158,7 @@ def worklist(call: Call) -> dict[str, Any]:
 
 def report(call: Call) -> dict[str, Any]:
     """`GET /api/report`: `report --json` (counts only) for since/until (YYYY-MM-DD) and by."""
-    from engine.ledger.report import PeriodError, build_report, period
+    from engine.store.ledger.report import PeriodError, build_report, period
 
     by = _choice(call, "by", REPORT_GROUPS)
     try:
@@ -205,7 +205,7 @@ def _message_id(call: Call) -> int:
 def message(call: Call) -> dict[str, Any]:
     """`GET /api/messages/{id}`: `show --json` without the body: the log row, its ledger
     changes, deliveries and relayed ACKs."""
-    from engine.ledger.views import changes_of_message
+    from engine.store.ledger.views import changes_of_message
     from engine.store.messages import log_record, message_row
     from engine.store.queue import deliveries_of
     from engine.store.relayed import relayed_of

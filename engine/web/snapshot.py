@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 from twisted.internet import defer
 
 from engine.config import Config
-from engine.ledger.views import overdue_counts, status_counts
 from engine.outbound.views import queue_state
+from engine.store.ledger.views import overdue_counts, status_counts
 from engine.web.metrics import Snapshot
 
 log = structlog.get_logger("engine.web")

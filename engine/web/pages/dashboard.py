@@ -16,7 +16,7 @@ from typing import Any
 from markupsafe import Markup
 
 from engine.ledger import lifecycle as lc
-from engine.ledger.views import count_appointments
+from engine.store.ledger.views import count_appointments
 from engine.web.charts import line_chart
 from engine.web.pages.core import Html, Page, PageCall
 from engine.web.snapshot import read_snapshot

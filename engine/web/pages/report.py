@@ -14,7 +14,7 @@ from typing import Any
 from markupsafe import Markup
 from sqlalchemy import Connection
 
-from engine.ledger.report import (
+from engine.store.ledger.report import (
     Period,
     PeriodError,
     build_report,

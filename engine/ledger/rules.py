@@ -1,10 +1,12 @@
-"""Applying one message's changes to the ledger, inside the batch transaction.
+"""The ledger's rules for one message's changes, on the ledger state in memory (no database).
 
 `check` raises the content errors that need the ledger's state (204 unknown key, 205 duplicate
-key) before anything is written, so an AE'd message changes nothing.  `apply` then writes the
-referral or appointment, runs the lifecycle, matches appointments (by key, else by patient,
-specialty and window), links orphans and records every change in the history.  It returns one
-readable effect line per change, for `tail` (`referral MFP-R-1001^PCPEHR pending→accepted`).
+key) before anything changes, so an AE'd message changes nothing.  `apply` then creates or
+updates the referral or appointment, runs the lifecycle, matches appointments (by key, else by
+patient, specialty and window: decided before the appointment is stored), links orphans and
+records every change in the history.  It returns one readable effect line per change, for
+`tail` (`referral MFP-R-1001^PCPEHR pending→accepted`).  engine.store.ledger loads the state
+and writes back what changed.
 """
 
 from __future__ import annotations
@@ -14,25 +16,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
 from engine.ledger import lifecycle as lc
-from engine.ledger import store
 from engine.ledger.settings import LedgerSettings
+from engine.ledger.state import OVERDUE_MARK, Appointment, Ledger, Referral, dumps, event_row
 from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
 
 ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
 @dataclass(slots=True)
 class Context:
-    conn: Connection
+    ledger: Ledger
     message_id: int | None
     control_id: str
     now: datetime
     settings: LedgerSettings
     effects: list[str] = field(default_factory=list)
-    # History rows wait here; `flush` writes them in one statement (the pipeline once per batch).
-    history: list[dict[str, Any]] = field(default_factory=list)
     # (referral id, `referral.<status>`) for each status reached; None (collect nothing) unless
     # an `on:` route exists.
     events: list[tuple[int, str]] | None = None
@@ -45,21 +43,17 @@ class Context:
             self.events.append((referral_id, event))
 
     def record(self, **values: Any) -> None:
-        self.history.append(store.event_row(at=self.now, message_id=self.message_id,
-                                            control_id=self.control_id, **values))
-
-    def flush(self) -> None:
-        store.insert_events(self.conn, self.history)
-        self.history.clear()
+        self.ledger.history.append(event_row(at=self.now, message_id=self.message_id,
+                                             control_id=self.control_id, **values))
 
 
-def check(conn: Connection, changes: Sequence[Change]) -> None:
+def check(ledger: Ledger, changes: Sequence[Change]) -> None:
     """Raise `DuplicateKey` (205) or `UnknownKey` (204) for the first change that has one."""
     opened: list[EI] = []
     for change in changes:
         if not isinstance(change, ReferralChange):
             continue
-        kinds = store.key_kinds_for(conn, change.key)
+        kinds = ledger.key_kinds_for(change.key)
         known = bool(kinds) or any(change.key.matches(k) for k in opened)
         if change.event == c.OPEN:
             if kinds & set(ORIGINATING.values()) or any(change.key.matches(k) for k in opened):
@@ -97,28 +91,28 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
     if ch.event == c.OPEN:
         _open(ctx, ch)
         return
-    found = store.referral_ids_for(ctx.conn, ch.key)
+    found = ctx.ledger.referral_ids_for(ch.key)
     if not found:  # `if_known` (a result for an order that is no referral), or not the owner
         ctx.effects.append(f"referral {ch.key.text} unknown: no change")
         return
-    rid = found[0]
-    row = store.referral(ctx.conn, rid)
-    added = store.add_keys(ctx.conn, rid, _extra_keys(ch))
-    store.add_patients(ctx.conn, rid, ch.patient_ids)
+    ref = ctx.ledger.referrals[found[0]]
+    before = str(ref.row["status"])
+    added = ctx.ledger.add_keys(ref, _extra_keys(ch))
+    ctx.ledger.add_patients(ref, ch.patient_ids)
     details = _details(ch) if ch.event == c.MODIFY else {}
-    if details.get("priority") and details["priority"] != row["priority"]:
-        details["due_at"] = ctx.settings.due(row["received_at"], details["priority"])
-    after, rule = lc.referral_transition(row["status"], ch.event)
-    store.set_referral(ctx.conn, rid, status=after, updated_at=ctx.now, **details)
-    ctx.record(referral_id=rid, event=f"{ch.trigger} {ch.event}", before=row["status"],
+    if details.get("priority") and details["priority"] != ref.row["priority"]:
+        details["due_at"] = ctx.settings.due(ref.row["received_at"], details["priority"])
+    after, rule = lc.referral_transition(before, ch.event)
+    ctx.ledger.update_referral(ref, status=after, updated_at=ctx.now, **details)
+    ctx.record(referral_id=ref.id, event=f"{ch.trigger} {ch.event}", before=before,
                after=after, rule=rule)
-    ctx.effects.append(_effect("referral", ch.key.text, row["status"], after, ch.event))
-    if after != row["status"]:
-        ctx.emit(rid, after)
+    ctx.effects.append(_effect("referral", ch.key.text, before, after, ch.event))
+    if after != before:
+        ctx.emit(ref.id, after)
     if "due_at" in details:  # a new priority: its deadline may have passed already
-        _overdue_on_arrival(ctx, rid, ch.key, after, details["due_at"])
+        _overdue_on_arrival(ctx, ref, ch.key, after, details["due_at"])
     for key in added:
-        _link_orphans(ctx, rid, key)
+        _link_orphans(ctx, ref.id, key)
 
 
 def _open(ctx: Context, ch: ReferralChange) -> None:
@@ -135,16 +129,16 @@ def _open(ctx: Context, ch: ReferralChange) -> None:
         "due_at": due, "providers": "[]", "diagnoses": "[]", "priority": "", "specialty": "",
     }
     values.update(_details(ch))
-    rid = store.add_referral(ctx.conn, values)
-    store.insert_keys(ctx.conn, rid, keys)
-    store.insert_patients(ctx.conn, rid, c.merge_patient_ids(sorted(set(ch.patient_ids))))
-    ctx.record(referral_id=rid, event=f"{ch.trigger} open", before=None, after=status, rule=rule)
+    ref = ctx.ledger.add_referral(values, keys,
+                                  c.merge_patient_ids(sorted(set(ch.patient_ids))))
+    ctx.record(referral_id=ref.id, event=f"{ch.trigger} open", before=None, after=status,
+               rule=rule)
     ctx.effects.append(f"referral {ch.key.text} new→{status}"
                        + (" (received after its window ended)" if late else ""))
-    ctx.emit(rid, status)
-    _overdue_on_arrival(ctx, rid, ch.key, status, due)
+    ctx.emit(ref.id, status)
+    _overdue_on_arrival(ctx, ref, ch.key, status, due)
     for _kind, key in keys:
-        _link_orphans(ctx, rid, key)
+        _link_orphans(ctx, ref.id, key)
 
 
 def _expired_on_arrival(ctx: Context, window_end: datetime | None,
@@ -155,28 +149,24 @@ def _expired_on_arrival(ctx: Context, window_end: datetime | None,
     if window_end is None or not lc.window_ended(window_end, ctx.now):
         return ""
     for _kind, key in keys:
-        if any(appt["status"] == c.BOOKED for appt, _via in store.orphans_for(ctx.conn, key)):
+        if any(a.row["status"] == c.BOOKED for a, _via in ctx.ledger.orphans_for(key)):
             return ""
     return f"{window_end:%Y-%m-%dT%H:%M:%S}Z"
 
 
-def _overdue_on_arrival(ctx: Context, rid: int, key: EI, status: str, due: datetime) -> None:
+def _overdue_on_arrival(ctx: Context, ref: Referral, key: EI, status: str, due: datetime
+                        ) -> None:
     """A message that sets a deadline already past (an update raising the priority of a
     referral received long ago) makes the referral overdue at once, with the mark and event
     the sweep gives (`sweep overdue`, `referral.overdue`), once per referral."""
-    if not lc.overdue(status, due, ctx.now) or _marked_overdue(ctx, rid):
+    if not lc.overdue(status, due, ctx.now) or ref.overdue:
         return
-    ctx.record(referral_id=rid, event=store.OVERDUE_MARK, before=status, after=status,
+    ref.overdue = True
+    ctx.record(referral_id=ref.id, event=OVERDUE_MARK, before=status, after=status,
                rule=f"past its deadline to be scheduled ({due:%Y-%m-%dT%H:%M:%S}Z) "
                     "when the message arrived")
     ctx.effects.append(f"referral {key.text} {status}, overdue")
-    ctx.emit_event(rid, lc.OVERDUE_EVENT)
-
-
-def _marked_overdue(ctx: Context, rid: int) -> bool:
-    """Has the referral its overdue mark, stored or waiting in this batch's history?"""
-    return any(h["referral_id"] == rid and h["event"] == store.OVERDUE_MARK
-               for h in ctx.history) or bool(store.marked_overdue(ctx.conn, [rid]))
+    ctx.emit_event(ref.id, lc.OVERDUE_EVENT)
 
 
 def _unique(keys: list[tuple[str, EI]]) -> list[tuple[str, EI]]:
@@ -202,10 +192,10 @@ def _details(ch: ReferralChange) -> dict[str, Any]:
         if value:
             out[name] = value
     if ch.providers:
-        out["providers"] = store.dumps([{"role": p.role, "id": p.id, "name": p.name,
+        out["providers"] = dumps([{"role": p.role, "id": p.id, "name": p.name,
                                          "location": p.location} for p in ch.providers])
     if ch.diagnoses:
-        out["diagnoses"] = store.dumps(list(ch.diagnoses))
+        out["diagnoses"] = dumps(list(ch.diagnoses))
     for name in ch.cleared:  # `""` in an I13: deleted (README "The HL7 null")
         out[name] = None if name.startswith("window") else ""
     return out
@@ -221,14 +211,41 @@ def _effect(kind: str, key: str, before: str, after: str, event: str) -> str:
 
 
 def _appointment(ctx: Context, ch: AppointmentChange) -> None:
-    row = store.appointment_for(ctx.conn, ch.key)
+    appt = ctx.ledger.appointment_for(ch.key)
     # An S14 that names no status keeps the stored one ("S14 with a non-status change:
     # unchanged"); one that creates the appointment (a feed started mid-stream) books it.
-    keep = ch.status == c.KEEP and row is not None
-    status = str(row["status"]) if keep and row is not None else ch.status or c.BOOKED
+    keep = ch.status == c.KEEP and appt is not None
+    status = str(appt.row["status"]) if keep and appt is not None else ch.status or c.BOOKED
+    values = _appointment_values(ctx, ch, status)
+    before: str | None = None
+    if appt is None:
+        values.update(key_id=ch.key.id, key_authority=ch.key.authority, match="unmatched",
+                      created_at=ctx.now, candidates="[]", referral_id=None, via=None)
+        appt = ctx.ledger.add_appointment(values)
+    else:
+        before = str(appt.row["status"])
+        ctx.ledger.update_appointment(appt, **values)
+    ctx.ledger.set_appointment_keys(appt, [(via, k) for via, keys in _links(ch) for k in keys])
+    ctx.record(appointment_id=appt.id, referral_id=appt.row["referral_id"],
+               event=f"SIU^{ch.trigger} {status}", before=before, after=status,
+               rule="appointment " + ("created" if before is None else "updated")
+               + (" (no status named: kept)" if keep else "") + _duration_note(ch))
+    effect = f"appointment {ch.key.text} {status}"
+    rid = appt.row["referral_id"]
+    linked_now = False
+    if rid is None and appt.row["match"] == "unmatched":
+        rid, effect = _match(ctx, appt, ch, effect)
+        linked_now = rid is not None
+    ctx.effects.append(effect)
+    if rid is not None and (linked_now or not keep):
+        _follow(ctx, int(rid), appt, status, ch.rescheduled, ch.trigger)
+
+
+def _appointment_values(ctx: Context, ch: AppointmentChange, status: str) -> dict[str, Any]:
+    """The columns an SIU sets (empty fields leave the stored value; `""` deletes it)."""
     values: dict[str, Any] = {
         "status": status, "filler_status": ch.filler_status, "updated_at": ctx.now,
-        "patient_ids": store.dumps([p.text for p in ch.patient_ids]),
+        "patient_ids": dumps([p.text for p in ch.patient_ids]),
     }
     if ch.start is not None:
         values["start"] = ch.start
@@ -238,31 +255,7 @@ def _appointment(ctx: Context, ch: AppointmentChange) -> None:
         values["specialty"] = ch.specialty
     for name in ch.cleared:  # `""` in an S14: deleted
         values[name] = "" if name == "specialty" else None
-    if row is None:
-        values.update(key_id=ch.key.id, key_authority=ch.key.authority, match="unmatched",
-                      created_at=ctx.now, candidates="[]")
-        aid = store.add_appointment(ctx.conn, values)
-        row = {"id": aid, "status": None, "match": "unmatched", "referral_id": None,
-               "start": ch.start, "specialty": ch.specialty}
-    else:
-        aid = int(row["id"])
-        store.set_appointment(ctx.conn, aid, **values)
-    store.set_appointment_keys(ctx.conn, aid, [(via, k) for via, keys in _links(ch)
-                                               for k in keys],
-                               fresh=row["status"] is None)
-    ctx.record(appointment_id=aid, referral_id=row["referral_id"],
-               event=f"SIU^{ch.trigger} {status}", before=row["status"], after=status,
-               rule="appointment " + ("created" if row["status"] is None else "updated")
-               + (" (no status named: kept)" if keep else "") + _duration_note(ch))
-    effect = f"appointment {ch.key.text} {status}"
-    rid = row["referral_id"]
-    linked_now = False
-    if rid is None and row["match"] == "unmatched":
-        rid, effect = _match(ctx, aid, ch, effect)
-        linked_now = rid is not None
-    ctx.effects.append(effect)
-    if rid is not None and (linked_now or not keep):
-        _follow(ctx, int(rid), aid, status, ch.rescheduled, ch.trigger)
+    return values
 
 
 def _links(ch: AppointmentChange) -> list[tuple[str, tuple[EI, ...]]]:
@@ -285,28 +278,29 @@ def _duration_note(ch: AppointmentChange) -> str:
                    else "")
 
 
-def _match(ctx: Context, aid: int, ch: AppointmentChange, effect: str) -> tuple[int | None, str]:
+def _match(ctx: Context, appt: Appointment, ch: AppointmentChange, effect: str
+           ) -> tuple[int | None, str]:
     """Identifier first (SCH-26, then SCH-27), then the fallback (same patient, specialty, start
     in the window).  An SIU whose SCH-26/27 name no referral yet is an orphan (it came before
     its REF or order) and waits for that key: the fallback would link it to another referral
     of the patient."""
     links = _links(ch)
     for via, keys in links:
-        found = sorted({rid for k in keys for rid in store.referral_ids_for(ctx.conn, k)})
+        found = sorted({rid for k in keys for rid in ctx.ledger.referral_ids_for(k)})
         if len(found) == 1:
-            return _link(ctx, aid, found[0], via), f"{effect}, matched via {via}"
+            return _link(ctx, appt, found[0], via), f"{effect}, matched via {via}"
         if len(found) > 1:
-            _ambiguous(ctx, aid, found)
+            _ambiguous(ctx, appt, found)
             return None, f"{effect}, ambiguous"
     if any(keys for _via, keys in links):
         return None, f"{effect}, unmatched (waits for the referral its {_links_named(links)} names)"
     if ch.patient_ids and ch.specialty and ch.start is not None:
-        found = sorted(int(r["id"]) for r in store.referrals_of_patients(
-            ctx.conn, ch.patient_ids, lc.MATCHABLE) if _fallback_fits(ctx, r, ch))
+        found = sorted(r.id for r in ctx.ledger.referrals_of_patients(
+            ch.patient_ids, lc.MATCHABLE) if _fallback_fits(ctx, r.row, ch))
         if len(found) == 1:
-            return _link(ctx, aid, found[0], "fallback"), f"{effect}, matched via fallback"
+            return _link(ctx, appt, found[0], "fallback"), f"{effect}, matched via fallback"
         if len(found) > 1:
-            _ambiguous(ctx, aid, found)
+            _ambiguous(ctx, appt, found)
             return None, f"{effect}, ambiguous"
     return None, f"{effect}, unmatched"
 
@@ -321,61 +315,59 @@ def _fallback_fits(ctx: Context, r: dict[str, Any], ch: AppointmentChange) -> bo
     return bool(start <= ch.start <= end)
 
 
-def _link(ctx: Context, aid: int, rid: int, via: str) -> int:
-    store.set_appointment(ctx.conn, aid, match="matched", referral_id=rid, via=via,
-                          candidates="[]")
-    ctx.record(appointment_id=aid, referral_id=rid, event=f"link via {via}",
+def _link(ctx: Context, appt: Appointment, rid: int, via: str) -> int:
+    ctx.ledger.update_appointment(appt, match="matched", referral_id=rid, via=via,
+                                  candidates="[]")
+    ctx.record(appointment_id=appt.id, referral_id=rid, event=f"link via {via}",
                rule=f"matched via {via}")
     return rid
 
 
-def _ambiguous(ctx: Context, aid: int, candidates: list[int]) -> None:
-    store.set_appointment(ctx.conn, aid, match="ambiguous", referral_id=None, via=None,
-                          candidates=store.dumps(candidates))
-    ctx.record(appointment_id=aid, event="ambiguous",
+def _ambiguous(ctx: Context, appt: Appointment, candidates: list[int]) -> None:
+    ctx.ledger.update_appointment(appt, match="ambiguous", referral_id=None, via=None,
+                                  candidates=candidates)  # the store writes the list as JSON
+    ctx.record(appointment_id=appt.id, event="ambiguous",
                rule=f"{len(candidates)} candidates: never resolved automatically")
 
 
-def _follow(ctx: Context, rid: int, aid: int, status: str, rescheduled: bool,
+def _follow(ctx: Context, rid: int, appt: Appointment, status: str, rescheduled: bool,
             trigger: str) -> None:
     """The linked referral follows its appointment (the scheduling rows of the lifecycle)."""
-    row = store.referral(ctx.conn, rid)
-    if row["status"] == lc.CANCELLED and status == c.BOOKED and not row["review"]:
-        store.set_referral(ctx.conn, rid, review=True)
-        ctx.record(referral_id=rid, appointment_id=aid, event="review",
+    ref = ctx.ledger.referrals[rid]
+    before = str(ref.row["status"])
+    if before == lc.CANCELLED and status == c.BOOKED and not ref.row["review"]:
+        ctx.ledger.update_referral(ref, review=True)
+        ctx.record(referral_id=rid, appointment_id=appt.id, event="review",
                    rule="booking for a cancelled referral: flagged for review")
-    after, rule = lc.appointment_transition(row["status"], status, rescheduled,
-                                            store.other_active(ctx.conn, rid, aid))
-    if after != row["status"]:
-        store.set_referral(ctx.conn, rid, status=after, updated_at=ctx.now)
-        ctx.effects.append(_effect("referral", EI(row["key_id"], row["key_authority"]).text,
-                                   row["status"], after, trigger))
+    after, rule = lc.appointment_transition(before, status, rescheduled,
+                                            ctx.ledger.other_active(rid, appt.id))
+    if after != before:
+        ctx.ledger.update_referral(ref, status=after, updated_at=ctx.now)
+        ctx.effects.append(_effect("referral", ref.key.text, before, after, trigger))
         ctx.emit(rid, after)
-    ctx.record(referral_id=rid, appointment_id=aid, event=f"SIU^{trigger}",
-               before=row["status"], after=after, rule=rule)
+    ctx.record(referral_id=rid, appointment_id=appt.id, event=f"SIU^{trigger}",
+               before=before, after=after, rule=rule)
 
 
 def _link_orphans(ctx: Context, rid: int, key: EI) -> None:
     """An SIU stored before its referral is linked when the referral appears or gains the key."""
-    for appt, via in store.orphans_for(ctx.conn, key):
-        _link(ctx, int(appt["id"]), rid, via)
-        ctx.effects.append(f"appointment {EI(appt['key_id'], appt['key_authority']).text} "
-                           f"linked via {via}")
-        _follow(ctx, rid, int(appt["id"]), appt["status"], False, "orphan")
+    for appt, via in ctx.ledger.orphans_for(key):
+        _link(ctx, appt, rid, via)
+        ctx.effects.append(f"appointment {appt.key.text} linked via {via}")
+        _follow(ctx, rid, appt, str(appt.row["status"]), False, "orphan")
 
 
-def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime,
+def link_manually(ledger: Ledger, appointment: EI, referral: EI, now: datetime,
                   events: list[tuple[int, str]] | None = None) -> str:
     """`hl7-engine link`: a human resolution, recorded as `via: manual`; the referral events it
     causes go to `events` when given."""
-    appt = store.appointment_for(conn, appointment)
+    appt = ledger.appointment_for(appointment)
     if appt is None:
         raise LookupError(f"no appointment {appointment.text}")
-    found = store.referral_ids_for(conn, referral)
+    found = ledger.referral_ids_for(referral)
     if not found:
         raise LookupError(f"no referral {referral.text}")
-    ctx = Context(conn, None, "", now, LedgerSettings(), events=events)
-    _link(ctx, int(appt["id"]), found[0], "manual")
-    _follow(ctx, found[0], int(appt["id"]), appt["status"], False, "manual")
-    ctx.flush()
+    ctx = Context(ledger, None, "", now, LedgerSettings(), events=events)
+    _link(ctx, appt, found[0], "manual")
+    _follow(ctx, found[0], appt, str(appt.row["status"]), False, "manual")
     return f"appointment {appointment.text} linked to referral {referral.text} (manual)"

@@ -1,7 +1,8 @@
-"""The ledger's queries: referrals and appointments by key, patients, keys and history rows.
+"""The ledger's row-level queries: referrals by key and by patient, patient ids, history
+rows, the sweep's candidates, and what a referral-event message reads of a referral.
 
-Plain synchronous functions over a SQLAlchemy Connection; the writer thread
-calls them inside the batch transaction.
+Plain synchronous functions over a Connection, inside the caller's transaction.  Ingest reads
+and writes the ledger a batch at a time (engine.store.ledger.ingest).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select
 
 from engine.ledger.facts import AppointmentFacts, ReferralFacts
+from engine.ledger.state import OVERDUE_MARK
 from engine.mappings.changes import EI, PatientId, Provider, merge_patient_ids
 from engine.store import sql
 from engine.store.schema import referral_events, referral_patients, referrals
@@ -43,18 +45,6 @@ def referral_ids_for(conn: Connection, key: EI, kinds: Iterable[str] | None = No
                    if wanted is None or kind in wanted})
 
 
-def key_kinds_for(conn: Connection, key: EI) -> set[str]:
-    """The kinds (RF1-6, RF1-11, ORC-2, ORC-3) under which some referral has `key`."""
-    return {kind for _rid, kind in _keys_named(conn, key)}
-
-
-def insert_keys(conn: Connection, referral_id: int, keys: list[tuple[str, EI]]) -> None:
-    """The keys of a referral just created (no check against existing ones)."""
-    sql.insert_many(conn, "referral_keys", [
-        {"referral_id": referral_id, "kind": kind, "key_id": key.id,
-         "key_authority": key.authority} for kind, key in keys])
-
-
 def insert_patients(conn: Connection, referral_id: int, ids: list[PatientId]) -> None:
     """The patient ids of a referral just created."""
     sql.insert_many(conn, "referral_patients", [
@@ -62,46 +52,14 @@ def insert_patients(conn: Connection, referral_id: int, ids: list[PatientId]) ->
          "authority_oid": p.oid} for p in ids])
 
 
-_REFERRAL_COLUMNS = ("id", "status", "review", "key_id", "key_authority", "priority",
-                     "received_at")
-
-
-def referral(conn: Connection, referral_id: int) -> dict[str, Any]:
-    """What the lifecycle needs of a referral."""
-    found = sql.rows(conn, f"SELECT {', '.join(_REFERRAL_COLUMNS)} FROM referrals WHERE id = ?",
-                     [referral_id])
-    row = dict(zip(_REFERRAL_COLUMNS, found[0], strict=True))
-    row["review"] = bool(row["review"])
-    row["received_at"] = as_datetime(row["received_at"])
-    return row
-
-
 def add_referral(conn: Connection, values: dict[str, Any]) -> int:
     return sql.insert(conn, "referrals", values)
-
-
-def set_referral(conn: Connection, referral_id: int, **values: Any) -> None:
-    sql.update(conn, "referrals", referral_id, values)
 
 
 def keys_of(conn: Connection, referral_id: int) -> list[tuple[str, EI]]:
     found = sql.rows(conn, "SELECT kind, key_id, key_authority FROM referral_keys "
                            "WHERE referral_id = ? ORDER BY id", [referral_id])
     return [(str(r[0]), EI(r[1], r[2] or "")) for r in found]
-
-
-def add_keys(conn: Connection, referral_id: int, keys: Iterable[tuple[str, EI]]) -> list[EI]:
-    """Add the keys the referral does not have yet; the ones added."""
-    wanted = [(kind, key) for kind, key in keys if key.id]
-    if not wanted:
-        return []
-    have = keys_of(conn, referral_id)
-    added: list[tuple[str, EI]] = []
-    for kind, key in wanted:
-        if not any(k == kind and key.matches(h) for k, h in have + added):
-            added.append((kind, key))
-    insert_keys(conn, referral_id, added)
-    return [key for _kind, key in added]
 
 
 def add_patients(conn: Connection, referral_id: int, ids: Iterable[PatientId]) -> None:
@@ -146,9 +104,6 @@ def expirable(conn: Connection, statuses: Iterable[str], now: datetime, received
                    referrals.c.id).limit(limit)
     return [(int(r.id), str(r.status), EI(r.key_id, r.key_authority or ""))
             for r in conn.execute(q)]
-
-
-OVERDUE_MARK = "sweep overdue"  # the history row that marks a referral as reported overdue
 
 
 def overdue(conn: Connection, statuses: Iterable[str], now: datetime, limit: int | None = None
@@ -227,81 +182,8 @@ def _same_authority(p: PatientId) -> ColumnElement[bool]:
     return or_(by_oid, and_(rp.authority_oid == "", rp.authority == p.authority))
 
 
-_APPOINTMENT_COLUMNS = ("id", "key_id", "key_authority", "status", "match", "referral_id")
-
-
-def appointment_for(conn: Connection, key: EI) -> dict[str, Any] | None:
-    """What matching and the lifecycle need of the appointment with this key, if any."""
-    found = sql.rows(conn, f"SELECT {', '.join(_APPOINTMENT_COLUMNS)} FROM appointments "
-                           f"WHERE key_id = ? ORDER BY id", [key.id])
-    for r in found:
-        row = dict(zip(_APPOINTMENT_COLUMNS, r, strict=True))
-        if key.matches(EI(row["key_id"], row["key_authority"] or "")):
-            return row
-    return None
-
-
-def add_appointment(conn: Connection, values: dict[str, Any]) -> int:
-    return sql.insert(conn, "appointments", values)
-
-
-def set_appointment(conn: Connection, appointment_id: int, **values: Any) -> None:
-    sql.update(conn, "appointments", appointment_id, values)
-
-
-def set_appointment_keys(conn: Connection, appointment_id: int,
-                         keys: Iterable[tuple[str, EI]], fresh: bool = False) -> None:
-    """Replace the appointment's keys (SCH-26, SCH-27, `ledger.link_fields`; `fresh`: it has
-    none yet)."""
-    if not fresh:
-        sql.rows(conn, "DELETE FROM appointment_keys WHERE appointment_id = ?", [appointment_id])
-    sql.insert_many(conn, "appointment_keys", [
-        {"appointment_id": appointment_id, "kind": kind, "key_id": key.id,
-         "key_authority": key.authority} for kind, key in keys])
-
-
-def orphans_for(conn: Connection, key: EI) -> list[tuple[dict[str, Any], str]]:
-    """Unmatched appointments whose SCH-26/SCH-27 (or link field) carry `key`, with the kind
-    that matched."""
-    found = sql.rows(conn, "SELECT a.id, a.key_id, a.key_authority, a.status, k.kind, "
-                           "k.key_authority FROM appointments a JOIN appointment_keys k "
-                           "ON k.appointment_id = a.id WHERE k.key_id = ? "
-                           "AND a.match = 'unmatched' ORDER BY a.id", [key.id])
-    out: list[tuple[dict[str, Any], str]] = []
-    seen: set[int] = set()
-    for aid, key_id, authority, status, kind, via_authority in found:
-        if key.matches(EI(key.id, via_authority or "")) and int(aid) not in seen:
-            seen.add(int(aid))
-            out.append(({"id": int(aid), "key_id": key_id, "key_authority": authority or "",
-                         "status": status}, str(kind)))
-    return out
-
-
-def other_active(conn: Connection, referral_id: int, appointment_id: int) -> bool:
-    """Does the referral have another booked appointment?"""
-    return bool(sql.rows(conn, "SELECT id FROM appointments WHERE referral_id = ? AND id <> ? "
-                               "AND status = 'booked' LIMIT 1", [referral_id, appointment_id]))
-
-
-def event_row(*, at: datetime, event: str, message_id: int | None, control_id: str = "",
-              referral_id: int | None = None, appointment_id: int | None = None,
-              before: str | None = None, after: str | None = None, rule: str = ""
-              ) -> dict[str, Any]:
-    """One history row, as parameters for `insert_events`."""
-    return {"referral_id": referral_id, "appointment_id": appointment_id,
-            "message_id": message_id, "control_id": control_id, "at": at, "event": event,
-            "status_before": before, "status_after": after, "rule": rule[:200]}
-
-
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     sql.insert_many(conn, "referral_events", rows)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
-# --- referral events (`on:` routes) ----------------------------------------------------------
 
 
 _FACTS_COLUMNS = ("key_id, key_authority, status, owner, priority, window_start, window_end, "

@@ -2,7 +2,7 @@
 
 Keys are snake_case and stable (the CLI's contract); ids print as HL7 EI text (`EI.1^EI.2`);
 times as `engine.timestamps.utc_text` writes them (`2026-12-04T20:18:25Z`).  The worklist, which
-explains its rows, is `engine.ledger.worklist`.
+explains its rows, is `engine.store.ledger.worklist`.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _referral(r: dict[str, Any], keys: list[dict[str, Any]], patients: list[dict
 def find_referral(conn: Connection, key: EI, now: datetime | None = None
                   ) -> dict[str, Any] | None:
     """One referral by any of its keys, with its history (`days_overdue` counted at `now`)."""
-    from engine.ledger.store import referral_ids_for
+    from engine.store.ledger.repository import referral_ids_for
 
     found = referral_ids_for(conn, key)
     if not found:

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from engine.ledger import lifecycle as lc
-from engine.ledger import store
 from engine.ledger.settings import DEFAULT_WINDOW_DAYS
-from engine.ledger.views import WAITING, appointment_rows, referral_names
 from engine.mappings.changes import EI, PatientId
+from engine.store.ledger import repository as store
+from engine.store.ledger.views import WAITING, appointment_rows, referral_names
 from engine.store.schema import appointment_keys, appointments, referrals
 from engine.timestamps import as_utc, utc_text, whole_days
 

@@ -55,8 +55,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, Subquery, and_, case, func, select
 
 from engine.ledger import lifecycle as lc
-from engine.ledger.store import as_datetime
 from engine.mappings.changes import COMPLETE_APPT, NOSHOW
+from engine.store.ledger.repository import as_datetime
 from engine.store.schema import appointments, referral_events, referrals
 from engine.timestamps import utc_text
 

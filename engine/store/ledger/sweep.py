@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from engine.ledger import lifecycle as lc
-from engine.ledger import store
 from engine.ledger.settings import LedgerSettings
+from engine.ledger.state import OVERDUE_MARK, event_row
+from engine.store.ledger import repository as store
 
 Events = list[tuple[int, str]] | None
 OPEN = (lc.PENDING, lc.ACCEPTED)  # the statuses the time rules act on
@@ -31,7 +32,7 @@ def sweep(conn: Connection, now: datetime, settings: LedgerSettings,
     # another sweep or a message may have got there first
     expiring = [(rid, key, statuses[rid]) for rid, _, key in found if statuses.get(rid) in OPEN]
     store.set_statuses(conn, [rid for rid, _, _ in expiring], lc.EXPIRED, now)
-    store.insert_events(conn, [store.event_row(
+    store.insert_events(conn, [event_row(
         at=now, event="sweep expire", message_id=None, referral_id=rid, before=status,
         after=lc.EXPIRED, rule="past RF1-8 with no appointment") for rid, _, status in expiring])
     if events is not None:
@@ -50,8 +51,8 @@ def mark_overdue(conn: Connection, now: datetime, events: Events = None,
     # another sweep or a message may have got there first
     due = [(rid, key, statuses[rid], at) for rid, _, key, at in found
            if statuses.get(rid) in OPEN and rid not in marked]
-    store.insert_events(conn, [store.event_row(
-        at=now, event=store.OVERDUE_MARK, message_id=None, referral_id=rid, before=status,
+    store.insert_events(conn, [event_row(
+        at=now, event=OVERDUE_MARK, message_id=None, referral_id=rid, before=status,
         after=status, rule=f"past its deadline to be scheduled ({at:%Y-%m-%dT%H:%M:%S}Z)")
         for rid, _, status, at in due])
     if events is not None:

@@ -1,0 +1,259 @@
+"""What ingest reads and writes of the ledger: the state a batch of changes can reach, loaded
+with a few `IN (...)` queries for the whole batch, and what the rules changed in it, written
+back with one statement per table (engine.ledger.state, engine.ledger.rules).
+
+The state holds every referral whose key a change names or whose patient an appointment's
+fallback could match, every appointment a change names or that waits (unmatched) for one of
+those keys, and the appointments of those referrals (a cancel looks for another booked one).
+Rows created in memory get their ids here, just before they are inserted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from engine.ledger import rules
+from engine.ledger.state import OVERDUE_MARK, Appointment, Ledger, Referral, is_new
+from engine.mappings.changes import EI, AppointmentChange, Change, PatientId, ReferralChange
+from engine.store import Connection, sql
+from engine.store.ledger.repository import as_datetime, insert_events
+from engine.store.schema import appointments, referrals
+
+REFERRAL = tuple(c.name for c in referrals.c if c.name != "id")
+APPOINTMENT = tuple(c.name for c in appointments.c if c.name != "id")
+_WHEN = {"window_start", "window_end", "received_at", "updated_at", "due_at", "start",
+         "created_at"}
+# What a row created in memory holds when the rules did not set it (the columns' defaults).
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "referrals": {"review": False, "window_start": None, "window_end": None},
+    "appointments": {"start": None, "duration_min": None, "specialty": "", "via": None,
+                     "referral_id": None},
+}
+
+
+def keys_named(changes: Iterable[Change]) -> set[str]:
+    """The EI.1 of every key the changes name (a referral's own and extra keys, an
+    appointment's links to referrals)."""
+    out: set[str] = set()
+    for ch in changes:
+        if isinstance(ch, ReferralChange):
+            out.add(ch.key.id)
+            out.update(k.id for k in ch.external_ids)
+            if ch.filler_order_number is not None:
+                out.add(ch.filler_order_number.id)
+        else:
+            out.update(k.id for k in ch.placer_order_numbers + ch.filler_order_numbers)
+            out.update(k.id for _via, keys in ch.other_keys for k in keys)
+    out.discard("")
+    return out
+
+
+def load(conn: Connection, changes: Sequence[Change]) -> Ledger:
+    """The ledger state `changes` can reach (see the module's text)."""
+    keys = keys_named(changes)
+    siu = [ch for ch in changes if isinstance(ch, AppointmentChange)]
+    return load_for(conn, keys, {ch.key.id for ch in siu}, [
+        p for ch in siu if ch.specialty and ch.start is not None for p in ch.patient_ids])
+
+
+def load_for(conn: Connection, keys: set[str], appointment_keys: set[str],
+             patients: list[PatientId]) -> Ledger:
+    """The referrals with these keys or a patient id matching one of `patients`, the
+    appointments with these keys (EI.1) or waiting for one of `keys`, and those referrals'
+    appointments: two statements, and three more when some referral is found."""
+    found: dict[int, Appointment] = {}
+    _appointments(conn, "key_id", sorted(appointment_keys), found)
+    _orphans(conn, sorted(keys), found)
+    linked = sorted({int(a.row["referral_id"]) for a in found.values() if a.row["referral_id"]})
+    refs = _referrals(conn, sorted(keys), sorted({p.id for p in patients
+                                                  if p.authority or p.oid}), linked)
+    _appointments(conn, "referral_id", sorted(r.id for r in refs), found)
+    return Ledger(refs, found.values())
+
+
+def _in(conn: Connection, head: str, values: Sequence[Any], tail: str = "") -> list[tuple[Any, ...]]:
+    """`head IN (values) tail`: none when `values` is empty."""
+    if not values:
+        return []
+    return sql.rows(conn, f"{head} IN ({_marks(values)}){tail}", values)
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _patient(patient_id: Any, authority: Any, oid: Any) -> PatientId:
+    return PatientId(str(patient_id), str(authority or ""), str(oid or ""))
+
+
+def _row(columns: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
+    row = dict(zip(columns, values, strict=True))
+    for name in _WHEN.intersection(row):
+        row[name] = as_datetime(row[name])
+    return row
+
+
+def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: list[int]
+               ) -> list[Referral]:
+    """The referrals with a key among `keys` (EI.1), a patient id among `patient_ids` (CX.1;
+    the rules compare the authorities) or an id among `ids`, with their keys, patient ids and
+    overdue marks."""
+    parts: list[tuple[str, list[Any]]] = [(f"SELECT referral_id FROM referral_keys WHERE key_id IN ({_marks(keys)})", keys),
+             (f"SELECT referral_id FROM referral_patients WHERE patient_id IN "
+              f"({_marks(patient_ids)})", patient_ids),
+             (f"SELECT id FROM referrals WHERE id IN ({_marks(ids)})", ids)]
+    wanted = [(q, v) for q, v in parts if v]
+    if not wanted:
+        return []
+    rows = sql.rows(conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id IN ("
+                          + " UNION ".join(q for q, _ in wanted) + ") ORDER BY id",
+                    [v for _, values in wanted for v in values])
+    refs = {int(r[0]): Referral(int(r[0]), _row(REFERRAL, r[1:])) for r in rows}
+    for r in refs.values():
+        r.row["review"] = bool(r.row["review"])
+    _details(conn, refs)
+    return list(refs.values())
+
+
+def _details(conn: Connection, refs: dict[int, Referral]) -> None:
+    """The referrals' keys, patient ids and overdue marks, in one statement."""
+    rids = sorted(refs)
+    if not rids:
+        return
+    marks = _marks(rids)
+    for tag, row_id, rid, a, b, c in sql.rows(
+            conn, "SELECT 0, id, referral_id, kind, key_id, key_authority FROM referral_keys "
+                  f"WHERE referral_id IN ({marks}) UNION ALL "
+                  "SELECT 1, id, referral_id, patient_id, authority, authority_oid "
+                  f"FROM referral_patients WHERE referral_id IN ({marks}) UNION ALL "
+                  "SELECT 2, id, referral_id, event, event, event FROM referral_events "
+                  f"WHERE referral_id IN ({marks}) AND event = ? ORDER BY 1, 2",
+            [*rids, *rids, *rids, OVERDUE_MARK]):
+        ref = refs[int(rid)]
+        if tag == 0:
+            ref.keys.append((str(a), EI(b, c or "")))
+        elif tag == 1:
+            ref.patients.append((int(row_id), _patient(a, b, c)))
+        else:
+            ref.overdue = True
+
+
+def _appointments(conn: Connection, column: str, values: list[Any],
+                  found: dict[int, Appointment]) -> None:
+    for r in _in(conn, f"SELECT id, {', '.join(APPOINTMENT)} FROM appointments WHERE {column}",
+                 values):
+        found.setdefault(int(r[0]), Appointment(int(r[0]), _row(APPOINTMENT, r[1:])))
+
+
+def _orphans(conn: Connection, keys: list[str], found: dict[int, Appointment]) -> None:
+    """Unmatched appointments with a link key among `keys`, with those keys."""
+    columns = ", ".join(f"a.{c}" for c in APPOINTMENT)
+    for r in _in(conn, f"SELECT a.id, k.kind, k.key_id, k.key_authority, {columns} "
+                       "FROM appointment_keys k JOIN appointments a ON a.id = k.appointment_id "
+                       "WHERE a.match = 'unmatched' AND k.key_id", keys, " ORDER BY a.id, k.id"):
+        appt = found.setdefault(int(r[0]), Appointment(int(r[0]), _row(APPOINTMENT, r[4:])))
+        appt.keys.append((str(r[1]), EI(r[2], r[3] or "")))
+
+
+# --- writing back ----------------------------------------------------------------------------
+
+
+def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
+    """Write what the rules changed, one statement per table and kind; the ids given to the rows
+    created in memory (provisional id → stored id)."""
+    new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_id)
+    new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_id)
+    given = allocate(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
+    ids = dict(zip([r.id for r in new_refs], given["referrals"], strict=True))
+    ids.update(zip([a.id for a in new_appts], given["appointments"], strict=True))
+
+    def real(value: Any) -> Any:
+        return ids.get(value, value) if isinstance(value, int) else value
+
+    _save_referrals(conn, ledger.referrals.values(), real)
+    _save_appointments(conn, ledger.appointments.values(), real)
+    insert_events(conn, [{**h, "referral_id": real(h["referral_id"]),
+                          "appointment_id": real(h["appointment_id"])} for h in ledger.history])
+    return ids
+
+
+def _id(row: Referral | Appointment) -> int:
+    return row.id
+
+
+def allocate(conn: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
+    """So many new ids for each table: from its sequence (PostgreSQL), or past its largest id
+    (SQLite, whose single writer holds the database until the batch commits; one statement
+    for all the tables)."""
+    wanted = {table: n for table, n in counts.items() if n}
+    out: dict[str, list[int]] = {table: [] for table in counts}
+    if not wanted:
+        return out
+    if conn.dialect.name == "sqlite":
+        tops = sql.rows(conn, "SELECT " + ", ".join(
+            f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in wanted))[0]
+        for (table, n), top in zip(wanted.items(), tops, strict=True):
+            out[table] = list(range(int(top) + 1, int(top) + 1 + n))
+        return out
+    for table, n in wanted.items():
+        out[table] = sorted(int(r[0]) for r in sql.rows(
+            conn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                  "FROM generate_series(1, ?)", [n]))
+    return out
+
+
+def _values(table: str, row: dict[str, Any], columns: tuple[str, ...], real: Any) -> list[Any]:
+    full = {**_DEFAULTS[table], **row}
+    out = [real(full[c]) if c == "referral_id" else full[c] for c in columns]
+    if "candidates" in full and isinstance(full["candidates"], list):
+        out[columns.index("candidates")] = json.dumps([real(c) for c in full["candidates"]],
+                                                      separators=(",", ":"))
+    return out
+
+
+def _upsert(conn: Connection, table: str, columns: tuple[str, ...],
+            rows: list[tuple[int, dict[str, Any]]], real: Any) -> None:
+    """Insert the new rows (provisional ids) and update the changed stored ones."""
+    new = [[real(rid), *_values(table, row, columns, real)] for rid, row in rows if is_new(rid)]
+    sql.many(conn, f"INSERT INTO {table} (id, {', '.join(columns)}) "
+                   f"VALUES ({', '.join('?' * (len(columns) + 1))})", new)
+    sql.many(conn, f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+             [[*_values(table, row, columns, real), rid] for rid, row in rows if not is_new(rid)])
+
+
+def _save_referrals(conn: Connection, refs: Iterable[Referral], real: Any) -> None:
+    refs = sorted(refs, key=_id)
+    _upsert(conn, "referrals", REFERRAL, [(r.id, r.row) for r in refs if r.dirty], real)
+    sql.many(conn, "INSERT INTO referral_keys (referral_id, kind, key_id, key_authority) "
+                   "VALUES (?, ?, ?, ?)",
+             [(real(r.id), kind, k.id, k.authority) for r in refs for kind, k in r.new_keys])
+    sql.many(conn, "INSERT INTO referral_patients (referral_id, patient_id, authority, "
+                   "authority_oid) VALUES (?, ?, ?, ?)",
+             [(real(r.id), p.id, p.authority, p.oid) for r in refs
+              for row_id, p in r.patients if row_id is None])
+    sql.many(conn, "UPDATE referral_patients SET authority = ?, authority_oid = ? WHERE id = ?",
+             [(p.authority, p.oid, row_id) for r in refs for row_id, p in r.patients
+              if row_id in r.changed_patients])
+
+
+def _save_appointments(conn: Connection, appts: Iterable[Appointment], real: Any) -> None:
+    appts = sorted(appts, key=_id)
+    _upsert(conn, "appointments", APPOINTMENT, [(a.id, a.row) for a in appts if a.dirty], real)
+    replaced = [a for a in appts if a.keys_replaced]
+    sql.many(conn, "DELETE FROM appointment_keys WHERE appointment_id = ?",
+             [(a.id,) for a in replaced if not is_new(a.id)])
+    sql.many(conn, "INSERT INTO appointment_keys (appointment_id, kind, key_id, key_authority) "
+                   "VALUES (?, ?, ?, ?)",
+             [(real(a.id), kind, k.id, k.authority) for a in replaced for kind, k in a.keys])
+
+
+def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime,
+                  events: list[tuple[int, str]] | None = None) -> str:
+    """`hl7-engine link` in the caller's transaction (engine.ledger.rules.link_manually)."""
+    state = load_for(conn, {referral.id}, {appointment.id}, [])
+    effect = rules.link_manually(state, appointment, referral, now, events)
+    save(conn, state)
+    return effect
