@@ -28,7 +28,7 @@ from engine.outbound.passthrough import Relay, Waiters
 from engine.outbound.queue import Delivered, QueueWorker
 from engine.pipeline import Job, Pipeline, Result, failed
 from engine.reload import ConfigDiff, diff
-from engine.store import Database as Engine  # the store names it; kept as Engine here
+from engine.store import Database
 from engine.store.lock import WriteLock
 from engine.store.outbound import bookkeeping_database
 from engine.store.writer import GroupCommitWriter
@@ -130,7 +130,7 @@ class DeliveryService(service.Service):
     work and file writes run on its thread pool.  Passes start twice a second, and a pass that
     delivered something is followed at once by the next (no pause while a queue has rows)."""
 
-    def __init__(self, destinations: tuple[Destination, ...], db: Engine, reactor: Any,
+    def __init__(self, destinations: tuple[Destination, ...], db: Database, reactor: Any,
                  answered: Callable[[int, bytes], bool] | None = None,
                  metrics: Metrics | None = None) -> None:
         def now() -> datetime:
@@ -195,7 +195,7 @@ class EngineService(service.MultiService):
     """The root of the service tree, holding what a reload changes: the running config, the
     pipeline, and each channel's factory and listener."""
 
-    def __init__(self, config: Config, reactor: Any, db: Engine, pipeline: Pipeline,
+    def __init__(self, config: Config, reactor: Any, db: Database, pipeline: Pipeline,
                  writer: GroupCommitWriter[Job, Result], builders: dict[str, AckBuilder]
                  ) -> None:
         super().__init__()
@@ -303,7 +303,7 @@ def exit_now(_exc: BaseException) -> None:
         os._exit(EXIT_WRITER_DIED)
 
 
-def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence[str] = (),
+def make_service(config: Config, reactor: Any, db: Database, worker_argv: Sequence[str] = (),
                  link: socket.socket | None = None,
                  on_writer_died: Callable[[BaseException], None] = exit_now
                  ) -> EngineService:
@@ -356,7 +356,7 @@ def make_service(config: Config, reactor: Any, db: Engine, worker_argv: Sequence
 
 
 def _relay(channel: Channel, builders: dict[str, AckBuilder], waiters: Waiters | None,
-           db: Engine, reactor: Any) -> Relay | None:
+           db: Database, reactor: Any) -> Relay | None:
     if not channel.ack.passthrough or waiters is None:
         return None
     return Relay(channel.ack.passthrough, channel.ack.timeout_s, builders[channel.name], waiters,

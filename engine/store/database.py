@@ -81,3 +81,35 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def write_state(db: Engine, busy_timeout_ms: int = 1000) -> str:
+    """`ok` when the database would take a write now, else a short reason (`locked`,
+    `read-only`, `error: <type>`).  SQLite: `BEGIN IMMEDIATE; ROLLBACK` (the write lock, waited
+    for at most `busy_timeout_ms`, then nothing written); PostgreSQL: a round trip, and neither
+    a read-only transaction nor a standby in recovery."""
+    dbapi_error = getattr(db.dialect.loaded_dbapi, "Error", SQLAlchemyError)
+    try:
+        if db.dialect.name == "sqlite":
+            _sqlite_write_lock(db, busy_timeout_ms)
+            return "ok"
+        with db.connect() as conn:
+            read_only = conn.exec_driver_sql("SHOW transaction_read_only").scalar()
+            recovery = conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar()
+        return "read-only" if read_only == "on" or recovery else "ok"
+    except (SQLAlchemyError, dbapi_error) as exc:
+        text = str(getattr(exc, "orig", None) or exc).lower()
+        return ("locked" if "locked" in text else "read-only" if "readonly" in text
+                or "read-only" in text else f"error: {type(exc).__name__}")
+
+
+def _sqlite_write_lock(db: Engine, busy_timeout_ms: int) -> None:
+    raw = db.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute("ROLLBACK")
+        cursor.close()
+    finally:
+        raw.close()

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from engine.errors import EngineError
+from engine.store import Connection
 from engine.store.sessions import session_of
 from engine.store.users import Principal, token_user
 

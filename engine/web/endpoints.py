@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
-
 from engine.config import Config
 from engine.ledger.lifecycle import STATUSES
 from engine.logs import audit
+from engine.store import Database
 from engine.store.users import Principal
 from engine.web.auth import ApiError
 
@@ -36,7 +35,7 @@ class Call:
     (naive UTC), a POST's JSON body (an object; empty without one; a page's: its form fields),
     and where the call came from (`api`, or `console` for the pages), which audit events name."""
 
-    db: Engine
+    db: Database
     config: Config
     user: Principal
     params: dict[str, str]

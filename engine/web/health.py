@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+
+from engine.store import Database
+from engine.store.database import write_state
 
 log = structlog.get_logger("engine.web")
 
@@ -22,38 +23,13 @@ BUSY_TIMEOUT_MS = 1000  # SQLite: how long the write check waits for the write l
 OK, BOUND, NOT_BOUND = "ok", "bound", "not bound"
 
 
-def database_state(db: Engine) -> str:
+def database_state(db: Database) -> str:
     """`ok` when the database would take a write now, else a short reason (`locked`,
-    `read-only`, `error: <type>`).  SQLite: `BEGIN IMMEDIATE; ROLLBACK` (the write lock, then
-    nothing written); PostgreSQL: a round trip, and neither a read-only transaction nor a
-    standby in recovery."""
-    dbapi_error = getattr(db.dialect.loaded_dbapi, "Error", SQLAlchemyError)
-    try:
-        if db.dialect.name == "sqlite":
-            _sqlite_write_lock(db)
-            return OK
-        with db.connect() as conn:
-            read_only = conn.exec_driver_sql("SHOW transaction_read_only").scalar()
-            recovery = conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar()
-        return "read-only" if read_only == "on" or recovery else OK
-    except (SQLAlchemyError, dbapi_error) as exc:
-        text = str(getattr(exc, "orig", None) or exc).lower()
-        state = ("locked" if "locked" in text else "read-only" if "readonly" in text
-                 or "read-only" in text else f"error: {type(exc).__name__}")
+    `read-only`, `error: <type>`): engine.store.database.write_state, logged when not ok."""
+    state = write_state(db, BUSY_TIMEOUT_MS)
+    if state != OK:
         log.warning("http.database_not_ready", state=state)
-        return state
-
-
-def _sqlite_write_lock(db: Engine) -> None:
-    raw = db.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("BEGIN IMMEDIATE")
-        cursor.execute("ROLLBACK")
-        cursor.close()
-    finally:
-        raw.close()
+    return state
 
 
 def listener_states(channels: Iterable[str], services: Iterable[Any]) -> dict[str, str]:

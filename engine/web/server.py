@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import Engine
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -30,6 +29,7 @@ from twisted.web.static import File
 
 from engine.config import Config, Http
 from engine.errors import CannotListen
+from engine.store import Database
 from engine.store.database import open_database
 from engine.tls import server_options
 from engine.web.api import Api
@@ -60,7 +60,7 @@ class EngineView(Protocol):
     def config(self) -> Config: ...
 
     @property
-    def db(self) -> Engine: ...
+    def db(self) -> Database: ...
 
     @property
     def writer(self) -> Writer: ...
@@ -96,7 +96,7 @@ class HttpService(service.Service):
         self.port = 0
         self.listening: Any = None
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="engine-web")
-        self.db: Engine | None = None
+        self.db: Database | None = None
         self.throttle = Throttle()
         self.snapshot = CachedSnapshot(self._read, self._in_thread, reactor.seconds)
         metrics.live(lambda: engine.config, self._connections, self.snapshot.current)

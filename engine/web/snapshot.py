@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
 from twisted.internet import defer
 
 from engine.config import Config
 from engine.outbound.views import queue_state
+from engine.store import Database
 from engine.store.ledger.views import overdue_counts, status_counts
 from engine.web.metrics import Snapshot
 
@@ -25,7 +25,7 @@ log = structlog.get_logger("engine.web")
 TTL_S = 5.0  # how long a snapshot serves before a scrape starts the next read
 
 
-def read_snapshot(db: Engine, config: Config, now: datetime) -> Snapshot:
+def read_snapshot(db: Database, config: Config, now: datetime) -> Snapshot:
     """Every database figure of `/metrics`, read now (a blocking call: run it in a thread)."""
     queues = queue_state(db, config.destinations, now)
     with db.connect() as conn:

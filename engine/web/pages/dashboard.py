@@ -17,10 +17,10 @@ from markupsafe import Markup
 
 from engine.ledger import lifecycle as lc
 from engine.store.ledger.views import count_appointments
+from engine.store.traffic import channel_traffic
 from engine.web.charts import line_chart
 from engine.web.pages.core import Html, Page, PageCall
 from engine.web.snapshot import read_snapshot
-from engine.web.traffic import channel_traffic
 
 REFRESH_S = 5
 

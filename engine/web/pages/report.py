@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy import Connection
 
+from engine.store import Connection
 from engine.store.ledger.report import (
     Period,
     PeriodError,
