@@ -20,7 +20,6 @@ status 1 (2 when an engine would not start).
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import threading
@@ -29,7 +28,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 from bench.loadgen import parse_mix
@@ -37,7 +35,7 @@ from bench.measure import HOST, Settings, Throughput, measure
 from bench.procs import free_port, scratch_dir
 from bench.run import engine_server
 from bench.synth import Synth
-from bench.web import BENCH_PASSWORD, bench_user
+from bench.web import console_login
 
 
 @dataclass(slots=True)
@@ -82,21 +80,6 @@ class Scraper:
                 f"{max(self.times_ms):.1f} ms, {self.failures} failures")
 
 
-def console_viewer(base: str, config: Path) -> urllib.request.OpenerDirector:
-    """A browser-like client logged in to the console as a new viewer (made with the CLI)."""
-    bench_user(config, "viewer")
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-    with opener.open(base + "/login", timeout=10) as r:
-        form = r.read().decode()
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
-    assert csrf is not None, "the login form has no CSRF token"
-    body = urllib.parse.urlencode({"csrf": csrf.group(1), "name": "bench",
-                                   "password": BENCH_PASSWORD}).encode()
-    with opener.open(base + "/login", data=body, timeout=10) as r:
-        r.read()  # 303 to the dashboard, which the opener follows with the session cookie
-    return opener
-
-
 def run_one(name: str, s: Settings, tmp: Path, http: bool, interval: float | None
             ) -> tuple[Throughput, list[Scraper]]:
     """One engine on a fresh database; with `interval`, scraped and its dashboard open during
@@ -108,7 +91,7 @@ def run_one(name: str, s: Settings, tmp: Path, http: bool, interval: float | Non
     scrapers: list[Scraper] = []
     with engine_server(tmp, extra) as server:
         if interval:
-            viewer = console_viewer(base, tmp / "bench.yaml")
+            viewer = console_login(base, tmp / "bench.yaml", "viewer")
             scrapers = [Scraper(base, interval),
                         Scraper(base, interval, ("/dashboard/panel",), viewer)]
         for scraper in scrapers:

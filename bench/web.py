@@ -8,8 +8,9 @@ health and metrics paths, timed over real HTTP against a running engine.
    of arrivals, about 1.5% errored or rejected), `--referrals` referrals over a year in every
    status (with keys, two patient ids each and their history), and appointments for the booked
    ones (1% unmatched, 0.5% ambiguous with two candidates).
-2. The engine starts on it with `http:`; an admin user and a bearer token are made with the CLI.
-3. Each path is fetched twice to warm up, then `--repeat` times; the median, p95 and maximum
+2. The engine starts on it with `http:`; an admin user and a bearer token are made with the CLI,
+   and a second admin logs in to the console as a browser would.
+3. Each API path, then each console page, is fetched twice to warm up, then `--repeat` times; the median, p95 and maximum
    response times are printed, with the target (under 200 ms) beside them.  Figures are printed,
    never judged by the exit status: the machine may be busy.  A non-200 answer makes it 1.
 """
@@ -19,13 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +164,26 @@ def _cli(config: Path, *args: str, stdin: str = "") -> str:
     return done.stdout
 
 
-def bench_user(config: Path, role: str) -> None:
-    """A new user `bench` with `role` and the password BENCH_PASSWORD, made with the CLI."""
-    _cli(config, "user", "add", "bench", "--role", role, "--password-stdin",
+def bench_user(config: Path, role: str, name: str = "bench") -> None:
+    """A new user with `role` and the password BENCH_PASSWORD, made with the CLI."""
+    _cli(config, "user", "add", name, "--role", role, "--password-stdin",
          stdin=BENCH_PASSWORD + "\n")
+
+
+def console_login(base: str, config: Path, role: str, name: str = "bench"
+                  ) -> urllib.request.OpenerDirector:
+    """A browser-like client logged in to the console as a new user `name` with `role`."""
+    bench_user(config, role, name)
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    with opener.open(base + "/login", timeout=10) as r:
+        form = r.read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None, "the login form has no CSRF token"
+    body = urllib.parse.urlencode({"csrf": csrf.group(1), "name": name,
+                                   "password": BENCH_PASSWORD}).encode()
+    with opener.open(base + "/login", data=body, timeout=10) as r:
+        r.read()  # 303 to the dashboard, which the opener follows with the session cookie
+    return opener
 
 
 def bench_token(config: Path) -> str:
@@ -172,11 +192,15 @@ def bench_token(config: Path) -> str:
     return _cli(config, "token", "create", "bench").strip().splitlines()[-1]
 
 
-def get(url: str, token: str) -> tuple[int, float, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+def get(url: str, token: str, opener: urllib.request.OpenerDirector | None = None
+        ) -> tuple[int, float, bytes]:
+    """(status, milliseconds, body) of a GET with the bearer token, or through `opener` (a
+    console session) when given."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
+                                     if opener is None else {})
     t0 = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
+        with (opener or urllib.request.build_opener()).open(request, timeout=60) as answer:
             body = answer.read()
             status = answer.status
     except urllib.error.HTTPError as exc:
@@ -217,16 +241,30 @@ def main(argv: list[str] | None = None) -> int:
               f"in {time.perf_counter() - t0:.0f} s", flush=True)
         port = free_port(HOST)
         with engine_server(tmp, {"http": {"listen": {"host": HOST, "port": port}}}):
-            return _time_all(f"http://{HOST}:{port}", bench_token(tmp / "bench.yaml"), a)
+            base = f"http://{HOST}:{port}"
+            token = bench_token(tmp / "bench.yaml")
+            console = console_login(base, tmp / "bench.yaml", "admin", "console")
+            return _time_all(base, token, a, console)
 
 
-def _time_all(base: str, token: str, a: argparse.Namespace) -> int:
+def pages(referral_count: int, message_count: int) -> list[str]:
+    """The console's pages to time, as an admin sees them."""
+    return ["/", "/dashboard/panel", "/queues", "/messages", "/messages?status=errored",
+            f"/messages/{message_count // 2}", "/worklist", "/referrals",
+            "/referrals?status=pending", f"/referrals/WR{referral_count // 2:08d}%5EPCPEHR",
+            "/report", "/report?by=specialty"]
+
+
+def _time_all(base: str, token: str, a: argparse.Namespace,
+              console: urllib.request.OpenerDirector) -> int:
     failed = 0
     print(f"{'path':<44} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  (target < {TARGET_MS:.0f})")
-    for path in paths(base, token, a.referrals, a.messages):
+    timed = [(p, None) for p in paths(base, token, a.referrals, a.messages)] + [
+        (p, console) for p in pages(a.referrals, a.messages)]
+    for path, opener in timed:
         times = []
         for n in range(a.repeat + 2):
-            status, ms, _ = get(base + path, token)
+            status, ms, _ = get(base + path, token, opener)
             if status != 200:
                 print(f"{path}: HTTP {status}", file=sys.stderr)
                 failed += 1

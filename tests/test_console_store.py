@@ -11,8 +11,8 @@ from sqlalchemy import update
 from engine.store.database import open_database
 from engine.store.schema import messages, users
 from engine.store.sessions import IDLE, LIFETIME, end_session, open_session, session_of
-from engine.store.users import add_user
 from engine.store.traffic import channel_traffic
+from engine.store.users import add_user
 
 NOW = datetime(2026, 12, 4, 10, 30, 15)
 

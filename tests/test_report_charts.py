@@ -32,7 +32,7 @@ def test_chart_series_agree_with_the_report(ledger: Engine) -> None:
     """The slices cover the cohort week by week and their received, booked and closed counts
     add up to the report's; the days are one per booked referral, their median the report's."""
     with ledger.connect() as conn:
-        data = series(conn, COHORT, NOW)
+        data = series(conn, COHORT)
         totals = build_report(conn, COHORT, NOW)["totals"]
     assert data.slices[0][0].since == COHORT.since and data.slices[-1][0].until == COHORT.until
     assert len(data.slices) == 6  # 40 days: five weeks and five days
@@ -47,7 +47,7 @@ def test_charts_draw_the_series(ledger: Engine) -> None:
     count every booked referral; the over-time chart has a point per slice and series where
     the slice received any."""
     with ledger.connect() as conn:
-        data = series(conn, COHORT, NOW)
+        data = series(conn, COHORT)
         totals = build_report(conn, COHORT, NOW)["totals"]
     drawn = charts(data, totals["received"])
     within = _titles(str(drawn["booked_within"]), "rect")

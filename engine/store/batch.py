@@ -100,7 +100,7 @@ class BatchStore:
         """Release the connection and the lock file (on the writer thread, when it stops), and
         log where batch time went: waiting for the write lock (another process's or engine's
         batch) or working and committing."""
-        if self.batches:
+        if self._lock is not None and self.batches:
             log.info("store.batch_time", batches=self.batches, batch_s=round(self.batch_s, 3),
                      lock_wait_s=round(self.lock_wait_s, 3),
                      lock_wait_share=round(self.lock_wait_s / self.batch_s, 4)

@@ -47,12 +47,22 @@ the appointment's (booked, cancelled, deleted, noshow, complete): none of the wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, Subquery, and_, case, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Subquery,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+)
 
 from engine.ledger import lifecycle as lc
 from engine.mappings.changes import COMPLETE_APPT, NOSHOW
@@ -191,6 +201,31 @@ def schedule_days(conn: Connection, p: Period, by: str | None = None) -> dict[st
     """The days behind `days_to_schedule`, per group ("" without `by`), sorted: for the web
     report's distribution charts."""
     return _days_to_schedule(conn, p, by)
+
+
+def slice_rates(conn: Connection, p: Period, starts: Sequence[datetime]
+                ) -> list[dict[str, Any]]:
+    """The cohort cut at `starts` (the first is p.since; slice i is [starts[i], starts[i+1]),
+    the last one up to p.until), in one query: per slice `received`, `scheduled`,
+    `closed_loop` and their rates, as the report defines them."""
+    r, h = referrals.c, _reached(p)
+    bounds = [case((r.received_at < b, i)) for i, b in enumerate(starts[1:])]
+    index = (func.coalesce(*bounds, len(starts) - 1) if bounds
+             else literal(0)).label("slice")
+    q = (select(index, func.count().label("received"),
+                func.count(h.c.scheduled_at).label("scheduled"),
+                _count(r.status == lc.CLOSED).label("closed"))
+         .select_from(referrals.outerjoin(h, h.c.referral_id == r.id)).where(_cohort(p))
+         .group_by(index))
+    found = {int(row.slice): row for row in conn.execute(q)}
+    out = []
+    for i in range(len(starts)):
+        row = found.get(i)
+        n, booked, closed = (int(row.received), int(row.scheduled), int(row.closed)) if row \
+            else (0, 0, 0)
+        out.append({"received": n, "scheduled": booked, "closed_loop": closed,
+                    "scheduled_rate": _rate(booked, n), "closed_loop_rate": _rate(closed, n)})
+    return out
 
 
 def _when(value: Any) -> datetime:

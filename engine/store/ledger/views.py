@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -206,15 +207,15 @@ def find_referral(conn: Connection, key: EI, now: datetime | None = None
     if not rows:
         return None
     out = rows[0]
-    appts = {int(a["id"]): _ei(a["key_id"], a["key_authority"])
-             for a in conn.execute(select(appointments)).mappings()}
+    history = conn.execute(select(referral_events).where(
+        referral_events.c.referral_id == found[0]).order_by(referral_events.c.id)).mappings().all()
+    appts = appointment_names(conn, (h["appointment_id"] for h in history))
     out["history"] = [{
         "at": iso(h["at"]), "event": h["event"], "status_before": h["status_before"],
         "status_after": h["status_after"], "rule": plain_note(h["rule"]),
         "message_id": h["message_id"], "control_id": h["control_id"] or None,
         "appointment": appts.get(int(h["appointment_id"])) if h["appointment_id"] else None,
-    } for h in conn.execute(select(referral_events).where(
-        referral_events.c.referral_id == found[0]).order_by(referral_events.c.id)).mappings()]
+    } for h in history]
     out["events"] = events_sent(conn, found[0])
     return out
 
@@ -256,15 +257,35 @@ def count_appointments(conn: Connection, *, worklist: bool = False) -> int:
     return int(conn.execute(q).scalar_one())
 
 
-def referral_names(conn: Connection) -> dict[int, str]:
-    """Every referral's EI text by row id."""
-    return {int(r.id): _ei(r.key_id, r.key_authority) for r in conn.execute(
-        select(referrals.c.id, referrals.c.key_id, referrals.c.key_authority))}
+NAMES_AT_ONCE = 500  # row ids per `IN (...)` of the name look-ups
+
+
+def _names(conn: Connection, table: Any, ids: Iterable[Any]) -> dict[int, str]:
+    wanted = sorted({int(i) for i in ids if i is not None})
+    out: dict[int, str] = {}
+    for start in range(0, len(wanted), NAMES_AT_ONCE):
+        chunk = wanted[start:start + NAMES_AT_ONCE]
+        out.update((int(r.id), _ei(r.key_id, r.key_authority)) for r in conn.execute(
+            select(table.c.id, table.c.key_id, table.c.key_authority)
+            .where(table.c.id.in_(chunk))))
+    return out
+
+
+def referral_names(conn: Connection, ids: Iterable[Any]) -> dict[int, str]:
+    """The EI text of the referrals with these row ids (None ignored), by row id."""
+    return _names(conn, referrals, ids)
+
+
+def appointment_names(conn: Connection, ids: Iterable[Any]) -> dict[int, str]:
+    """The EI text of the appointments with these row ids (None ignored), by row id."""
+    return _names(conn, appointments, ids)
 
 
 def appointment_rows(conn: Connection, q: Select[Any]) -> list[dict[str, Any]]:
     """The appointments `q` selects (whole rows), as the CLI shows them."""
-    refs = referral_names(conn)
+    rows = conn.execute(q).mappings().all()
+    refs = referral_names(conn, [a["referral_id"] for a in rows] + [
+        i for a in rows for i in json.loads(a["candidates"] or "[]")])
     return [{
         "id": _ei(a["key_id"], a["key_authority"]),
         "status": a["status"],
@@ -277,17 +298,15 @@ def appointment_rows(conn: Connection, q: Select[Any]) -> list[dict[str, Any]]:
         "candidates": [refs.get(int(i), str(i)) for i in json.loads(a["candidates"] or "[]")],
         "patient_ids": json.loads(a["patient_ids"] or "[]"),
         "created_at": iso(a["created_at"]),
-    } for a in conn.execute(q).mappings()]
+    } for a in rows]
 
 
 def changes_of_message(conn: Connection, message_id: int) -> list[dict[str, Any]]:
     """Every ledger change one message made (the other direction of a referral's history)."""
-    refs = {int(r.id): _ei(r.key_id, r.key_authority) for r in conn.execute(
-        select(referrals.c.id, referrals.c.key_id, referrals.c.key_authority))}
-    appts = {int(a.id): _ei(a.key_id, a.key_authority) for a in conn.execute(
-        select(appointments.c.id, appointments.c.key_id, appointments.c.key_authority))}
     rows = conn.execute(select(referral_events).where(referral_events.c.message_id == message_id)
-                        .order_by(referral_events.c.id)).mappings()
+                        .order_by(referral_events.c.id)).mappings().all()
+    refs = referral_names(conn, (h["referral_id"] for h in rows))
+    appts = appointment_names(conn, (h["appointment_id"] for h in rows))
     return [{
         "referral": refs.get(int(h["referral_id"])) if h["referral_id"] else None,
         "appointment": appts.get(int(h["appointment_id"])) if h["appointment_id"] else None,

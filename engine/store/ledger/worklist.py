@@ -101,10 +101,10 @@ def _fallback(conn: Connection, row: dict[str, Any], window_days: int) -> dict[s
                 "reason": f"no {_joined(missing, 'or')} to match it to a referral by",
                 "action": _link(appt)}
     start = as_utc(row["start"])
-    names = referral_names(conn)
     found = [r for r in store.referrals_of_patients(conn, _patients(row["patient_ids"]),
                                                     lc.MATCHABLE)
              if str(r["specialty"]).upper() == str(row["specialty"]).upper()]
+    names = referral_names(conn, (r["id"] for r in found))
     if not found:
         return {"kind": "no_referral",
                 "reason": "no open referral for this patient and specialty",

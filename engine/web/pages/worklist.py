@@ -14,6 +14,8 @@ from engine.web import endpoints as ep
 from engine.web.pages.core import Html, Page, PageCall, Redirect
 from engine.web.pages.links import href
 
+PAGE_ROWS = 100  # rows of each list on the page (the API and CLI page through the rest)
+
 # The worklist's kinds, by section: (title, kinds, whether a Link form belongs to the row)
 SECTIONS = (
     ("Appointments to link", ("ambiguous", "fits_now", "outside_window", "no_referral",
@@ -51,7 +53,7 @@ def sections(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def worklist_page(page: PageCall) -> Html:
     """`/worklist`: the API's worklist and overdue referrals (both audited as reads)."""
-    limit = str(ep.MAX_LIMIT)
+    limit = str(PAGE_ROWS)
     work = ep.worklist(replace(page.call, params={"limit": limit}))
     overdue = ep.referrals(replace(page.call, params={"overdue": "1", "limit": limit}))
     return Html("worklist.html", {
