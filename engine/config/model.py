@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from engine.errors import EngineError
@@ -12,12 +11,11 @@ from engine.ledger.settings import (
     LedgerSettings,
 )
 from engine.mappings.rules import MappingRules
+from engine.mllp.options import IPNetwork as IPNetwork
+from engine.mllp.options import peer_allowed
 from engine.routes.filters import When
 from engine.routes.transforms import Step
 from engine.tls import ClientTLS, ListenTLS
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 DEFAULT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
 
@@ -89,15 +87,7 @@ class Channel:
 
     def allows(self, host: str) -> bool:
         """May a peer at this address connect?  (IPv4 seen as IPv6-mapped counts as IPv4.)"""
-        if not self.allow:
-            return True
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allow)
+        return peer_allowed(self.allow, host)
 
     def accepts_type(self, msg_type: str) -> bool:
         return any(t == msg_type for t, _ in self.accept)
