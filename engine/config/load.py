@@ -17,10 +17,10 @@ from engine.config.build import Builder
 from engine.config.checks import (
     http_port_free,
     passthrough,
+    route_targets,
     unique_channels,
     unique_destinations,
 )
-from engine.config.checks import route_targets as check_routes
 from engine.config.fields import FROM_YAML, Text, kind_of
 from engine.config.model import Channel, Config, ConfigError, Destination, Http, Route
 from engine.config.problems import keys_of, problems_of, suggest, unknown_key
@@ -54,7 +54,7 @@ def parse_config(data: Any, source: str = "") -> Config:
     raw_workers = top.get("workers")
     workers = None if raw_workers is None else _valid(Workers, raw_workers, "workers", b)
     routes = _routes(top.get("routes"), b)
-    check_routes(routes, {ch.name for _, ch in channels}, known, b.problems)
+    route_targets(routes, {ch.name for _, ch in channels}, known, b.problems)
     ledger = _valid(LedgerDoc, top.get("ledger"), "ledger", b)
     retention = _valid(Retention, top.get("retention"), "retention", b) or Retention()
     http = _http(top, channels, b)
@@ -64,10 +64,9 @@ def parse_config(data: Any, source: str = "") -> Config:
         # With destinations the main process delivers and a worker ingests (engine/workers.py):
         # on one interpreter delivery and full-speed ingest share the GIL and delivery lags.
         workers=workers or (2 if destinations else 1), routes=tuple(r for _, r in routes),
-        ledger=b.ledger(ledger) if ledger else LedgerSettings(),
-        retention=retention,
-        http=http)
-    passthrough([(i, ch) for i, ch in channels if i >= 0], config, b.problems)
+        ledger=b.ledger(ledger) if ledger else LedgerSettings(), retention=retention, http=http)
+    if len(routes) == len(_items(top.get("routes"), "routes", Builder())):  # all read
+        passthrough([(i, ch) for i, ch in channels if i >= 0], config, b.problems)
     if b.problems:
         raise ConfigError(_report(b.problems, source))
     return config
@@ -159,6 +158,8 @@ def _routes(raw: Any, b: Builder) -> list[tuple[int, Route]]:
         doc = _valid(RouteDoc, item, f"routes[{i}]", b)
         if doc is not None:
             out.append((i, b.route(doc, f"routes[{i}]", item)))
+        elif isinstance(item, dict) and ("from" in item) == ("on" in item):
+            b.route_input(RouteDoc.model_construct(), f"routes[{i}]", item)
     return out
 
 

@@ -34,7 +34,7 @@ _REQUIRED = {
     ("RouteDoc", "name"): "expected a non-empty string",
 }
 _MAPPING = {"model_type", "dataclass_type", "dict_type", "model_attributes_type"}
-_UNKNOWN = {"extra_forbidden", "unexpected_keyword_argument"}
+_UNKNOWN = {"extra_forbidden", "unexpected_keyword_argument", "invalid_key"}
 _UNKNOWN_KEY = re.compile(r"^(?P<path>(?:.*\.)?(?P<key>[^.]+)): unknown key "
                           r"\(expected one of: (?P<allowed>[^)]*)\)$")
 
@@ -78,6 +78,9 @@ def _line(detail: ErrorDetails, schema: Any, prefix: str) -> str:
     if kind in _MAPPING:
         return f"{path}: expected a mapping, got {kind_of(detail['input'])}"
     owner = _model_at(schema, loc[:-1])
+    if kind == "invalid_key":  # a key YAML read as a number, `1:`
+        return unknown_key(f"{yaml_path(prefix, loc[:-1]) or ''}.{loc[-1]}".lstrip("."),
+                           keys_of(owner))
     if kind in _UNKNOWN:
         return unknown_key(path, keys_of(owner))
     if kind == "missing":
