@@ -210,15 +210,25 @@ class Document(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, title="channels.yaml",
                               json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"})
 
-    channels: Annotated[list[ChannelDoc], Field(min_length=1)]
-    database: Text | Database = Database()
-    log: Logging = Logging()
-    destinations: list[DestinationDoc] = []
-    routes: list[RouteDoc] = []
-    workers: Workers | None = None  # default: 2 with destinations, else 1
-    ledger: LedgerDoc = LedgerDoc()
-    retention: Retention = Retention()
-    http: HttpDoc | None = None
+    channels: Annotated[list[ChannelDoc], Field(min_length=1, description=(
+        "The MLLP listeners, each with its own rules (docs/configuration.md#channel-keys)."))]
+    database: Annotated[Text | Database, Field(description=(
+        "A SQLAlchemy URL, or a mapping with url and the SQLite and commit settings."))
+                        ] = Database()
+    log: Annotated[Logging, Field(description="The JSON message log and its level.")] = Logging()
+    destinations: Annotated[list[DestinationDoc], Field(description=(
+        "Where routed messages go: a folder (file) or a downstream MLLP listener (mllp)."))] = []
+    routes: Annotated[list[RouteDoc], Field(description=(
+        "Which messages (from: a channel) or referral events (on:) go to which destinations."))
+                      ] = []
+    workers: Annotated[Workers | None, Field(description=(
+        "Processes; default 1, or 2 with destinations."))] = None
+    ledger: Annotated[LedgerDoc, Field(description=(
+        "The referral ledger's time rules: window, deadlines, sweep interval."))] = LedgerDoc()
+    retention: Annotated[Retention, Field(description=(
+        "How long message bodies are kept; absent: for ever."))] = Retention()
+    http: Annotated[HttpDoc | None, Field(description=(
+        "The web face (health and metrics); absent: no web server."))] = None
 
 
 def json_schema() -> str:
