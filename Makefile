@@ -7,7 +7,7 @@ CONFIG ?= channels.yaml
 SOAK_MINUTES ?= 10
 SOAK_FLAGS   ?=
 
-.PHONY: install run test lint typecheck pytest fuzz bench soak clean
+.PHONY: install run test lint typecheck pytest fuzz bench soak clean schema
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict engine
+
+schema: $(STAMP)  # the JSON Schema of channels.yaml, for editors (tests/test_config_schema.py)
+	$(BIN)/python -c "from engine.config.schema import json_schema; print(json_schema(), end='')" \
+	  > docs/channels.schema.json
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

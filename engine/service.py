@@ -23,6 +23,7 @@ from engine.errors import CannotListen
 from engine.housekeeping import PurgeService, SweepService
 from engine.ingest import frame_handler
 from engine.logs import emit
+from engine.mllp.options import ListenerOptions
 from engine.mllp.server import MLLPServerFactory, listening_factory
 from engine.outbound.passthrough import Relay, Waiters
 from engine.outbound.queue import Delivered, QueueWorker
@@ -226,7 +227,8 @@ class EngineService(service.MultiService):
         handler = frame_handler(channel, self.writer, relay, self.metrics)
         oversize = (builder.too_large if self.metrics is None
                     else self.metrics.oversize(channel, builder.too_large))
-        made = MLLPServerFactory(channel, handler, self.reactor, oversize=oversize)
+        made = MLLPServerFactory(listener_options(channel), handler, self.reactor,
+                                 oversize=oversize)
         self.factories[channel.name] = made
         return made
 
@@ -361,3 +363,12 @@ def _relay(channel: Channel, builders: dict[str, AckBuilder], waiters: Waiters |
         return None
     return Relay(channel.ack.passthrough, channel.ack.timeout_s, builders[channel.name], waiters,
                  db, reactor)
+
+
+def listener_options(channel: Channel) -> ListenerOptions:
+    """What the MLLP server obeys, from the channel's `limits`, `framing` and `listen`."""
+    limits = channel.limits
+    return ListenerOptions(
+        channel.name, limits.max_frame_bytes, limits.idle_timeout_s, limits.max_connections,
+        limits.max_queued_frames, limits.frame_timeout_s, limits.max_connections_per_address,
+        channel.tolerate_missing_cr, channel.mllp_release, channel.allow, channel.tls)

@@ -224,7 +224,8 @@ def test_unknown_keys_at_every_level() -> None:
 
 
 def test_wrong_types_all_reported() -> None:
-    """Wrong types in one channel are each reported, with the value that was found."""
+    """Wrong types in one channel are each reported once, with the value that was found, in the
+    order of the schema."""
     assert problems({"channels": [{
         "name": [], "listen": "x", "accept": "REF^I12", "versions": "2.5", "processing_ids": [],
         "ack": {"facility": ""},
@@ -234,15 +235,14 @@ def test_wrong_types_all_reported() -> None:
     }]}) == [
         "channels[0].name: expected a non-empty string",
         "channels[0].listen: expected a mapping, got a string",
-        "channels[0].listen.port: required, expected 1-65535 (0 picks a free port)",
         "channels[0].accept: expected a non-empty list",
+        "channels[0].versions: expected a non-empty list",
+        "channels[0].processing_ids: expected a non-empty list",
+        "channels[0].ack.facility: expected a non-empty string",
         "channels[0].limits.max_frame_bytes: expected an integer in 1024-1073741824, got 1.5",
         "channels[0].limits.idle_timeout_s: expected a number in 0-604800, got '10'",
         "channels[0].limits.max_connections: expected an integer in 1-100000, got True",
         "channels[0].limits.max_queued_frames: expected an integer in 1-100000, got 0",
-        "channels[0].versions: expected a non-empty list",
-        "channels[0].processing_ids: expected a non-empty list",
-        "channels[0].ack.facility: expected a non-empty string",
         "channels[0].framing.tolerate_missing_cr: expected true or false, got 'yes'",
     ]
 
@@ -351,8 +351,8 @@ def test_database_of_wrong_shape(value: Any, expected: str) -> None:
 def test_bad_log_settings() -> None:
     """An unknown log level and an empty log file are reported."""
     assert problems({**one(), "log": {"level": "verbose", "file": ""}}) == [
-        "log.level: expected debug, info, warning or error",
         "log.file: expected a non-empty string",
+        "log.level: expected debug, info, warning or error",
     ]
 
 

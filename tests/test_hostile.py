@@ -234,11 +234,12 @@ def test_accepted_connections_have_tcp_nodelay(reactor: Any) -> None:
     from twisted.internet.threads import blockingCallFromThread
 
     from engine.mllp.server import MLLPServerFactory
+    from engine.service import listener_options
 
     def handler(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
         return defer.succeed([])
 
-    factory = MLLPServerFactory(CHANNEL, handler, reactor)
+    factory = MLLPServerFactory(listener_options(CHANNEL), handler, reactor)
     made: list[Any] = []
     build = factory.buildProtocol
 

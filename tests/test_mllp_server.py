@@ -22,7 +22,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from engine.config import Channel, Limits
+from engine.mllp.options import ListenerOptions
 from engine.mllp.server import MLLPServerFactory, MLLPServerProtocol, frame
 
 PEER = "10.1.2.3:40000"
@@ -73,14 +73,14 @@ class FakeHandler:
 
 
 def channel(tolerate_missing_cr: bool = True, allow: tuple[str, ...] = (),
-            **limits: Any) -> Channel:
-    """A test channel; `limits` override small, test-friendly defaults."""
+            **limits: Any) -> ListenerOptions:
+    """A test channel's listener; `limits` override small, test-friendly defaults."""
     values: dict[str, Any] = dict(max_frame_bytes=1024, idle_timeout_s=30.0, max_connections=2,
-                                  max_queued_frames=4)
+                                  max_queued_frames=4, frame_timeout_s=30.0,
+                                  max_connections_per_address=0)
     values.update(limits)
-    return Channel(name="test", host="127.0.0.1", port=0, accept=frozenset({("REF", "I12")}),
-                   limits=Limits(**values), tolerate_missing_cr=tolerate_missing_cr,
-                   allow=tuple(ipaddress.ip_network(a) for a in allow))
+    return ListenerOptions(name="test", tolerate_missing_cr=tolerate_missing_cr,
+                           allow=tuple(ipaddress.ip_network(a) for a in allow), **values)
 
 
 def connect(factory: MLLPServerFactory, handler: FakeHandler | None = None,

@@ -31,6 +31,7 @@ from engine.mllp.blocking import MLLPClient
 from engine.mllp.server import MLLPServerFactory, listening_factory
 from engine.mllp.tls_listen import TLSListenFactory, failure_text
 from engine.parsing import parse
+from engine.service import listener_options
 from engine.tls import ListenTLS
 
 SAMPLE = str(SAMPLES / "ref_i12_v251.hl7")  # MSH-10 REF-I12-V251
@@ -111,10 +112,10 @@ def _refuse(payload: bytes, peer: str) -> Any:
 def test_a_plain_channel_listens_with_its_own_factory_and_a_tls_one_wraps_it(pki: Pki) -> None:
     """Plain TCP keeps the bare MLLP factory (nothing added per connection); `listen.tls` puts
     the same factory under TLS."""
-    plain = MLLPServerFactory(_channel(None), _refuse, task.Clock())
+    plain = MLLPServerFactory(listener_options(_channel(None)), _refuse, task.Clock())
     assert listening_factory(plain) is plain
-    tls = MLLPServerFactory(_channel(ListenTLS(str(pki.server_cert), str(pki.server_key))),
-                            _refuse, task.Clock())
+    listen_tls = ListenTLS(str(pki.server_cert), str(pki.server_key))
+    tls = MLLPServerFactory(listener_options(_channel(listen_tls)), _refuse, task.Clock())
     wrapped = listening_factory(tls)
     assert isinstance(wrapped, TLSListenFactory) and wrapped.wrappedFactory is tls
 

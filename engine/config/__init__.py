@@ -1,5 +1,7 @@
-"""`channels.yaml`, parsed into frozen, validated objects: the values in `model`, the YAML walk in
-`reader`, the sections in `channels` and `sections`, the file in `load`.
+"""`channels.yaml`, parsed into frozen, validated objects: the schema declared once in `schema`
+and `settings` (pydantic models: keys, defaults, bounds), the value types in `fields`, the
+engine's values in `model`, pydantic's errors in the operator's words in `problems`, the values
+built in `build`, the checks across sections in `checks`, the file in `load`.
 
 Every problem is collected with its YAML path (`channels[0].listen.port: expected 1-65535`),
 after the file's path when there is a file (`channels.yaml: channels[0].listen.port: …`), and
@@ -12,7 +14,8 @@ are made absolute here, so the rest of the engine only sees absolute ones.
 """
 
 from engine.config.load import load_config, parse_config
-from engine.config.model import (
+from engine.config.model import Channel, Config, ConfigError, Destination, Http, IPNetwork, Route
+from engine.config.settings import (
     DEFAULT_DATABASE,
     DEFAULT_LOG_FILE,
     DEFAULT_VERSIONS,
@@ -20,17 +23,10 @@ from engine.config.model import (
     STRICT,
     SYNCHRONOUS,
     AckConfig,
-    Channel,
-    Config,
-    ConfigError,
     Database,
-    Destination,
-    Http,
-    IPNetwork,
     Limits,
     Logging,
     Retention,
-    Route,
 )
 
 __all__ = [

@@ -1,93 +1,186 @@
-"""Reading `channels.yaml`: YAML with duplicate keys refused, every section parsed, every problem
-reported at once after the file's path, with the key an unknown one most resembles.
+"""Reading `channels.yaml`: YAML with duplicate keys refused, each section validated against the
+schema and built, the checks across sections, and every problem reported at once after the
+file's path.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
-from engine.config.channels import check_passthrough, check_unique, read_channel
-from engine.config.model import DEFAULT_LOG_FILE, Channel, Config, ConfigError, Logging
-from engine.config.reader import Reader
-from engine.config.sections import (
-    read_database,
-    read_destinations,
-    read_http,
-    read_ledger,
-    read_retention,
-    read_routes,
+from engine.config.build import Builder
+from engine.config.checks import (
+    http_port_free,
+    passthrough,
+    route_targets,
+    unique_channels,
+    unique_destinations,
 )
-
-_UNKNOWN_KEY = re.compile(r"^(?P<path>(?:.*\.)?(?P<key>[^.]+)): unknown key "
-                          r"\(expected one of: (?P<allowed>[^)]*)\)$")
+from engine.config.fields import FROM_YAML, Text, kind_of
+from engine.config.model import Channel, Config, ConfigError, Destination, Http, Route
+from engine.config.problems import keys_of, problems_of, suggest, unknown_key
+from engine.config.schema import (
+    ChannelDoc,
+    DestinationDoc,
+    Document,
+    HttpDoc,
+    LedgerDoc,
+    RouteDoc,
+    Workers,
+)
+from engine.config.settings import Database, Logging, Retention
+from engine.ledger.settings import LedgerSettings
 
 
 def parse_config(data: Any, source: str = "") -> Config:
     """Validate a loaded YAML document.  Raises `ConfigError` listing every problem.  With a
     `source` (the file's path), relative paths in it are taken from the file's folder."""
-    r = Reader(base=Path(source).absolute().parent if source else None)
-    top = r.mapping(data, "", {"database", "log", "channels", "destinations", "routes",
-                               "workers", "ledger", "retention", "http"})
+    b = Builder(base=Path(source).absolute().parent if source else None)
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(_report(r.problems, source))
-    channels: list[tuple[int, Channel]] = []  # with the index in the YAML list, for paths
-    raw_channels = top.get("channels")
-    if not isinstance(raw_channels, list) or not raw_channels:
-        r.problem("channels", "expected a non-empty list of channels")
-        raw_channels = []
-    for i, raw in enumerate(raw_channels):
-        ch = read_channel(raw, f"channels[{i}]", r)
-        if ch is not None:
-            channels.append((i, ch))
-    check_unique(channels, r)
-    log = r.mapping(top.get("log"), "log", {"file", "level"})
-    level = r.string(log.get("level"), "log.level", "info").lower()
-    if level not in ("debug", "info", "warning", "error"):
-        r.problem("log.level", "expected debug, info, warning or error")
-    destinations = read_destinations(top.get("destinations"), r)
+        raise ConfigError(_report([f"(top level): expected a mapping, got {kind_of(data)}"],
+                                  source))
+    top: dict[str, Any] = data or {}
+    allowed = keys_of(Document)
+    b.problems.extend(unknown_key(str(key), allowed) for key in top if key not in allowed)
+    channels = _channels(top.get("channels"), b)
+    log = _valid(Logging, top.get("log"), "log", b) or Logging()
+    destinations, known = _destinations(top.get("destinations"), b)
+    database = _database(top.get("database"), b)
+    raw_workers = top.get("workers")
+    workers = None if raw_workers is None else _valid(Workers, raw_workers, "workers", b)
+    routes = _routes(top.get("routes"), b)
+    route_targets(routes, {ch.name for _, ch in channels}, known, b.problems)
+    ledger = _valid(LedgerDoc, top.get("ledger"), "ledger", b)
+    retention = _valid(Retention, top.get("retention"), "retention", b) or Retention()
+    http = _http(top, channels, b)
     config = Config(
-        channels=tuple(ch for _, ch in channels),
-        database=read_database(top.get("database"), r),
-        log=Logging(r.file(log.get("file"), "log.file", DEFAULT_LOG_FILE), level),
-        source=source,
-        destinations=destinations,
+        channels=tuple(ch for i, ch in channels if i >= 0), database=b.database(database),
+        log=b.log(log), source=source, destinations=destinations,
         # With destinations the main process delivers and a worker ingests (engine/workers.py):
         # on one interpreter delivery and full-speed ingest share the GIL and delivery lags.
-        workers=r.number(top.get("workers"), "workers", 2 if destinations else 1, 1, 64),
-        routes=read_routes(top.get("routes"), {ch.name for _, ch in channels},
-                       {d.name for d in destinations}, r),
-        ledger=read_ledger(top.get("ledger"), r),
-        retention=read_retention(top.get("retention"), r),
-        http=read_http(top.get("http"), channels, r) if "http" in top else None,
-    )
-    check_passthrough(channels, config, r)
-    if r.problems:
-        raise ConfigError(_report(r.problems, source))
+        workers=workers or (2 if destinations else 1), routes=tuple(r for _, r in routes),
+        ledger=b.ledger(ledger) if ledger else LedgerSettings(), retention=retention, http=http)
+    if len(routes) == len(_items(top.get("routes"), "routes", Builder())):  # all read
+        passthrough([(i, ch) for i, ch in channels if i >= 0], config, b.problems)
+    if b.problems:
+        raise ConfigError(_report(b.problems, source))
     return config
+
+
+@cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
+
+
+def _valid(kind: Any, raw: Any, path: str, b: Builder) -> Any:
+    """`raw` validated as a `kind`, or None with its problems added."""
+    try:
+        return _adapter(kind).validate_python(raw, context={FROM_YAML: True})
+    except ValidationError as exc:
+        b.problems.extend(problems_of(exc, kind, path))
+        return None
+
+
+def _items(raw: Any, section: str, b: Builder) -> list[tuple[int, Any]]:
+    """A list section's entries with their index (none when absent or not a list)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        b.problems.append(f"{section}: expected a list of {section}")
+        return []
+    return list(enumerate(raw))
+
+
+def _channels(raw: Any, b: Builder) -> list[tuple[int, Channel]]:
+    """The channels that validated, by index; one that did not is kept as a stand-in with a
+    negative index (-1 - index) when its name and port can be read, for the duplicate checks."""
+    if not isinstance(raw, list) or not raw:
+        b.problems.append("channels: expected a non-empty list of channels")
+        return []
+    out: list[tuple[int, Channel]] = []
+    for i, item in enumerate(raw):
+        doc = _valid(ChannelDoc, item, f"channels[{i}]", b)
+        if doc is not None:
+            out.append((i, b.channel(doc, f"channels[{i}]")))
+        elif (stand_in := _stand_in(item)) is not None:
+            out.append((-1 - i, stand_in))
+    unique_channels([(i if i >= 0 else -1 - i, ch) for i, ch in out], b.problems)
+    return out
+
+
+def _stand_in(raw: Any) -> Channel | None:
+    """What the duplicate checks need of a channel that did not validate: its name and port."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        return None
+    return Channel(raw["name"].strip(), *_listen_of(raw, "0.0.0.0"), frozenset())
+
+
+def _listen_of(raw: dict[str, Any], host: str) -> tuple[str, int]:
+    """The host and port of an entry's `listen:` as far as they can be read (port 0: not)."""
+    listen = raw["listen"] if isinstance(raw.get("listen"), dict) else {}
+    given, port = listen.get("host", host), listen.get("port")
+    if not isinstance(port, int) or isinstance(port, bool):
+        port = 0
+    return given if isinstance(given, str) else "", port
+
+
+def _destinations(raw: Any, b: Builder) -> tuple[tuple[Destination, ...], set[str]]:
+    """The destinations that validated, and every name given (for the routes' checks)."""
+    out: list[Destination] = []
+    names: list[tuple[int, str]] = []
+    for i, item in _items(raw, "destinations", b):
+        doc = _valid(DestinationDoc, item, f"destinations[{i}]", b)
+        if doc is not None:
+            out.append(b.destination(doc, f"destinations[{i}]"))
+            names.append((i, doc.name))
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            names.append((i, item["name"].strip()))
+    unique_destinations(names, b.problems)
+    return tuple(out), {name for _, name in names}
+
+
+def _database(raw: Any, b: Builder) -> Database:
+    """`database: URL` or `database: {url, ...}`."""
+    if isinstance(raw, str):
+        url = _valid(Text, raw, "database", b)
+        return Database(url=url) if url else Database()
+    return _valid(Database, raw, "database", b) or Database()
+
+
+def _routes(raw: Any, b: Builder) -> list[tuple[int, Route]]:
+    out: list[tuple[int, Route]] = []
+    for i, item in _items(raw, "routes", b):
+        doc = _valid(RouteDoc, item, f"routes[{i}]", b)
+        if doc is not None:
+            out.append((i, b.route(doc, f"routes[{i}]", item)))
+        elif isinstance(item, dict) and ("from" in item) == ("on" in item):
+            b.route_input(RouteDoc.model_construct(), f"routes[{i}]", item)
+    return out
+
+
+def _http(top: dict[str, Any], channels: list[tuple[int, Channel]], b: Builder) -> Http | None:
+    """`http:`, if given; its port must not be a channel's on the same address."""
+    if "http" not in top:
+        return None
+    raw = top["http"]
+    doc = _valid(HttpDoc, raw, "http", b)
+    http = b.http(doc) if doc else Http(*_listen_of(raw if isinstance(raw, dict) else {},
+                                                      Http().host))
+    http_port_free(http, [(i, ch) for i, ch in channels if i >= 0], b.problems)
+    return http
 
 
 def _report(problems: list[str], source: str) -> list[str]:
     """The problems as printed: each after the file's path (when parsed from a file), and an
     unknown key with the allowed key it most resembles.  (The route filter and transform parsers
-    word unknown keys the same way as `Reader.mapping`, so all are completed here.)"""
+    word unknown keys in the schema's way, so theirs are completed here.)"""
     prefix = f"{source}: " if source else ""
-    return [prefix + _suggest(problem) for problem in problems]
-
-
-def _suggest(problem: str) -> str:
-    """`x.acept: unknown key (expected one of: accept, …)` → `x.acept: unknown key; did you
-    mean 'accept'?`; without a close match, unchanged (the list of allowed keys)."""
-    m = _UNKNOWN_KEY.match(problem)
-    if m is None:
-        return problem
-    close = difflib.get_close_matches(m["key"], m["allowed"].split(", "), n=1)
-    return f"{m['path']}: unknown key; did you mean {close[0]!r}?" if close else problem
+    return [prefix + suggest(problem) for problem in problems]
 
 
 _BOOL_TAG, _STR_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str"

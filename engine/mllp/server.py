@@ -23,8 +23,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from engine.config import Channel
 from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK, FrameDecoder, FrameTooLarge
+from engine.mllp.options import ListenerOptions
 
 START, END = b"\x0b", b"\x1c\r"
 CLOSE_GRACE_S = 10.0  # after answering an oversized frame, how long a close may wait on the peer
@@ -70,9 +70,9 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
 
     def __init__(self, factory: MLLPServerFactory) -> None:
         self.factory = factory
-        self.channel = factory.channel
-        self.decoder = FrameDecoder(self.channel.limits.max_frame_bytes,
-                                    self.channel.tolerate_missing_cr)
+        self.options = factory.options
+        self.decoder = FrameDecoder(self.options.max_frame_bytes,
+                                    self.options.tolerate_missing_cr)
         self.queue: deque[bytes | _Close] = deque()
         self.busy = False
         self.draining = False  # in _next's loop: a handler answering at once must not recurse
@@ -100,14 +100,14 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
         _no_delay(self.transport)
         self.transport.registerProducer(self, True)
-        if self.channel.limits.idle_timeout_s:
-            self.setTimeout(self.channel.limits.idle_timeout_s)
+        if self.options.idle_timeout_s:
+            self.setTimeout(self.options.idle_timeout_s)
         self.log.info("mllp.connection_opened", connections=self.factory.connections)
 
     def _refusal(self) -> dict[str, Any] | None:
         """Why this connection may not be served (allow-list, connection caps), or None."""
-        limits = self.channel.limits
-        if not self.channel.allows(self.host):
+        limits = self.options
+        if not self.options.allows(self.host):
             return {"reason": "not_allowed"}
         if self.factory.connections >= limits.max_connections:
             return {"reason": "max_connections", "limit": limits.max_connections}
@@ -132,14 +132,14 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         if frames:
             self.queue.extend(frames)
             self._next()
-        if len(self.queue) > self.channel.limits.max_queued_frames:
+        if len(self.queue) > self.options.max_queued_frames:
             self._hold("queue")
 
     def _watch_frame(self, completed: bool) -> None:
         """Arm the frame timer when a frame opens (again after one completed in this read),
         disarm it when none is open: a frame must be complete `frame_timeout_s` after its
         0x0B, however slowly its bytes come (each byte resets only the idle timeout)."""
-        timeout = self.channel.limits.frame_timeout_s
+        timeout = self.options.frame_timeout_s
         if not timeout:
             return
         if not self.decoder.in_frame:
@@ -155,7 +155,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         if self._holds:  # we stopped reading, not the sender: give it the time again
             self._watch_frame(True)
             return
-        self.log.warning("mllp.frame_timeout", frame_timeout_s=self.channel.limits.frame_timeout_s,
+        self.log.warning("mllp.frame_timeout", frame_timeout_s=self.options.frame_timeout_s,
                          size=self.decoder.buffered)
         self.transport.loseConnection()
 
@@ -194,7 +194,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
                     return
                 self.busy = True
                 args: tuple[Any, ...] = (item, self.peer)
-                if self.channel.mllp_release == 2:
+                if self.options.mllp_release == 2:
                     args += (self._committed,)
                 d = defer.maybeDeferred(self.factory.handler, *args)
                 d.addCallbacks(self._reply, self._failed)
@@ -220,7 +220,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             for ack in acks:
                 self.transport.write(frame(ack))
         self.busy = False
-        if len(self.queue) <= self.channel.limits.max_queued_frames // 2:
+        if len(self.queue) <= self.options.max_queued_frames // 2:
             self._release("queue")
         self._next()
         self._close_if_retired()
@@ -275,13 +275,13 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         self._reply([])
 
     def timeoutConnection(self) -> None:
-        self.log.info("mllp.idle_timeout", idle_timeout_s=self.channel.limits.idle_timeout_s)
+        self.log.info("mllp.idle_timeout", idle_timeout_s=self.options.idle_timeout_s)
         TimeoutMixin.timeoutConnection(self)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.setTimeout(None)
         self._cancel_frame_timer()
-        if self.channel.tls is not None:
+        if self.options.tls is not None:
             self._tls_failed(reason)
         if self.factory.on_close is not None:  # every connection, refused ones too
             self.factory.on_close()
@@ -317,9 +317,9 @@ class MLLPServerFactory(Factory):
 
     protocol = MLLPServerProtocol  # type: ignore[assignment]
 
-    def __init__(self, channel: Channel, handler: Handler, clock: Any, log: Any = None,
+    def __init__(self, options: ListenerOptions, handler: Handler, clock: Any, log: Any = None,
                  oversize: Oversize | None = None) -> None:
-        self.channel = channel
+        self.options = options
         self.handler = handler
         self.clock = clock
         self.oversize = oversize
@@ -327,7 +327,7 @@ class MLLPServerFactory(Factory):
         self.by_address: dict[str, int] = {}
         self.live: set[MLLPServerProtocol] = set()
         self.on_close: Callable[[], None] | None = None  # an ingest worker reports closes
-        self.log = log or structlog.get_logger("engine.mllp").bind(channel=channel.name)
+        self.log = log or structlog.get_logger("engine.mllp").bind(channel=options.name)
 
     def opened(self, protocol: MLLPServerProtocol) -> None:
         self.live.add(protocol)
@@ -355,8 +355,8 @@ class MLLPServerFactory(Factory):
 def listening_factory(factory: MLLPServerFactory) -> Any:
     """What a channel's port listens with, and its adopted connections (`workers:`) are given:
     the MLLP factory itself, or for a `listen.tls` channel, that factory under TLS."""
-    if factory.channel.tls is None:
+    if factory.options.tls is None:
         return factory
     from engine.mllp.tls_listen import tls_factory
 
-    return tls_factory(factory, factory.channel.tls, factory.clock)
+    return tls_factory(factory, factory.options.tls, factory.clock)
