@@ -235,7 +235,8 @@ def test_listen_allow_refuses_other_peers_over_tcp(tmp_path: Path, sqlite_url: s
     shut = _allowing(tmp_path, sqlite_url, workers, "10.0.0.0/8")
     try:
         with MLLPClient("127.0.0.1", shut.port, timeout=5) as client:
-            assert client.exchange(_message(1)[1], 1, 2.0) == [] and client.closed
+            # a worker still starting takes the connection once it runs: wait for the close
+            assert client.exchange(_message(1)[1], 1, 20.0) == [] and client.closed
         assert shut.wait_for("mllp.connection_refused")[0]["reason"] == "not_allowed"
     finally:
         shut.stop()
