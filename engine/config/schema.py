@@ -228,7 +228,7 @@ class Document(BaseModel):
     retention: Annotated[Retention, Field(description=(
         "How long message bodies are kept; absent: for ever."))] = Retention()
     http: Annotated[HttpDoc | None, Field(description=(
-        "The web face (health and metrics); absent: no web server."))] = None
+        "The web face (console, API, health and metrics); absent: no web server."))] = None
 
 
 def json_schema() -> str:
