@@ -56,7 +56,7 @@ def one_run(server: ServerProcess, synth: Synth, a: argparse.Namespace) -> dict[
 
 
 def run_variant(v: Variant, tmp: Path, synth: Synth, a: argparse.Namespace) -> dict[str, float]:
-    folder = tmp / f"{v.name}-{len(list(tmp.iterdir()))}"
+    folder = tmp / f"{v.name.replace('/', '-')}-{len(list(tmp.iterdir()))}"
     folder.mkdir()
     server = engine_server(folder, {"workers": v.workers} if v.workers > 1 else None)
     if v.code is not None:
