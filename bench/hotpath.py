@@ -12,12 +12,14 @@ prepared messages; `log` writes the log line of already committed ones.
 `--callgrind` runs the same twice under `valgrind --tool=callgrind` (N and 3N messages) and
 prints the difference per message: the instructions of one message, free of start-up.  With
 `--baseline DIR` it does the same for the engine package in DIR first (another revision), so two
-versions are compared on a figure the machine's load does not move.
+versions are compared on a figure the machine's load does not move.  `HOTPATH_GC_FREEZE=1`
+calls `gc.freeze()` after set-up (to see what the collector costs this path).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import subprocess
@@ -49,6 +51,8 @@ def work(stage: str, mix: tuple[str, ...], messages: int, folder: Path) -> None:
     synth = Synth(mix)
     jobs = [Job(channel, synth.next().payload, "bench", datetime.now(UTC))
             for _ in range(messages if stage in ("all", "prepare") else SAMPLE)]
+    if os.environ.get("HOTPATH_GC_FREEZE"):
+        gc.freeze()
     if stage == "prepare":
         for job in jobs:
             prepare(job)
