@@ -112,8 +112,10 @@ class ServerProcess:
     """A server subprocess listening on host:port; `with` starts it, waits, and stops it."""
 
     def __init__(self, name: str, argv: Sequence[str], host: str, port: int, log: Path,
-                 cwd: Path | None = None, start_timeout: float = 60.0) -> None:
+                 cwd: Path | None = None, start_timeout: float = 60.0,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.env = env  # None: this process's environment
         self.argv = list(argv)
         self.host, self.port = host, port
         self.log = log
@@ -129,7 +131,8 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, cwd=self.cwd)
+                                         stderr=subprocess.STDOUT, cwd=self.cwd,
+                                         env=self.env)
         try:
             self._wait_listening()
         except BaseException:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from engine.errors import TABLE_0357, Disposition, HL7Error, Location, shown
 from engine.parsing.escape import escape, transcode
@@ -174,7 +175,7 @@ class AckBuilder:
     def _one(self, msg: InboundMessage | None, h: Header | None, verdict: Verdict,
              code: str) -> bytes:
         version = (h.version if h else "") or GARBAGE_VERSION
-        modern = _version_tuple(version) >= (2, 5)
+        modern = _modern(version)
         erring = code not in ("AA", "CA")
         segments = [self._msh(msg, h, version)]
         msa = ["MSA", code, _wire(msg, h.control_id_raw) if h else ""]
@@ -189,24 +190,57 @@ class AckBuilder:
 
     def _msh(self, msg: InboundMessage | None, h: Header | None, version: str) -> str:
         v23 = version in ("2.3", "2.3.0")
-        trigger = _wire(msg, h.trigger_raw) if h else ""
-        msg_type = f"ACK^{trigger}" + ("" if v23 else "^ACK") if trigger else (
+        w = _echoed(msg, h)
+        msg_type = f"ACK^{w.trigger}" + ("" if v23 else "^ACK") if w.trigger else (
             "ACK" if v23 else "ACK^^ACK")
         fields = [
             "MSH", "^~\\&",
-            _esc(self.application) if self.application
-            else _wire(msg, h.receiving_application if h else ""),
-            _esc(self.facility) if self.facility
-            else _wire(msg, h.receiving_facility if h else ""),
-            _wire(msg, h.sending_application if h else ""), _wire(msg, h.sending_facility if h else ""),
+            _esc_once(self.application) if self.application else w.receiving_application,
+            _esc_once(self.facility) if self.facility else w.receiving_facility,
+            w.sending_application, w.sending_facility,
             _stamp(self.clock().replace(microsecond=0)), "", msg_type,
             _esc(self.control_ids()),
-            _wire(msg, h.processing_raw) if h else "P",
-            _wire(msg, h.version_raw) if h else GARBAGE_VERSION,
+            w.processing if h else "P",
+            w.version if h else GARBAGE_VERSION,
         ]
-        if h and h.charset_raw:
-            fields += [""] * 5 + [_wire(msg, h.charset_raw)]
+        if w.charset:
+            fields += [""] * 5 + [w.charset]
         return "|".join(fields)
+
+
+class _Echoed(NamedTuple):
+    """The inbound MSH values an ACK's MSH echoes, in the standard delimiters."""
+
+    receiving_application: str
+    receiving_facility: str
+    sending_application: str
+    sending_facility: str
+    trigger: str
+    processing: str
+    version: str
+    charset: str
+
+
+_NOTHING_ECHOED = _Echoed("", "", "", "", "", "", "", "")
+
+
+def _echoed(msg: InboundMessage | None, h: Header | None) -> _Echoed:
+    """What the ACK's MSH echoes: as sent when the sender used the standard delimiters,
+    else re-encoded (`_wire`)."""
+    if h is None:
+        return _NOTHING_ECHOED
+    values = _Echoed(h.receiving_application, h.receiving_facility, h.sending_application,
+                     h.sending_facility, h.trigger_raw, h.processing_raw, h.version_raw,
+                     h.charset_raw)
+    if msg is None or msg.delimiters is STANDARD:
+        return values
+    return _Echoed(*(_wire(msg, v) for v in values))
+
+
+@lru_cache(maxsize=64)
+def _modern(version: str) -> bool:
+    """An ACK for this version carries the v2.5 ERR (and no MSA-3)."""
+    return _version_tuple(version) >= (2, 5)
 
 
 @lru_cache(maxsize=4)
@@ -233,6 +267,9 @@ def _describe(verdict: Verdict) -> str:
 
 def _esc(value: str) -> str:
     return value if value.isalnum() else escape(value, STANDARD)
+
+
+_esc_once = lru_cache(maxsize=64)(_esc)  # our own MSH-3/4: the same few values every time
 
 
 def _wire(msg: InboundMessage | None, raw: str | None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet import defer
 
 from engine.config import Channel
-from engine.logs import emit
+from engine.logs import emit, emit_rendered, quote
 from engine.mllp.server import Handler
 from engine.outbound.passthrough import Relay
 from engine.pipeline import Job, Result
@@ -69,10 +69,14 @@ def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
     sender's ACK is the relayed answer, logged as `ack.relayed` when it comes."""
     event = ("message.retransmission" if r.retransmission
              else "message.stored" if r.committed else "message.not_stored")
+    ack = ack or " ".join(_msa1(a) for a in r.acks)
+    if r.committed and not r.reused and emit_rendered(event, _members(
+            channel, r, peer, size, ack, round(seconds * 1000, 2))):
+        return
     fields: dict[str, Any] = {
         "channel": channel, "peer": peer, "id": r.message_id, "control_id": r.control_id,
         "type": r.message_type, "size": size, "digest": r.digest[:16],
-        "ack": ack or " ".join(_msa1(a) for a in r.acks), "status": r.verdict.disposition.value,
+        "ack": ack, "status": r.verdict.disposition.value,
         "ms": round(seconds * 1000, 2)}
     if r.verdict.code:
         fields["error_code"] = r.verdict.code
@@ -83,6 +87,19 @@ def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
         emit("error", event, fields)
     else:
         emit("info", event, fields)
+
+
+def _members(channel: str, r: Result, peer: str, size: int, ack: str, ms: float) -> str:
+    """The fields of `_log_result`'s info event as JSON object members, in its order, as the
+    log's JSONEncoder writes them."""
+    v = r.verdict
+    error = (f',"error_code":{quote(v.code)},"error_location":{quote(str(v.location or ""))}'
+             if v.code else "")
+    return (f'"channel":{quote(channel)},"peer":{quote(peer)},'
+            f'"id":{"null" if r.message_id is None else int(r.message_id)},'
+            f'"control_id":{quote(r.control_id)},"type":{quote(r.message_type)},'
+            f'"size":{int(size)},"digest":{quote(r.digest[:16])},"ack":{quote(ack)},'
+            f'"status":{quote(v.disposition.value)},"ms":{float(ms)!r}{error}')
 
 
 def _msa1(ack: bytes) -> str:

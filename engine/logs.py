@@ -67,6 +67,21 @@ class TeeLogger:
 
     debug = info = warning = error = critical = exception = log = msg
 
+    def plain(self, level: int) -> bool:
+        """An event at this level goes to the file only (no console line to render)."""
+        return not (self._render is not None and self._console and level >= self._console_level)
+
+    def line(self, level: int, members: str) -> None:
+        """`msg` for an event already rendered: `members` is its JSON object's inside, in
+        `msg`'s order; the worker number is added as `msg` adds it."""
+        if self._worker:
+            members += f',"worker":{self._worker}'
+        with self._lock:
+            if self._file is not None and level >= self._level:
+                self._pending.append("{" + members + "}\n")
+                if level >= 30 or len(self._pending) >= 512:
+                    self._write()
+
     def flush(self) -> None:
         with self._lock:
             self._follow_path()
@@ -160,6 +175,21 @@ def emit(level: str, event: str, fields: dict[str, Any]) -> None:
     fields["level"] = level
     fields["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds")
     _SINK.msg(fields)
+
+
+def emit_rendered(event: str, members: str) -> bool:
+    """An info event whose fields are already JSON object members (`quote` for strings), in
+    the order `emit` writes them; False (nothing done) when it needs `emit`'s dict: logging is
+    not configured, or a console shows info events."""
+    sink = _SINK
+    if sink is None or not sink.plain(20):
+        return False
+    ts = datetime.now(UTC).isoformat(timespec="milliseconds")
+    sink.line(20, f'{members},"event":{quote(event)},"level":"info","ts":"{ts}"')
+    return True
+
+
+quote = json.encoder.encode_basestring_ascii  # a str as JSONEncoder writes it (ensure_ascii)
 
 
 def flush_logs() -> None:

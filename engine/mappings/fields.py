@@ -43,6 +43,13 @@ def text(msg: InboundMessage, path: str) -> str:
     return "" if value == NULL else value
 
 
+def leaf(msg: InboundMessage, seg: tuple[str, ...] | None, n: int, comp: int = 1) -> str:
+    """`text` for field n, component `comp` (first repetition and subcomponent) of a segment
+    already in hand (`msg.segment`): the same value without building and resolving a path."""
+    value = msg.field_leaf(seg, n, 1, comp).strip()
+    return "" if value == NULL else value
+
+
 def nulled(msg: InboundMessage, *paths: str) -> bool:
     """Does an update delete this value?  One of its source fields holds the HL7 null `""` and
     none holds a value (`""` deletes, an empty field changes nothing)."""
@@ -95,7 +102,11 @@ def parse_dtm(value: str) -> datetime | None:
 
 def read_dtm(msg: InboundMessage, path: str, where: Location) -> datetime | None:
     """The date/time at `path`: None when empty, BadValue (102) at `where` when unreadable."""
-    value = text(msg, path)
+    return dtm_value(text(msg, path), where)
+
+
+def dtm_value(value: str, where: Location) -> datetime | None:
+    """`read_dtm` of a value already read (`text`, `leaf`)."""
     if not value:
         return None
     when = parse_dtm(value)

@@ -29,8 +29,11 @@ def bounded(change: Change) -> Change:
     identifier longer than its column."""
     if isinstance(change, ReferralChange):
         _referral_ids(change)
-        return replace(change, priority=_code(change.priority, PRIORITY_MAX),
-                       specialty=_code(change.specialty, SPECIALTY_MAX))
+        priority = _code(change.priority, PRIORITY_MAX)
+        specialty = _code(change.specialty, SPECIALTY_MAX)
+        if (priority, specialty) == (change.priority, change.specialty):
+            return change
+        return replace(change, priority=priority, specialty=specialty)
     _ids(Location("SCH", 1, 2), [change.key])
     _ids(Location("SCH", 1, 26), change.placer_order_numbers)
     _ids(Location("SCH", 1, 27), change.filler_order_numbers)

@@ -26,10 +26,11 @@ from engine.mappings.changes import (
 )
 from engine.mappings.fields import (
     diagnoses,
+    dtm_value,
+    leaf,
     nulled,
     patient_ids,
     person_name,
-    read_dtm,
     read_ei,
     read_eis,
     text,
@@ -63,9 +64,10 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     if key is None:
         raise RequiredFieldMissing("RF1-6 (originating referral identifier) is empty",
                                    KEY_LOCATION)
-    window_start = read_dtm(msg, "RF1.7", Location("RF1", 1, 7))
-    window_end = read_dtm(msg, "RF1.8", Location("RF1", 1, 8))
-    status = text(msg, "RF1.1.1")
+    rf1 = msg.segment("RF1")
+    window_start = dtm_value(leaf(msg, rf1, 7), Location("RF1", 1, 7))
+    window_end = dtm_value(leaf(msg, rf1, 8), Location("RF1", 1, 8))
+    status = leaf(msg, rf1, 1)
     if status and status.upper() not in TABLE_0283 and (kind == "RRI" or event_code in ("I12",
                                                                                          "I13")):
         raise UnknownCode("RF1-1 (referral status) is not a table 0283 code (A, E, P, R)",
@@ -77,11 +79,11 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         key=key,
         key_location=KEY_LOCATION,
         trigger=trigger(msg),
-        owner=text(msg, "MSH.3.1"),
+        owner=leaf(msg, msg.segments[0], 3),
         status_code=status,
         patient_ids=patient_ids(msg),
         external_ids=read_eis(msg, "RF1.11"),
-        priority=text(msg, "RF1.2.1"),
+        priority=leaf(msg, rf1, 2),
         specialty=_specialty(msg, providers, rules),
         window_start=window_start,
         window_end=window_end,
@@ -139,12 +141,13 @@ def has_final_note(msg: InboundMessage, rules: MappingRules) -> bool:
 
 def _providers(msg: InboundMessage) -> tuple[Provider, ...]:
     """Every PRD: PRD-1.1 role (table 0286), PRD-7.1 id, PRD-2 name, PRD-4.1 point of care."""
-    return tuple(
-        Provider(
-            role=text(msg, f"PRD[{n}].1.1"),
-            id=text(msg, f"PRD[{n}].7.1"),
-            name=person_name(msg, msg.raw(f"PRD[{n}].2"), 1),
-            location=text(msg, f"PRD[{n}].4.1"),
-        )
-        for n in range(1, msg.count("PRD") + 1)
-    )
+    rep = msg.delimiters.repetition
+    providers = []
+    for n in range(1, msg.count("PRD") + 1):
+        prd = msg.segment("PRD", n)
+        assert prd is not None  # n is within the count
+        name = prd[2] if len(prd) > 2 else ""
+        providers.append(Provider(role=leaf(msg, prd, 1), id=leaf(msg, prd, 7),
+                                  name=person_name(msg, name.split(rep, 1)[0], 1),
+                                  location=leaf(msg, prd, 4)))
+    return tuple(providers)

@@ -37,34 +37,39 @@ class Header(NamedTuple):
 
 def read_header(msh: tuple[str, ...], d: Delimiters, charset: str) -> Header:
     """The header of an MSH segment tuple (`msh[n]` is MSH-n)."""
-    size, rep = len(msh), d.repetition
-    fields = {n: _first(msh[n], rep) if n < size else "" for n in _USED}
-    msh9 = fields[9].split(d.component)
+    rep, comp = d.repetition, d.component
+    fields = [(f.split(rep, 1)[0] if rep in f else f) for f in msh[:19]]
+    fields += [""] * (19 - len(fields))
+    msh9 = fields[9].split(comp)
     trigger_raw = msh9[1] if len(msh9) > 1 else ""
-
-    def leaf(text: str) -> str:
-        text = text.split(d.component, 1)[0].split(d.subcomponent, 1)[0]
-        return unescape(text, d, charset) if d.escape in text else text
-
     return Header(
         sending_application=fields[3],
         sending_facility=fields[4],
         receiving_application=fields[5],
         receiving_facility=fields[6],
-        message_type=leaf(msh9[0]),
-        trigger=leaf(trigger_raw),
+        message_type=_leaf(msh9[0], d, charset),
+        trigger=_leaf(trigger_raw, d, charset),
         trigger_raw=trigger_raw,
-        control_id=leaf(fields[10]),
+        control_id=_leaf(fields[10], d, charset),
         control_id_raw=fields[10],
-        processing_id=leaf(fields[11]),
+        processing_id=_leaf(fields[11], d, charset),
         processing_raw=fields[11],
-        version=leaf(fields[12]),
+        version=_leaf(fields[12], d, charset),
         version_raw=fields[12],
-        accept_ack=leaf(fields[15]),
-        application_ack=leaf(fields[16]),
+        accept_ack=_leaf(fields[15], d, charset),
+        application_ack=_leaf(fields[16], d, charset),
         # Blank as the parser reads it (no charset named) is no MSH-18 to echo.
-        charset_raw=fields[18] if charset_name(fields[18], d) else "",
+        charset_raw=fields[18] if fields[18] and charset_name(fields[18], d) else "",
     )
+
+
+def _leaf(text: str, d: Delimiters, charset: str) -> str:
+    """The first component's first subcomponent, escapes decoded."""
+    if d.component in text:
+        text = text.split(d.component, 1)[0]
+    if d.subcomponent in text:
+        text = text.split(d.subcomponent, 1)[0]
+    return unescape(text, d, charset) if d.escape in text else text
 
 
 def charset_name(msh18: str, d: Delimiters) -> str:
@@ -74,9 +79,3 @@ def charset_name(msh18: str, d: Delimiters) -> str:
     name = msh18.split(d.repetition, 1)[0].split(d.component, 1)[0].split(d.subcomponent, 1)[0]
     return (unescape(name, d, "ascii") if d.escape in name else name).strip()
 
-
-_USED = (3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)
-
-
-def _first(text: str, repetition: str) -> str:
-    return text.split(repetition, 1)[0] if repetition in text else text

@@ -178,10 +178,16 @@ class InboundMessage:
         if not n:  # a whole segment
             text = self._resolve(Path(name, seq))
             return unescape(text, d, self.charset) if d.escape in text else text
-        seg = self.segments[where[seq - 1]]
-        text = seg[n] if n < len(seg) else ""
-        if not text or (n <= 2 and name == "MSH"):
+        return self.field_leaf(self.segments[where[seq - 1]], n, rep, comp, sub)
+
+    def field_leaf(self, seg: tuple[str, ...] | None, n: int, rep: int = 1, comp: int = 1,
+                   sub: int = 1) -> str:
+        """The decoded leaf of field n of a segment already in hand (`segment`), as `get`
+        reads it: for mappers that read several fields of one segment."""
+        text = seg[n] if seg is not None and n < len(seg) else ""
+        if not text or (n <= 2 and seg is not None and seg[0] == "MSH"):
             return text
+        d = self.delimiters
         if d.repetition in text:
             parts = text.split(d.repetition)
             text = parts[rep - 1] if rep <= len(parts) else ""

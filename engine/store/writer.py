@@ -57,6 +57,7 @@ class GroupCommitWriter(Generic[J, R]):
         self.batches = 0
         self.jobs = 0
         self.beat = time.monotonic()  # the loop's last sign of life (at least every _IDLE_S)
+        self._loaded = False  # the last batch held more than half the expected jobs
 
     @property
     def alive(self) -> bool:
@@ -127,15 +128,16 @@ class GroupCommitWriter(Generic[J, R]):
 
     def _gather(self, first: object) -> tuple[list[tuple[J, Callable[[R], None]]], bool]:
         """Every job waiting; then, like PostgreSQL's commit_delay, wait up to `commit_delay_s`
-        for more while fewer jobs are in hand than `expected()` (the open connections, each of
-        which has at most one frame in work).  One fsync then serves more messages."""
+        for the rest of `expected()` (the open connections, each of which has at most one
+        frame in work) when that is worth it (`_worth_waiting`).  Otherwise the jobs in hand
+        are committed at once, and frames that arrive meanwhile form the next batch."""
         batch: list[object] = [first]
         deadline = 0.0
         while len(batch) < self._max_batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                if not self._commit_delay_s or len(batch) >= self._expected():
+                if not self._worth_waiting(len(batch)):
                     break
                 now = time.monotonic()
                 deadline = deadline or now + self._commit_delay_s
@@ -148,7 +150,17 @@ class GroupCommitWriter(Generic[J, R]):
             if item is _STOP:
                 return batch, True  # type: ignore[return-value]
             batch.append(item)
+        self._loaded = 2 * len(batch) > self._expected()
         return batch, False  # type: ignore[return-value]
+
+    def _worth_waiting(self, in_hand: int) -> bool:
+        """Fewer jobs in hand than expected, and either more than half of them (the rest are on
+        their way) or the last batch had more than half (high load: one fsync serves more).
+        At low load a frame never waits for a batch that will not fill."""
+        expected = self._expected()
+        if not self._commit_delay_s or in_hand >= expected:
+            return False
+        return self._loaded or 2 * in_hand > expected
 
     def _commit(self, batch: list[tuple[J, Callable[[R], None]]]) -> None:
         jobs = [job for job, _ in batch]
