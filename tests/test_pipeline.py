@@ -3,6 +3,8 @@ batch, and a failed commit answered AE 207 with nothing promised."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -248,3 +250,19 @@ def test_ledger_settings_come_from_the_config_or_alone(sqlite_url: str) -> None:
 
     with pytest.raises(ValueError, match="not both"):
         Pipeline(open_database(sqlite_url), {}, parse_config(KEYED), settings=LedgerSettings())
+
+
+def test_importing_the_engine_leaves_the_sqlite3_module_as_it_was() -> None:
+    """The store's datetime adapter is registered by open_database for a SQLite database, never
+    as a side effect of importing the pipeline or the store (another user of sqlite3 in the same
+    process keeps the module's own)."""
+    code = ("import sqlite3, datetime\n"
+            "import engine.pipeline, engine.store.sql, engine.store.database, engine.service\n"
+            "adapter = sqlite3.adapters.get((datetime.datetime, sqlite3.PrepareProtocol))\n"
+            "print(getattr(adapter, '__module__', None))\n"
+            "engine.store.database.open_database('sqlite://', migrate=False)\n"
+            "print(sqlite3.adapters[(datetime.datetime, sqlite3.PrepareProtocol)].__module__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0] != "engine.store.sql"
+    assert out[1] == "engine.store.sql"

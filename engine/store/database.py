@@ -13,6 +13,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.store.sql import use_sqlite_text_datetimes
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -25,6 +27,7 @@ def open_database(url: str, synchronous: str = "FULL", migrate: bool = True) -> 
         parsed = parsed.set(drivername="postgresql+psycopg")
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
+        use_sqlite_text_datetimes()
         _prepare_sqlite_file(parsed.database)
         kwargs["connect_args"] = {"timeout": 30}
     # Exception text must never carry message bytes.

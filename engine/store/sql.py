@@ -9,7 +9,8 @@ so Core reads (the CLI's views) see the same rows.
 
 For SQLite the datetime format is an adapter registered with the sqlite3 module (it replaces the
 module's default one, which drops zero microseconds): adapting each parameter in Python cost
-more than the statements.  SQLAlchemy's own SQLite binds pass text, so they never meet it.
+more than the statements.  `open_database` registers it (`use_sqlite_text_datetimes`) when it
+opens a SQLite database; SQLAlchemy's own SQLite binds pass text, so they never meet it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def _sqlite_datetime(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")  # as SQLAlchemy stores it
 
 
-sqlite3.register_adapter(datetime, _sqlite_datetime)  # bool is an int to sqlite3 already
+def use_sqlite_text_datetimes() -> None:
+    """Have the sqlite3 module write datetimes as SQLAlchemy stores them.  A process-wide
+    setting of the module, so it is made explicitly, by `open_database` for a SQLite URL, never
+    as a side effect of an import.  (bool is an int to sqlite3 already.)"""
+    sqlite3.register_adapter(datetime, _sqlite_datetime)
 
 
 def rows(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
