@@ -61,8 +61,7 @@ def _serve(reactor: Any, top: Any) -> int:
 
     try:
         task.react(_running, (top,))
-        code: object = EXIT_OK  # pragma: no cover - react always exits
-    except SystemExit as done:  # react's way of handing back the exit code
+    except SystemExit as done:  # react always ends so, with the exit code
         code = done.code
     flush_logs()
     return code if isinstance(code, int) else EXIT_NOT_OK

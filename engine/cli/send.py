@@ -37,9 +37,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     creator = _tls_creator(args, host)
     try:
         task.react(_session, (args, host, int(port), creator, payloads))
-    except SystemExit as done:  # react ends the process's reactor with the exit code
-        return int(done.code or 0)
-    return EXIT_OK  # pragma: no cover - react always exits
+    except SystemExit as done:  # react always ends so, with the exit code
+        return done.code if isinstance(done.code, int) else EXIT_NOT_OK
 
 
 async def _session(reactor: Any, args: argparse.Namespace, host: str, port: int, creator: Any,
