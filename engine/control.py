@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.error import ReactorNotRunning
+
 from engine.config import Config, ConfigError
 from engine.logs import emit
 
@@ -48,7 +50,8 @@ def stop_once(reactor: Any) -> None:
     second `reactor.stop()` would raise."""
     if reactor.running and id(reactor) not in _STOPPING:
         _STOPPING.add(id(reactor))
-        reactor.stop()
+        with contextlib.suppress(ReactorNotRunning):  # Twisted's own handler stopped it first
+            reactor.stop()
 
 
 class NotRunning(Exception):

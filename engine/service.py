@@ -1,7 +1,7 @@
 """The Twisted service tree: the group-commit writer and one MLLP listener per channel.
 
-`make_service(config, reactor, db)` builds it; only `engine/cli/run.py` imports the
-global reactor.
+`make_service(config, reactor, db)` builds it; only `engine/cli/run.py` (and `send`, for its
+one connection) runs the global reactor.
 """
 
 from __future__ import annotations

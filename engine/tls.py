@@ -5,20 +5,31 @@ Certificates and keys are PEM files, read once when the configuration is loaded,
 is a configuration error with its YAML path (`check-config` reports it) and never a failure at
 the first connection.  OpenSSL is imported only when some TLS is configured.
 `handshake_words` puts why a TLS connection failed in the short words that an attempt's error
-and the log show.
+and the log show; `ClientCreator.verify_detail` adds why the server's certificate was not trusted.
+An encrypted key is refused, never prompted for.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from engine.errors import EngineError
 
 
 class TLSFileError(EngineError):
-    """A certificate, key or CA file that cannot be read or is not what it should be."""
+    """A certificate, key or CA file that cannot be read or is not what it should be: `path`,
+    and `problem` (unreadable, not_pem, no_certificate, invalid_certificate, invalid_key,
+    encrypted or mismatch), with `reason` for an unreadable file."""
+
+    def __init__(self, message: str, path: str = "", problem: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.path, self.problem, self.reason = path, problem, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +65,10 @@ def _read(path: str, what: str) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise TLSFileError(f"cannot read {path} ({exc.strerror or type(exc).__name__})") from exc
+        reason = exc.strerror or type(exc).__name__
+        raise TLSFileError(f"cannot read {path} ({reason})", path, "unreadable", reason) from exc
     if b"-----BEGIN " not in data:
-        raise TLSFileError(f"{path} is not a PEM {what}")
+        raise TLSFileError(f"{path} is not a PEM {what}", path, "not_pem")
     return data
 
 
@@ -68,11 +80,12 @@ def _certificates(path: str) -> list[Any]:
             + b"-----END CERTIFICATE-----\n"
             for part in data.split(b"-----BEGIN CERTIFICATE-----")[1:]]
     if not pems:
-        raise TLSFileError(f"{path} holds no PEM certificate")
+        raise TLSFileError(f"{path} holds no PEM certificate", path, "no_certificate")
     try:
         return [ssl.Certificate.loadPEM(pem) for pem in pems]
     except Exception as exc:  # noqa: BLE001 - OpenSSL's errors carry no common base we import
-        raise TLSFileError(f"{path}: not a valid certificate") from exc
+        raise TLSFileError(f"{path}: not a valid certificate", path,
+                           "invalid_certificate") from exc
 
 
 def _private(cert: str, key: str) -> tuple[Any, list[Any]]:
@@ -83,18 +96,31 @@ def _private(cert: str, key: str) -> tuple[Any, list[Any]]:
     chain = _certificates(cert)
     key_pem = _read(key, "private key")
     try:
-        pair = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
+        pair = ssl.KeyPair(crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem,
+                                                  passphrase=_no_passphrase))
+    except _Encrypted:
+        raise TLSFileError(f"{key}: encrypted (give an unencrypted key)", key,
+                           "encrypted") from None
     except Exception as exc:  # noqa: BLE001
-        raise TLSFileError(f"{key}: not a valid private key") from exc
+        raise TLSFileError(f"{key}: not a valid private key", key, "invalid_key") from exc
     context = SSL.Context(SSL.TLS_METHOD)
     context.use_certificate(chain[0].original.to_cryptography())
     try:
         context.use_privatekey(pair.original.to_cryptography_key())  # must fit the cert
         context.check_privatekey()
     except SSL.Error as exc:
-        raise TLSFileError(f"{key} does not match the certificate in {cert}") from exc
+        raise TLSFileError(f"{key} does not match the certificate in {cert}", key,
+                           "mismatch") from exc
     private = ssl.PrivateCertificate.fromCertificateAndKeyPair(chain[0], pair)
     return private, chain[1:]
+
+
+class _Encrypted(Exception):
+    """The key asks for a passphrase: the engine never prompts for one."""
+
+
+def _no_passphrase(*_asked: object) -> bytes:
+    raise _Encrypted
 
 
 def server_options(tls: ListenTLS) -> Any:
@@ -121,8 +147,39 @@ def client_options(tls: ClientTLS, host: str) -> Any:
     else:
         trust = ssl.platformTrust()
     client = _private(tls.cert, tls.key)[0] if tls.cert else None
-    return ssl.optionsForClientTLS(tls.server_name or host, trustRoot=trust,
-                                   clientCertificate=client)
+    return ClientCreator(ssl.optionsForClientTLS(tls.server_name or host, trustRoot=trust,
+                                                 clientCertificate=client))
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ClientCreator:
+    """Twisted's client TLS options, remembering each connection by its TLS protocol, so a
+    failed verification can say why the server's certificate was not trusted."""
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.connections: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> Any:
+        connection = self.options.clientConnectionForTLS(tls_protocol)
+        self.connections[tls_protocol] = connection
+        return connection
+
+    def verify_detail(self, tls_protocol: Any) -> str:
+        """OpenSSL's reason the server's chain was refused ("unable to get local issuer
+        certificate"), found by verifying the chain it sent again; "" when there is none."""
+        from OpenSSL import crypto
+
+        connection = self.connections.get(tls_protocol)
+        chain = connection.get_peer_cert_chain() if connection is not None else None
+        if connection is None or not chain:
+            return ""
+        store = connection.get_context().get_cert_store()
+        try:
+            crypto.X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
+        except crypto.X509StoreContextError as exc:
+            return str(exc)
+        return ""
 
 
 def handshake_words(exc: BaseException | None, server_name: str) -> str | None:

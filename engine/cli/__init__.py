@@ -1,8 +1,8 @@
 """`hl7-engine`: the operator's command line (docs/cli.md describes what each command prints).
 
 One module per family of commands (`run`, `send`, `messages`, `ledger`, `queue`, `admin`), with
-the parser in `parser` and the shared output in `output`; `run` is the only module that imports
-the global reactor.  Every command takes `--config PATH` (default
+the parser in `parser` and the shared output in `output`; `run` and `send` are the only modules
+that run the global reactor (`send` under `task.react`, for its one MLLP connection).  Every command takes `--config PATH` (default
 `channels.yaml`) and `--database URL` (overrides the config's `database`), before or after the
 command name (after wins when both are given).  Exit codes: 0 done,
 1 a message was not accepted or not found, 2 bad configuration or usage.

@@ -2,7 +2,8 @@
 reloads its config) and its pid file.  What the process runs is the service tree of
 `engine.service.make_service` (listeners, writer, delivery, web, the sweep and purge timers).
 
-The only module that imports the global reactor.
+Both run loops (`run`, `worker`) are `task.react`; with `send` the only modules that run the
+global reactor.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import argparse
 import dataclasses
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import EXIT_CONFIG, EXIT_NOT_OK, EXIT_OK, config_of, open_db
 from engine.config import Config, ConfigError, load_config
 from engine.control import stop_once
 from engine.errors import CannotListen
+
+if TYPE_CHECKING:
+    from twisted.internet import defer
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -48,20 +52,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _serve(reactor: Any, top: Any) -> int:
-    """Run the service tree until a stop signal: logs flushed twice a second, the tree stopped
-    (the writer drains) before the reactor ends.  EXIT_CONFIG when a listener cannot bind."""
+    """Run the service tree under `task.react` until a stop signal: logs flushed twice a
+    second, the tree stopped (the writer drains) before the reactor ends.  EXIT_CONFIG when a
+    listener cannot bind."""
+    from twisted.internet import task
+
+    from engine.logs import flush_logs
+
+    try:
+        task.react(_running, (top,))
+    except SystemExit as done:  # react always ends so, with the exit code
+        code = done.code
+    flush_logs()
+    return code if isinstance(code, int) else EXIT_NOT_OK
+
+
+def _running(reactor: Any, top: Any) -> defer.Deferred[None]:
+    """The engine once the reactor runs.  SIGTERM and SIGINT stop the reactor once (react's own
+    handlers are replaced: a worker's lost parent stops it too, and a second stop would raise);
+    the returned Deferred fails with SystemExit(EXIT_CONFIG) when a listener cannot bind, and
+    otherwise never fires: a stop ends the reactor and react exits 0."""
+    from twisted.internet import defer
     from twisted.internet.task import LoopingCall
 
     from engine.logs import emit, flush_logs
 
     flusher = LoopingCall(flush_logs)
     flusher.clock = reactor
-    exit_code = [EXIT_OK]
-    def stop() -> None:
-        stop_once(reactor)
-
+    failed: defer.Deferred[None] = defer.Deferred()
 
     def start() -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: reactor.callFromThread(stop_once,
+                                                                                 reactor))
         flusher.start(0.5, now=False)
         try:
             top.startService()
@@ -69,16 +92,12 @@ def _serve(reactor: Any, top: Any) -> int:
             print(exc, file=sys.stderr)
             emit("error", "mllp.listen_failed", {"channel": exc.channel, "host": exc.host,
                                                  "port": exc.port, "error": exc.reason})
-            exit_code[0] = EXIT_CONFIG
-            stop()
+            stop_once(reactor)
+            failed.errback(SystemExit(EXIT_CONFIG))
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: reactor.callFromThread(stop))
-    reactor.run(installSignalHandlers=False)
-    flush_logs()
-    return exit_code[0]
+    return failed
 
 
 def _run_config(args: argparse.Namespace) -> Config:

@@ -1,26 +1,26 @@
 """`send`: HL7 files over MLLP (optionally TLS), one line per ACK (MSA-1, MSA-2, ERR-3).
+
+It connects with the engine's own MLLP client and TLS settings (`engine.mllp.session` on
+`engine.mllp.client`, `engine.tls`), on the reactor under `task.react`.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from engine.cli.common import EXIT_CONFIG, EXIT_NOT_OK, EXIT_OK
 from engine.config import ConfigError
 from engine.mllp.framing import COMMIT_ACK, COMMIT_NAK
 
 if TYPE_CHECKING:
-    import ssl
-
-    from engine.mllp.blocking import MLLPClient
-from engine.cli.common import EXIT_CONFIG, EXIT_NOT_OK, EXIT_OK
+    from engine.mllp.session import MLLPSession, SessionFailed
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from engine.mllp.blocking import MLLPClient
+    from twisted.internet import task
 
     host, _, port = args.to.rpartition(":")
     if not host or not port.isdigit():
@@ -34,110 +34,79 @@ def cmd_send(args: argparse.Namespace) -> int:
             print(f"{name}: cannot read ({exc.strerror or type(exc).__name__})", file=sys.stderr)
     if len(payloads) < len(args.files):
         return EXIT_CONFIG
-    context = _tls_context(args)
+    creator = _tls_creator(args, host)
     try:
-        client = MLLPClient(host, int(port), args.timeout, context, args.server_name)
-    except OSError as exc:
-        return _send_failed(args, exc, None)
-    with client:
-        try:
-            return _send_all(client, payloads, args)
-        except OSError as exc:
-            return _send_failed(args, exc, client.frames > 0)
+        task.react(_session, (args, host, int(port), creator, payloads))
+    except SystemExit as done:  # react always ends so, with the exit code
+        return done.code if isinstance(done.code, int) else EXIT_NOT_OK
 
 
-def _send_failed(args: argparse.Namespace, exc: OSError, answered: bool | None) -> int:
-    """One stderr line for a connection that failed while opening (`answered` None) or later,
-    before or after its first ACK.  TLS 1.3 shows a refused client certificate at the first
-    read, so a TLS error before any ACK is a failed handshake too."""
-    import ssl
+async def _session(reactor: Any, args: argparse.Namespace, host: str, port: int, creator: Any,
+                   payloads: list[tuple[str, bytes]]) -> None:
+    """The whole exchange on the reactor; its exit code leaves as `SystemExit`, as react wants."""
+    from engine.mllp.session import MLLPSession, SessionFailed
 
-    tls = isinstance(exc, ssl.SSLError)
-    reason = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else (
-        exc.strerror or type(exc).__name__)  # (isinstance again: mypy narrows on it)
-    if tls and not answered:
-        print(f"--to {args.to}: TLS handshake failed ({reason})", file=sys.stderr)
+    session = MLLPSession(reactor, host, port, args.timeout, creator, args.server_name or "")
+    try:
+        await session.open()
+        code = await _send_all(session, payloads, args)
+    except SessionFailed as failed:
+        code = _send_failed(args, failed, session.frames > 0)
+    await session.close()
+    raise SystemExit(code)
+
+
+def _send_failed(args: argparse.Namespace, failed: SessionFailed, answered: bool) -> int:
+    """One stderr line for a connection that failed while opening or later, before or after
+    its first ACK.  TLS 1.3 shows a refused client certificate after the client's side of the
+    handshake, so a TLS error before any ACK is a failed handshake too."""
+    if failed.tls and not answered:
+        print(f"--to {args.to}: TLS handshake failed ({failed.words})", file=sys.stderr)
         return EXIT_CONFIG
-    if answered is None:
-        print(f"--to {args.to}: cannot connect ({reason})", file=sys.stderr)
+    if failed.opening:
+        print(f"--to {args.to}: cannot connect ({failed.words})", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{args.to}: connection lost ({'TLS: ' if tls else ''}{reason})", file=sys.stderr)
+    tls = "TLS: " if failed.tls else ""
+    print(f"{args.to}: connection lost ({tls}{failed.words})", file=sys.stderr)
     return EXIT_NOT_OK
 
 
-class _EncryptedKey(Exception):
-    """--key asks for a passphrase: `send` never prompts for one."""
-
-
-def _no_passphrase() -> str:
-    raise _EncryptedKey
-
-
-def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """`send`'s TLS: None without any TLS option.  The server's certificate must chain to
-    --ca (or a system CA) and name --server-name (or the --to host).  A file that will not do
-    is a ConfigError naming the option and the file."""
-    import ssl
+def _tls_creator(args: argparse.Namespace, host: str) -> Any:
+    """`send`'s TLS, as a destination's `tls` (`engine.tls.client_options`): None without any
+    TLS option.  The server's certificate must chain to --ca (or a system CA) and name
+    --server-name (or the --to host).  A file that will not do is a ConfigError naming the
+    option and the file."""
+    from engine.tls import ClientTLS, TLSFileError, client_options
 
     if not (args.tls or args.ca or args.cert or args.key or args.server_name):
         return None
     if bool(args.cert) != bool(args.key):
         raise ConfigError(["--cert needs --key" if args.cert else "--key needs --cert"])
-    for option, path in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.key)):
-        if path:
-            _check_pem(option, path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    if args.ca:
-        _load_certificates(context, "--ca", args.ca, "CA certificate")
-    else:
-        context.load_default_certs()
-    if args.cert:
-        _load_certificates(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), "--cert", args.cert,
-                           "certificate")
-        try:
-            context.load_cert_chain(args.cert, args.key, password=_no_passphrase)
-        except _EncryptedKey:
-            raise ConfigError([f"--key {args.key}: encrypted (give an unencrypted key)"]) from None
-        except ssl.SSLError as exc:
-            raise ConfigError([f"--key {args.key}: does not match the certificate in --cert"
-                               if exc.reason == "KEY_VALUES_MISMATCH"
-                               else f"--key {args.key}: not a valid private key"]) from None
-    return context
-
-
-def _check_pem(option: str, path: str) -> None:
+    tls = ClientTLS(args.ca or "", args.cert or "", args.key or "", args.server_name or "")
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"{option} {path}: cannot read "
-                           f"({exc.strerror or type(exc).__name__})"]) from None
-    if b"-----BEGIN " not in data:
-        raise ConfigError([f"{option} {path}: not a PEM file"])
+        return client_options(tls, host)
+    except TLSFileError as exc:
+        raise ConfigError([_file_problem(args, exc)]) from None
 
 
-def _load_certificates(context: ssl.SSLContext, option: str, path: str, what: str) -> None:
-    import ssl
-
-    try:
-        context.load_verify_locations(cafile=path)
-    except ssl.SSLError:
-        raise ConfigError([f"{option} {path}: not a valid {what}"]) from None
+_KEY_PROBLEMS = ("invalid_key", "encrypted", "mismatch")
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    """OpenSSL's words without their codes: "[SSL: X] certificate verify failed: ... (_ssl.c:1)"
-    becomes "certificate verify failed: ..."."""
-    import ssl
+def _file_problem(args: argparse.Namespace, exc: Any) -> str:
+    """A TLS file's problem as `send` says it: the option, the file, what is wrong."""
+    option = ("--key" if exc.problem in _KEY_PROBLEMS or exc.path not in (args.ca, args.cert)
+              else "--ca" if exc.path == args.ca else "--cert")
+    what = {"unreadable": f"cannot read ({exc.reason})", "not_pem": "not a PEM file",
+            "invalid_key": "not a valid private key",
+            "encrypted": "encrypted (give an unencrypted key)",
+            "mismatch": "does not match the certificate in --cert"}.get(
+        exc.problem, "not a valid CA certificate" if option == "--ca" else
+        "not a valid certificate")
+    return f"{option} {exc.path}: {what}"
 
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message}"
-    text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc.strerror or exc))
-    return text or type(exc).__name__
 
-
-def _send_all(client: MLLPClient, payloads: list[tuple[str, bytes]], args: argparse.Namespace) -> int:
+async def _send_all(client: MLLPSession, payloads: list[tuple[str, bytes]],
+                    args: argparse.Namespace) -> int:
     """Send each file in turn and print its ACKs (MSA-1, MSA-2, ERR-3); 1 if any was not AA/CA."""
     worst = EXIT_OK
     for name, payload in payloads:
@@ -145,13 +114,14 @@ def _send_all(client: MLLPClient, payloads: list[tuple[str, bytes]], args: argpa
             payload = payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
         expected = _expected_acks(payload)
         wait = args.timeout if expected else min(args.timeout, 1.0)
-        acks = client.exchange(payload, 1, wait)
+        client.send(payload)
+        acks = await client.receive(1, wait)
         if acks and acks[0] in _COMMIT_WORDS:  # MLLP release 2: the transport's answer first
             print(f"{name}: {_COMMIT_WORDS[acks[0]]}")
             worst = worst if acks[0] == COMMIT_ACK else EXIT_NOT_OK
-            acks = client.receive(1, wait)
+            acks = await client.receive(1, wait)
         if acks and expected > 1 and _ack_fields(acks[0])[0] == "CA":
-            acks += client.receive(1, args.timeout)  # the application ACK follows a CA
+            acks += await client.receive(1, args.timeout)  # the application ACK follows a CA
         if not acks and client.closed:  # the rest cannot be sent either
             print(f"{name}: no ACK (the connection was closed by {args.to})")
             return EXIT_NOT_OK

@@ -1,5 +1,5 @@
-"""A small blocking MLLP client for `hl7-engine send`, the tests and the bench: send one payload,
-read ACKs.  Delivery uses the Twisted client (`engine.mllp.client`)."""
+"""A small blocking MLLP client for the tests and the bench: send one payload, read ACKs.  The
+engine itself (delivery and `hl7-engine send`) uses the Twisted client (`engine.mllp.client`)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ not given, the downstream closing or never answering before the handshake ends) 
 exchange `connection: TLS handshake failed (<OpenSSL's reason>)`, logged as
 `delivery.tls_failed`, and `Unreachable`: nothing was delivered.  Every exchange ends in one of
 the typed outcomes of `engine.outbound.outcomes`.
+
+The wire side (`client_endpoint`, `ClientProtocol`) is the engine's one MLLP client: delivery's
+`MLLPLink` and `hl7-engine send` (`engine.mllp.session`) both connect through it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from typing import Protocol as Port
 
 import structlog
 from twisted.internet import error
@@ -59,13 +63,34 @@ class _Waiting:
     deadline: float = 0.0  # reactor seconds, once sent
 
 
+class FrameSink(Port):
+    """What a `ClientProtocol` hands its frames and its end to (a delivery link, a send session);
+    `name` and `log` for the protocol's own events."""
+
+    name: str
+    log: Any
+
+    def received(self, protocol: ClientProtocol, payload: bytes) -> None: ...
+
+    def lost(self, protocol: ClientProtocol, reason: Failure) -> None: ...
+
+
+def client_endpoint(reactor: Any, host: str, port: int, connect_timeout_s: float,
+                    creator: Any = None) -> Any:
+    """The endpoint of an MLLP client connection: TCP, under TLS with `creator` (from
+    `engine.tls.client_options`)."""
+    endpoint: Any = HostnameEndpoint(reactor, host.encode("idna"), port,
+                                     timeout=connect_timeout_s)
+    return endpoint if creator is None else wrapClientTLS(creator, endpoint)
+
+
 @implementer(IHandshakeListener)
-class _LinkProtocol(Protocol):
-    """The wire side: frames in through `FrameDecoder`, handed to the link."""
+class ClientProtocol(Protocol):
+    """The wire side: frames in through `FrameDecoder`, handed to the sink."""
 
     transport: Any
 
-    def __init__(self, link: MLLPLink) -> None:
+    def __init__(self, link: FrameSink) -> None:
         self.link = link
         self.decoder = FrameDecoder()
         self.handshaken = False  # TLS: our side of the handshake is done
@@ -85,7 +110,7 @@ class _LinkProtocol(Protocol):
         try:
             frames = self.decoder.feed(data)
         except FrameTooLarge as exc:
-            log.warning("delivery.ack_too_large", destination=self.link.name, size=exc.size,
+            self.link.log.warning("delivery.ack_too_large", destination=self.link.name, size=exc.size,
                         limit=exc.limit)
             self.transport.abortConnection()
             return
@@ -104,16 +129,18 @@ class _LinkProtocol(Protocol):
     def _unframed(self, before: int) -> None:
         """Bytes outside any MLLP frame (an unframed ACK among them) are dropped and logged."""
         if self.decoder.junk_bytes != before:
-            log.warning("delivery.unframed_bytes", destination=self.link.name,
+            self.link.log.warning("delivery.unframed_bytes", destination=self.link.name,
                         bytes=self.decoder.junk_bytes - before)
 
 
-class _LinkFactory(Factory):
-    def __init__(self, link: MLLPLink) -> None:
+class ClientFactory(Factory):
+    """One `ClientProtocol` per connection, for one sink."""
+
+    def __init__(self, link: FrameSink) -> None:
         self.link = link
 
-    def buildProtocol(self, addr: IAddress | None) -> _LinkProtocol:
-        return _LinkProtocol(self.link)
+    def buildProtocol(self, addr: IAddress | None) -> ClientProtocol:
+        return ClientProtocol(self.link)
 
 
 class MLLPLink:
@@ -131,12 +158,10 @@ class MLLPLink:
         self.tls = tls
         self.name = name or f"{host}:{port}"
         self.server_name = (tls.server_name or host) if tls is not None else ""
-        endpoint: Any = HostnameEndpoint(reactor, host.encode("idna"), port,
-                                         timeout=connect_timeout_s)
-        if tls is not None:
-            endpoint = wrapClientTLS(client_options(tls, host), endpoint)
-        self.endpoint = endpoint
-        self.protocol: _LinkProtocol | None = None
+        self.log = log
+        self.endpoint = client_endpoint(reactor, host, port, connect_timeout_s,
+                                        client_options(tls, host) if tls is not None else None)
+        self.protocol: ClientProtocol | None = None
         self.waiting: _Waiting | None = None
         self._timer: Any = None  # the IDelayedCall that checks the deadline
 
@@ -150,7 +175,7 @@ class MLLPLink:
         if self.protocol is not None:
             self._send(waiting, payload, timeout_s)
         else:
-            factory: Any = _LinkFactory(self)  # a zope IProtocolFactory
+            factory: Any = ClientFactory(self)  # a zope IProtocolFactory
             connecting = self.endpoint.connect(factory)
             connecting.addCallbacks(self._connected, self._unreachable,
                                     callbackArgs=(waiting, payload, timeout_s),
@@ -164,7 +189,7 @@ class MLLPLink:
         self._timer = None
         self._finish(Errored(reason))
 
-    def _connected(self, protocol: _LinkProtocol, waiting: _Waiting, payload: bytes,
+    def _connected(self, protocol: ClientProtocol, waiting: _Waiting, payload: bytes,
                    timeout_s: float) -> None:
         if waiting is not self.waiting:  # closed while connecting
             protocol.transport.abortConnection()
@@ -215,7 +240,7 @@ class MLLPLink:
         else:
             self._finish(TimedOut(timeout_s))
 
-    def received(self, protocol: _LinkProtocol, payload: bytes) -> None:
+    def received(self, protocol: ClientProtocol, payload: bytes) -> None:
         """A frame from the downstream: the answer if it correlates, else logged and ignored."""
         waiting = self.waiting
         if protocol is not self.protocol:
@@ -232,7 +257,7 @@ class MLLPLink:
             return
         self._finish(classify(code, payload))
 
-    def lost(self, protocol: _LinkProtocol, reason: Failure = connectionDone) -> None:
+    def lost(self, protocol: ClientProtocol, reason: Failure = connectionDone) -> None:
         """The connection ended: the next exchange opens a new one."""
         if protocol is not self.protocol:
             return
