@@ -47,6 +47,7 @@ from engine.store.schema import (
 )
 
 CHUNK = 20_000
+WAITING = ("pending", "accepted")  # the statuses the sweep's time rules act on
 SPECIALTIES = ("NEURO", "CARDIO", "DERM", "ORTHO", "ONC")
 VIEW_TARGET_MS, REPORT_TARGET_MS = 50.0, 3000.0
 
@@ -92,9 +93,11 @@ def _rows(ids: range, now: datetime, rng: random.Random) -> dict[Any, list[dict[
             "id": rid, "key_id": key, "key_authority": "PCPEHR", "source": "REF",
             "owner": "PCPEHR", "status": status, "priority": "SAR"[i % 3],
             "specialty": SPECIALTIES[i % len(SPECIALTIES)], "window_start": at,
-            "window_end": at + timedelta(days=180), "providers": "[]", "diagnoses": "[]",
-            "review": False, "received_at": at, "updated_at": at,
-            "due_at": at + timedelta(days=(3, 14, 30)[i % 3])})
+            "window_end": max(at, now) + timedelta(days=180), "providers": "[]",
+            "diagnoses": "[]", "review": False, "received_at": at, "updated_at": at,
+            # a swept ledger: what still waits is neither past its window nor overdue
+            # (else the engine's start-up sweep would work through it during the timed run)
+            "due_at": (now if status in WAITING else at) + timedelta(days=(3, 14, 30)[i % 3])})
         out[referral_keys].append({"referral_id": rid, "kind": "RF1-6", "key_id": key,
                                    "key_authority": "PCPEHR"})
         out[referral_patients].extend(

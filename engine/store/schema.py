@@ -74,7 +74,7 @@ referrals = Table(
     Column("received_at", DateTime(), nullable=False),
     Column("updated_at", DateTime(), nullable=False),
     Column("due_at", DateTime()),  # to reach `scheduled`, by priority
-    Index("ix_referrals_status", "status"),
+    Index("ix_referrals_status_updated", "status", "updated_at", "id"),  # the worklist (0014)
     Index("ix_referrals_received_at", "received_at"),  # the report's cohort (0009)
 )
 
