@@ -9,7 +9,10 @@ it ran) what the first committed.  The keys, as (kind, text):
 
 * `message`: each message's dedupe key (MSH-3|MSH-4|MSH-10).  Duplicate detection reads the
   stored rows with the key, then inserts: under the lock, a retransmission arriving at two
-  engines at once is stored once and counted once (engine.store.messages).
+  engines at once is stored once and counted once (engine.store.messages).  A unique index with
+  `INSERT ... ON CONFLICT` cannot do it: a control id reused with other bytes is stored as a row
+  of its own under the same key (`control_id_reused`), and the answer to a retransmission is
+  the stored original's, read under the same lock.
 * `key`: every referral key the ledger changes name (a referral's own key, its external ids and
   filler number, an appointment's links: `keys_named`): creating,
   updating and matching a referral by its key are serialised.
