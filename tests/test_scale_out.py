@@ -141,12 +141,15 @@ def test_a_batch_locks_its_keys_sorted_and_once() -> None:
 
 def test_the_keys_are_held_until_the_transaction_ends(pg_url: str) -> None:
     """Another connection cannot take a locked key until the holder commits; other keys are
-    free meanwhile."""
+    free meanwhile, and ALL is held shared (another batch takes it too, a batch of too many keys
+    cannot).  A transaction of more than MAX_KEYS keys holds ALL alone, exclusive."""
     db = create_engine(pg_url)
     held, other = keylocks.message_keys(["S|F|1", "S|F|2"]), keylocks.message_keys(["S|F|3"])
+    many = keylocks.message_keys(f"S|F|{n}" for n in range(keylocks.MAX_KEYS + 1))
 
-    def free(conn: Any, key: int) -> bool:
-        taken = bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({key})").scalar())
+    def free(conn: Any, key: int, shared: bool = False) -> bool:
+        how = "pg_try_advisory_xact_lock_shared" if shared else "pg_try_advisory_xact_lock"
+        taken = bool(conn.exec_driver_sql(f"SELECT {how}(CAST({key} AS bigint))").scalar())
         conn.rollback()
         return taken
 
@@ -155,7 +158,13 @@ def test_the_keys_are_held_until_the_transaction_ends(pg_url: str) -> None:
             with holder.begin():
                 keylocks.lock(holder, held)
                 assert [free(probe, k) for k in held + other] == [False, False, True]
-            assert [free(probe, k) for k in held] == [True, True]
+                assert [free(probe, keylocks.ALL, shared) for shared in (True, False)] == [
+                    True, False]
+            assert [free(probe, k) for k in [*held, keylocks.ALL]] == [True, True, True]
+            with holder.begin():
+                keylocks.lock(holder, many)
+                assert [free(probe, many[0]), free(probe, keylocks.ALL, shared=True)] == [
+                    True, False]
     finally:
         db.dispose()
 

@@ -21,7 +21,11 @@ it ran) what the first committed.  The keys, as (kind, text):
   a new referral and an appointment whose fallback could match it are serialised.
 
 Each key is a 64-bit BLAKE2b hash of kind and text; two keys that collide only wait for each
-other.  The keys are sorted, deduplicated and taken in one statement in that order.
+other.  The keys are sorted, deduplicated and taken in one statement in that order, after a
+shared lock on ALL (the smallest key, which no hash is).  Every advisory lock takes a slot of
+PostgreSQL's shared lock table (`max_locks_per_transaction` × connections), so a transaction
+with more than MAX_KEYS keys (a batch of hundreds of messages) takes ALL exclusively instead,
+and nothing else: it then runs alone, as every batch did before, and the table never fills.
 
 Lock order of every PostgreSQL writer of the ledger, so that waits never form a cycle:
 
@@ -52,12 +56,15 @@ from sqlalchemy import Connection
 from engine.mappings.changes import AppointmentChange, Change, ReferralChange
 
 _SIGN = 1 << 63
+ALL = -_SIGN  # the smallest bigint: every writer's lock, shared (exclusive past MAX_KEYS)
+MAX_KEYS = 1000  # more keys than this in one transaction: ALL exclusive instead
+_ALL_SQL = f"CAST({ALL} AS bigint)"  # the literal alone is a numeric
 
 
 def key_of(kind: str, text: str) -> int:
-    """The signed 64-bit advisory lock key of (kind, text)."""
+    """The signed 64-bit advisory lock key of (kind, text), never ALL."""
     digest = hashlib.blake2b(f"{kind}\x1f{text}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") - _SIGN
+    return max(int.from_bytes(digest, "big") - _SIGN, ALL + 1)
 
 
 def keys_named(changes: Iterable[Change]) -> set[str]:
@@ -101,12 +108,17 @@ def message_keys(dedupe_keys: Iterable[str]) -> list[int]:
 
 
 def lock(conn: Connection, keys: Sequence[int]) -> None:
-    """Take these advisory locks (sorted) for the rest of `conn`'s transaction, in one statement
-    and in ascending order; nothing on SQLite."""
+    """Take these advisory locks for the rest of `conn`'s transaction, ALL shared first, in one
+    statement and in ascending order; ALL alone, exclusive, past MAX_KEYS; nothing on SQLite."""
     if conn.dialect.name != "postgresql" or not keys:
         return
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    # The sorted subquery is not flattened, so the locks are taken row by row in its order.
-    cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM "
-                   "(SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS wanted", [sorted(keys)])
+    if len(keys) > MAX_KEYS:
+        cursor.execute(f"SELECT pg_advisory_xact_lock({_ALL_SQL})")
+    else:
+        # The sorted subquery is not flattened, so the locks are taken row by row in its order.
+        cursor.execute(f"SELECT count(CASE WHEN k = {_ALL_SQL} THEN pg_advisory_xact_lock_shared(k) "
+                       "ELSE pg_advisory_xact_lock(k) END) FROM "
+                       "(SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS wanted",
+                       [[ALL, *sorted(keys)]])
     cursor.fetchall()
