@@ -7,11 +7,13 @@ run gets a fresh database.  Run 1: one engine takes `--messages`.  Run 2: two en
 same database each take `--messages` at the same time, from two load generators with ids and
 patients of their own.  Printed per run: msg/s (all engines together), ACK p50/p99, server CPU
 µs per message, and from each engine's log (`store.batch_time`, written when it stops) the share
-of batch time spent waiting for the write lock, i.e. for another engine's batch.
+of batch time spent taking the batch's locks: the advisory locks of its keys
+(engine.store.keylocks), one statement whose round trip is the one-engine figure; what two
+engines add to it is time spent waiting for the other engine's batch.
 
 On a machine with fewer cores than engines plus load generators plus PostgreSQL, two engines
-cannot go faster than one: read the lock-wait share, which says how much of a batch is spent
-queueing behind the other engine whatever the cores.  Figures are printed, never judged; a
+cannot go much faster than one: read the lock-wait share, which says how much of a batch is
+spent queueing behind the other engine whatever the cores.  Figures are printed, never judged; a
 wrong ACK makes the exit status 1.
 """
 

@@ -2,7 +2,10 @@
 ledger changes and queue rows in one transaction ▸ build the ACKs.
 
 `Pipeline.process_batch` is the group-commit unit: every frame waiting is prepared (pure), then
-recorded in one transaction, and only after the commit are ACKs built.  If the commit fails,
+recorded in one transaction, and only after the commit are ACKs built.  A batch that fails on
+another writer's lock on PostgreSQL (a deadlock between two engines' batches) is run again from
+its prepared state, up to LOCK_RETRIES times, before anything is answered (SQLite's writer has
+already waited for its lock).  If the commit fails,
 every frame of the batch is answered AE/CE 207 and nothing is promised (docs/acknowledgements.md).
 """
 
@@ -34,7 +37,7 @@ from engine.prepare import Job as Job  # the writer's unit of work, for the list
 from engine.prepare import Prepared, prepare_safely, row_of
 from engine.routes.enqueue import Enqueuer, Routed
 from engine.routes.event_queue import EventRouter
-from engine.store import Connection, Database, sql
+from engine.store import Connection, Database, keylocks, sql
 from engine.store.batch import BatchStore, StoreFailed, StoreLocked
 from engine.store.ledger import ingest
 from engine.store.lock import WriteLock
@@ -42,6 +45,7 @@ from engine.store.messages import Stored, record_batch, set_effects, set_outcome
 from engine.store.relayed import Waiting
 
 log = structlog.get_logger("engine.pipeline")
+LOCK_RETRIES = 3  # PostgreSQL: a batch that failed on another's lock is run again so many times
 
 
 class Result(NamedTuple):
@@ -83,6 +87,7 @@ class Pipeline:
         if config is not None and settings is not None:
             raise ValueError("give the ledger settings through the config or alone, not both")
         self._store_batch = BatchStore(db, lock)  # the transaction, its lock and failures
+        self._postgres = db.dialect.name == "postgresql"  # locks keys, retries a deadlock
         self._builders = builders
         self._clock = clock
         self._ledger = settings or LedgerSettings()  # `ledger:`: the time rules
@@ -123,7 +128,9 @@ class Pipeline:
             self._take(pending)
         prepared = [prepare_safely(job) for job in jobs]
         now = self._clock().replace(tzinfo=None)
+        retries = LOCK_RETRIES if self._postgres else 0
         while True:
+            kept = [(dict(p.row), p.verdict, p.changes) for p in prepared] if retries else []
             try:
                 stored, waiting = self._store(prepared, now)
             except _LedgerBug as bug:
@@ -137,6 +144,12 @@ class Pipeline:
                 continue
             except StoreFailed as exc:
                 locked = isinstance(exc, StoreLocked)
+                if locked and retries:  # rolled back: again, from what was prepared
+                    retries -= 1
+                    log.warning("store.lock_retry", batch=len(jobs), error=exc.error)
+                    for p, (row, verdict, changes) in zip(prepared, kept, strict=True):
+                        p.row, p.verdict, p.changes = row, verdict, changes
+                    continue
                 log.error("store.commit_failed", batch=len(jobs), error=exc.error, locked=locked)
                 return [self._uncommitted(p, locked) for p in prepared]
             return [self._finish(p, s, waiting.get(i))
@@ -145,8 +158,12 @@ class Pipeline:
     def _store(self, prepared: list[Prepared], now: datetime
                ) -> tuple[list[Stored], dict[int, Waiting]]:
         """One transaction: the message rows, each message's ledger changes in order, then the
-        queue rows (by batch index, the rows pass-through senders wait for)."""
-        return self._store_batch.commit_batch(lambda conn: self._store_in(conn, prepared, now))
+        queue rows (by batch index, the rows pass-through senders wait for).  PostgreSQL: after
+        the locks of the keys it touches (engine.store.keylocks)."""
+        keys = keylocks.batch_keys([p.row for p in prepared], [
+            ch for p in prepared for ch in p.changes]) if self._postgres else []
+        return self._store_batch.commit_batch(lambda conn: self._store_in(conn, prepared, now),
+                                              keys)
 
     def _store_in(self, conn: Connection, prepared: list[Prepared], now: datetime
                   ) -> tuple[list[Stored], dict[int, Waiting]]:

@@ -316,9 +316,9 @@ def make_service(config: Config, reactor: Any, db: Database, worker_argv: Sequen
     the connections handed to it and runs no delivery."""
     builders = {ch.name: AckBuilder(ch.ack.application, ch.ack.facility) for ch in config.channels}
     shared = config.workers > 1
-    # Other processes (`workers:`) or other engines on the same database may write: batches
-    # take turns (PostgreSQL's advisory lock costs one statement per batch).
-    pipeline = Pipeline(db, builders, config, lock=WriteLock(db, processes=True))
+    # Other processes (`workers:`) or other engines on the same database may write: SQLite's
+    # batches take turns; PostgreSQL's lock the keys they touch (engine.store.keylocks).
+    pipeline = Pipeline(db, builders, config, lock=WriteLock(db))
     metrics = Metrics() if config.http is not None else None  # a worker's go to the main one
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),

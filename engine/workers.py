@@ -5,8 +5,9 @@ Python.  With `workers: N` the main process accepts every connection on its own 
 sockets and hands each new one, in turn, to itself or to one of N-1 worker processes, over a
 UNIX socket pair (the descriptor travels as SCM_RIGHTS).  A worker runs the same listener and
 group-commit writer on the same database; it binds no port and runs no delivery or sweep.
-Batches of all processes take turns (`engine/store/lock.py`), so duplicate detection and the
-ledger's checks always see what every process committed.
+Batches of all processes take turns on SQLite (`engine/store/lock.py`) and lock the keys they
+touch on PostgreSQL (`engine/store/keylocks.py`), so duplicate detection and the ledger's checks
+always see what every process committed.
 
 * Order: a connection lives in one process, so its messages are still handled in arrival order.
 * `max_connections` counts every process's connections: a worker reports each close back.

@@ -10,7 +10,7 @@ from engine.config import Config
 from engine.housekeeping import event_router
 from engine.ledger import rules
 from engine.mappings.changes import EI
-from engine.store import Database
+from engine.store import Database, keylocks
 from engine.store.ledger import ingest
 
 
@@ -30,6 +30,7 @@ def link(db: Database, config: Config | None, appointment: str, referral: str,
     appt_key, ref_key = EI.parse(appointment), EI.parse(referral)
     router = event_router(config)
     with db.begin() as conn:
+        keylocks.lock(conn, ingest.link_keys(appt_key, ref_key))  # as an ingest batch would
         state = ingest.load_for(conn, {ref_key.id}, {appt_key.id}, [])
         appt = state.appointment_for(appt_key)
         if appt is None:

@@ -1,9 +1,11 @@
-"""The batch transaction of the writer thread: its kept connection, the write lock, and what a
+"""The batch transaction of the writer thread: its kept connection, its locks, and what a
 failure means (another writer's lock, or the store itself).
 
-`BatchStore.commit_batch(work)` runs `work(conn)` in one transaction with the write lock held
-and commits it.  A database failure becomes `StoreLocked` (another writer held a lock past its
-wait: the sender should retry later) or `StoreFailed` (anything else the database raised), and
+`BatchStore.commit_batch(work, keys)` runs `work(conn)` in one transaction and commits it, with
+the write lock held (SQLite) or, on PostgreSQL, the advisory locks of the batch's keys
+(engine.store.keylocks) taken first, before anything is read.  A database failure becomes
+`StoreLocked` (another writer held a lock past its wait, or a deadlock: the batch may be run
+again) or `StoreFailed` (anything else the database raised), and
 the connection is dropped so the next batch starts on a fresh one.  Any other exception from
 `work` is the caller's: the transaction is rolled back and the exception passes through
 unchanged, so a bug in one message's processing can be told apart from the store failing.
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.store import keylocks
 from engine.store.lock import WriteLock
 
 T = TypeVar("T")
@@ -54,8 +57,9 @@ class BatchStore:
         # Where batch time goes, for the log when the writer stops (`store.batch_time`).
         self.batches, self.batch_s, self.lock_wait_s = 0, 0.0, 0.0
 
-    def commit_batch(self, work: Callable[[Connection], T]) -> T:
-        """`work(conn)` in one committed transaction; raises StoreLocked or StoreFailed when
+    def commit_batch(self, work: Callable[[Connection], T], keys: Sequence[int] = ()) -> T:
+        """`work(conn)` in one committed transaction, after the advisory locks of `keys`
+        (PostgreSQL; engine.store.keylocks.batch_keys); raises StoreLocked or StoreFailed when
         the database fails, and whatever else `work` raises after rolling back."""
         try:
             if self._conn is None:
@@ -66,7 +70,8 @@ class BatchStore:
                 with conn.begin():
                     if self._lock is not None:
                         self._lock.acquire(conn)
-                        self.lock_wait_s += time.perf_counter() - started
+                    keylocks.lock(conn, keys)
+                    self.lock_wait_s += time.perf_counter() - started
                     return work(conn)
             finally:
                 if self._lock is not None:
@@ -98,8 +103,8 @@ class BatchStore:
 
     def close(self) -> None:
         """Release the connection and the lock file (on the writer thread, when it stops), and
-        log where batch time went: waiting for the write lock (another process's or engine's
-        batch) or working and committing."""
+        log where batch time went: waiting for the write lock or the keys' locks (another
+        process's or engine's batch) or working and committing."""
         if self._lock is not None and self.batches:
             log.info("store.batch_time", batches=self.batches, batch_s=round(self.batch_s, 3),
                      lock_wait_s=round(self.lock_wait_s, 3),

@@ -16,10 +16,13 @@
 Locking.  Each chunk (at most `chunk` rows, oldest first by id) is one short transaction that
 takes its turn on the engine's write lock, as an ingest batch does and as the delivery workers
 do for each attempt (`engine.store.lock.WriteLock`).  SQLite: the `flock`, so ingest waits for
-the chunk in the kernel, not in SQLite's busy loop.  PostgreSQL: the ingest advisory lock, so a
-chunk never interleaves with a batch that counts a retransmission on one of its rows (no lock
-cycle, no deadlock), and waiters are served in turn.  A short pause between chunks lets a
-waiting batch in first, so a backlog never starves ingest.
+the chunk in the kernel, not in SQLite's busy loop.  PostgreSQL: a chunk of messages first
+takes the advisory locks of its rows' dedupe keys, as an ingest batch does
+(engine.store.keylocks), so it never interleaves with a batch that counts a retransmission on
+one of its rows (the count would go with the deleted row version); both take their keys
+sorted, in one statement, so neither waits in a cycle.  Outbound rows need no lock: a row
+released meanwhile no longer passes the delete's conditions.  A short pause between chunks lets
+a waiting batch in first, so a backlog never starves ingest.
 
 Rows are rewritten (deleted and inserted again with the same id, in one transaction), not
 updated: SQLite never frees a page whose rows merely shrink, only pages a delete empties.
@@ -41,10 +44,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+)
 
 from engine.logs import emit
 from engine.outbound.status import FINAL as OUTBOUND_FINAL
+from engine.store import keylocks
 from engine.store.lock import WriteLock
 from engine.store.schema import messages, outbound
 
@@ -107,7 +121,7 @@ def purge(db: Engine, now: datetime, older_than_days: float, *, dry_run: bool = 
 
 def _purge(db: Engine, now: datetime, cutoff: datetime, chunk: int,
            stopping: Callable[[], bool]) -> PurgeReport:
-    lock = WriteLock(db, processes=True)
+    lock = WriteLock(db)
     try:
         with db.connect() as conn:
             found = [_purge_table(conn, lock, bodies, cutoff, now, chunk, stopping)
@@ -128,6 +142,7 @@ def _purge_table(conn: Connection, lock: WriteLock, bodies: _Bodies, cutoff: dat
         try:
             with conn.begin():
                 lock.acquire(conn)
+                _lock_messages(conn, bodies, after, cutoff, chunk)
                 done = _rewrite(conn, bodies, after, cutoff, now, chunk)
         finally:
             lock.release()
@@ -149,6 +164,24 @@ def _pending(bodies: _Bodies) -> list[ColumnElement[bool]]:
     return where
 
 
+def _pick(bodies: _Bodies, after: int, cutoff: datetime, limit: int) -> Select[Any]:
+    """The ids of the next `limit` rows to empty past id `after`."""
+    t = bodies.table
+    return (select(t.c.id).where(t.c.id > after, t.c[bodies.at] < cutoff, *_pending(bodies))
+            .order_by(t.c.id).limit(limit))
+
+
+def _lock_messages(conn: Connection, bodies: _Bodies, after: int, cutoff: datetime,
+                   limit: int) -> None:
+    """PostgreSQL, messages: the advisory locks of the dedupe keys of the rows the chunk
+    rewrites (see the module's text)."""
+    if bodies is not _MESSAGES or conn.dialect.name != "postgresql":
+        return
+    pick = _pick(bodies, after, cutoff, limit).subquery()
+    found = conn.execute(select(messages.c.dedupe_key).where(messages.c.id.in_(select(pick.c.id))))
+    keylocks.lock(conn, keylocks.message_keys(str(k) for (k,) in found if k))
+
+
 def _rewrite(conn: Connection, bodies: _Bodies, after: int, cutoff: datetime, now: datetime,
              limit: int) -> list[tuple[int, int]]:
     """Inside the caller's transaction: delete the next `limit` rows past id `after` and insert
@@ -158,8 +191,7 @@ def _rewrite(conn: Connection, bodies: _Bodies, after: int, cutoff: datetime, no
     t = bodies.table
     body = t.c[bodies.body]
     pending = _pending(bodies)
-    pick = (select(t.c.id).where(t.c.id > after, t.c[bodies.at] < cutoff, *pending)
-            .order_by(t.c.id).limit(limit))
+    pick = _pick(bodies, after, cutoff, limit)
     kept = [c for c in t.c if c.name != bodies.body]
     removed = conn.execute(delete(t).where(t.c.id.in_(pick), *pending)
                            .returning(*kept, func.length(body).label("_bytes"))).mappings().all()
@@ -231,7 +263,7 @@ def vacuum(db: Engine) -> str:
     PostgreSQL: nothing to run, (auto)vacuum reuses the space: "postgresql"."""
     if db.dialect.name != "sqlite":
         return "postgresql"
-    lock = WriteLock(db, processes=True)
+    lock = WriteLock(db)
     try:
         with db.connect() as conn:
             raw: Any = conn.connection.driver_connection

@@ -6,6 +6,10 @@ The state holds every referral whose key a change names or whose patient an appo
 fallback could match, every appointment a change names or that waits (unmatched) for one of
 those keys, and the appointments of those referrals (a cancel looks for another booked one).
 Rows created in memory get their ids here, just before they are inserted.
+
+On PostgreSQL the appointments and referrals are read with their rows locked (`FOR UPDATE`,
+the referrals in id order) after the batch's advisory key locks: the lock order of
+engine.store.keylocks, which says why.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 
 from engine.ledger import rules
 from engine.ledger.state import OVERDUE_MARK, Appointment, Ledger, Referral, is_new
-from engine.mappings.changes import EI, AppointmentChange, Change, PatientId, ReferralChange
-from engine.store import Connection, sql
+from engine.mappings.changes import EI, AppointmentChange, Change, PatientId
+from engine.store import Connection, keylocks, sql
+from engine.store.keylocks import keys_named as keys_named  # where the batch's keys are named
 from engine.store.ledger.repository import as_datetime, insert_events
 from engine.store.schema import appointments, referrals
 
@@ -32,23 +37,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "appointments": {"start": None, "duration_min": None, "specialty": "", "via": None,
                      "referral_id": None},
 }
-
-
-def keys_named(changes: Iterable[Change]) -> set[str]:
-    """The EI.1 of every key the changes name (a referral's own and extra keys, an
-    appointment's links to referrals)."""
-    out: set[str] = set()
-    for ch in changes:
-        if isinstance(ch, ReferralChange):
-            out.add(ch.key.id)
-            out.update(k.id for k in ch.external_ids)
-            if ch.filler_order_number is not None:
-                out.add(ch.filler_order_number.id)
-        else:
-            out.update(k.id for k in ch.placer_order_numbers + ch.filler_order_numbers)
-            out.update(k.id for _via, keys in ch.other_keys for k in keys)
-    out.discard("")
-    return out
 
 
 def load(conn: Connection, changes: Sequence[Change]) -> Ledger:
@@ -65,13 +53,17 @@ def load_for(conn: Connection, keys: set[str], appointment_keys: set[str],
     appointments with these keys (EI.1) or waiting for one of `keys`, and those referrals'
     appointments: two statements, and three more when some referral is found."""
     found: dict[int, Appointment] = {}
-    _appointments(conn, "key_id", sorted(appointment_keys), found)
-    _orphans(conn, sorted(keys), found)
+    lock = _FOR_UPDATE if conn.dialect.name == "postgresql" else ""
+    _appointments(conn, "key_id", sorted(appointment_keys), found, lock)
+    _orphans(conn, sorted(keys), found, lock and f"{lock} OF a")
     linked = sorted({int(a.row["referral_id"]) for a in found.values() if a.row["referral_id"]})
     refs = _referrals(conn, sorted(keys), sorted({p.id for p in patients
-                                                  if p.authority or p.oid}), linked)
+                                                  if p.authority or p.oid}), linked, lock)
     _appointments(conn, "referral_id", sorted(r.id for r in refs), found)
     return Ledger(refs, found.values())
+
+
+_FOR_UPDATE = " FOR UPDATE"  # PostgreSQL: the rows a batch reads stay its own until it commits
 
 
 def _in(conn: Connection, head: str, values: Sequence[Any], tail: str = "") -> list[tuple[Any, ...]]:
@@ -96,11 +88,11 @@ def _row(columns: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
-def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: list[int]
-               ) -> list[Referral]:
+def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: list[int],
+               lock: str = "") -> list[Referral]:
     """The referrals with a key among `keys` (EI.1), a patient id among `patient_ids` (CX.1;
     the rules compare the authorities) or an id among `ids`, with their keys, patient ids and
-    overdue marks."""
+    overdue marks; `lock`: their rows locked in id order."""
     parts: list[tuple[str, list[Any]]] = [(f"SELECT referral_id FROM referral_keys WHERE key_id IN ({_marks(keys)})", keys),
              (f"SELECT referral_id FROM referral_patients WHERE patient_id IN "
               f"({_marks(patient_ids)})", patient_ids),
@@ -109,7 +101,7 @@ def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: l
     if not wanted:
         return []
     rows = sql.rows(conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id IN ("
-                          + " UNION ".join(q for q, _ in wanted) + ") ORDER BY id",
+                          + " UNION ".join(q for q, _ in wanted) + ") ORDER BY id" + lock,
                     [v for _, values in wanted for v in values])
     refs = {int(r[0]): Referral(int(r[0]), _row(REFERRAL, r[1:])) for r in rows}
     for r in refs.values():
@@ -142,18 +134,19 @@ def _details(conn: Connection, refs: dict[int, Referral]) -> None:
 
 
 def _appointments(conn: Connection, column: str, values: list[Any],
-                  found: dict[int, Appointment]) -> None:
+                  found: dict[int, Appointment], lock: str = "") -> None:
     for r in _in(conn, f"SELECT id, {', '.join(APPOINTMENT)} FROM appointments WHERE {column}",
-                 values):
+                 values, f" ORDER BY id{lock}" if lock else ""):
         found.setdefault(int(r[0]), Appointment(int(r[0]), _row(APPOINTMENT, r[1:])))
 
 
-def _orphans(conn: Connection, keys: list[str], found: dict[int, Appointment]) -> None:
+def _orphans(conn: Connection, keys: list[str], found: dict[int, Appointment],
+             lock: str = "") -> None:
     """Unmatched appointments with a link key among `keys`, with those keys."""
     columns = ", ".join(f"a.{c}" for c in APPOINTMENT)
     for r in _in(conn, f"SELECT a.id, k.kind, k.key_id, k.key_authority, {columns} "
                        "FROM appointment_keys k JOIN appointments a ON a.id = k.appointment_id "
-                       "WHERE a.match = 'unmatched' AND k.key_id", keys, " ORDER BY a.id, k.id"):
+                       "WHERE a.match = 'unmatched' AND k.key_id", keys, " ORDER BY a.id, k.id" + lock):
         appt = found.setdefault(int(r[0]), Appointment(int(r[0]), _row(APPOINTMENT, r[4:])))
         appt.keys.append((str(r[1]), EI(r[2], r[3] or "")))
 
@@ -252,8 +245,16 @@ def _save_appointments(conn: Connection, appts: Iterable[Appointment], real: Any
 
 def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime,
                   events: list[tuple[int, str]] | None = None) -> str:
-    """`hl7-engine link` in the caller's transaction (engine.ledger.rules.link_manually)."""
+    """`hl7-engine link` in the caller's transaction (engine.ledger.rules.link_manually), after
+    the advisory locks of both keys (engine.store.keylocks)."""
+    keylocks.lock(conn, link_keys(appointment, referral))
     state = load_for(conn, {referral.id}, {appointment.id}, [])
     effect = rules.link_manually(state, appointment, referral, now, events)
     save(conn, state)
     return effect
+
+
+def link_keys(appointment: EI, referral: EI) -> list[int]:
+    """The advisory lock keys of a manual link (engine.store.keylocks), sorted."""
+    return sorted({keylocks.key_of("appointment", appointment.id),
+                   keylocks.key_of("key", referral.id)})

@@ -124,13 +124,15 @@ def overdue(conn: Connection, statuses: Iterable[str], now: datetime, limit: int
 
 def lock_referrals(conn: Connection, referral_ids: list[int]) -> dict[int, str]:
     """The referrals' statuses, read again with their rows locked to the end of the transaction
-    (PostgreSQL `FOR UPDATE`): engine processes sweeping the same database then expire or mark
-    each referral once.  SQLite serialises writers anyway and ignores the clause."""
+    (PostgreSQL `FOR UPDATE`, in id order as an ingest batch locks them: engine.store.keylocks):
+    engine processes sweeping the same database then expire or mark each referral once, and a
+    batch that changed one meanwhile is read again.  SQLite serialises writers anyway and
+    ignores the clause."""
     if not referral_ids:
         return {}
     return {int(r.id): str(r.status) for r in conn.execute(
         select(referrals.c.id, referrals.c.status).where(referrals.c.id.in_(referral_ids))
-        .with_for_update())}
+        .order_by(referrals.c.id).with_for_update())}
 
 
 def marked_overdue(conn: Connection, referral_ids: list[int]) -> set[int]:
