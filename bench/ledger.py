@@ -35,7 +35,7 @@ from bench.measure import HOST, Settings, measure
 from bench.procs import free_port, scratch_dir
 from bench.run import engine_server
 from bench.synth import REF_I12, SIU_S12, Message, Synth
-from bench.web import STATUS_WEIGHTS, bench_token, get
+from bench.web import STATUS_WEIGHTS, bench_token, get, marks
 from engine.store.database import open_database
 from engine.store.schema import (
     appointment_keys,
@@ -97,7 +97,8 @@ def _rows(ids: range, now: datetime, rng: random.Random) -> dict[Any, list[dict[
             "diagnoses": "[]", "review": False, "received_at": at, "updated_at": at,
             # a swept ledger: what still waits is neither past its window nor overdue
             # (else the engine's start-up sweep would work through it during the timed run)
-            "due_at": (now if status in WAITING else at) + timedelta(days=(3, 14, 30)[i % 3])})
+            "due_at": (now if status in WAITING else at) + timedelta(days=(3, 14, 30)[i % 3]),
+            **marks(status, at)})
         out[referral_keys].append({"referral_id": rid, "kind": "RF1-6", "key_id": key,
                                    "key_authority": "PCPEHR"})
         out[referral_patients].extend(

@@ -60,6 +60,14 @@ STATUS_WEIGHTS = {"pending": 8, "accepted": 4, "rejected": 2, "scheduled": 20, "
 assert set(STATUS_WEIGHTS) == set(STATUSES)
 
 
+def marks(status: str, at: datetime) -> dict[str, Any]:
+    """What the ledger keeps on a referral's row of its history, for a referral now in
+    `status` that got there three days after `at`."""
+    booked = status in ("scheduled", "rescheduled", "completed", "no_show", "closed")
+    return {"first_scheduled_at": at + timedelta(days=3) if booked else None,
+            "ever_seen": status in ("completed", "closed"), "ever_no_show": status == "no_show"}
+
+
 def _chunks(total: int) -> Iterator[range]:
     for start in range(0, total, CHUNK):
         yield range(start, min(start + CHUNK, total))
@@ -103,7 +111,8 @@ def _referral_rows(ids: range, start: datetime, step: timedelta, messages_total:
             "specialty": SPECIALTIES[i % len(SPECIALTIES)], "window_start": at,
             "window_end": at + timedelta(days=180), "providers": "[]", "diagnoses": "[]",
             "review": False, "received_at": at, "updated_at": at + timedelta(days=3),
-            "due_at": at + timedelta(days=(3, 14, 30)[i % 3])})
+            "due_at": at + timedelta(days=(3, 14, 30)[i % 3]),
+            **marks(status, at)})
         out[referral_keys].append({"referral_id": rid, "kind": "RF1-6", "key_id": key,
                                    "key_authority": "PCPEHR"})
         out[referral_patients].extend(

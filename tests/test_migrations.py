@@ -78,3 +78,25 @@ def test_0010_copies_oid_authorities_of_existing_rows_and_matches_them(db_url: s
             "SELECT patient_id, authority FROM referral_patients WHERE patient_id IN ('6', '7') "
             "ORDER BY id"))] == [("6", "1.2.3"), ("7", "NS")]
     db.dispose()
+
+
+def _marks(db: Engine) -> list[tuple[object, ...]]:
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT key_id, first_scheduled_at, ever_seen, ever_no_show FROM referrals "
+            "ORDER BY key_id"))]
+
+
+def test_0015_fills_the_report_marks_as_the_ledger_keeps_them(db_url: str) -> None:
+    """The report's ledger (bookings, a no-show, seen and closed referrals): the marks the
+    ledger's rules kept as they wrote the history equal what 0015 computes from that history on
+    a database migrated from 0014."""
+    from test_report import build_ledger
+
+    db = build_ledger(db_url)
+    kept = _marks(db)
+    assert any(r[1] is not None for r in kept) and any(r[2] for r in kept) and any(r[3] for r in kept)
+    _migrate(db, "0014", down=True)
+    _migrate(db, "0015")
+    assert _marks(db) == kept
+    db.dispose()

@@ -45,6 +45,25 @@ class Context:
     def record(self, **values: Any) -> None:
         self.ledger.history.append(event_row(at=self.now, message_id=self.message_id,
                                              control_id=self.control_id, **values))
+        referral = self.ledger.referrals.get(values.get("referral_id") or 0)
+        if referral is not None:
+            marked(referral, values.get("after"), self.now)
+
+
+def marked(referral: Referral, status: str | None, at: datetime) -> None:
+    """Keep on the referral's row what a history row of status `status` at `at` says for the
+    report: its first `scheduled` time, and whether it was ever seen or a no-show."""
+    row = referral.row
+    if status == lc.SCHEDULED and (row.get("first_scheduled_at") is None
+                                   or at < row["first_scheduled_at"]):
+        row["first_scheduled_at"] = at
+    elif status in (lc.COMPLETED, lc.CLOSED):
+        row["ever_seen"] = True
+    elif status == lc.NO_SHOW:
+        row["ever_no_show"] = True
+    else:
+        return
+    referral.dirty = True
 
 
 def check(ledger: Ledger, changes: Sequence[Change]) -> None:

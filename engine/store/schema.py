@@ -74,6 +74,11 @@ referrals = Table(
     Column("received_at", DateTime(), nullable=False),
     Column("updated_at", DateTime(), nullable=False),
     Column("due_at", DateTime()),  # to reach `scheduled`, by priority
+    # What the history says, kept on the row for the report (0015): the first time it reached
+    # `scheduled`, and whether it ever reached `completed`/`closed` (seen) or `no_show`.
+    Column("first_scheduled_at", DateTime()),
+    Column("ever_seen", Boolean, nullable=False, server_default="0"),
+    Column("ever_no_show", Boolean, nullable=False, server_default="0"),
     Index("ix_referrals_status_updated", "status", "updated_at", "id"),  # the worklist (0014)
     Index("ix_referrals_received_at", "received_at"),  # the report's cohort (0009)
 )

@@ -30,10 +30,11 @@ from engine.store.schema import appointments, referrals
 REFERRAL = tuple(c.name for c in referrals.c if c.name != "id")
 APPOINTMENT = tuple(c.name for c in appointments.c if c.name != "id")
 _WHEN = {"window_start", "window_end", "received_at", "updated_at", "due_at", "start",
-         "created_at"}
+         "created_at", "first_scheduled_at"}
 # What a row created in memory holds when the rules did not set it (the columns' defaults).
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "referrals": {"review": False, "window_start": None, "window_end": None},
+    "referrals": {"review": False, "window_start": None, "window_end": None,
+                  "first_scheduled_at": None, "ever_seen": False, "ever_no_show": False},
     "appointments": {"start": None, "duration_min": None, "specialty": "", "via": None,
                      "referral_id": None},
 }
@@ -105,7 +106,8 @@ def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: l
                     [v for _, values in wanted for v in values])
     refs = {int(r[0]): Referral(int(r[0]), _row(REFERRAL, r[1:])) for r in rows}
     for r in refs.values():
-        r.row["review"] = bool(r.row["review"])
+        for flag in ("review", "ever_seen", "ever_no_show"):
+            r.row[flag] = bool(r.row[flag])
     _details(conn, refs)
     return list(refs.values())
 

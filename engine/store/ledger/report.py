@@ -1,8 +1,12 @@
 """The referral report (`hl7-engine report`): of the referrals received in a period, how many got
 booked, how fast, how many were seen, how many closed the loop, how many were lost.
 
-Everything is read from the ledger (`referrals`, `appointments`, and the history
-`referral_events`), in three aggregate queries whatever the ledger's size.  The definitions:
+Everything is read from the ledger (`referrals` and `appointments`), in three aggregate queries
+whatever the ledger's size.  What the history says (`referral_events`: a referral's first
+`scheduled` row, whether it ever reached `completed`/`closed` or `no_show`) is kept on each
+referral's row as the ledger writes it (`first_scheduled_at`, `ever_seen`, `ever_no_show`), so
+the queries read the period's referrals through their `received_at` index and join nothing to
+them.  The definitions:
 
 * **Cohort**: referrals whose `received_at` (when the engine opened them) is in
   [since, until).  The CLI's dates are YYYY-MM-DD, UTC midnight; by default the 90 days up to now.
@@ -56,7 +60,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
-    Subquery,
     and_,
     case,
     func,
@@ -67,7 +70,7 @@ from sqlalchemy import (
 from engine.ledger import lifecycle as lc
 from engine.mappings.changes import COMPLETE_APPT, NOSHOW
 from engine.store.ledger.repository import as_datetime
-from engine.store.schema import appointments, referral_events, referrals
+from engine.store.schema import appointments, referrals
 from engine.timestamps import utc_text
 
 DEFAULT_DAYS = 90
@@ -133,17 +136,8 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _reached(p: Period) -> Subquery:
-    """Per referral of the cohort that has them: its first `scheduled` history row's time, and
-    whether it ever reached `no_show`, `completed` or `closed` (1/0)."""
-    e = referral_events.c
-    return (select(e.referral_id,
-                   func.min(case((e.status_after == lc.SCHEDULED, e.at))).label("scheduled_at"),
-                   func.max(case((e.status_after == lc.NO_SHOW, 1), else_=0)).label("no_show"),
-                   func.max(case((e.status_after.in_(SEEN), 1), else_=0)).label("seen"))
-            .select_from(referral_events.join(referrals, referrals.c.id == e.referral_id))
-            .where(_cohort(p), e.status_after.in_([lc.SCHEDULED, lc.NO_SHOW, *SEEN]))
-            .group_by(e.referral_id).subquery("reached"))
+def _ever(flag: ColumnElement[bool]) -> ColumnElement[int]:
+    return _count(flag == True)  # noqa: E712 - SQL, not Python
 
 
 def _grouped(q: Select[Any], by: str | None) -> Select[Any]:
@@ -152,20 +146,19 @@ def _grouped(q: Select[Any], by: str | None) -> Select[Any]:
 
 def _referral_counts(conn: Connection, p: Period, now: datetime, by: str | None
                      ) -> dict[str, dict[str, int]]:
-    r, h = referrals.c, _reached(p)
-    never_seen = func.coalesce(h.c.seen, 0) == 0
+    r = referrals.c
+    never_seen = r.ever_seen == False  # noqa: E712 - SQL, not Python
     columns = [
         func.count().label("received"),
         *(_count(r.status == s).label(f"status_{s}") for s in lc.STATUSES),
-        func.count(h.c.scheduled_at).label("scheduled"),
-        _count(h.c.scheduled_at <= r.due_at).label("scheduled_on_time"),
+        func.count(r.first_scheduled_at).label("scheduled"),
+        _count(r.first_scheduled_at <= r.due_at).label("scheduled_on_time"),
         _count(and_(r.status.in_(WAITING), r.due_at < now)).label("overdue_now"),
-        func.coalesce(func.sum(h.c.seen), 0).label("seen"),
-        func.coalesce(func.sum(h.c.no_show), 0).label("no_show"),
+        _ever(r.ever_seen).label("seen"),
+        _ever(r.ever_no_show).label("no_show"),
         *(_count(and_(r.status == s, never_seen)).label(f"lost_{s}") for s in LOST),
     ]
-    q = (select(*_group(by), *columns)
-         .select_from(referrals.outerjoin(h, h.c.referral_id == r.id)).where(_cohort(p)))
+    q = select(*_group(by), *columns).where(_cohort(p))
     return _by_group(conn.execute(_grouped(q, by)).mappings(), by)
 
 
@@ -186,10 +179,9 @@ def _by_group(rows: Iterable[Any], by: str | None) -> dict[str, dict[str, int]]:
 
 def _days_to_schedule(conn: Connection, p: Period, by: str | None) -> dict[str, list[float]]:
     """Per group, the days from receipt to the first `scheduled` row, sorted."""
-    h = _reached(p)
-    q = (select(*_group(by), referrals.c.received_at, h.c.scheduled_at)
-         .select_from(referrals.join(h, h.c.referral_id == referrals.c.id))
-         .where(_cohort(p), h.c.scheduled_at.is_not(None)))
+    r = referrals.c
+    q = (select(*_group(by), r.received_at, r.first_scheduled_at)
+         .where(_cohort(p), r.first_scheduled_at.is_not(None)))
     out: dict[str, list[float]] = {}
     for *grp, received, scheduled in conn.execute(q):
         days = (_when(scheduled) - _when(received)).total_seconds() / 86400
@@ -208,14 +200,14 @@ def slice_rates(conn: Connection, p: Period, starts: Sequence[datetime]
     """The cohort cut at `starts` (the first is p.since; slice i is [starts[i], starts[i+1]),
     the last one up to p.until), in one query: per slice `received`, `scheduled`,
     `closed_loop` and their rates, as the report defines them."""
-    r, h = referrals.c, _reached(p)
+    r = referrals.c
     bounds = [case((r.received_at < b, i)) for i, b in enumerate(starts[1:])]
     index = (func.coalesce(*bounds, len(starts) - 1) if bounds
              else literal(0)).label("slice")
     q = (select(index, func.count().label("received"),
-                func.count(h.c.scheduled_at).label("scheduled"),
+                func.count(r.first_scheduled_at).label("scheduled"),
                 _count(r.status == lc.CLOSED).label("closed"))
-         .select_from(referrals.outerjoin(h, h.c.referral_id == r.id)).where(_cohort(p))
+         .where(_cohort(p))
          .group_by(index))
     found = {int(row.slice): row for row in conn.execute(q)}
     out = []
