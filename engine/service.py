@@ -319,7 +319,8 @@ def make_service(config: Config, reactor: Any, db: Database, worker_argv: Sequen
     # Other processes (`workers:`) or other engines on the same database may write: SQLite's
     # batches take turns; PostgreSQL's lock the keys they touch (engine.store.keylocks).
     pipeline = Pipeline(db, builders, config, lock=WriteLock(db))
-    metrics = Metrics() if config.http is not None else None  # a worker's go to the main one
+    # A worker keeps its own instruments too and sends their values to the main process.
+    metrics = Metrics() if config.http is not None else None
     writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
         pipeline.process_batch, reactor.callFromThread, failed(builders),
         max_batch=config.database.group_commit_max, on_stop=pipeline.close,

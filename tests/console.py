@@ -10,16 +10,12 @@ import ssl
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
 import pytest
-from enginectl import Engine, create_database, write_config
-
-from engine.store.database import open_database
-from engine.store.users import add_user, create_token
+from enginectl import Engine, seed_users, write_config
 
 USERS = (("vic", "viewer"), ("carol", "coordinator"), ("ops", "operator"))
 
@@ -50,15 +46,7 @@ def start_console(directory: Path, tls: dict[str, str] | None = None,
                   cafile: Path | None = None) -> Console:
     """A new engine (SQLite in `directory`) with the users of USERS and a `files` destination."""
     url = f"sqlite:///{directory / 'engine.db'}"
-    create_database(url)
-    db = open_database(url, migrate=False)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    tokens: dict[str, str] = {}
-    with db.begin() as conn:
-        for name, role in USERS:
-            add_user(conn, name, role, password(name), now)
-            tokens[name] = str(create_token(conn, name, now))
-    db.dispose()
+    tokens = seed_users(url, USERS, password)
     listen: dict[str, Any] = {"listen": {"host": "127.0.0.1", "port": 0}}
     if tls is not None:
         listen["tls"] = tls

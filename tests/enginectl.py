@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -231,3 +232,34 @@ def table_rows(db: SAEngine | str, *columns: str, table: Table | None = None) ->
 def outbound_states(db: SAEngine | str, *more: str) -> list[Any]:
     """(control_id, status, attempts, *more columns) of every outbound row, in id order."""
     return table_rows(db, "control_id", "status", "attempts", *more)
+
+
+def seed_users(url: str, users: Iterable[tuple[str, str]],
+               password: Callable[[str], str] = lambda name: f"{name} password"
+               ) -> dict[str, str]:
+    """A new database at `url` holding `users` ((name, role) pairs, each with `password(name)`);
+    each user's new bearer token, by name."""
+    from datetime import UTC, datetime
+
+    from engine.store.database import open_database
+    from engine.store.users import add_user, create_token
+
+    create_database(url)
+    db = open_database(url, migrate=False)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    tokens: dict[str, str] = {}
+    with db.begin() as conn:
+        for name, role in users:
+            add_user(conn, name, role, password(name), now)
+            tokens[name] = str(create_token(conn, name, now))
+    db.dispose()
+    return tokens
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus exposition: (name, sorted labels) → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+

@@ -11,24 +11,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from enginectl import (
     Engine,
-    create_database,
     numbered_referral,
     run_cli,
     sample_payload,
+    seed_users,
     write_config,
 )
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
-from engine.store.database import open_database
-from engine.store.users import add_user, create_token
 
 pytestmark = pytest.mark.slow
 
@@ -62,16 +59,8 @@ class Api:
 
 
 def _start(directory: Path, url: str) -> Api:
-    create_database(url)
-    db = open_database(url, migrate=False)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    tokens: dict[str, str] = {}
-    with db.begin() as conn:
-        for name, role in (("vic", "viewer"), ("carol", "coordinator"), ("ops", "operator"),
-                           ("temp", "coordinator")):
-            add_user(conn, name, role, f"{name} password", now)
-            tokens[name] = str(create_token(conn, name, now))
-    db.dispose()
+    tokens = seed_users(url, (("vic", "viewer"), ("carol", "coordinator"), ("ops", "operator"),
+                              ("temp", "coordinator")))
     top = {"http": {"listen": {"host": "127.0.0.1", "port": 0}}}
     engine = Engine(write_config(directory, url, top)).start()
     port = engine.wait_for("http.listening")[0]["port"]

@@ -11,16 +11,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from enginectl import Engine, ambiguous_booking, create_database, write_config
+from enginectl import Engine, ambiguous_booking, seed_users, write_config
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
-from engine.store.database import open_database
-from engine.store.users import add_user, create_token
 
 pytestmark = pytest.mark.slow
 
@@ -52,15 +49,7 @@ class Api:
 def api_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     directory = tmp_path_factory.mktemp("api_actions")
     url = f"sqlite:///{directory / 'engine.db'}"
-    create_database(url)
-    db = open_database(url, migrate=False)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    tokens: dict[str, str] = {}
-    with db.begin() as conn:
-        for name, role in (("vic", "viewer"), ("carol", "coordinator"), ("ops", "operator")):
-            add_user(conn, name, role, f"{name} password", now)
-            tokens[name] = str(create_token(conn, name, now))
-    db.dispose()
+    tokens = seed_users(url, (("vic", "viewer"), ("carol", "coordinator"), ("ops", "operator")))
     top = {"http": {"listen": {"host": "127.0.0.1", "port": 0}},
            "destinations": [{"name": "archive", "type": "file",
                              "directory": str(directory / "out")}]}

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginectl import Engine, delivered_files, numbered_referral, write_config
-from prometheus_client.parser import text_string_to_metric_families
+from enginectl import Engine, delivered_files, metric_samples, numbered_referral, write_config
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -41,8 +40,7 @@ class Web:
         """Every sample of /metrics: (name, sorted labels) → value."""
         status, _, body = self.get("/metrics")
         assert status == 200
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(body) for s in family.samples}
+        return metric_samples(body)
 
 
 @pytest.fixture(name="web")

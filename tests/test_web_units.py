@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from certs import make_pki
-from enginectl import Engine, write_config
-from prometheus_client.parser import text_string_to_metric_families
+from enginectl import Engine, metric_samples, write_config
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
@@ -109,9 +108,7 @@ def test_priority_counts_list_every_deadline_code() -> None:
 
 
 def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = metrics.exposition().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return metric_samples(metrics.exposition().decode())
 
 
 def test_exposition_has_every_contract_name_and_no_created_series() -> None:
@@ -235,12 +232,6 @@ def _worker_metrics(frames: int, channel_name: str = "a") -> Metrics:
     return metrics
 
 
-def _exposed(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(metrics.exposition().decode())
-            for s in f.samples}
-
-
 def test_worker_metrics_add_to_the_main_process_and_survive_a_worker_restart() -> None:
     """Main 2 frames, worker 1 sends 3, then dies (its 3 are kept), a new worker 1 sends 1: the
     exposition shows 6 everywhere, histogram buckets included; a label set only a worker has
@@ -249,12 +240,12 @@ def test_worker_metrics_add_to_the_main_process_and_survive_a_worker_restart() -
     key = ("hl7_engine_messages_total", (("ack", "AA"), ("channel", "a"), ("type", "REF^I12")))
     for datagram in _worker_metrics(3).worker_datagrams():
         main.workers.update(1, datagram)
-    assert _exposed(main)[key] == 5
+    assert _samples(main)[key] == 5
     main.workers.retire(1)
     for datagram in _worker_metrics(1).worker_datagrams():
         main.workers.update(1, datagram)
     main.workers.update(2, b"m:{not json")
-    seen = _exposed(main)
+    seen = _samples(main)
     assert seen[key] == 6
     assert seen[("hl7_engine_ack_latency_seconds_count", (("channel", "a"),))] == 6
     assert seen[("hl7_engine_ack_latency_seconds_bucket", (("channel", "a"), ("le", "0.0025")))] == 6
@@ -263,5 +254,5 @@ def test_worker_metrics_add_to_the_main_process_and_survive_a_worker_restart() -
     other.deliveries.labels("files", "delivered").inc(4)
     for datagram in other.worker_datagrams():
         main.workers.update(3, datagram)
-    assert _exposed(main)[("hl7_engine_deliveries_total",
+    assert _samples(main)[("hl7_engine_deliveries_total",
                            (("destination", "files"), ("outcome", "delivered")))] == 4

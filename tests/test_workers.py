@@ -15,8 +15,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from enginectl import Engine, delivered_files, numbered_referral, stored_messages, write_config
-from prometheus_client.parser import text_string_to_metric_families
+from enginectl import (
+    Engine,
+    delivered_files,
+    metric_samples,
+    numbered_referral,
+    stored_messages,
+    write_config,
+)
 
 from engine.mllp.blocking import MLLPClient
 from engine.parsing import parse
@@ -251,9 +257,7 @@ def test_listen_allow_refuses_other_peers_over_tcp(tmp_path: Path, sqlite_url: s
 
 def _metric_totals(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
-        body = answer.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body) for s in family.samples}
+        return metric_samples(answer.read().decode())
 
 
 def test_metrics_count_the_frames_every_process_answered(tmp_path: Path, sqlite_url: str

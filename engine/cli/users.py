@@ -143,35 +143,36 @@ def _cell(value: Any) -> str:
 
 
 def _user_remove(args: argparse.Namespace) -> int:
-    from engine.logs import audit
     from engine.store.users import remove_user
 
-    db, _ = _open(args)
-    with db.begin() as conn:
-        done = remove_user(conn, args.name)
-    if not done:
-        print(f"no user {args.name}", file=sys.stderr)
-        return EXIT_NOT_OK
-    audit("audit.user_removed", name=args.name)
-    print(f"user {args.name} removed, with their tokens", file=sys.stderr)
-    return EXIT_OK
+    return _change_user(args, lambda conn: remove_user(conn, args.name), "audit.user_removed",
+                        f"user {args.name} removed, with their tokens")
 
 
 def _user_password(args: argparse.Namespace) -> int:
-    from engine.logs import audit
     from engine.store.users import set_password
 
     password = _read_password()
     if password is None:
         return EXIT_CONFIG
+    return _change_user(args, lambda conn: set_password(conn, args.name, password),
+                        "audit.user_password_set", f"password of {args.name} set")
+
+
+def _change_user(args: argparse.Namespace, change: Callable[[Any], bool], event: str,
+                 done_text: str) -> int:
+    """Run `change` on the named user in one transaction: `no user NAME` (exit 1) when there
+    is none, else the audit event and `done_text`."""
+    from engine.logs import audit
+
     db, _ = _open(args)
     with db.begin() as conn:
-        done = set_password(conn, args.name, password)
+        done = change(conn)
     if not done:
         print(f"no user {args.name}", file=sys.stderr)
         return EXIT_NOT_OK
-    audit("audit.user_password_set", name=args.name)
-    print(f"password of {args.name} set", file=sys.stderr)
+    audit(event, name=args.name)
+    print(done_text, file=sys.stderr)
     return EXIT_OK
 
 

@@ -104,7 +104,9 @@ class BatchStore:
     def close(self) -> None:
         """Release the connection and the lock file (on the writer thread, when it stops), and
         log where batch time went: waiting for the write lock or the keys' locks (another
-        process's or engine's batch) or working and committing."""
+        process's or engine's batch) or working and committing.  Only an engine's writer logs
+        it: the one holding a write lock (a pipeline built without one, by a tool or a test,
+        keeps quiet)."""
         if self._lock is not None and self.batches:
             log.info("store.batch_time", batches=self.batches, batch_s=round(self.batch_s, 3),
                      lock_wait_s=round(self.lock_wait_s, 3),
