@@ -12,7 +12,8 @@ i/R seconds after the start (over `--connections`, one at a time on each), which
 latency at low load is measured; without it the load is as fast as the ACKs come.
 
 Each variant's line gives the median over the rounds of msg/s, ACK p50/p99, server CPU µs per
-message (utime+stime of every thread) and messages per group commit (from the engine's log).
+message (utime+stime of every thread, then of the reactor thread alone) and messages per group
+commit (from the engine's log).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def one_run(server: ServerProcess, synth: Synth, a: argparse.Namespace) -> dict[
                                  rate=a.rate).run())
     if report.failed:
         raise RuntimeError(f"{server.name}: {report.line()}")
-    cpu = (cpu_times(server.pid) - before).total / max(report.acked, 1) * 1e6
+    used = cpu_times(server.pid) - before
+    acked = max(report.acked, 1)
     return {"msg_per_s": report.msg_per_s, "p50_ms": report.p50_ms, "p99_ms": report.p99_ms,
-            "cpu_us": cpu}
+            "cpu_us": used.total / acked * 1e6, "reactor_us": used.main_thread / acked * 1e6}
 
 
 def run_variant(v: Variant, tmp: Path, synth: Synth, a: argparse.Namespace) -> dict[str, float]:
@@ -83,7 +85,8 @@ def line(name: str, runs: list[dict[str, float]]) -> str:
 
     spread = "-".join(f"{f(r['cpu_us'] for r in runs):.0f}" for f in (min, max))
     return (f"{name:<10} {med('msg_per_s'):7.0f} msg/s  ACK p50 {med('p50_ms'):5.2f} ms  "
-            f"p99 {med('p99_ms'):5.2f} ms  CPU {med('cpu_us'):6.1f} us/msg ({spread})"
+            f"p99 {med('p99_ms'):5.2f} ms  CPU {med('cpu_us'):6.1f} us/msg ({spread}), "
+            f"reactor thread {med('reactor_us'):5.1f}"
             + (f"  {med('batch'):.2f} msg/commit" if "batch" in runs[0] else ""))
 
 
