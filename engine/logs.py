@@ -14,6 +14,7 @@ import os
 import pwd
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,7 +109,7 @@ class TeeLogger:
         os.close(self._file)
         self._file = fresh
         event: dict[str, Any] = {"event": "log.reopened", "level": "info", "file": self._path,
-                                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
+                                 "ts": stamp()}
         if self._worker:
             event["worker"] = self._worker
         self._pending.insert(0, self._dumps(event) + "\n")
@@ -127,9 +128,29 @@ def open_log(file: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
+class _Stamp:
+    """The events' `ts`: now, UTC, ISO 8601 to the millisecond, formatted once per millisecond
+    (a batch's `message.stored` lines come in one burst and mostly share their stamp)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, str] = (-1, "")  # one tuple: threads swap it whole
+
+    def __call__(self) -> str:
+        now = time.time()  # the clock datetime.now reads
+        millisecond = int(now * 1000)
+        last, text = self._last
+        if millisecond != last:
+            text = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+            self._last = (millisecond, text)
+        return text
+
+
+stamp = _Stamp()
+
+
 def _timestamp(_logger: Any, _name: str,
                event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    event["ts"] = stamp()
     return event
 
 
@@ -173,7 +194,7 @@ def emit(level: str, event: str, fields: dict[str, Any]) -> None:
         return
     fields["event"] = event
     fields["level"] = level
-    fields["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    fields["ts"] = stamp()
     _SINK.msg(fields)
 
 
@@ -184,8 +205,7 @@ def emit_rendered(event: str, members: str) -> bool:
     sink = _SINK
     if sink is None or not sink.plain(20):
         return False
-    ts = datetime.now(UTC).isoformat(timespec="milliseconds")
-    sink.line(20, f'{members},"event":{quote(event)},"level":"info","ts":"{ts}"')
+    sink.line(20, f'{members},"event":{quote(event)},"level":"info","ts":"{stamp()}"')
     return True
 
 
