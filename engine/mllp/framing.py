@@ -81,12 +81,26 @@ class FrameDecoder:
 
         Raises `FrameTooLarge` when the open frame exceeds the limit; the decoder is then reset.
         """
+        if not self._buf and (payload := self._whole(data)) is not None:
+            return [payload]
         self._buf += data
         frames: list[bytes] = []
         while (self._in_frame or self._seek_start()) and (payload := self._seek_end()) is not None:
             frames.append(payload)
         self._compact()
         return frames
+
+    def _whole(self, data: bytes) -> bytes | None:
+        """The common read, nothing held before it: exactly one frame, 0x0B to 0x1C 0x0D, with
+        neither byte inside and within the limit.  Its payload, cut without buffering, and the
+        state the general path leaves (after a trailer); None for any other read."""
+        trailer = len(data) - 2
+        if (trailer < 1 or data[0] != START_BLOCK or data[-1] != CARRIAGE_RETURN
+                or data.find(END_BLOCK, 1) != trailer or data.find(START_BLOCK, 1, trailer) >= 0
+                or trailer - 1 > self.max_frame_bytes):
+            return None
+        self._after_trailer = True
+        return data[1:trailer]
 
     def eof(self) -> list[bytes]:
         """The peer closed: an open frame is dropped (its size, 0x0B included, goes to
