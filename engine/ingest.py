@@ -11,11 +11,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from engine.config import Channel
 from engine.logs import emit, emit_rendered, quote
-from engine.mllp.server import Handler
+from engine.mllp.server import Handler, Reply
 from engine.outbound.passthrough import Relay
 from engine.pipeline import Job, Result
 from engine.store.writer import GroupCommitWriter
@@ -25,25 +25,18 @@ from engine.web.metrics import Metrics
 def frame_handler(channel: Channel, writer: GroupCommitWriter[Job, Result],
                   relay: Relay | None = None, metrics: Metrics | None = None) -> Handler:
     """The listener's handler for one channel: each frame goes to the group-commit writer as a
-    Job; its result is logged, counted, and answered (the ACKs, or on a pass-through channel
-    the downstream's relayed answer)."""
-    def handle(payload: bytes, peer: str, committed: Callable[[bool], None] | None = None
-               ) -> defer.Deferred[list[bytes]]:
-        d: defer.Deferred[list[bytes]] = defer.Deferred()
+    Job; its result is logged, counted, and answered through the listener's `reply` (the ACKs,
+    or on a pass-through channel the downstream's relayed answer)."""
+    def handle(payload: bytes, peer: str, reply: Reply,
+               committed: Callable[[bool], None] | None = None) -> None:
         started = time.perf_counter()
-        typed: list[str] = []  # the message type, once known
 
-        def answered(acks: list[bytes]) -> list[bytes]:  # before the listener writes them
-            if metrics is not None:
-                metrics.message(channel, typed[0] if typed else "", acks,
-                                time.perf_counter() - started)
-            return acks
-
-        if metrics is not None:
-            d.addCallback(answered)
+        def answered(acks: list[bytes] | Failure, message_type: str) -> None:
+            if metrics is not None and not isinstance(acks, Failure):
+                metrics.message(channel, message_type, acks, time.perf_counter() - started)
+            reply(acks)
 
         def done(result: Result) -> None:
-            typed.append(result.message_type)
             if committed is not None:  # MLLP release 2: the commit ACK/NAK goes out first
                 committed(result.committed)
             relayed = (relay is not None and result.waiting is not None
@@ -53,12 +46,11 @@ def frame_handler(channel: Channel, writer: GroupCommitWriter[Job, Result],
             if relayed:
                 assert relay is not None and result.waiting is not None  # for mypy
                 relay.answer(payload, int(result.message_id or 0), result.waiting
-                             ).chainDeferred(d)
+                             ).addBoth(answered, result.message_type)
                 return
-            d.callback(result.acks)
+            answered(result.acks, result.message_type)
 
         writer.submit(Job(channel, payload, peer, datetime.now(UTC)), done)
-        return d
 
     return handle
 

@@ -230,14 +230,13 @@ def test_accepted_connections_have_tcp_nodelay(reactor: Any) -> None:
     the latency itself is measured by `python -m bench.pipelined`)."""
     import socket
 
-    from twisted.internet import defer
     from twisted.internet.threads import blockingCallFromThread
 
     from engine.mllp.server import MLLPServerFactory
     from engine.service import listener_options
 
-    def handler(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
-        return defer.succeed([])
+    def handler(payload: bytes, peer: str, reply: Any) -> None:
+        reply([])
 
     factory = MLLPServerFactory(listener_options(CHANNEL), handler, reactor)
     made: list[Any] = []

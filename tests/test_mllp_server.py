@@ -23,7 +23,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from engine.mllp.options import ListenerOptions
-from engine.mllp.server import MLLPServerFactory, MLLPServerProtocol, frame
+from engine.mllp.server import MLLPServerFactory, MLLPServerProtocol, Reply, frame
 
 PEER = "10.1.2.3:40000"
 CLOSED = Failure(ConnectionDone("peer closed"))
@@ -54,18 +54,19 @@ class Call:
 
 @dataclass
 class FakeHandler:
-    """Records each call and returns a Deferred the test fires; `prepared` ones are used first."""
+    """Records each call and gives it a Deferred the test fires, which replies (a Failure
+    too); `prepared` ones are used first."""
 
     transports: list[StringTransport] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     prepared: deque[defer.Deferred[list[bytes]]] = field(default_factory=deque)
 
-    def __call__(self, payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
+    def __call__(self, payload: bytes, peer: str, reply: Reply) -> None:
         d: defer.Deferred[list[bytes]] = (self.prepared.popleft() if self.prepared
                                           else defer.Deferred())
         written = self.transports[-1].value() if self.transports else b""
         self.calls.append(Call(payload, peer, written, d))
-        return d
+        d.addBoth(reply)
 
     @property
     def payloads(self) -> list[bytes]:
@@ -94,10 +95,10 @@ def connect(factory: MLLPServerFactory, handler: FakeHandler | None = None,
     return protocol, transport
 
 
-def answer_at_once(payload: bytes, peer: str) -> defer.Deferred[list[bytes]]:
-    """A handler that has its answer ready before it returns: one AA echoing MSH-10."""
+def answer_at_once(payload: bytes, peer: str, reply: Reply) -> None:
+    """A handler that replies before it returns: one AA echoing MSH-10."""
     control = payload.split(b"|")[9]
-    return defer.succeed([b"MSA|AA|" + control + b"\r"])
+    reply([b"MSA|AA|" + control + b"\r"])
 
 
 def at_once_ack(n: int) -> bytes:
@@ -161,15 +162,15 @@ def test_one_frame_handed_over_and_its_ack_written(
 @pytest.mark.parametrize(("stored", "commit"), [(True, b"\x06"), (False, b"\x15")])
 def test_release_2_commit_frame_goes_out_when_stored_then_the_hl7_ack(
         clock: task.Clock, stored: bool, commit: bytes) -> None:
-    """`framing.mllp_release: 2` (docs/hl7-rules.md): the handler gets a third argument; calling it
+    """`framing.mllp_release: 2` (docs/hl7-rules.md): the handler gets a fourth argument; calling it
     writes the commit ACK (0x06) or NAK (0x15) frame at once, and the HL7 ACK follows when the
     handler's answer comes; the next frame waits for both."""
     calls: list[tuple[bytes, Any, defer.Deferred[list[bytes]]]] = []
 
-    def handler(payload: bytes, _peer: str, committed: Any) -> defer.Deferred[list[bytes]]:
+    def handler(payload: bytes, _peer: str, reply: Reply, committed: Any) -> None:
         d: defer.Deferred[list[bytes]] = defer.Deferred()
         calls.append((payload, committed, d))
-        return d
+        d.addCallback(reply)
 
     r2 = dataclasses.replace(channel(), mllp_release=2)
     protocol, transport = connect(MLLPServerFactory(r2, handler, clock))

@@ -105,7 +105,7 @@ def _channel(tls: ListenTLS | None) -> Channel:
                    tls=tls)
 
 
-def _refuse(payload: bytes, peer: str) -> Any:
+def _refuse(payload: bytes, peer: str, reply: Any) -> Any:
     raise AssertionError("no frame reaches the handler")
 
 

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
@@ -29,10 +28,13 @@ from engine.mllp.options import ListenerOptions
 START, END = b"\x0b", b"\x1c\r"
 CLOSE_GRACE_S = 10.0  # after answering an oversized frame, how long a close may wait on the peer
 
-# handler(payload, peer) -> the ACKs to write; on a `framing.mllp_release: 2` channel it is
-# called with a third argument, `committed(stored: bool)`, which it calls once the frame is
-# stored (or could not be), before the ACKs are ready.
-Handler = Callable[..., "defer.Deferred[list[bytes]]"]
+# handler(payload, peer, reply) hands one frame on and calls `reply` once, at once or later,
+# with the ACKs to write (a list of payloads) or a Failure (logged as `mllp.handler_failed`,
+# nothing written): a plain callback, not a Deferred per frame.  On a `framing.mllp_release: 2`
+# channel it is called with a fourth argument, `committed(stored: bool)`, which it calls once
+# the frame is stored (or could not be), before the ACKs are ready.
+Reply = Callable[["list[bytes] | Failure"], None]
+Handler = Callable[..., None]
 # oversize(head, size, limit) -> (the ACKs, what to log: sender, control_id); never raises.
 Oversize = Callable[[bytes, int, int], tuple[list[bytes], dict[str, str]]]
 
@@ -193,11 +195,13 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
                     self._close_after(item.acks)
                     return
                 self.busy = True
-                args: tuple[Any, ...] = (item, self.peer)
+                args: tuple[Any, ...] = (item, self.peer, self._answer)
                 if self.options.mllp_release == 2:
                     args += (self._committed,)
-                d = defer.maybeDeferred(self.factory.handler, *args)
-                d.addCallbacks(self._reply, self._failed)
+                try:
+                    self.factory.handler(*args)
+                except Exception:  # noqa: BLE001 - answered below, like a failed reply
+                    self._answer(Failure())
         finally:
             self.draining = False
 
@@ -215,10 +219,16 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         if self.transport is not None:
             self.transport.abortConnection()
 
-    def _reply(self, acks: list[bytes]) -> None:
-        if self.transport is not None:
-            for ack in acks:
-                self.transport.write(frame(ack))
+    def _answer(self, acks: list[bytes] | Failure) -> None:
+        """The handler's `reply`: write the frame's ACKs (in one write), serve the next frame."""
+        if isinstance(acks, Failure):
+            self._failed(acks)
+            return
+        if self.transport is not None and acks:
+            self.transport.write(b"".join([frame(ack) for ack in acks]))
+        self._served()
+
+    def _served(self) -> None:
         self.busy = False
         if len(self.queue) <= self.options.max_queued_frames // 2:
             self._release("queue")
@@ -272,7 +282,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         # The handler answers every frame itself; reaching here is a bug, and the connection
         # must not hang on it.
         self.log.error("mllp.handler_failed", error=failure.type.__name__ if failure.type else "?")
-        self._reply([])
+        self._served()
 
     def timeoutConnection(self) -> None:
         self.log.info("mllp.idle_timeout", idle_timeout_s=self.options.idle_timeout_s)
