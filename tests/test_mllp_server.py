@@ -2,13 +2,15 @@
 
 Everything runs on a `StringTransport` and a `task.Clock`; the handler is a fake whose Deferreds
 the tests fire by hand, so the order in which frames are handed over and ACKs are written is
-observable step by step.
+observable step by step.  `send`, which writes an ACK straight to a TCP socket, runs on a socket
+pair.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 from collections import deque
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -16,14 +18,15 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
-from twisted.internet import defer, task
+from twisted.internet import defer, task, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 
 from engine.mllp.options import ListenerOptions
-from engine.mllp.server import MLLPServerFactory, MLLPServerProtocol, Reply, frame
+from engine.mllp.server import MLLPServerFactory, MLLPServerProtocol, Reply, frame, send
 
 PEER = "10.1.2.3:40000"
 CLOSED = Failure(ConnectionDone("peer closed"))
@@ -700,3 +703,40 @@ def test_a_retired_connection_answers_its_frames_then_closes(
     assert transport.value() == frame(ack(1)) + frame(ack(2))
     assert transport.disconnecting
     assert handler.payloads == [msg(1), msg(2)]
+
+
+# --- writing the ACKs ------------------------------------------------------------------------
+
+
+class _Port:
+    _realPortNumber = 2575
+
+
+def test_send_goes_straight_to_an_idle_tcp_socket_and_queues_behind_buffered_bytes() -> None:
+    """An ACK on a TCP connection with nothing buffered is sent at once, with no reactor
+    round trip; once anything is buffered, what follows is buffered behind it, in order."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    transport = tcp.Server(ours, Protocol(), ("127.0.0.1", 40000), _Port(), 1, MemoryReactor())
+    with ours, peer:
+        send(transport, frame(b"MSA|AA|1\r"))
+        assert peer.recv(100) == frame(b"MSA|AA|1\r")
+        assert not transport._tempDataBuffer
+        transport.write(b"\x06")
+        send(transport, frame(b"MSA|AA|2\r"))
+        assert transport._tempDataBuffer == [b"\x06", frame(b"MSA|AA|2\r")]
+
+
+def test_send_buffers_what_a_full_socket_does_not_take() -> None:
+    """The bytes the kernel does not take at once wait in the transport's buffer (and count
+    toward its back-pressure), after the part that was sent."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    transport = tcp.Server(ours, Protocol(), ("127.0.0.1", 40000), _Port(), 1, MemoryReactor())
+    data = bytes(range(256)) * 4096
+    with ours, peer:
+        send(transport, data)
+        left = b"".join(transport._tempDataBuffer)
+        assert 0 < len(left) < len(data)
+        assert data.endswith(left)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from twisted.internet import tcp
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
@@ -49,6 +50,26 @@ def _no_delay(transport: Any) -> None:
     (Nagle), which costs a pipelining sender ~40 ms per frame."""
     with contextlib.suppress(AttributeError, NotImplementedError, OSError):
         transport.setTcpNoDelay(True)  # not on a test's transport, or a closed socket
+
+
+def send(transport: Any, data: bytes) -> None:
+    """`transport.write(data)`, but on a plain TCP connection with nothing queued ahead of it,
+    straight to the socket first: Twisted would have the reactor register the socket for
+    writing (epoll_ctl), send on its next poll, and unregister it (epoll_ctl), for every ACK.
+    Whatever the socket does not take at once (or on an error) goes through `write` as before,
+    so order, back-pressure and connection loss are Twisted's as ever."""
+    if type(transport) is tcp.Server and _nothing_queued(transport):
+        with contextlib.suppress(OSError):  # would block, or the connection is gone
+            data = data[transport.socket.send(data):]
+    if data:
+        transport.write(data)
+
+
+def _nothing_queued(transport: tcp.Server) -> bool:
+    """An open connection whose write buffers are empty (bytes sent now go out in order)."""
+    return (bool(transport.connected) and not transport.disconnecting and not transport.TLS
+            and not transport._writeDisconnected and not transport.dataBuffer
+            and not transport._tempDataBuffer)
 
 
 def peer_text(address: IAddress) -> str:
@@ -225,7 +246,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             self._failed(acks)
             return
         if self.transport is not None and acks:
-            self.transport.write(b"".join([frame(ack) for ack in acks]))
+            send(self.transport, b"".join([frame(ack) for ack in acks]))
         self._served()
 
     def _served(self) -> None:
