@@ -61,7 +61,7 @@ def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
     sender's ACK is the relayed answer, logged as `ack.relayed` when it comes."""
     event = ("message.retransmission" if r.retransmission
              else "message.stored" if r.committed else "message.not_stored")
-    ack = ack or " ".join(_msa1(a) for a in r.acks)
+    ack = ack or " ".join(map(_msa1, r.acks))
     if r.committed and not r.reused and emit_rendered(event, _members(
             channel, r, peer, size, ack, round(seconds * 1000, 2))):
         return
