@@ -90,6 +90,15 @@ def line(name: str, runs: list[dict[str, float]]) -> str:
             + (f"  {med('batch'):.2f} msg/commit" if "batch" in runs[0] else ""))
 
 
+def summary(what: str, a: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> None:
+    """After the rounds: what ran, how, the machine's load, and each variant's `line`."""
+    print(f"\n{a.rounds} rounds, {what}, "
+          + (f"open loop at {a.rate:g} msg/s" if a.rate else "closed loop")
+          + f", load average {os.getloadavg()[0]:.2f}:")
+    for name, runs in results.items():
+        print(line(name, runs))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}: " + "; ".join(
                 f"{k} {runs[-1]['cpu_us']:.0f} us/msg p99 {runs[-1]['p99_ms']:.2f}"
                 for k, runs in results.items()), flush=True)
-    print(f"\n{a.rounds} rounds, mix {a.mix}, {a.messages} messages over {a.connections} "
-          f"connections, " + (f"open loop at {a.rate:g} msg/s" if a.rate else "closed loop")
-          + f", load average {os.getloadavg()[0]:.2f}:")
-    for name, runs in results.items():
-        print(line(name, runs))
+    summary(f"mix {a.mix}, {a.messages} messages over {a.connections} connections", a, results)
     return 0
 
 

@@ -1,0 +1,112 @@
+"""The engine's reactor side alone, this tree against another revision in one run.
+
+    python -m bench.reactor_side [--baseline DIR] [--messages 20000] [--rounds 3] [--rate 0]
+
+Each engine runs its real listener, handler, `message.stored` line and writer thread, but the
+writer's batch is a stub that answers every frame AA at once (no parse, no database, no fsync):
+what is left is the reactor's own work per message (framing, the hand-off to the writer and
+back, the log line, the ACK write, the kernel's share), measured as the reactor thread's CPU
+without the real writer's load on the GIL.  Lines as `bench.compare` prints them (the CPU of
+every thread, then of the reactor thread alone).  `--serve --port N` is the stub engine itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.compare import one_run, summary
+from bench.loadgen import parse_mix
+from bench.measure import HOST
+from bench.procs import ServerProcess, free_port, scratch_dir
+from bench.synth import Synth
+
+ACK_HEAD = (b"MSH|^~\\&|REFTRACK|HUB|PCPEHR|NORTH|20260101120001||ACK^I12^ACK|ACK0001|P|2.5.1\r"
+            b"MSA|AA|")
+
+
+def serve(port: int, log_file: str) -> None:
+    """The stub engine: one channel on `port`, its log in `log_file`, until SIGTERM."""
+    from twisted.internet import reactor, task
+
+    from engine.ack import ACCEPTED
+    from engine.config import parse_config
+    from engine.ingest import frame_handler
+    from engine.logs import configure_logging, flush_logs
+    from engine.mllp.server import MLLPServerFactory
+    from engine.pipeline import Result
+    from engine.service import listener_options
+    from engine.store.writer import GroupCommitWriter
+
+    def work(jobs: list[Any]) -> list[Result]:
+        controls = [job.raw.split(b"|", 10)[9] for job in jobs]
+        return [Result([ACK_HEAD + c + b"\r"], ACCEPTED, 1, c.decode(), "REF^I12", "0" * 64)
+                for c in controls]
+
+    configure_logging(log_file, console=None)
+    channel = parse_config({"channels": [{"name": "bench", "listen": {"port": port},
+                                          "accept": ["REF^I12-I15"]}]}).channels[0]
+    r: Any = reactor
+    writer: GroupCommitWriter[Any, Result] = GroupCommitWriter(
+        work, r.callFromThread, lambda job, _exc: work([job])[0])
+    factory = MLLPServerFactory(listener_options(channel), frame_handler(channel, writer), r)
+    writer.expect(lambda: factory.connections)
+    writer.start()
+    r.listenTCP(port, factory, interface=HOST)
+    task.LoopingCall(flush_logs).start(0.5)
+    r.run()
+
+
+def stub_server(tmp: Path, name: str, code: Path | None) -> ServerProcess:
+    """The stub engine as a subprocess, with the engine package of `code` (None: this tree)."""
+    port = free_port(HOST)
+    folder = tmp / f"{name}-{len(list(tmp.iterdir()))}"
+    folder.mkdir()
+    argv = [sys.executable, "-m", "bench.reactor_side", "--serve", "--port", str(port),
+            "--log", str(folder / "engine.log")]
+    # Run from the scratch folder: `-m` puts the working directory first on the path, and
+    # `engine` must come from `code` when given.
+    root = str(Path(__file__).resolve().parent.parent)
+    path = root if code is None else f"{code}{os.pathsep}{root}"
+    return ServerProcess(name, argv, HOST, port, folder / "out", cwd=folder,
+                         env={**os.environ, "PYTHONPATH": path})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.reactor_side", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--baseline", help="a folder holding another revision's engine/ package")
+    p.add_argument("--messages", type=int, default=20000)
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=0.0, help="offered msg/s (0: closed loop)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--log", default="", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.serve:
+        serve(a.port, a.log)
+        return 0
+    synth = Synth(parse_mix("ref"))
+    trees: list[tuple[str, Path | None]] = [("this", None)]
+    if a.baseline:
+        trees.insert(0, ("base", Path(a.baseline).resolve()))
+    results: dict[str, list[dict[str, float]]] = {}
+    with scratch_dir("hl7-reactor-") as tmp:
+        for r in range(a.rounds):
+            for name, code in trees:
+                with stub_server(tmp, name, code) as server:
+                    results.setdefault(name, []).append(one_run(server, synth, a))
+            print(f"round {r + 1}: " + "; ".join(
+                f"{k} reactor {runs[-1]['reactor_us']:.1f} us/msg" for k, runs in results.items()),
+                flush=True)
+    summary(f"{a.messages} REF over {a.connections} connections, stub batch", a, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
