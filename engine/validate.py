@@ -50,10 +50,10 @@ def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
     msg_type, trigger = h.message_type, h.trigger
     if not msg_type:
         return RequiredHeaderFieldMissing("MSH-9 message type is empty", msh9)
-    if not channel.accepts_type(msg_type):
-        return UnsupportedMessageType(f"MSH-9.1 message type {shown(msg_type)} is not accepted "
-                                      f"by channel {channel.name}", msh9)
-    if not channel.accepts(msg_type, trigger):
+    if not channel.accepts(msg_type, trigger):  # the usual case answers both questions at once
+        if not channel.accepts_type(msg_type):
+            return UnsupportedMessageType(f"MSH-9.1 message type {shown(msg_type)} is not "
+                                          f"accepted by channel {channel.name}", msh9)
         return UnsupportedTrigger(f"MSH-9.2 trigger event {shown(trigger)} of {msg_type} is not "
                                   f"accepted by channel {channel.name}", msh9)
     if not h.control_id:

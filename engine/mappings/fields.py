@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from engine.errors import Location
 from engine.mappings.changes import EI, BadValue, PatientId
@@ -79,7 +80,8 @@ def component(msg: InboundMessage, wire: str, comp: int, sub: int = 1) -> str:
 
 def trigger(msg: InboundMessage) -> str:
     """MSH-9.1^MSH-9.2, as the ledger history records it."""
-    return f"{msg.header.message_type}^{msg.header.trigger}"
+    h = msg.header
+    return f"{h.message_type}^{h.trigger}"
 
 
 def parse_dtm(value: str) -> datetime | None:
@@ -115,8 +117,10 @@ def parse_dtm(value: str) -> datetime | None:
 _DIGITS_ONLY = frozenset({4, 6, 8, 10, 12, 14})
 
 
+@lru_cache(maxsize=4096)
 def _plain_dtm(value: str) -> datetime | None:
-    """`parse_dtm` of ASCII digits alone, no fraction or offset (what most senders write)."""
+    """`parse_dtm` of ASCII digits alone, no fraction or offset (what most senders write).
+    Cached: a feed repeats its dates (windows, birth dates, slots), and a datetime is immutable."""
     year = int(value[:4])
     if year not in YEARS:
         return None

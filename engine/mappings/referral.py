@@ -54,7 +54,8 @@ _REF_EVENTS = {"I12": OPEN, "I14": CANCEL, "I15": NOTE}
 
 def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     """The change a REF or RRI I12-I15 makes to its referral; [] for any other message."""
-    kind, event_code = msg.header.message_type, msg.header.trigger
+    h = msg.header
+    kind, event_code = h.message_type, h.trigger
     if kind not in ("REF", "RRI") or event_code not in TRIGGERS:
         return []
     # PID and at least one PRD are required in REF_I12 and RRI_I12.

@@ -73,8 +73,9 @@ _SCH_9, _AIS_7, _TQ1_8 = Location("SCH", 1, 9), Location("AIS", 1, 7), Location(
 
 def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     """The change an SIU makes to its appointment; [] for S23-S25 and non-SIU messages."""
-    event = msg.header.trigger
-    if msg.header.message_type != "SIU" or (
+    h = msg.header
+    event = h.trigger
+    if h.message_type != "SIU" or (
             event not in TRIGGER_STATUS and event not in BY_FILLER_STATUS):
         return []
     sch = msg.segment("SCH")

@@ -199,23 +199,24 @@ class InboundMessage:
     def field_leaf(self, seg: tuple[str, ...] | None, n: int, rep: int = 1, comp: int = 1,
                    sub: int = 1) -> str:
         """The decoded leaf of field n of a segment already in hand (`segment`), as `get`
-        reads it: for mappers that read several fields of one segment."""
+        reads it: for mappers that read several fields of one segment.  Each split stops at the
+        part it reads."""
         text = seg[n] if seg is not None and n < len(seg) else ""
         if not text or (n <= 2 and seg is not None and seg[0] == "MSH"):
             return text
         d = self.delimiters
         if d.repetition in text:
-            parts = text.split(d.repetition)
+            parts = text.split(d.repetition, rep)
             text = parts[rep - 1] if rep <= len(parts) else ""
         elif rep > 1:
             return ""
         if d.component in text:
-            parts = text.split(d.component)
+            parts = text.split(d.component, comp)
             text = parts[comp - 1] if comp <= len(parts) else ""
         elif comp > 1:
             return ""
         if d.subcomponent in text:
-            parts = text.split(d.subcomponent)
+            parts = text.split(d.subcomponent, sub)
             text = parts[sub - 1] if sub <= len(parts) else ""
         elif sub > 1:
             return ""

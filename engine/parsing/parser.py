@@ -100,9 +100,10 @@ def _delimiters(msh: bytes) -> Delimiters:
 
 
 def _charset(msh: bytes, delims: Delimiters) -> str:
-    fields = msh.split(delims.field.encode("ascii"), 18)
-    if len(fields) < 18:
+    fs = delims.field.encode("ascii")
+    if msh.count(fs) < 17:  # no MSH-18 (most senders): nothing to split
         return ""
+    fields = msh.split(fs, 18)
     name = charset_name(fields[17].decode("ascii", "replace"), delims)
     if not name:
         return ""
