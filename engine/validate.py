@@ -34,6 +34,7 @@ def check_header(msg: InboundMessage, channel: Channel) -> Verdict | None:
 # The longest MSH-3, MSH-4 and MSH-10 the message store keeps whole (its column sizes): a
 # sender's identity and control id are the duplicate key, so they are never cut.
 SENDER_MAX, CONTROL_ID_MAX = 227, 199
+_MSH_9 = Location("MSH", 1, 9)
 
 
 def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
@@ -45,14 +46,14 @@ def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
         if len(value) > limit or "\x00" in value:
             return HeaderValueTooLong(f"MSH-{field} {name} is longer than {limit} characters "
                                       "or holds a NUL", Location("MSH", 1, field))
-    msh9 = Location("MSH", 1, 9)
+    msh9 = _MSH_9
     msg_type, trigger = h.message_type, h.trigger
     if not msg_type:
         return RequiredHeaderFieldMissing("MSH-9 message type is empty", msh9)
-    if not channel.accepts_type(msg_type):
-        return UnsupportedMessageType(f"MSH-9.1 message type {shown(msg_type)} is not accepted "
-                                      f"by channel {channel.name}", msh9)
-    if not channel.accepts(msg_type, trigger):
+    if not channel.accepts(msg_type, trigger):  # the usual case answers both questions at once
+        if not channel.accepts_type(msg_type):
+            return UnsupportedMessageType(f"MSH-9.1 message type {shown(msg_type)} is not "
+                                          f"accepted by channel {channel.name}", msh9)
         return UnsupportedTrigger(f"MSH-9.2 trigger event {shown(trigger)} of {msg_type} is not "
                                   f"accepted by channel {channel.name}", msh9)
     if not h.control_id:

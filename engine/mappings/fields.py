@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from engine.errors import Location
 from engine.mappings.changes import EI, BadValue, PatientId
@@ -60,18 +61,27 @@ def nulled(msg: InboundMessage, *paths: str) -> bool:
 def component(msg: InboundMessage, wire: str, comp: int, sub: int = 1) -> str:
     """One decoded leaf of a repetition's wire text (from `msg.repetitions` or `msg.raw`)."""
     d = msg.delimiters
-    parts = wire.split(d.component)
-    value = parts[comp - 1] if comp <= len(parts) else ""
-    subs = value.split(d.subcomponent)
-    value = subs[sub - 1].strip() if sub <= len(subs) else ""
+    parts = wire.split(d.component, comp)  # the parts after `comp` stay whole: never read
+    if comp > len(parts):
+        return ""
+    value = parts[comp - 1]
+    if d.subcomponent in value:
+        subs = value.split(d.subcomponent, sub)
+        if sub > len(subs):
+            return ""
+        value = subs[sub - 1]
+    elif sub > 1:
+        return ""
+    value = value.strip()
     if not value or value == NULL:
         return ""
-    return unescape(value, d, msg.charset)
+    return unescape(value, d, msg.charset) if d.escape in value else value
 
 
 def trigger(msg: InboundMessage) -> str:
     """MSH-9.1^MSH-9.2, as the ledger history records it."""
-    return f"{msg.header.message_type}^{msg.header.trigger}"
+    h = msg.header
+    return f"{h.message_type}^{h.trigger}"
 
 
 def parse_dtm(value: str) -> datetime | None:
@@ -80,7 +90,10 @@ def parse_dtm(value: str) -> datetime | None:
 
     With a `+/-ZZZZ` offset the value is converted to UTC; without one it is taken as UTC.
     """
-    m = _DTM.fullmatch(value.strip())
+    value = value.strip()
+    if len(value) in _DIGITS_ONLY and value.isascii() and value.isdigit():
+        return _plain_dtm(value)
+    m = _DTM.fullmatch(value)
     if m is None:
         return None
     year, month, day, hour, minute, second, frac, sign, off_h, off_m = m.groups()
@@ -97,6 +110,24 @@ def parse_dtm(value: str) -> datetime | None:
         offset = timedelta(hours=int(off_h), minutes=int(off_m))
         return when - offset if sign == "+" else when + offset
     except (ValueError, OverflowError):
+        return None
+
+
+# The lengths of a DTM of ASCII digits alone (YYYY to YYYYMMDDHHMMSS): read without the regex.
+_DIGITS_ONLY = frozenset({4, 6, 8, 10, 12, 14})
+
+
+@lru_cache(maxsize=4096)
+def _plain_dtm(value: str) -> datetime | None:
+    """`parse_dtm` of ASCII digits alone, no fraction or offset (what most senders write).
+    Cached: a feed repeats its dates (windows, birth dates, slots), and a datetime is immutable."""
+    year = int(value[:4])
+    if year not in YEARS:
+        return None
+    try:
+        return datetime(year, int(value[4:6] or 1), int(value[6:8] or 1), int(value[8:10] or 0),
+                        int(value[10:12] or 0), int(value[12:14] or 0))
+    except ValueError:
         return None
 
 
@@ -117,7 +148,11 @@ def dtm_value(value: str, where: Location) -> datetime | None:
 
 def read_nm(msg: InboundMessage, path: str, where: Location) -> Decimal | None:
     """The HL7 NM (number) at `path`: None when empty, BadValue (102) at `where` when unreadable."""
-    value = text(msg, path)
+    return nm_value(text(msg, path), where)
+
+
+def nm_value(value: str, where: Location) -> Decimal | None:
+    """`read_nm` of a value already read (`text`, `leaf`)."""
     if not value:
         return None
     if len(value) > NM_MAX_CHARS or not _NM.fullmatch(value):
@@ -139,8 +174,17 @@ def read_ei(msg: InboundMessage, path: str) -> EI | None:
 
 def read_eis(msg: InboundMessage, path: str) -> tuple[EI, ...]:
     """Every repetition of an EI field that has an EI.1 (RF1-11, SCH-26, SCH-27)."""
-    found = (ei_from_wire(msg, wire) for wire in msg.repetitions(path))
-    return tuple(ei for ei in found if ei is not None)
+    return eis_of(msg, msg.repetitions(path))
+
+
+def eis_of(msg: InboundMessage, wires: Iterable[str]) -> tuple[EI, ...]:
+    """`read_eis` of repetitions already in hand (`InboundMessage.field_repetitions`)."""
+    found = []
+    for wire in wires:
+        ei = ei_from_wire(msg, wire)
+        if ei is not None:
+            found.append(ei)
+    return tuple(found)
 
 
 def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
@@ -152,7 +196,7 @@ def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
     CX.1 carry no identifier and are skipped.
     """
     ids: list[PatientId] = []
-    for wire in msg.repetitions("PID.3"):
+    for wire in msg.field_repetitions(msg.segment("PID"), 3):
         ident = component(msg, wire, 1)
         if ident:
             ids.append(PatientId(ident, component(msg, wire, 4, 1), _oid(msg, wire)))
@@ -179,7 +223,8 @@ def person_name(msg: InboundMessage, wire: str, family: int) -> str:
 
 def diagnoses(msg: InboundMessage, seqs: Iterable[int]) -> tuple[str, ...]:
     """DG1-3.1 of the given DG1 segments (1-based sequence numbers), empty codes skipped."""
-    codes = (text(msg, f"DG1[{n}].3.1") for n in seqs)
+    dg1 = msg.segments_named("DG1")
+    codes = [leaf(msg, dg1[n - 1], 3) for n in seqs if 0 < n <= len(dg1)]
     return tuple(code for code in codes if code)
 
 

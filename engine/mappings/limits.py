@@ -22,6 +22,8 @@ PRIORITY_MAX = 8
 SPECIALTY_MAX = 64
 FILLER_STATUS_MAX = 64  # SCH-25 as sent
 NUL = "\x00"
+_SCH_2, _SCH_26, _SCH_27 = Location("SCH", 1, 2), Location("SCH", 1, 26), Location("SCH", 1, 27)
+_RF1_11, _PID_3 = Location("RF1", 1, 11), Location("PID", 1, 3)
 
 
 def bounded(change: Change) -> Change:
@@ -34,9 +36,9 @@ def bounded(change: Change) -> Change:
         if (priority, specialty) == (change.priority, change.specialty):
             return change
         return replace(change, priority=priority, specialty=specialty)
-    _ids(Location("SCH", 1, 2), [change.key])
-    _ids(Location("SCH", 1, 26), change.placer_order_numbers)
-    _ids(Location("SCH", 1, 27), change.filler_order_numbers)
+    _ids(_SCH_2, [change.key])
+    _ids(_SCH_26, change.placer_order_numbers)
+    _ids(_SCH_27, change.filler_order_numbers)
     for name, keys in change.other_keys:
         _ids(_location(name), keys)
     return _appointment_cut(change)
@@ -47,15 +49,14 @@ def _referral_ids(change: ReferralChange) -> None:
     if len(change.owner) > OWNER_MAX or NUL in change.owner:
         raise BadValue(f"MSH-3 is longer than {OWNER_MAX} characters or holds a NUL",
                        Location("MSH", 1, 3))
-    _ids(Location("RF1", 1, 11), change.external_ids)
+    _ids(_RF1_11, change.external_ids)
     if change.filler_order_number is not None:
         _ids(Location(change.key_location.segment, change.key_location.sequence, 3),
              [change.filler_order_number])
-    pid = Location("PID", 1, 3)
     for p in change.patient_ids:
-        if not all(_fits(part) for part in (p.id, p.authority, p.oid)):
+        if not (_fits(p.id) and _fits(p.authority) and _fits(p.oid)):
             raise BadValue(f"PID-3 is longer than {ID_MAX} characters per part or holds a NUL",
-                           pid)
+                           _PID_3)
 
 
 def _appointment_cut(change: AppointmentChange) -> AppointmentChange:

@@ -7,6 +7,8 @@ answer (table 0283).  Either carrying a final consult note closes the loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engine.errors import Location
 from engine.mappings.changes import (
     ACCEPT,
@@ -27,12 +29,12 @@ from engine.mappings.changes import (
 from engine.mappings.fields import (
     diagnoses,
     dtm_value,
+    ei_from_wire,
+    eis_of,
     leaf,
     nulled,
     patient_ids,
     person_name,
-    read_ei,
-    read_eis,
     text,
     trigger,
 )
@@ -40,6 +42,7 @@ from engine.mappings.rules import MappingRules
 from engine.parsing.message import InboundMessage
 
 KEY_LOCATION = Location("RF1", 1, 6)
+_WINDOW_START, _WINDOW_END = Location("RF1", 1, 7), Location("RF1", 1, 8)
 TABLE_0283 = frozenset({"A", "E", "P", "R"})  # referral status: what I12, I13 and RRI act on
 TRIGGERS = frozenset({"I12", "I13", "I14", "I15"})
 
@@ -51,28 +54,30 @@ _REF_EVENTS = {"I12": OPEN, "I14": CANCEL, "I15": NOTE}
 
 def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     """The change a REF or RRI I12-I15 makes to its referral; [] for any other message."""
-    kind, event_code = msg.header.message_type, msg.header.trigger
+    h = msg.header
+    kind, event_code = h.message_type, h.trigger
     if kind not in ("REF", "RRI") or event_code not in TRIGGERS:
         return []
     # PID and at least one PRD are required in REF_I12 and RRI_I12.
     if msg.segment("PID") is None:
         raise RequiredSegmentMissing("PID segment is missing", Location("PID", 1))
-    if msg.segment("PRD") is None:
+    prds = msg.segments_named("PRD")
+    if not prds:
         raise RequiredSegmentMissing("PRD segment is missing (at least one provider)",
                                      Location("PRD", 1))
-    key = read_ei(msg, "RF1.6")
+    rf1 = msg.segment("RF1")
+    key = ei_from_wire(msg, msg.field_wire(rf1, 6))
     if key is None:
         raise RequiredFieldMissing("RF1-6 (originating referral identifier) is empty",
                                    KEY_LOCATION)
-    rf1 = msg.segment("RF1")
-    window_start = dtm_value(leaf(msg, rf1, 7), Location("RF1", 1, 7))
-    window_end = dtm_value(leaf(msg, rf1, 8), Location("RF1", 1, 8))
+    window_start = dtm_value(leaf(msg, rf1, 7), _WINDOW_START)
+    window_end = dtm_value(leaf(msg, rf1, 8), _WINDOW_END)
     status = leaf(msg, rf1, 1)
     if status and status.upper() not in TABLE_0283 and (kind == "RRI" or event_code in ("I12",
                                                                                          "I13")):
         raise UnknownCode("RF1-1 (referral status) is not a table 0283 code (A, E, P, R)",
                           Location("RF1", 1, 1))
-    providers = _providers(msg)
+    providers = _providers(msg, prds)
     return [ReferralChange(
         event=_event(msg, kind, event_code, status.upper(), rules),
         source="REF",
@@ -82,13 +87,13 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         owner=leaf(msg, msg.segments[0], 3),
         status_code=status,
         patient_ids=patient_ids(msg),
-        external_ids=read_eis(msg, "RF1.11"),
+        external_ids=eis_of(msg, msg.field_repetitions(rf1, 11)),
         priority=leaf(msg, rf1, 2),
         specialty=_specialty(msg, providers, rules),
         window_start=window_start,
         window_end=window_end,
         providers=providers,
-        diagnoses=diagnoses(msg, range(1, msg.count("DG1") + 1)),
+        diagnoses=diagnoses(msg, range(1, len(msg.segments_named("DG1")) + 1)),
         cleared=_cleared(msg) if kind == "REF" and event_code == "I13" else frozenset(),
     )]
 
@@ -131,23 +136,16 @@ def has_final_note(msg: InboundMessage, rules: MappingRules) -> bool:
     status (OBR-25 / OBX-11, table 0085/0123), when given, is F."""
     codes = rules.closing_codes
     for segment, code_field, status_field in (("OBR", 4, 25), ("OBX", 3, 11)):
-        for n in range(1, msg.count(segment) + 1):
-            code = text(msg, f"{segment}[{n}].{code_field}.1")
-            status = text(msg, f"{segment}[{n}].{status_field}")
+        for seg in msg.segments_named(segment):
+            code = leaf(msg, seg, code_field)
+            status = leaf(msg, seg, status_field)
             if code and code in codes and status.upper() in ("", "F"):
                 return True
     return False
 
 
-def _providers(msg: InboundMessage) -> tuple[Provider, ...]:
+def _providers(msg: InboundMessage, prds: Sequence[tuple[str, ...]]) -> tuple[Provider, ...]:
     """Every PRD: PRD-1.1 role (table 0286), PRD-7.1 id, PRD-2 name, PRD-4.1 point of care."""
-    rep = msg.delimiters.repetition
-    providers = []
-    for n in range(1, msg.count("PRD") + 1):
-        prd = msg.segment("PRD", n)
-        assert prd is not None  # n is within the count
-        name = prd[2] if len(prd) > 2 else ""
-        providers.append(Provider(role=leaf(msg, prd, 1), id=leaf(msg, prd, 7),
-                                  name=person_name(msg, name.split(rep, 1)[0], 1),
-                                  location=leaf(msg, prd, 4)))
-    return tuple(providers)
+    return tuple([Provider(role=leaf(msg, prd, 1), id=leaf(msg, prd, 7),
+                           name=person_name(msg, msg.field_wire(prd, 2), 1),
+                           location=leaf(msg, prd, 4)) for prd in prds])

@@ -25,12 +25,14 @@ from engine.mappings.changes import (
     RequiredSegmentMissing,
 )
 from engine.mappings.fields import (
+    dtm_value,
+    ei_from_wire,
+    eis_of,
+    leaf,
+    nm_value,
     nulled,
     patient_ids,
-    read_dtm,
-    read_ei,
     read_eis,
-    read_nm,
     text,
 )
 from engine.mappings.rules import MappingRules, link_name
@@ -50,10 +52,11 @@ FILLER_STATUS = {
     "NOSHOW": NOSHOW, "CANCELLED": CANCELLED, "CANCELED": CANCELLED, "DC": CANCELLED,
     "DELETED": DELETED, "PENDING": KEEP, "WAITLIST": KEEP, "BLOCKED": KEEP, "": KEEP,
 }
+_TQ1_7 = Location("TQ1", 1, 7)
 # Start time, first non-empty: SCH-11.4 → TQ1-7 → AIS-4 → AIL-6 → AIP-6 → AIG-8.
 START_FIELDS = (
     ("SCH.11.4", Location("SCH", 1, 11)),
-    ("TQ1.7", Location("TQ1", 1, 7)),
+    ("TQ1.7", _TQ1_7),
     ("AIS.4", Location("AIS", 1, 4)),
     ("AIL.6", Location("AIL", 1, 6)),
     ("AIP.6", Location("AIP", 1, 6)),
@@ -65,23 +68,26 @@ UNIT_MINUTES = {"": 1, "MIN": 1, "MINS": 1, "MINUTE": 1, "MINUTES": 1,
 # The longest plausible appointment: a year (of 366 days).  Longer is a typo or a placeholder,
 # and it must not reach the ledger's INTEGER column.
 MAX_DURATION_MIN = 366 * 24 * 60
+_SCH_9, _AIS_7, _TQ1_8 = Location("SCH", 1, 9), Location("AIS", 1, 7), Location("TQ1", 1, 8)
 
 
 def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     """The change an SIU makes to its appointment; [] for S23-S25 and non-SIU messages."""
-    event = msg.header.trigger
-    if msg.header.message_type != "SIU" or (
+    h = msg.header
+    event = h.trigger
+    if h.message_type != "SIU" or (
             event not in TRIGGER_STATUS and event not in BY_FILLER_STATUS):
         return []
-    if msg.segment("SCH") is None:
+    sch = msg.segment("SCH")
+    if sch is None:
         raise RequiredSegmentMissing("SCH segment is missing", Location("SCH", 1))
     if msg.segment("RGS") is None:
         raise RequiredSegmentMissing("RGS segment is missing", Location("RGS", 1))
-    key = read_ei(msg, "SCH.2") or read_ei(msg, "SCH.1")
+    key = ei_from_wire(msg, msg.field_wire(sch, 2)) or ei_from_wire(msg, msg.field_wire(sch, 1))
     if key is None:
         raise RequiredFieldMissing("SCH-2 and SCH-1 (appointment ids) are both empty",
                                    Location("SCH", 1, 2))
-    filler_status = text(msg, "SCH.25.1")
+    filler_status = leaf(msg, sch, 25)
     duration = durations(msg)
     status = TRIGGER_STATUS.get(event) or FILLER_STATUS.get(filler_status.upper(), BOOKED)
     if event == "S12" and FILLER_STATUS.get(filler_status.upper()) == COMPLETE_APPT:
@@ -91,14 +97,14 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         key=key,
         status=status,
         rescheduled=event == "S13",
-        filler_status=_raw_filler_status(msg),
+        filler_status=_raw_filler_status(msg, sch),
         start=start_time(msg),
         duration_min=duration.minutes,
         duration_source=duration.source,
         duration_conflict=duration.conflict,
         specialty=_specialty(msg, rules),
-        placer_order_numbers=read_eis(msg, "SCH.26"),
-        filler_order_numbers=read_eis(msg, "SCH.27"),
+        placer_order_numbers=eis_of(msg, msg.field_repetitions(sch, 26)),
+        filler_order_numbers=eis_of(msg, msg.field_repetitions(sch, 27)),
         other_keys=tuple((link_name(p), keys) for p in rules.link_fields
                          if (keys := read_eis(msg, p))),
         patient_ids=patient_ids(msg) if msg.segment("PID") else (),
@@ -106,10 +112,10 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     )]
 
 
-def _raw_filler_status(msg: InboundMessage) -> str:
+def _raw_filler_status(msg: InboundMessage, sch: tuple[str, ...]) -> str:
     """SCH-25 as sent (mapped case-insensitively, the raw value kept; local words such as
     `Scheduled^^CSI` carry their coding system), in standard delimiters, cut to its column."""
-    wires = msg.repetitions("SCH.25")
+    wires = msg.field_repetitions(sch, 25)
     if not wires:
         return ""
     if msg.delimiters is STANDARD:
@@ -142,8 +148,9 @@ def _cleared(msg: InboundMessage) -> frozenset[str]:
 def start_time(msg: InboundMessage) -> datetime | None:
     """The first non-empty start field; 102 at that field when it is not a date/time."""
     for path, where in START_FIELDS:
-        if text(msg, path):
-            return read_dtm(msg, path, where)
+        value = text(msg, path)
+        if value:
+            return dtm_value(value, where)
     return None
 
 
@@ -175,10 +182,10 @@ def durations(msg: InboundMessage) -> Duration:
     return Duration(minutes, source, conflict)
 
 
-def _with_units(msg: InboundMessage, path: str, units_path: str, where: Location) -> int | None:
+def _with_units(amount_text: str, units: str, where: Location) -> int | None:
     """An NM duration in whole minutes; None when empty or in units we do not know."""
-    amount = read_nm(msg, path, where)
-    factor = UNIT_MINUTES.get(text(msg, units_path).upper())
+    amount = nm_value(amount_text, where)
+    factor = UNIT_MINUTES.get(units.upper())
     if amount is None or factor is None:
         return None
     if amount < 0:
@@ -191,19 +198,24 @@ def _with_units(msg: InboundMessage, path: str, units_path: str, where: Location
 
 
 def _sch_duration(msg: InboundMessage) -> int | None:
-    return _with_units(msg, "SCH.9", "SCH.10.1", Location("SCH", 1, 9))
+    sch = msg.segment("SCH")
+    return _with_units(leaf(msg, sch, 9), leaf(msg, sch, 10), _SCH_9)
 
 
 def _ais_duration(msg: InboundMessage) -> int | None:
-    return _with_units(msg, "AIS.7", "AIS.8.1", Location("AIS", 1, 7))
+    ais = msg.segment("AIS")
+    return _with_units(leaf(msg, ais, 7), leaf(msg, ais, 8), _AIS_7)
 
 
 def _tq1_span(msg: InboundMessage) -> int | None:
     """TQ1-8 end minus TQ1-7 start, when both are given, the end is not before the start and
     the span is no longer than `MAX_DURATION_MIN` (a longer one bounds a series of occurrences,
     not one appointment's length: like an end before the start, it gives no duration)."""
-    start = read_dtm(msg, "TQ1.7", Location("TQ1", 1, 7))
-    end = read_dtm(msg, "TQ1.8", Location("TQ1", 1, 8))
+    tq1 = msg.segment("TQ1")
+    if tq1 is None:
+        return None
+    start = dtm_value(leaf(msg, tq1, 7), _TQ1_7)
+    end = dtm_value(leaf(msg, tq1, 8), _TQ1_8)
     if start is None or end is None or end < start:
         return None
     minutes = round((end - start).total_seconds() / 60)

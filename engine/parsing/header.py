@@ -7,10 +7,12 @@ repetition, first component unless named, escapes decoded).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from engine.parsing.escape import unescape
-from engine.parsing.message import Delimiters
+
+if TYPE_CHECKING:
+    from engine.parsing.message import Delimiters
 
 
 class Header(NamedTuple):

@@ -13,14 +13,13 @@ characters, so neither is split further.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.parsing.escape import unescape
-
-if TYPE_CHECKING:
-    from engine.parsing.header import Header
+from engine.parsing.header import Header, read_header
 
 _PATH = re.compile(
     r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<segrep>[0-9]+)\])?"
@@ -103,24 +102,26 @@ class InboundMessage:
     segments: tuple[tuple[str, ...], ...]
     delimiters: Delimiters = STANDARD
     charset: str = "utf-8"
-    # Built on first use: segment positions by name, and the leaves already asked for.
-    _index: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+    # Built on first use: the segments of each name in order, and the leaves already asked for.
+    _index: dict[str, list[tuple[str, ...]]] = field(default_factory=dict, compare=False,
+                                                      repr=False)
     _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    def _build_index(self) -> dict[str, tuple[int, ...]]:
-        index: dict[str, list[int]] = {}
-        for i, seg in enumerate(self.segments):
-            index.setdefault(seg[0], []).append(i)
-        self._index.update({name: tuple(where) for name, where in index.items()})
-        return self._index
+    def _build_index(self) -> dict[str, list[tuple[str, ...]]]:
+        index = self._index
+        for seg in self.segments:
+            same = index.get(seg[0])
+            if same is None:
+                index[seg[0]] = [seg]
+            else:
+                same.append(seg)
+        return index
 
     @property
     def header(self) -> Header:
         """MSH, read once (the first segment is always MSH)."""
         found = self._memo.get(" header")
         if found is None:
-            from engine.parsing.header import read_header
-
             found = self._memo[" header"] = read_header(self.segments[0], self.delimiters,
                                                         self.charset)
         return found
@@ -137,8 +138,12 @@ class InboundMessage:
 
     def segment(self, name: str, seq: int = 1) -> tuple[str, ...] | None:
         """The fields of the seq-th segment of that name, or None."""
-        where = (self._index or self._build_index()).get(name, ())
-        return self.segments[where[seq - 1]] if 0 < seq <= len(where) else None
+        same = (self._index or self._build_index()).get(name, ())
+        return same[seq - 1] if 0 < seq <= len(same) else None
+
+    def segments_named(self, name: str) -> Sequence[tuple[str, ...]]:
+        """Every segment of that name, in order (`segment(name, 1)`, `segment(name, 2)`, ...)."""
+        return (self._index or self._build_index()).get(name, ())
 
     # --- fields -----------------------------------------------------------------------------
 
@@ -153,12 +158,23 @@ class InboundMessage:
     def repetitions(self, path: str) -> tuple[str, ...]:
         """Every repetition of the field at `path` (MSH-1/2 never repeat), as wire text."""
         p = Path.parse(path)
-        text = self._field_text(p)
+        return tuple(self.field_repetitions(self.segment(p.segment, p.seg_rep), p.field))
+
+    def field_repetitions(self, seg: tuple[str, ...] | None, n: int) -> list[str]:
+        """`repetitions` of field n of a segment already in hand (`segment`)."""
+        text = seg[n] if seg is not None and n < len(seg) else ""
         if not text:
-            return ()
-        if p.segment == "MSH" and p.field <= 2:
-            return (text,)
-        return tuple(text.split(self.delimiters.repetition))
+            return []
+        if n <= 2 and seg is not None and seg[0] == "MSH":
+            return [text]
+        return text.split(self.delimiters.repetition)
+
+    def field_wire(self, seg: tuple[str, ...] | None, n: int) -> str:
+        """The first repetition of field n (n > 2 for MSH) of a segment already in hand, as on
+        the wire: what `raw` gives for `SEG.n`."""
+        text = seg[n] if seg is not None and n < len(seg) else ""
+        rep = self.delimiters.repetition
+        return text.split(rep, 1)[0] if rep in text else text
 
     def get(self, path: str, default: str = "") -> str:
         """The decoded leaf at `path` (omitted indexes mean 1), or `default` when empty."""
@@ -171,35 +187,36 @@ class InboundMessage:
         """`get`'s work (`_resolve`'s walk, inlined): the mappers read a few dozen leaves per
         message, and this is a tenth of their time less."""
         name, seq, n, rep, comp, sub = _leaf_spec(path)
-        where = (self._index or self._build_index()).get(name)
-        if where is None or seq > len(where):
+        same = (self._index or self._build_index()).get(name)
+        if same is None or seq > len(same):
             return ""
         d = self.delimiters
         if not n:  # a whole segment
             text = self._resolve(Path(name, seq))
             return unescape(text, d, self.charset) if d.escape in text else text
-        return self.field_leaf(self.segments[where[seq - 1]], n, rep, comp, sub)
+        return self.field_leaf(same[seq - 1], n, rep, comp, sub)
 
     def field_leaf(self, seg: tuple[str, ...] | None, n: int, rep: int = 1, comp: int = 1,
                    sub: int = 1) -> str:
         """The decoded leaf of field n of a segment already in hand (`segment`), as `get`
-        reads it: for mappers that read several fields of one segment."""
+        reads it: for mappers that read several fields of one segment.  Each split stops at the
+        part it reads."""
         text = seg[n] if seg is not None and n < len(seg) else ""
         if not text or (n <= 2 and seg is not None and seg[0] == "MSH"):
             return text
         d = self.delimiters
         if d.repetition in text:
-            parts = text.split(d.repetition)
+            parts = text.split(d.repetition, rep)
             text = parts[rep - 1] if rep <= len(parts) else ""
         elif rep > 1:
             return ""
         if d.component in text:
-            parts = text.split(d.component)
+            parts = text.split(d.component, comp)
             text = parts[comp - 1] if comp <= len(parts) else ""
         elif comp > 1:
             return ""
         if d.subcomponent in text:
-            parts = text.split(d.subcomponent)
+            parts = text.split(d.subcomponent, sub)
             text = parts[sub - 1] if sub <= len(parts) else ""
         elif sub > 1:
             return ""
@@ -207,12 +224,6 @@ class InboundMessage:
 
     def __getitem__(self, path: str) -> str:
         return self.get(path)
-
-    def _field_text(self, p: Path) -> str:
-        seg = self.segment(p.segment, p.seg_rep)
-        if seg is None or p.field >= len(seg):
-            return ""
-        return seg[p.field]
 
     def _resolve(self, p: Path) -> str:
         seg = self.segment(p.segment, p.seg_rep)

@@ -100,9 +100,10 @@ def _delimiters(msh: bytes) -> Delimiters:
 
 
 def _charset(msh: bytes, delims: Delimiters) -> str:
-    fields = msh.split(delims.field.encode("ascii"), 18)
-    if len(fields) < 18:
+    fs = delims.field.encode("ascii")
+    if msh.count(fs) < 17:  # no MSH-18 (most senders): nothing to split
         return ""
+    fields = msh.split(fs, 18)
     name = charset_name(fields[17].decode("ascii", "replace"), delims)
     if not name:
         return ""
@@ -132,13 +133,15 @@ def _decode(data: bytes, charset: str) -> tuple[str, str]:
 
 def _split(text: str, delims: Delimiters) -> tuple[tuple[str, ...], ...]:
     # With any CR present, CR ends segments and one LF right after it is dropped; a lone LF is data.
-    lines = text.replace("\r\n", "\r").split("\r") if "\r" in text else text.split("\n")
+    # The LF of a CR LF starts the next line, and leading LFs are dropped below (no replace: a
+    # two-character search costs more than the split).
+    lines = text.split("\r") if "\r" in text else text.split("\n")
     fs = delims.field
     segments: list[tuple[str, ...]] = []
     for line in lines:
         if not line.strip():
             continue
-        if line[0] == "\n":  # CR LF LF: a blank line, never data before a segment name
+        if line[0] == "\n":  # CR LF, CR LF LF: never data before a segment name
             line = line.lstrip("\n")
         parts = line.split(fs)
         if parts[0] == "MSH":
