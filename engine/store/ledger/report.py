@@ -193,7 +193,7 @@ def _page_cache(conn: Connection) -> Iterator[None]:
     if conn.dialect.name != "sqlite":
         yield
         return
-    before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
     conn.exec_driver_sql(f"PRAGMA cache_size = -{CACHE_KIB}")
     try:
         yield
