@@ -5,8 +5,8 @@ A referral's delay is from `received_at` to `first_scheduled_at`, computed exact
 database so it sorts there (an interval on PostgreSQL, microseconds on SQLite) and turned into
 days as Python's timedelta gives them, so the figures are those of sorting every value in Python
 (docs/report.md defines them).  A percentile by linear interpolation between the closest ranks
-needs the values at two ranks: each is an `ORDER BY delay LIMIT count OFFSET rank` from the
-nearer end, over the delays computed once (a common table expression, read by every rank).
+needs the values at two ranks: each is an `ORDER BY delay DESC LIMIT 2 OFFSET rank` over the
+delays computed once (a common table expression, read by every rank).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sqlalchemy import (
 
 from engine.store.schema import referrals
 
-PERCENTILES = (("median", 0.5), ("p90", 0.9))
+PERCENTILES = (("median", 0.5), ("p90", 0.9))  # at or above the median: see _ranks
 
 
 def delay(conn: Connection) -> ColumnElement[Any]:
@@ -107,14 +107,12 @@ def percentiles(conn: Connection, where: list[ColumnElement[bool]],
 
 def _ranks(delays: Any, ask: int, group: str | None, n: int, low: int, high: int
            ) -> Select[Any]:
-    """Ranks low..high of the `n` delays of `group` (all of them for None), tagged `ask`, read
-    from the nearer end so the database's sort keeps the fewest rows."""
+    """Ranks low..high of the `n` delays of `group` (all of them for None), tagged `ask`.  Both
+    percentiles are at or above the median, so they are read from the top: the database's sort
+    keeps only the rows above them."""
     q = select(delays.c.d)
     if group is not None:
         q = q.where(delays.c.grp == group)
-    if low < n - 1 - high:
-        q = q.order_by(delays.c.d).offset(low)
-    else:
-        q = q.order_by(delays.c.d.desc()).offset(n - 1 - high)
-    picked = q.limit(high - low + 1).subquery()
+    picked = (q.order_by(delays.c.d.desc()).offset(n - 1 - high).limit(high - low + 1)
+              .subquery())
     return select(literal(ask).label("ask"), picked.c.d)
