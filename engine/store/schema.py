@@ -80,7 +80,9 @@ referrals = Table(
     Column("ever_seen", Boolean, nullable=False, server_default="0"),
     Column("ever_no_show", Boolean, nullable=False, server_default="0"),
     Index("ix_referrals_status_updated", "status", "updated_at", "id"),  # the worklist (0014)
-    Index("ix_referrals_received_at", "received_at"),  # the report's cohort (0009)
+    # the report's cohort, counted from the index alone (0009, widened by 0016)
+    Index("ix_referrals_report", "received_at", "status", "first_scheduled_at", "due_at",
+          "ever_seen", "ever_no_show", "specialty", "priority", "source"),
 )
 
 referral_keys = Table(
@@ -127,7 +129,7 @@ appointments = Table(
     Column("created_at", DateTime(), nullable=False),
     Column("updated_at", DateTime(), nullable=False),
     Index("ix_appointments_key", "key_id"),
-    Index("ix_appointments_referral", "referral_id"),
+    Index("ix_appointments_referral_status", "referral_id", "status"),  # and the report (0016)
     Index("ix_appointments_match", "match"),
 )
 

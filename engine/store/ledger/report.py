@@ -1,12 +1,14 @@
 """The referral report (`hl7-engine report`): of the referrals received in a period, how many got
 booked, how fast, how many were seen, how many closed the loop, how many were lost.
 
-Everything is read from the ledger (`referrals` and `appointments`), in three aggregate queries
-whatever the ledger's size.  What the history says (`referral_events`: a referral's first
-`scheduled` row, whether it ever reached `completed`/`closed` or `no_show`) is kept on each
-referral's row as the ledger writes it (`first_scheduled_at`, `ever_seen`, `ever_no_show`), so
-the queries read the period's referrals through their `received_at` index and join nothing to
-them.  The definitions:
+Everything is read from the ledger (`referrals` and `appointments`), in three statements
+whatever the ledger's size: the counts, the appointments' counts, and the few ranks the
+percentiles need (`engine.store.ledger.report_days`).  What the history says
+(`referral_events`: a referral's first `scheduled` row, whether it ever reached
+`completed`/`closed` or `no_show`) is kept on each referral's row as the ledger writes it
+(`first_scheduled_at`, `ever_seen`, `ever_no_show`), so the statements read the period's
+referrals from one index on `received_at` that holds every column they use (0016) and join
+nothing to them but their appointments' statuses, from an index too.  The definitions:
 
 * **Cohort**: referrals whose `received_at` (when the engine opened them) is in
   [since, until).  The CLI's dates are YYYY-MM-DD, UTC midnight; by default the 90 days up to now.
@@ -51,7 +53,8 @@ the appointment's (booked, cancelled, deleted, noshow, complete): none of the wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,11 +72,12 @@ from sqlalchemy import (
 
 from engine.ledger import lifecycle as lc
 from engine.mappings.changes import COMPLETE_APPT, NOSHOW
-from engine.store.ledger.repository import as_datetime
+from engine.store.ledger import report_days as rd
 from engine.store.schema import appointments, referrals
 from engine.timestamps import utc_text
 
 DEFAULT_DAYS = 90
+CACHE_KIB = 32 * 1024  # SQLite's page cache for the report's look-ups (see _page_cache)
 GROUPINGS = ("specialty", "source", "priority")
 SEEN = (lc.COMPLETED, lc.CLOSED)
 LOST = (lc.EXPIRED, lc.REJECTED, lc.CANCELLED)
@@ -123,21 +127,27 @@ def _cohort(p: Period) -> ColumnElement[bool]:
     return and_(referrals.c.received_at >= p.since, referrals.c.received_at < p.until)
 
 
-def _group(by: str | None) -> list[ColumnElement[Any]]:
-    if by is None:
-        return []
+def _group_value(by: str) -> ColumnElement[Any]:
     if by not in GROUPINGS:
         raise ValueError(f"unknown grouping {by!r}")
     column = referrals.c[by]
-    return [(column if by == "source" else func.upper(column)).label("grp")]
+    return column if by == "source" else func.upper(column)
+
+
+def _group(by: str | None) -> list[ColumnElement[Any]]:
+    return [_group_value(by).label("grp")] if by else []
 
 
 def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+    return func.count().filter(condition)
 
 
 def _ever(flag: ColumnElement[bool]) -> ColumnElement[int]:
     return _count(flag == True)  # noqa: E712 - SQL, not Python
+
+
+def _scheduled(p: Period) -> list[ColumnElement[bool]]:
+    return [_cohort(p), referrals.c.first_scheduled_at.is_not(None)]
 
 
 def _grouped(q: Select[Any], by: str | None) -> Select[Any]:
@@ -165,11 +175,30 @@ def _referral_counts(conn: Connection, p: Period, now: datetime, by: str | None
 def _appointment_counts(conn: Connection, p: Period, by: str | None
                         ) -> dict[str, dict[str, int]]:
     a = appointments.c
+    # Every appointment of the cohort's referrals, its status read from the index on
+    # (referral_id, status): one look-up per referral (a filter on the status would make two).
     q = (select(*_group(by), _count(a.status == NOSHOW).label("no_show_appointments"),
                 _count(a.status == COMPLETE_APPT).label("completed_appointments"))
          .select_from(appointments.join(referrals, referrals.c.id == a.referral_id))
-         .where(_cohort(p), a.status.in_([NOSHOW, COMPLETE_APPT])))
-    return _by_group(conn.execute(_grouped(q, by)).mappings(), by)
+         .where(_cohort(p)))
+    with _page_cache(conn):
+        return _by_group(conn.execute(_grouped(q, by)).mappings(), by)
+
+
+@contextmanager
+def _page_cache(conn: Connection) -> Iterator[None]:
+    """On SQLite, a page cache of CACHE_KIB while the look-ups run, then the one before: the
+    default 2 MiB cannot hold the index they go through, and every look-up would read it again
+    from the file (twice the time on a year of a million referrals, docs/performance.md)."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
 
 
 def _by_group(rows: Iterable[Any], by: str | None) -> dict[str, dict[str, int]]:
@@ -177,22 +206,10 @@ def _by_group(rows: Iterable[Any], by: str | None) -> dict[str, dict[str, int]]:
                                                   if k != "grp"} for row in rows}
 
 
-def _days_to_schedule(conn: Connection, p: Period, by: str | None) -> dict[str, list[float]]:
-    """Per group, the days from receipt to the first `scheduled` row, sorted."""
-    r = referrals.c
-    q = (select(*_group(by), r.received_at, r.first_scheduled_at)
-         .where(_cohort(p), r.first_scheduled_at.is_not(None)))
-    out: dict[str, list[float]] = {}
-    for *grp, received, scheduled in conn.execute(q):
-        days = (_when(scheduled) - _when(received)).total_seconds() / 86400
-        out.setdefault(str(grp[0] or "") if grp else "", []).append(days)
-    return {k: sorted(v) for k, v in out.items()}
-
-
 def schedule_days(conn: Connection, p: Period, by: str | None = None) -> dict[str, list[float]]:
     """The days behind `days_to_schedule`, per group ("" without `by`), sorted: for the web
     report's distribution charts."""
-    return _days_to_schedule(conn, p, by)
+    return rd.schedule_days(conn, _scheduled(p), _group_value(by) if by else None)
 
 
 def slice_rates(conn: Connection, p: Period, starts: Sequence[datetime]
@@ -220,12 +237,6 @@ def slice_rates(conn: Connection, p: Period, starts: Sequence[datetime]
     return out
 
 
-def _when(value: Any) -> datetime:
-    when = as_datetime(value)
-    assert when is not None  # both columns are NOT NULL where read
-    return when
-
-
 # --- the figures -----------------------------------------------------------------------------
 
 
@@ -235,18 +246,20 @@ def build_report(conn: Connection, p: Period, now: datetime, by: str | None = No
     `groups` (each with its value under the key `by`)."""
     counts = _referral_counts(conn, p, now, by)
     appts = _appointment_counts(conn, p, by)
-    days = _days_to_schedule(conn, p, by)
     merged = {g: {**counts.get(g, {}), **appts.get(g, {})} for g in set(counts) | set(appts)}
     total = {k: sum(m.get(k, 0) for m in merged.values()) for k in _COUNTS}
+    scheduled: dict[str | None, int] = {None: total["scheduled"]}
+    if by:
+        scheduled.update({g: merged[g].get("scheduled", 0) for g in merged})
+    days = rd.percentiles(conn, _scheduled(p), _group_value(by) if by else None, scheduled)
     out: dict[str, Any] = {
         "period": {"since": utc_text(p.since), "until": utc_text(p.until)},
         "as_of": utc_text(now),
         "by": by,
-        "totals": _figures(total, sorted(d for ds in days.values() for d in ds)),
+        "totals": _figures(total, days[None]),
     }
     if by:
-        out["groups"] = [{by: g, **_figures(merged[g], days.get(g, []))}
-                         for g in sorted(merged)]
+        out["groups"] = [{by: g, **_figures(merged[g], days[g])} for g in sorted(merged)]
     return out
 
 
@@ -254,17 +267,7 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between the closest ranks of sorted `values` (numpy's default)."""
-    if not values:
-        return None
-    pos = (len(values) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(values) - 1)
-    return round(values[low] + (values[high] - values[low]) * (pos - low), 1)
-
-
-def _figures(c: dict[str, int], days: list[float]) -> dict[str, Any]:
+def _figures(c: dict[str, int], days: dict[str, float | None]) -> dict[str, Any]:
     n = c.get("received", 0)
     got = {k: c.get(k, 0) for k in _COUNTS}
     lost = sum(got[f"lost_{s}"] for s in LOST)
@@ -274,7 +277,7 @@ def _figures(c: dict[str, int], days: list[float]) -> dict[str, Any]:
         "by_status": {s: got[f"status_{s}"] for s in lc.STATUSES},
         "scheduled": got["scheduled"],
         "scheduled_rate": _rate(got["scheduled"], n),
-        "days_to_schedule": {"median": _percentile(days, 0.5), "p90": _percentile(days, 0.9)},
+        "days_to_schedule": days,
         "scheduled_on_time": got["scheduled_on_time"],
         "on_time_rate": _rate(got["scheduled_on_time"], got["scheduled"]),
         "overdue_now": got["overdue_now"],
