@@ -100,3 +100,19 @@ def test_sqlite_page_cache_is_put_back(sqlite_url: str) -> None:
         build_report(conn, COHORT, NOW, "priority")
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -1234
     db.dispose()
+
+
+def test_the_report_reads_one_snapshot_while_referrals_arrive(ledger: Engine) -> None:
+    """A referral committed by another connection between the report's statements is not
+    half-seen: inside `snapshot` the report is the one before it, and after it the new one."""
+    from engine.store.database import snapshot
+
+    with snapshot(ledger) as conn:
+        before = build_report(conn, COHORT, NOW)
+        with ledger.begin() as other:
+            other.execute(insert(referrals), [_row(9999, "LATE", 29.0, timedelta(days=1))])
+        during = build_report(conn, COHORT, NOW)
+    with snapshot(ledger) as conn:
+        after = build_report(conn, COHORT, NOW)
+    assert during == before
+    assert after["totals"]["received"] == before["totals"]["received"] + 1

@@ -143,6 +143,7 @@ def cmd_worklist(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """The referral report: figures over the referrals received in [--since, --until)."""
+    from engine.store.database import snapshot
     from engine.store.ledger.report import PeriodError, build_report, period, tables
 
     now = utc_now()
@@ -152,9 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     db = open_db(database_only(args)[0])
-    with db.connect() as conn:
-        if conn.dialect.name == "postgresql":  # its queries see one snapshot (SQLite's do)
-            conn.execution_options(isolation_level="REPEATABLE READ")
+    with snapshot(db) as conn:
         report = build_report(conn, cohort, now, args.by)
     if args.json:
         print(json.dumps(report, indent=2))

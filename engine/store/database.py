@@ -4,12 +4,14 @@ incremental auto_vacuum on a new file), file mode 0600, migrations; what a datab
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -116,3 +118,17 @@ def _sqlite_write_lock(db: Engine, busy_timeout_ms: int) -> None:
         cursor.close()
     finally:
         raw.close()
+
+
+@contextmanager
+def snapshot(db: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see one committed state, so that a view made of several
+    statements (the report) agrees with itself while messages keep arriving: PostgreSQL at
+    REPEATABLE READ; SQLite inside a read transaction begun at once (in WAL mode its first read
+    fixes what every later one sees).  Nothing is written; the transaction ends with the block."""
+    with db.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            conn.exec_driver_sql("BEGIN")
+        yield conn

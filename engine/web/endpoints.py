@@ -157,6 +157,7 @@ def worklist(call: Call) -> dict[str, Any]:
 
 def report(call: Call) -> dict[str, Any]:
     """`GET /api/report`: `report --json` (counts only) for since/until (YYYY-MM-DD) and by."""
+    from engine.store.database import snapshot
     from engine.store.ledger.report import PeriodError, build_report, period
 
     by = _choice(call, "by", REPORT_GROUPS)
@@ -165,9 +166,7 @@ def report(call: Call) -> dict[str, Any]:
                         call.params.get("until") or None)
     except PeriodError as exc:
         raise _bad(str(exc).removeprefix("--")) from None
-    with call.db.connect() as conn:
-        if conn.dialect.name == "postgresql":  # its queries see one snapshot (SQLite's do)
-            conn.execution_options(isolation_level="REPEATABLE READ")
+    with snapshot(call.db) as conn:
         return build_report(conn, cohort, call.now, by)
 
 
