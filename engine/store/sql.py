@@ -97,3 +97,24 @@ def update(conn: Connection, table: str, row_id: int, values: dict[str, Any]) ->
     if values:
         columns = tuple(values)
         rows(conn, _update_sql(table, columns), [*(values[c] for c in columns), row_id])
+
+
+def new_ids(conn: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
+    """So many new ids for each table: from its sequence (PostgreSQL), or past its largest id
+    (SQLite, whose single writer holds the write lock until the batch commits,
+    engine.store.lock; one statement for all the tables)."""
+    wanted = {table: n for table, n in counts.items() if n}
+    out: dict[str, list[int]] = {table: [] for table in counts}
+    if not wanted:
+        return out
+    if conn.dialect.name == "sqlite":
+        tops = rows(conn, "SELECT " + ", ".join(
+            f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in wanted))[0]
+        for (table, n), top in zip(wanted.items(), tops, strict=True):
+            out[table] = list(range(int(top) + 1, int(top) + 1 + n))
+        return out
+    for table, n in wanted.items():
+        out[table] = sorted(int(r[0]) for r in rows(
+            conn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                  "FROM generate_series(1, ?)", [n]))
+    return out

@@ -161,7 +161,7 @@ def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
     created in memory (provisional id → stored id)."""
     new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_id)
     new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_id)
-    given = allocate(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
+    given = sql.new_ids(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
     ids = dict(zip([r.id for r in new_refs], given["referrals"], strict=True))
     ids.update(zip([a.id for a in new_appts], given["appointments"], strict=True))
 
@@ -177,27 +177,6 @@ def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
 
 def _id(row: Referral | Appointment) -> int:
     return row.id
-
-
-def allocate(conn: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
-    """So many new ids for each table: from its sequence (PostgreSQL), or past its largest id
-    (SQLite, whose single writer holds the database until the batch commits; one statement
-    for all the tables)."""
-    wanted = {table: n for table, n in counts.items() if n}
-    out: dict[str, list[int]] = {table: [] for table in counts}
-    if not wanted:
-        return out
-    if conn.dialect.name == "sqlite":
-        tops = sql.rows(conn, "SELECT " + ", ".join(
-            f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in wanted))[0]
-        for (table, n), top in zip(wanted.items(), tops, strict=True):
-            out[table] = list(range(int(top) + 1, int(top) + 1 + n))
-        return out
-    for table, n in wanted.items():
-        out[table] = sorted(int(r[0]) for r in sql.rows(
-            conn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
-                  "FROM generate_series(1, ?)", [n]))
-    return out
 
 
 def _values(table: str, row: dict[str, Any], columns: tuple[str, ...], real: Any) -> list[Any]:
