@@ -9,7 +9,8 @@ so Core reads (the CLI's views) see the same rows.
 
 For SQLite the datetime format is an adapter registered with the sqlite3 module (it replaces the
 module's default one, which drops zero microseconds): adapting each parameter in Python cost
-more than the statements.  `open_database` registers it (`use_sqlite_text_datetimes`) when it
+more than the statements, so the texts of naive datetimes are remembered (a batch writes the
+same `now` many times).  `open_database` registers it (`use_sqlite_text_datetimes`) when it
 opens a SQLite database; SQLAlchemy's own SQLite binds pass text, so they never meet it.
 """
 
@@ -37,11 +38,32 @@ def _sqlite_datetime(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")  # as SQLAlchemy stores it
 
 
+_TEXTS_KEPT = 4096  # naive datetimes remembered before the memory starts again
+
+
+class _DatetimeTexts(dict[datetime, str]):
+    """`_sqlite_datetime`, remembered for naive datetimes: a batch writes its `now` (and the
+    deadlines computed from it) into several rows and columns, and a hit is a look-up in C
+    where a miss is a Python call.  Aware datetimes are never kept: two equal instants in
+    different offsets are equal keys but not the same text.  The adapter is the dict itself:
+    calling it is a look-up."""
+
+    __call__ = dict.__getitem__
+
+    def __missing__(self, value: datetime) -> str:
+        text = _sqlite_datetime(value)
+        if value.tzinfo is None:
+            if len(self) >= _TEXTS_KEPT:
+                self.clear()
+            self[value] = text
+        return text
+
+
 def use_sqlite_text_datetimes() -> None:
     """Have the sqlite3 module write datetimes as SQLAlchemy stores them.  A process-wide
     setting of the module, so it is made explicitly, by `open_database` for a SQLite URL, never
     as a side effect of an import.  (bool is an int to sqlite3 already.)"""
-    sqlite3.register_adapter(datetime, _sqlite_datetime)
+    sqlite3.register_adapter(datetime, _DatetimeTexts())
 
 
 def rows(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
