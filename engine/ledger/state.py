@@ -224,6 +224,9 @@ def event_row(*, at: datetime, event: str, message_id: int | None, control_id: s
             "status_before": before, "status_after": after, "rule": rule[:200]}
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)  # built once: not per value
+
+
 def dumps(value: Any) -> str:
     """JSON as the ledger's text columns hold it (providers, diagnoses, patient ids)."""
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _JSON.encode(value)

@@ -103,10 +103,21 @@ def insert(conn: Connection, table: str, values: dict[str, Any]) -> int:
 
 def insert_many(conn: Connection, table: str, values: Sequence[dict[str, Any]]) -> None:
     """Insert rows that all have the same columns."""
-    if not values:
-        return
-    columns = tuple(values[0])
-    many(conn, _insert_sql(table, columns, False), [[v[c] for c in columns] for v in values])
+    if values:
+        columns = tuple(values[0])
+        insert_rows(conn, table, columns, [[v[c] for c in columns] for v in values])
+
+
+def insert_rows(conn: Connection, table: str, columns: tuple[str, ...],
+                values: Sequence[Sequence[Any]]) -> None:
+    """Insert rows given as their values in `columns`' order."""
+    many(conn, _insert_sql(table, columns, False), values)
+
+
+def update_rows(conn: Connection, table: str, columns: tuple[str, ...],
+                values: Sequence[Sequence[Any]]) -> None:
+    """Update rows given as their values in `columns`' order, then their id."""
+    many(conn, _update_sql(table, columns), values)
 
 
 @lru_cache(maxsize=256)
