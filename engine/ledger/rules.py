@@ -23,6 +23,9 @@ from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
 
 ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
+_ORIGINATING_KINDS = frozenset(ORIGINATING.values())
+
+
 @dataclass(slots=True)
 class Context:
     ledger: Ledger
@@ -75,7 +78,7 @@ def check(ledger: Ledger, changes: Sequence[Change]) -> None:
         kinds = ledger.key_kinds_for(change.key)
         known = bool(kinds) or any(change.key.matches(k) for k in opened)
         if change.event == c.OPEN:
-            if kinds & set(ORIGINATING.values()) or any(change.key.matches(k) for k in opened):
+            if kinds & _ORIGINATING_KINDS or any(change.key.matches(k) for k in opened):
                 raise c.DuplicateKey("a new referral or order whose key already exists",
                                      change.key_location)
             opened.append(change.key)
