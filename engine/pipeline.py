@@ -12,8 +12,7 @@ every frame of the batch is answered AE/CE 207 and nothing is promised (docs/ack
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -178,16 +177,13 @@ class Pipeline:
         events: list[dict[str, Any]] = []  # outbound rows of `on:` routes
         if self._events is None:  # one ledger state for the whole batch
             state = ingest.load(conn, [ch for _, p, _ in todo for ch in p.changes])
-            for i, p, message_id in todo:
-                with self._blame(i):
-                    self._to_ledger(state, p, message_id, now)
+            self._each(todo, lambda p, message_id: self._to_ledger(state, p, message_id, now))
             insert_batch(conn, rows, stored, now)
             ingest.save(conn, state)
         else:  # each message's events are built from the ledger as that message left it
             insert_batch(conn, rows, stored, now)
-            for i, p, message_id in todo:
-                with self._blame(i):
-                    events += self._with_events(conn, p, message_id, now)
+            self._each(todo, lambda p, message_id: events.extend(
+                self._with_events(conn, p, message_id, now)))
             amend(conn, [p.row for _, p, _ in todo])
         waiting = self._enqueue.queue(conn, [
             Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
@@ -196,16 +192,17 @@ class Pipeline:
         sql.insert_many(conn, "outbound", events)
         return stored, waiting
 
-    @contextmanager
-    def _blame(self, index: int) -> Iterator[None]:
-        """Message `index`'s ledger work: an exception that is not the database's is the
-        ledger's bug (`_LedgerBug`)."""
-        try:
-            yield
-        except Exception as exc:
-            if self._store_batch.is_database_error(exc):
-                raise
-            raise _LedgerBug(index, type(exc).__name__) from exc
+    def _each(self, todo: list[tuple[int, Prepared, int]],
+              work: Callable[[Prepared, int], object]) -> None:
+        """`work(prepared, message_id)` for each message to the ledger, in batch order: an
+        exception that is not the database's is that message's ledger bug (`_LedgerBug`)."""
+        for i, p, message_id in todo:
+            try:
+                work(p, message_id)
+            except Exception as exc:
+                if self._store_batch.is_database_error(exc):
+                    raise
+                raise _LedgerBug(i, type(exc).__name__) from exc
 
     def _with_events(self, conn: Connection, p: Prepared, message_id: int, now: datetime
                      ) -> list[dict[str, Any]]:

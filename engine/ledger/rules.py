@@ -39,7 +39,8 @@ class Context:
     events: list[tuple[int, str]] | None = None
 
     def emit(self, referral_id: int, status: str) -> None:
-        self.emit_event(referral_id, lc.EVENT_PREFIX + status)
+        if self.events is not None:
+            self.events.append((referral_id, lc.EVENT_PREFIX + status))
 
     def emit_event(self, referral_id: int, event: str) -> None:
         if self.events is not None:
