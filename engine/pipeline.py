@@ -12,8 +12,7 @@ every frame of the batch is answered AE/CE 207 and nothing is promised (docs/ack
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -41,7 +40,7 @@ from engine.store import Connection, Database, keylocks, sql
 from engine.store.batch import BatchStore, StoreFailed, StoreLocked
 from engine.store.ledger import ingest
 from engine.store.lock import WriteLock
-from engine.store.messages import Stored, record_batch, set_effects, set_outcome
+from engine.store.messages import Stored, amend, insert_batch, plan_batch
 from engine.store.relayed import Waiting
 
 log = structlog.get_logger("engine.pipeline")
@@ -167,23 +166,25 @@ class Pipeline:
 
     def _store_in(self, conn: Connection, prepared: list[Prepared], now: datetime
                   ) -> tuple[list[Stored], dict[int, Waiting]]:
-        """The batch transaction's statements (the lock, when shared, is held)."""
-        stored = record_batch(conn, [p.row for p in prepared], now)
+        """The batch transaction's statements (the lock, when shared, is held).  Without `on:`
+        routes the ledger runs before the message rows are inserted, so each row goes in with
+        its ledger outcome and effect; with them, the rows go in first (an event message reads
+        the message that opened its referral) and are amended after."""
+        rows = [p.row for p in prepared]
+        stored = plan_batch(conn, rows)
         todo = [(i, p, s.message_id) for i, (p, s) in enumerate(zip(prepared, stored, strict=True))
                 if p.changes and not s.retransmission]
-        effects: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []  # outbound rows of `on:` routes
         if self._events is None:  # one ledger state for the whole batch
             state = ingest.load(conn, [ch for _, p, _ in todo for ch in p.changes])
-            for i, p, message_id in todo:
-                with self._blame(i):
-                    self._to_ledger(conn, state, p, message_id, now, effects)
+            self._each(todo, lambda p, message_id: self._to_ledger(state, p, message_id, now))
+            insert_batch(conn, rows, stored, now)
             ingest.save(conn, state)
         else:  # each message's events are built from the ledger as that message left it
-            for i, p, message_id in todo:
-                with self._blame(i):
-                    events += self._with_events(conn, p, message_id, now, effects)
-        set_effects(conn, effects)
+            insert_batch(conn, rows, stored, now)
+            self._each(todo, lambda p, message_id: events.extend(
+                self._with_events(conn, p, message_id, now)))
+            amend(conn, [p.row for _, p, _ in todo])
         waiting = self._enqueue.queue(conn, [
             Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
                    s.message_id, s.retransmission)
@@ -191,34 +192,35 @@ class Pipeline:
         sql.insert_many(conn, "outbound", events)
         return stored, waiting
 
-    @contextmanager
-    def _blame(self, index: int) -> Iterator[None]:
-        """Message `index`'s ledger work: an exception that is not the database's is the
-        ledger's bug (`_LedgerBug`)."""
-        try:
-            yield
-        except Exception as exc:
-            if self._store_batch.is_database_error(exc):
-                raise
-            raise _LedgerBug(index, type(exc).__name__) from exc
+    def _each(self, todo: list[tuple[int, Prepared, int]],
+              work: Callable[[Prepared, int], object]) -> None:
+        """`work(prepared, message_id)` for each message to the ledger, in batch order: an
+        exception that is not the database's is that message's ledger bug (`_LedgerBug`)."""
+        for i, p, message_id in todo:
+            try:
+                work(p, message_id)
+            except Exception as exc:
+                if self._store_batch.is_database_error(exc):
+                    raise
+                raise _LedgerBug(i, type(exc).__name__) from exc
 
-    def _with_events(self, conn: Connection, p: Prepared, message_id: int, now: datetime,
-                     effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _with_events(self, conn: Connection, p: Prepared, message_id: int, now: datetime
+                     ) -> list[dict[str, Any]]:
         """One message through the ledger on its own state, written back at once, then the
         outbound rows of the referral events it caused."""
         state = ingest.load(conn, p.changes)
-        context = self._to_ledger(conn, state, p, message_id, now, effects)
+        context = self._to_ledger(state, p, message_id, now)
         ids = ingest.save(conn, state)
         if self._events is None or context is None or not context.events:
             return []
         return self._events.rows(conn, [(ids.get(rid, rid), event)
                                         for rid, event in context.events], message_id, now)
 
-    def _to_ledger(self, conn: Connection, state: Ledger, p: Prepared, message_id: int,
-                   now: datetime, effects: list[dict[str, Any]]) -> rules.Context | None:
+    def _to_ledger(self, state: Ledger, p: Prepared, message_id: int, now: datetime
+                   ) -> rules.Context | None:
         """Apply one accepted message's changes to the state, in batch order; a 204/205 turns it
-        into AE and changes nothing (the check runs before any change).  The context, with the
-        referral events caused (None: AE)."""
+        into AE and changes nothing (the check runs before any change).  The outcome and effect
+        go on the message's row.  The context, with the referral events caused (None: AE)."""
         try:
             rules.check(state, p.changes)
         except ContentError as exc:
@@ -228,7 +230,6 @@ class Pipeline:
             outcome = {"status": p.verdict.disposition.value, "stage": Stage.CONTENT.value,
                        "error_code": exc.code, "error_location": str(exc.location or ""),
                        "error_text": exc.reason, "ack_codes": " ".join(codes)}
-            set_outcome(conn, message_id, **outcome)
             p.row.update(outcome)  # a retransmission later in this batch answers the same
             return None
         context = rules.Context(state, message_id, p.row["control_id"], now, self._ledger,
@@ -236,7 +237,6 @@ class Pipeline:
         lines = rules.apply(context, p.changes)
         if lines:
             p.row["ledger_effect"] = "; ".join(lines)
-            effects.append({"_mid": message_id, "ledger_effect": p.row["ledger_effect"]})
         return context
 
     def close(self) -> None:

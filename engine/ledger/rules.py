@@ -23,6 +23,9 @@ from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
 
 ORIGINATING = {"REF": "RF1-6", "ORM": "ORC-2", "OMG": "ORC-2"}
+_ORIGINATING_KINDS = frozenset(ORIGINATING.values())
+
+
 @dataclass(slots=True)
 class Context:
     ledger: Ledger
@@ -36,7 +39,8 @@ class Context:
     events: list[tuple[int, str]] | None = None
 
     def emit(self, referral_id: int, status: str) -> None:
-        self.emit_event(referral_id, lc.EVENT_PREFIX + status)
+        if self.events is not None:
+            self.events.append((referral_id, lc.EVENT_PREFIX + status))
 
     def emit_event(self, referral_id: int, event: str) -> None:
         if self.events is not None:
@@ -75,7 +79,7 @@ def check(ledger: Ledger, changes: Sequence[Change]) -> None:
         kinds = ledger.key_kinds_for(change.key)
         known = bool(kinds) or any(change.key.matches(k) for k in opened)
         if change.event == c.OPEN:
-            if kinds & set(ORIGINATING.values()) or any(change.key.matches(k) for k in opened):
+            if kinds & _ORIGINATING_KINDS or any(change.key.matches(k) for k in opened):
                 raise c.DuplicateKey("a new referral or order whose key already exists",
                                      change.key_location)
             opened.append(change.key)

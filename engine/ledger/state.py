@@ -192,8 +192,10 @@ class Ledger:
     def orphans_for(self, key: EI) -> list[tuple[Appointment, str]]:
         """Unmatched appointments whose keys carry `key`, with the kind that matched first."""
         out: list[tuple[Appointment, str]] = []
-        for a in sorted({a.id: a for a in self._by_link.get(key.id, ())}.values(),
-                        key=lambda a: a.id):
+        linked = self._by_link.get(key.id)
+        if not linked:  # the usual case: no appointment waits for this key
+            return out
+        for a in sorted({a.id: a for a in linked}.values(), key=lambda a: a.id):
             if a.row["match"] != "unmatched":
                 continue
             kind = next((kind for kind, k in a.keys if k.id == key.id and key.matches(k)), None)
@@ -209,8 +211,10 @@ class Ledger:
 
 def _index(index: dict[Any, list[Any]], key: Any, row: Any) -> None:
     """Add `row` under `key` (once)."""
-    rows = index.setdefault(key, [])
-    if not any(have is row for have in rows):
+    rows = index.get(key)
+    if rows is None:
+        index[key] = [row]
+    elif not any(have is row for have in rows):
         rows.append(row)
 
 
@@ -224,6 +228,9 @@ def event_row(*, at: datetime, event: str, message_id: int | None, control_id: s
             "status_before": before, "status_after": after, "rule": rule[:200]}
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)  # built once: not per value
+
+
 def dumps(value: Any) -> str:
     """JSON as the ledger's text columns hold it (providers, diagnoses, patient ids)."""
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _JSON.encode(value)

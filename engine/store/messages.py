@@ -31,44 +31,53 @@ class Stored(NamedTuple):
 
 
 def record_batch(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> list[Stored]:
-    """Insert every row not already stored, in order, inside the caller's transaction.
+    """Insert every row not already stored, in order, inside the caller's transaction
+    (`plan_batch`, then `insert_batch` at once)."""
+    stored = plan_batch(conn, rows)
+    insert_batch(conn, rows, stored, now)
+    return stored
 
-    A row whose dedupe key and digest match a stored row (or one earlier in this batch) is a
-    retransmission (a resend of the same message by the same sender): it is not inserted, and the stored row's counter goes up.
-    """
-    known = _known(conn, sorted({r["dedupe_key"] for r in rows if r["dedupe_key"]}))
-    plan: list[tuple[int, dict[str, Any] | None, bool]] = []  # (row index, original, reused)
+
+def plan_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Stored]:
+    """What the store will make of each row, nothing written yet: a new row gets its id
+    (`row["id"]`, the one `insert_batch` inserts it with); a row whose dedupe key and digest
+    match a stored row (or one earlier in this batch) is a retransmission (a resend of the same
+    message by the same sender): it is not inserted, and the stored row's counter goes up.
+    On SQLite the ids are the next past the largest, as SQLite itself would give them: the
+    batch holds the write lock until it commits (engine.store.lock)."""
+    known, top = _known(conn, sorted({r["dedupe_key"] for r in rows if r["dedupe_key"]}))
+    originals: list[dict[str, Any] | None] = []
     fresh: list[dict[str, Any]] = []
     for row in rows:
         key = row["dedupe_key"]
         earlier = known.get(key, []) if key else []
         original = next((e for e in earlier if e["digest"] == row["digest"]), None)
-        if original is not None:
-            plan.append((-1, original, False))
-            continue
-        reused = bool(earlier)
-        row["control_id_reused"] = reused
-        plan.append((len(fresh), None, reused))
-        fresh.append(row)
-        if key:
-            known.setdefault(key, []).append(row)
-    ids = _insert(conn, fresh)
-    for i, row in enumerate(fresh):
-        row["id"] = ids[i]
-    _count_retransmissions(conn, [o for _, o, _ in plan if o is not None], now)
-    out: list[Stored] = []
-    for index, original, reused in plan:
-        if original is not None:
-            out.append(Stored(int(original["id"]), retransmission=True,
-                              original=_outcome(conn, original)))
-        else:
-            out.append(Stored(ids[index], reused=reused))
-    return out
+        originals.append(original)
+        if original is None:
+            row["control_id_reused"] = bool(earlier)
+            fresh.append(row)
+            if key:
+                known.setdefault(key, []).append(row)
+    ids = range(top + 1, top + 1 + len(fresh)) if top is not None else sql.new_ids(
+        conn, {"messages": len(fresh)})["messages"]
+    for row, message_id in zip(fresh, ids, strict=True):
+        row["id"] = message_id
+    return [Stored(row["id"], reused=row["control_id_reused"]) if o is None else
+            Stored(int(o["id"]), retransmission=True, original=_outcome(conn, o))
+            for row, o in zip(rows, originals, strict=True)]
+
+
+def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]], stored: Sequence[Stored],
+                 now: datetime) -> None:
+    """Insert the new rows as they are now (the ledger's outcome and effect included), with the
+    ids `plan_batch` gave them, and count the retransmissions on their originals."""
+    _insert(conn, [row for row, s in zip(rows, stored, strict=True) if not s.retransmission])
+    _count_retransmissions(conn, [s.message_id for s in stored if s.retransmission], now)
 
 
 _OUTCOME = ("id", "dedupe_key", "digest", "status", "stage", "error_code", "error_location",
             "error_text", "ack_codes")
-_INSERTED = [c.name for c in messages.c if c.name not in ("id", "purged_at")]  # NULL: kept
+_INSERTED = ["id", *(c.name for c in messages.c if c.name not in ("id", "purged_at"))]  # NULL: kept
 
 # The hot path (one SELECT and one INSERT per batch) talks to SQLite's driver directly: through
 # SQLAlchemy Core the same two statements cost about three times as much CPU per message.  The
@@ -78,24 +87,29 @@ _SQLITE_INSERT = (f"INSERT INTO messages ({', '.join(_INSERTED)}) "
                   f"VALUES ({', '.join('?' * len(_INSERTED))})")
 
 
-def _known(conn: Connection, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Stored (id, digest) by dedupe key, for every key of the batch."""
+def _known(conn: Connection, keys: list[str]
+           ) -> tuple[dict[str, list[dict[str, Any]]], int | None]:
+    """Stored (id, digest) by dedupe key, for every key of the batch; on SQLite, in the same
+    statement, the largest id (None: PostgreSQL, whose sequence gives the ids)."""
     known: dict[str, list[dict[str, Any]]] = {}
-    if not keys:
-        return known
+    top: int | None = None
     if conn.dialect.name == "sqlite":
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        marks = ", ".join("?" * len(keys))
-        cursor.execute(f"SELECT id, dedupe_key, digest FROM messages "
-                       f"WHERE dedupe_key IN ({marks})", keys)
+        cursor.execute("SELECT COALESCE(MAX(id), 0), NULL, NULL FROM messages" + (
+            f" UNION ALL SELECT id, dedupe_key, digest FROM messages "
+            f"WHERE dedupe_key IN ({', '.join('?' * len(keys))})" if keys else ""), keys)
         found = cursor.fetchall()
-    else:
+        top = int(next(i for i, key, _ in found if key is None))
+        found = [f for f in found if f[1] is not None]
+    elif keys:
         query = select(messages.c.id, messages.c.dedupe_key, messages.c.digest).where(
             messages.c.dedupe_key.in_(keys))
         found = list(conn.execute(query))
+    else:
+        found = []
     for message_id, key, digest in found:
         known.setdefault(key, []).append({"id": message_id, "digest": digest})
-    return known
+    return known, top
 
 
 def _outcome(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
@@ -107,29 +121,21 @@ def _outcome(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
     return dict(found)
 
 
-def _insert(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert in order; the new ids, in the same order."""
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert in order, with their ids."""
     if not rows:
-        return []
+        return
     if conn.dialect.name == "sqlite":
-        # The write transaction holds SQLite's write lock, so one executemany's rowids are
-        # consecutive and end at last_insert_rowid().
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.executemany(_SQLITE_INSERT, map(_INSERTED_VALUES, rows))
-        last = int(cursor.execute("SELECT last_insert_rowid()").fetchone()[0])
-        return list(range(last - len(rows) + 1, last + 1))
-    result = conn.execute(
-        messages.insert().returning(messages.c.id, sort_by_parameter_order=True),
-        [{c: r[c] for c in _INSERTED} for r in rows],
-    )
-    return [int(i) for i in result.scalars()]
+        return
+    conn.execute(messages.insert(), [{c: r[c] for c in _INSERTED} for r in rows])
 
 
-def _count_retransmissions(conn: Connection, originals: list[dict[str, Any]], now: datetime) -> None:
+def _count_retransmissions(conn: Connection, originals: list[int], now: datetime) -> None:
     counts: dict[int, int] = {}
-    for o in originals:
-        if "id" in o:
-            counts[int(o["id"])] = counts.get(int(o["id"]), 0) + 1
+    for message_id in originals:
+        counts[message_id] = counts.get(message_id, 0) + 1
     for message_id, n in counts.items():
         conn.execute(
             update(messages)
@@ -182,15 +188,15 @@ def message_row(conn: Connection, message_id: int, *, with_raw: bool = False) ->
     return conn.execute(select(*cols).where(messages.c.id == message_id)).first()
 
 
-def set_outcome(conn: Connection, message_id: int, **values: Any) -> None:
-    """Amend a stored message: a content error found by the ledger, or its ledger effect."""
-    conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+_AMENDED = ("status", "stage", "error_code", "error_location", "error_text", "ack_codes",
+            "ledger_effect")
 
 
-def set_effects(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Each message's ledger effect (`{"_mid": id, "ledger_effect": text}`), in one statement."""
-    sql.many(conn, "UPDATE messages SET ledger_effect = ? WHERE id = ?",
-             [(r["ledger_effect"], r["_mid"]) for r in rows])
+def amend(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Write the ledger's outcome and effect of rows inserted before the ledger ran (by their
+    `id`), in one statement."""
+    sql.many(conn, f"UPDATE messages SET {', '.join(f'{c} = ?' for c in _AMENDED)} WHERE id = ?",
+             [[*(r[c] for c in _AMENDED), r["id"]] for r in rows])
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,15 @@ so Core reads (the CLI's views) see the same rows.
 
 For SQLite the datetime format is an adapter registered with the sqlite3 module (it replaces the
 module's default one, which drops zero microseconds): adapting each parameter in Python cost
-more than the statements.  `open_database` registers it (`use_sqlite_text_datetimes`) when it
+more than the statements, so the texts of naive datetimes are remembered (a batch writes the
+same `now` many times).  `open_database` registers it (`use_sqlite_text_datetimes`) when it
 opens a SQLite database; SQLAlchemy's own SQLite binds pass text, so they never meet it.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -37,11 +38,46 @@ def _sqlite_datetime(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")  # as SQLAlchemy stores it
 
 
+_TEXTS_KEPT = 4096  # naive datetimes remembered before the memory starts again
+
+
+class _DatetimeTexts(dict[datetime, str]):
+    """`_sqlite_datetime`, remembered for naive datetimes: a batch writes its `now` (and the
+    deadlines computed from it) into several rows and columns, and a hit is a look-up in C
+    where a miss is a Python call.  Aware datetimes are never kept: two equal instants in
+    different offsets are equal keys but not the same text.  The adapter is the dict itself:
+    calling it is a look-up."""
+
+    __call__ = dict.__getitem__
+
+    def __missing__(self, value: datetime) -> str:
+        text = _sqlite_datetime(value)
+        if value.tzinfo is None:
+            if len(self) >= _TEXTS_KEPT:
+                self.clear()
+            self[value] = text
+        return text
+
+
+# sqlite3 binds int, float, str and bytearray as they are; any other value (None, a bool, bytes)
+# first goes through its adapter search, which, with no adapter registered, ends in two failed
+# attribute look-ups (about 0.6 us a parameter; a REF has nine such).  These adapters, all in
+# C, give the value sqlite3 would have bound anyway.
+_SAME_BINDING: dict[type, Callable[[Any], Any]] = {
+    type(None): {}.get,  # None: NULL
+    bool: int,  # 1 / 0, as sqlite3 binds a bool
+    bytes: bytes,  # the same object: a blob
+}
+
+
 def use_sqlite_text_datetimes() -> None:
-    """Have the sqlite3 module write datetimes as SQLAlchemy stores them.  A process-wide
-    setting of the module, so it is made explicitly, by `open_database` for a SQLite URL, never
-    as a side effect of an import.  (bool is an int to sqlite3 already.)"""
-    sqlite3.register_adapter(datetime, _sqlite_datetime)
+    """Have the sqlite3 module write datetimes as SQLAlchemy stores them (and bind None, bools
+    and bytes without its adapter search, `_SAME_BINDING`).  A process-wide setting of the
+    module, so it is made explicitly, by `open_database` for a SQLite URL, never as a side
+    effect of an import."""
+    sqlite3.register_adapter(datetime, _DatetimeTexts())
+    for kind, adapter in _SAME_BINDING.items():
+        sqlite3.register_adapter(kind, adapter)
 
 
 def rows(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -81,10 +117,21 @@ def insert(conn: Connection, table: str, values: dict[str, Any]) -> int:
 
 def insert_many(conn: Connection, table: str, values: Sequence[dict[str, Any]]) -> None:
     """Insert rows that all have the same columns."""
-    if not values:
-        return
-    columns = tuple(values[0])
-    many(conn, _insert_sql(table, columns, False), [[v[c] for c in columns] for v in values])
+    if values:
+        columns = tuple(values[0])
+        insert_rows(conn, table, columns, [[v[c] for c in columns] for v in values])
+
+
+def insert_rows(conn: Connection, table: str, columns: tuple[str, ...],
+                values: Sequence[Sequence[Any]]) -> None:
+    """Insert rows given as their values in `columns`' order."""
+    many(conn, _insert_sql(table, columns, False), values)
+
+
+def update_rows(conn: Connection, table: str, columns: tuple[str, ...],
+                values: Sequence[Sequence[Any]]) -> None:
+    """Update rows given as their values in `columns`' order, then their id."""
+    many(conn, _update_sql(table, columns), values)
 
 
 @lru_cache(maxsize=256)
@@ -97,3 +144,24 @@ def update(conn: Connection, table: str, row_id: int, values: dict[str, Any]) ->
     if values:
         columns = tuple(values)
         rows(conn, _update_sql(table, columns), [*(values[c] for c in columns), row_id])
+
+
+def new_ids(conn: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
+    """So many new ids for each table: from its sequence (PostgreSQL), or past its largest id
+    (SQLite, whose single writer holds the write lock until the batch commits,
+    engine.store.lock; one statement for all the tables)."""
+    wanted = {table: n for table, n in counts.items() if n}
+    out: dict[str, list[int]] = {table: [] for table in counts}
+    if not wanted:
+        return out
+    if conn.dialect.name == "sqlite":
+        tops = rows(conn, "SELECT " + ", ".join(
+            f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in wanted))[0]
+        for (table, n), top in zip(wanted.items(), tops, strict=True):
+            out[table] = list(range(int(top) + 1, int(top) + 1 + n))
+        return out
+    for table, n in wanted.items():
+        out[table] = sorted(int(r[0]) for r in rows(
+            conn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                  "FROM generate_series(1, ?)", [n]))
+    return out

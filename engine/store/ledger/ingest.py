@@ -15,6 +15,7 @@ engine.store.keylocks, which says why.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ from engine.ledger.state import OVERDUE_MARK, Appointment, Ledger, Referral, is_
 from engine.mappings.changes import EI, AppointmentChange, Change, PatientId
 from engine.store import Connection, keylocks, sql
 from engine.store.keylocks import keys_named as keys_named  # where the batch's keys are named
-from engine.store.ledger.repository import as_datetime, insert_events
+from engine.store.ledger.repository import as_datetime
 from engine.store.schema import appointments, referrals
 
 REFERRAL = tuple(c.name for c in referrals.c if c.name != "id")
@@ -161,88 +162,78 @@ def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
     created in memory (provisional id → stored id)."""
     new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_id)
     new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_id)
-    given = allocate(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
+    given = sql.new_ids(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
     ids = dict(zip([r.id for r in new_refs], given["referrals"], strict=True))
     ids.update(zip([a.id for a in new_appts], given["appointments"], strict=True))
-
-    def real(value: Any) -> Any:
-        return ids.get(value, value) if isinstance(value, int) else value
-
-    _save_referrals(conn, ledger.referrals.values(), real)
-    _save_appointments(conn, ledger.appointments.values(), real)
-    insert_events(conn, [{**h, "referral_id": real(h["referral_id"]),
-                          "appointment_id": real(h["appointment_id"])} for h in ledger.history])
+    _save_referrals(conn, ledger.referrals.values(), ids)
+    _save_appointments(conn, ledger.appointments.values(), ids)
+    real = ids.get  # real(id, id): the stored id of a row created in memory, else the id itself
+    sql.insert_rows(conn, "referral_events", _EVENT, [
+        (real(h["referral_id"], h["referral_id"]), real(h["appointment_id"], h["appointment_id"]),
+         *_EVENT_REST(h)) for h in ledger.history])
     return ids
+
+
+# A history row (engine.ledger.state.event_row): its two row ids, then the rest as it is.
+_EVENT = ("referral_id", "appointment_id", "message_id", "control_id", "at", "event",
+          "status_before", "status_after", "rule")
+_EVENT_REST = operator.itemgetter(*_EVENT[2:])
+_COLUMNS = {"referrals": operator.itemgetter(*REFERRAL),
+            "appointments": operator.itemgetter(*APPOINTMENT)}
+_REFERRAL_AT = APPOINTMENT.index("referral_id")
+_CANDIDATES_AT = APPOINTMENT.index("candidates")
 
 
 def _id(row: Referral | Appointment) -> int:
     return row.id
 
 
-def allocate(conn: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
-    """So many new ids for each table: from its sequence (PostgreSQL), or past its largest id
-    (SQLite, whose single writer holds the database until the batch commits; one statement
-    for all the tables)."""
-    wanted = {table: n for table, n in counts.items() if n}
-    out: dict[str, list[int]] = {table: [] for table in counts}
-    if not wanted:
-        return out
-    if conn.dialect.name == "sqlite":
-        tops = sql.rows(conn, "SELECT " + ", ".join(
-            f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in wanted))[0]
-        for (table, n), top in zip(wanted.items(), tops, strict=True):
-            out[table] = list(range(int(top) + 1, int(top) + 1 + n))
-        return out
-    for table, n in wanted.items():
-        out[table] = sorted(int(r[0]) for r in sql.rows(
-            conn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
-                  "FROM generate_series(1, ?)", [n]))
-    return out
-
-
-def _values(table: str, row: dict[str, Any], columns: tuple[str, ...], real: Any) -> list[Any]:
-    full = {**_DEFAULTS[table], **row}
-    out = [real(full[c]) if c == "referral_id" else full[c] for c in columns]
-    if "candidates" in full and isinstance(full["candidates"], list):
-        out[columns.index("candidates")] = json.dumps([real(c) for c in full["candidates"]],
-                                                      separators=(",", ":"))
+def _values(table: str, row: dict[str, Any], ids: dict[int, int]) -> list[Any]:
+    """A row's columns in order, the defaults filled in; an appointment's referral id and
+    candidates (a list: JSON) with stored ids."""
+    out = list(_COLUMNS[table]({**_DEFAULTS[table], **row}))
+    if table == "appointments":
+        out[_REFERRAL_AT] = ids.get(out[_REFERRAL_AT], out[_REFERRAL_AT])
+        if isinstance(out[_CANDIDATES_AT], list):
+            out[_CANDIDATES_AT] = json.dumps([ids.get(c, c) for c in out[_CANDIDATES_AT]],
+                                             separators=(",", ":"))
     return out
 
 
 def _upsert(conn: Connection, table: str, columns: tuple[str, ...],
-            rows: list[tuple[int, dict[str, Any]]], real: Any) -> None:
+            rows: list[tuple[int, dict[str, Any]]], ids: dict[int, int]) -> None:
     """Insert the new rows (provisional ids) and update the changed stored ones."""
-    new = [[real(rid), *_values(table, row, columns, real)] for rid, row in rows if is_new(rid)]
-    sql.many(conn, f"INSERT INTO {table} (id, {', '.join(columns)}) "
-                   f"VALUES ({', '.join('?' * (len(columns) + 1))})", new)
-    sql.many(conn, f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
-             [[*_values(table, row, columns, real), rid] for rid, row in rows if not is_new(rid)])
+    sql.insert_rows(conn, table, ("id", *columns), [
+        [ids[rid], *_values(table, row, ids)] for rid, row in rows if is_new(rid)])
+    sql.update_rows(conn, table, columns, [
+        [*_values(table, row, ids), rid] for rid, row in rows if not is_new(rid)])
 
 
-def _save_referrals(conn: Connection, refs: Iterable[Referral], real: Any) -> None:
+def _save_referrals(conn: Connection, refs: Iterable[Referral], ids: dict[int, int]) -> None:
     refs = sorted(refs, key=_id)
-    _upsert(conn, "referrals", REFERRAL, [(r.id, r.row) for r in refs if r.dirty], real)
-    sql.many(conn, "INSERT INTO referral_keys (referral_id, kind, key_id, key_authority) "
-                   "VALUES (?, ?, ?, ?)",
-             [(real(r.id), kind, k.id, k.authority) for r in refs for kind, k in r.new_keys])
-    sql.many(conn, "INSERT INTO referral_patients (referral_id, patient_id, authority, "
-                   "authority_oid) VALUES (?, ?, ?, ?)",
-             [(real(r.id), p.id, p.authority, p.oid) for r in refs
-              for row_id, p in r.patients if row_id is None])
+    _upsert(conn, "referrals", REFERRAL, [(r.id, r.row) for r in refs if r.dirty], ids)
+    sql.insert_rows(conn, "referral_keys", _KEY, [
+        (ids.get(r.id, r.id), kind, k.id, k.authority) for r in refs for kind, k in r.new_keys])
+    sql.insert_rows(conn, "referral_patients", _PATIENT, [
+        (ids.get(r.id, r.id), p.id, p.authority, p.oid) for r in refs
+        for row_id, p in r.patients if row_id is None])
     sql.many(conn, "UPDATE referral_patients SET authority = ?, authority_oid = ? WHERE id = ?",
              [(p.authority, p.oid, row_id) for r in refs for row_id, p in r.patients
               if row_id in r.changed_patients])
 
 
-def _save_appointments(conn: Connection, appts: Iterable[Appointment], real: Any) -> None:
+_KEY = ("referral_id", "kind", "key_id", "key_authority")
+_PATIENT = ("referral_id", "patient_id", "authority", "authority_oid")
+
+
+def _save_appointments(conn: Connection, appts: Iterable[Appointment], ids: dict[int, int]) -> None:
     appts = sorted(appts, key=_id)
-    _upsert(conn, "appointments", APPOINTMENT, [(a.id, a.row) for a in appts if a.dirty], real)
+    _upsert(conn, "appointments", APPOINTMENT, [(a.id, a.row) for a in appts if a.dirty], ids)
     replaced = [a for a in appts if a.keys_replaced]
     sql.many(conn, "DELETE FROM appointment_keys WHERE appointment_id = ?",
              [(a.id,) for a in replaced if not is_new(a.id)])
-    sql.many(conn, "INSERT INTO appointment_keys (appointment_id, kind, key_id, key_authority) "
-                   "VALUES (?, ?, ?, ?)",
-             [(real(a.id), kind, k.id, k.authority) for a in replaced for kind, k in a.keys])
+    sql.insert_rows(conn, "appointment_keys", ("appointment_id", *_KEY[1:]), [
+        (ids.get(a.id, a.id), kind, k.id, k.authority) for a in replaced for kind, k in a.keys])
 
 
 def link_manually(conn: Connection, appointment: EI, referral: EI, now: datetime,
