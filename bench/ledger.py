@@ -34,7 +34,7 @@ from sqlalchemy import insert
 from bench.measure import HOST, Settings, measure
 from bench.procs import free_port, scratch_dir
 from bench.run import engine_server
-from bench.synth import REF_I12, SIU_S12, Message, Synth
+from bench.synth import Message, Synth, dated
 from bench.web import STATUS_WEIGHTS, bench_token, get, marks
 from engine.store.database import open_database
 from engine.store.schema import (
@@ -67,10 +67,11 @@ class Rounds(Synth):
         values = {"ts": self._ts, "cid": cid, "seq": appt, "ref": f"BR-{appt}",
                   "mrn": 1000001 + round_, "mrn2": 2000001 + round_, "name": "ALPHA"}
         if step == 0:
-            return Message(cid, REF_I12.format(**values).encode("ascii"))
-        text = SIU_S12.format(**values)
-        if step == 2:
-            text = text.replace("SIU^S12^", "SIU^S13^").replace("20260302", "20260303")
+            return Message(cid, self._templates["ref"].format(**values).encode("ascii"))
+        text = self._templates["siu"].format(**values)
+        if step == 2:  # the visit a day later
+            visit, later = (dated("{visit}", self._now + d * 86_400.0)[:8] for d in (0, 1))
+            text = text.replace("SIU^S12^", "SIU^S13^").replace(visit, later)
         elif step == 3:
             text = text.replace("SIU^S12^", "SIU^S14^").replace("|30|min", "|45|min")
         return Message(cid, text.encode("ascii"))

@@ -38,7 +38,7 @@ from sqlalchemy import insert
 from bench.measure import HOST
 from bench.procs import free_port, scratch_dir
 from bench.run import engine_server
-from bench.synth import REF_I12, SIU_S12
+from bench.synth import REF_I12, SIU_S12, dated
 from engine.ledger.lifecycle import BOOKED_STATES, STATUSES
 from engine.store.database import open_database
 from engine.store.schema import (
@@ -79,7 +79,7 @@ def _message_rows(ids: range, start: datetime, step: timedelta) -> list[dict[str
         cid = f"W{i:09d}"
         siu = i % 5 >= 2
         template = SIU_S12 if siu else REF_I12
-        raw = template.format(ts="20260101120000", cid=cid, seq=cid, ref=f"WR{i % 100000:08d}",
+        raw = dated(template, start.timestamp()).format(ts="20260101120000", cid=cid, seq=cid, ref=f"WR{i % 100000:08d}",
                               mrn=5000000 + i % 100000, mrn2=6000000 + i % 100000,
                               name="ALPHA").encode("ascii")
         status = "rejected" if i % 200 == 0 else "errored" if i % 100 == 1 else "accepted"
