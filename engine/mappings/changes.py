@@ -1,20 +1,23 @@
-"""The values mappers produce and the ledger applies.  Frozen, plain, no database.
+"""The values mappers produce and the ledger applies.  Immutable, plain, no database.
 
 Identifiers are HL7 EI (`EI.1^EI.2`); patients are PID-3 CX.1 with the CX.4 namespace and OID
 (compared by authority, never by CX.1 alone).
+
+NamedTuples, not frozen dataclasses: several are built for every message, and a frozen
+dataclass's `__init__` costs several times more (docs/performance.md).  Equality, hash and order
+are the tuple's, field by field, as `order=True` gave; a copy with changes is `_replace`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from engine.errors import ContentError, Location
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class EI:
+class EI(NamedTuple):
     """An entity identifier: EI.1 (id) and EI.2 (namespace / assigning authority)."""
 
     id: str
@@ -36,8 +39,7 @@ class EI:
         return cls(ident, authority)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class PatientId:
+class PatientId(NamedTuple):
     """PID-3 as CX.1 with its assigning authority (HD): CX.4.1, the namespace, and CX.4.2, the
     OID (empty unless CX.4.3 is ISO or empty, `engine.mappings.fields.patient_ids`)."""
 
@@ -90,8 +92,7 @@ def merge_patient_ids(ids: Iterable[PatientId]) -> list[PatientId]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Provider:
+class Provider(NamedTuple):
     """A PRD (or ORC-12 / OBR-16) provider: role (table 0286 RP/RT/PP/CP/...), id, name, location."""
 
     role: str
@@ -114,8 +115,7 @@ NOTE = "note"  # recorded in history, no status change (I15 status request, ORC 
 REFERRAL_EVENTS = (OPEN, ACCEPT, REJECT, CANCEL, COMPLETE, CLOSE, EXPIRE, MODIFY, NOTE)
 
 
-@dataclass(frozen=True, slots=True)
-class ReferralChange:
+class ReferralChange(NamedTuple):
     """What one REF/RRI/ORM/OMG/OSU message says about one referral."""
 
     event: str  # one of REFERRAL_EVENTS
@@ -146,8 +146,7 @@ BOOKED, CANCELLED, DELETED, NOSHOW, COMPLETE_APPT = (
 KEEP = ""  # an update that leaves the appointment's status as it is
 
 
-@dataclass(frozen=True, slots=True)
-class AppointmentChange:
+class AppointmentChange(NamedTuple):
     """What one SIU message says about one appointment."""
 
     trigger: str  # S12 ... S26
