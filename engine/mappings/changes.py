@@ -3,21 +3,32 @@
 Identifiers are HL7 EI (`EI.1^EI.2`); patients are PID-3 CX.1 with the CX.4 namespace and OID
 (compared by authority, never by CX.1 alone).
 
-NamedTuples, not frozen dataclasses: several are built for every message, and a frozen
-dataclass's `__init__` costs several times more (docs/performance.md).  Equality, hash and order
-are the tuple's, field by field, as `order=True` gave; a copy with changes is `_replace`.
+Several are built for every message, and a frozen dataclass's `__init__` (each field set through
+`object.__setattr__`) costs several times more than plain slot stores (docs/performance.md): so
+they are plain slotted dataclasses (`_value`) that type checkers see as frozen, with the same
+equality, hash and order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import TypeVar, dataclass_transform
 
 from engine.errors import ContentError, Location
 
+_T = TypeVar("_T")
 
-class EI(NamedTuple):
+
+@dataclass_transform(frozen_default=True)
+def _value(*, order: bool = False) -> Callable[[type[_T]], type[_T]]:
+    """A slotted dataclass, hashed and compared by its fields, frozen for type checkers only."""
+    return dataclass(slots=True, unsafe_hash=True, order=order)
+
+
+@_value(order=True)
+class EI:
     """An entity identifier: EI.1 (id) and EI.2 (namespace / assigning authority)."""
 
     id: str
@@ -39,7 +50,8 @@ class EI(NamedTuple):
         return cls(ident, authority)
 
 
-class PatientId(NamedTuple):
+@_value(order=True)
+class PatientId:
     """PID-3 as CX.1 with its assigning authority (HD): CX.4.1, the namespace, and CX.4.2, the
     OID (empty unless CX.4.3 is ISO or empty, `engine.mappings.fields.patient_ids`)."""
 
@@ -92,7 +104,8 @@ def merge_patient_ids(ids: Iterable[PatientId]) -> list[PatientId]:
     return out
 
 
-class Provider(NamedTuple):
+@_value()
+class Provider:
     """A PRD (or ORC-12 / OBR-16) provider: role (table 0286 RP/RT/PP/CP/...), id, name, location."""
 
     role: str
@@ -115,7 +128,8 @@ NOTE = "note"  # recorded in history, no status change (I15 status request, ORC 
 REFERRAL_EVENTS = (OPEN, ACCEPT, REJECT, CANCEL, COMPLETE, CLOSE, EXPIRE, MODIFY, NOTE)
 
 
-class ReferralChange(NamedTuple):
+@_value()
+class ReferralChange:
     """What one REF/RRI/ORM/OMG/OSU message says about one referral."""
 
     event: str  # one of REFERRAL_EVENTS
@@ -146,7 +160,8 @@ BOOKED, CANCELLED, DELETED, NOSHOW, COMPLETE_APPT = (
 KEEP = ""  # an update that leaves the appointment's status as it is
 
 
-class AppointmentChange(NamedTuple):
+@_value()
+class AppointmentChange:
     """What one SIU message says about one appointment."""
 
     trigger: str  # S12 ... S26

@@ -11,6 +11,7 @@ the limit, never the value.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from engine.errors import Location
 from engine.mappings.changes import EI, AppointmentChange, BadValue, Change, ReferralChange
@@ -34,7 +35,7 @@ def bounded(change: Change) -> Change:
         specialty = _code(change.specialty, SPECIALTY_MAX)
         if (priority, specialty) == (change.priority, change.specialty):
             return change
-        return change._replace(priority=priority, specialty=specialty)
+        return replace(change, priority=priority, specialty=specialty)
     _ids(_SCH_2, [change.key])
     _ids(_SCH_26, change.placer_order_numbers)
     _ids(_SCH_27, change.filler_order_numbers)
@@ -63,7 +64,7 @@ def _appointment_cut(change: AppointmentChange) -> AppointmentChange:
     filler_status = _code(change.filler_status, FILLER_STATUS_MAX)
     if (specialty, filler_status) == (change.specialty, change.filler_status):
         return change
-    return change._replace(specialty=specialty, filler_status=filler_status)
+    return replace(change, specialty=specialty, filler_status=filler_status)
 
 
 def _ids(where: Location, keys: Iterable[EI]) -> None:
