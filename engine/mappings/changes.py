@@ -1,19 +1,33 @@
-"""The values mappers produce and the ledger applies.  Frozen, plain, no database.
+"""The values mappers produce and the ledger applies.  Immutable, plain, no database.
 
 Identifiers are HL7 EI (`EI.1^EI.2`); patients are PID-3 CX.1 with the CX.4 namespace and OID
 (compared by authority, never by CX.1 alone).
+
+Several are built for every message, and a frozen dataclass's `__init__` (each field set through
+`object.__setattr__`) costs several times more than plain slot stores (docs/performance.md): so
+they are plain slotted dataclasses (`_value`) that type checkers see as frozen, with the same
+equality, hash and order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar, dataclass_transform
 
 from engine.errors import ContentError, Location
 
+_T = TypeVar("_T")
 
-@dataclass(frozen=True, slots=True, order=True)
+
+@dataclass_transform(frozen_default=True)
+def _value(*, order: bool = False) -> Callable[[type[_T]], type[_T]]:
+    """A slotted dataclass, hashed and compared by its fields, frozen for type checkers only."""
+    return dataclass(slots=True, unsafe_hash=True, order=order)
+
+
+@_value(order=True)
 class EI:
     """An entity identifier: EI.1 (id) and EI.2 (namespace / assigning authority)."""
 
@@ -36,7 +50,7 @@ class EI:
         return cls(ident, authority)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@_value(order=True)
 class PatientId:
     """PID-3 as CX.1 with its assigning authority (HD): CX.4.1, the namespace, and CX.4.2, the
     OID (empty unless CX.4.3 is ISO or empty, `engine.mappings.fields.patient_ids`)."""
@@ -90,7 +104,7 @@ def merge_patient_ids(ids: Iterable[PatientId]) -> list[PatientId]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@_value()
 class Provider:
     """A PRD (or ORC-12 / OBR-16) provider: role (table 0286 RP/RT/PP/CP/...), id, name, location."""
 
@@ -114,7 +128,7 @@ NOTE = "note"  # recorded in history, no status change (I15 status request, ORC 
 REFERRAL_EVENTS = (OPEN, ACCEPT, REJECT, CANCEL, COMPLETE, CLOSE, EXPIRE, MODIFY, NOTE)
 
 
-@dataclass(frozen=True, slots=True)
+@_value()
 class ReferralChange:
     """What one REF/RRI/ORM/OMG/OSU message says about one referral."""
 
@@ -146,7 +160,7 @@ BOOKED, CANCELLED, DELETED, NOSHOW, COMPLETE_APPT = (
 KEEP = ""  # an update that leaves the appointment's status as it is
 
 
-@dataclass(frozen=True, slots=True)
+@_value()
 class AppointmentChange:
     """What one SIU message says about one appointment."""
 

@@ -1,4 +1,4 @@
-"""The frozen `InboundMessage` and its 1-based HL7 path access.
+"""The immutable `InboundMessage` and its 1-based HL7 path access.
 
 A path names a segment, field, repetition, component and subcomponent, all 1-based:
 `PID.3` (first PID, field 3), `PID.3[2].1` (second repetition, first component), `OBX[2].5.1.2`
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from engine.parsing.escape import unescape
 from engine.parsing.header import Header, read_header
@@ -95,17 +95,38 @@ def _leaf_spec(text: str) -> tuple[str, int, int, int, int, int]:
     return p.segment, p.seg_rep, p.field, p.rep, p.comp, p.sub
 
 
-@dataclass(frozen=True, slots=True)
 class InboundMessage:
-    """One parsed message.  `segments[i][n]` is field n of segment i (`[0]` is the segment name)."""
+    """One parsed message.  `segments[i][n]` is field n of segment i (`[0]` is the segment name).
 
-    segments: tuple[tuple[str, ...], ...]
-    delimiters: Delimiters = STANDARD
-    charset: str = "utf-8"
-    # Built on first use: the segments of each name in order, and the leaves already asked for.
-    _index: dict[str, list[tuple[str, ...]]] = field(default_factory=dict, compare=False,
-                                                      repr=False)
-    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    Immutable in practice (`Final`), but a plain slotted class, not a frozen dataclass: one is
+    built for every message, and a frozen dataclass's `__init__` costs several times more
+    (docs/performance.md).  Equal and hashed by segments, delimiters and charset."""
+
+    __slots__ = ("segments", "delimiters", "charset", "_index", "_memo")
+
+    def __init__(self, segments: tuple[tuple[str, ...], ...], delimiters: Delimiters = STANDARD,
+                 charset: str = "utf-8") -> None:
+        self.segments: Final = segments
+        self.delimiters: Final = delimiters
+        self.charset: Final = charset
+        # Built on first use: the segments of each name in order, and the leaves already asked for.
+        self._index: Final[dict[str, list[tuple[str, ...]]]] = {}
+        self._memo: Final[dict[str, Any]] = {}
+
+    def _fields(self) -> tuple[tuple[tuple[str, ...], ...], Delimiters, str]:
+        return self.segments, self.delimiters, self.charset
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InboundMessage):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"InboundMessage(segments={self.segments!r}, delimiters={self.delimiters!r}, "
+                f"charset={self.charset!r})")
 
     def _build_index(self) -> dict[str, list[tuple[str, ...]]]:
         index = self._index
