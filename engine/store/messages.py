@@ -195,8 +195,8 @@ _AMENDED = ("status", "stage", "error_code", "error_location", "error_text", "ac
 def amend(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Write the ledger's outcome and effect of rows inserted before the ledger ran (by their
     `id`), in one statement."""
-    sql.many(conn, f"UPDATE messages SET {', '.join(f'{c} = ?' for c in _AMENDED)} WHERE id = ?",
-             [[*(r[c] for c in _AMENDED), r["id"]] for r in rows])
+    sql.update_rows(conn, "messages", _AMENDED, [[*(r[c] for c in _AMENDED), r["id"]]
+                                                 for r in rows])
 
 
 @dataclass(frozen=True, slots=True)
