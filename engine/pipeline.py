@@ -247,17 +247,10 @@ class Pipeline:
         verdict = p.verdict
         if stored.retransmission and stored.original is not None:
             verdict = _verdict_of(stored.original)
-        return Result(
-            acks=self._acks(p, verdict),
-            verdict=verdict,
-            message_id=stored.message_id,
-            control_id=p.row["control_id"],
-            message_type=p.row["message_type"],
-            digest=p.row["digest"],
-            retransmission=stored.retransmission,
-            reused=stored.reused,
-            waiting=waiting,
-        )
+        row = p.row
+        return Result(self._acks(p, verdict), verdict, stored.message_id, row["control_id"],
+                      row["message_type"], row["digest"], stored.retransmission, stored.reused,
+                      True, waiting)
 
     def _uncommitted(self, p: Prepared, locked: bool = False) -> Result:
         error: HL7Error = RecordLocked("the database is locked by another writer; send it "

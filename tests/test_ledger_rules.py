@@ -4,6 +4,7 @@ change in a batch seeing an earlier one's effect."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -12,7 +13,7 @@ from engine.errors import Location
 from engine.ledger import lifecycle as lc
 from engine.ledger import rules
 from engine.ledger.settings import LedgerSettings
-from engine.ledger.state import Appointment, Ledger, Referral, is_new
+from engine.ledger.state import Appointment, Ledger, Referral, dumps, is_new, providers_json
 from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, PatientId, ReferralChange
 
@@ -137,3 +138,18 @@ def test_a_raised_priority_past_its_deadline_marks_the_referral_overdue_once() -
                       _ref("R-1", event=c.MODIFY, priority="A")])
     assert [h["event"] for h in ledger.history].count("sweep overdue") == 1
     assert ctx.events == [(7, lc.OVERDUE_EVENT)]
+
+
+def test_dumps_writes_what_the_json_module_writes() -> None:
+    encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+    for value in ([], ["G43.909"], ("A", "B"), "text", ["x\"y\\z\n\u00e9\u2603"],
+                  [{"role": "RP", "id": "1", "name": "DOC^A", "location": ""}],
+                  [1, 2.5, None, True, float("nan")], {"at": datetime(2026, 1, 1)}):
+        assert dumps(value) == encoder.encode(value)
+
+
+def test_providers_json_is_dumps_of_the_providers() -> None:
+    providers = (c.Provider("RP", "NPI-1", "DOC^A\u00e9", "FAM\"MED"), c.Provider("RT"))
+    assert providers_json(providers) == dumps([
+        {"role": p.role, "id": p.id, "name": p.name, "location": p.location} for p in providers])
+    assert providers_json(()) == dumps([])

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.ledger import lifecycle as lc
+from engine.ledger import state
 from engine.ledger.settings import LedgerSettings
 from engine.ledger.state import OVERDUE_MARK, Appointment, Ledger, Referral, dumps, event_row
 from engine.mappings import changes as c
@@ -46,12 +47,16 @@ class Context:
         if self.events is not None:
             self.events.append((referral_id, event))
 
-    def record(self, **values: Any) -> None:
-        self.ledger.history.append(event_row(at=self.now, message_id=self.message_id,
-                                             control_id=self.control_id, **values))
-        referral = self.ledger.referrals.get(values.get("referral_id") or 0)
+    def record(self, *, event: str, rule: str = "", referral_id: int | None = None,
+               appointment_id: int | None = None, before: str | None = None,
+               after: str | None = None) -> None:
+        self.ledger.history.append(event_row(
+            at=self.now, event=event, message_id=self.message_id, control_id=self.control_id,
+            referral_id=referral_id, appointment_id=appointment_id, before=before, after=after,
+            rule=rule))
+        referral = self.ledger.referrals.get(referral_id or 0) if after is not None else None
         if referral is not None:
-            marked(referral, values.get("after"), self.now)
+            marked(referral, after, self.now)
 
 
 def marked(referral: Referral, status: str | None, at: datetime) -> None:
@@ -77,13 +82,13 @@ def check(ledger: Ledger, changes: Sequence[Change]) -> None:
         if not isinstance(change, ReferralChange):
             continue
         kinds = ledger.key_kinds_for(change.key)
-        known = bool(kinds) or any(change.key.matches(k) for k in opened)
+        again = bool(opened) and any(change.key.matches(k) for k in opened)
         if change.event == c.OPEN:
-            if kinds & _ORIGINATING_KINDS or any(change.key.matches(k) for k in opened):
+            if again or kinds & _ORIGINATING_KINDS:
                 raise c.DuplicateKey("a new referral or order whose key already exists",
                                      change.key_location)
             opened.append(change.key)
-        elif not known and not change.if_known and _owns(change):
+        elif not kinds and not again and not change.if_known and _owns(change):
             raise c.UnknownKey("an update for a referral or order this ledger does not know",
                                change.key_location)
 
@@ -152,8 +157,7 @@ def _open(ctx: Context, ch: ReferralChange) -> None:
         "due_at": due, "providers": "[]", "diagnoses": "[]", "priority": "", "specialty": "",
     }
     values.update(_details(ch))
-    ref = ctx.ledger.add_referral(values, keys,
-                                  c.merge_patient_ids(sorted(set(ch.patient_ids))))
+    ref = ctx.ledger.add_referral(values, keys, c.merge_patient_ids(sorted(set(ch.patient_ids))))
     ctx.record(referral_id=ref.id, event=f"{ch.trigger} open", before=None, after=status,
                rule=rule)
     ctx.effects.append(f"referral {ch.key.text} new→{status}"
@@ -195,7 +199,7 @@ def _overdue_on_arrival(ctx: Context, ref: Referral, key: EI, status: str, due: 
 def _unique(keys: list[tuple[str, EI]]) -> list[tuple[str, EI]]:
     out: list[tuple[str, EI]] = []
     for kind, key in keys:
-        if key.id and not any(k == kind and key.matches(h) for k, h in out):
+        if key.id and not (out and any(k == kind and key.matches(h) for k, h in out)):
             out.append((kind, key))
     return out
 
@@ -215,10 +219,9 @@ def _details(ch: ReferralChange) -> dict[str, Any]:
         if value:
             out[name] = value
     if ch.providers:
-        out["providers"] = dumps([{"role": p.role, "id": p.id, "name": p.name,
-                                         "location": p.location} for p in ch.providers])
+        out["providers"] = state.providers_json(ch.providers)
     if ch.diagnoses:
-        out["diagnoses"] = dumps(list(ch.diagnoses))
+        out["diagnoses"] = dumps(ch.diagnoses)  # a tuple: a JSON array
     for name in ch.cleared:  # `""` in an I13: deleted (README "The HL7 null")
         out[name] = None if name.startswith("window") else ""
     return out

@@ -24,5 +24,7 @@ class LedgerSettings:
     sweep_interval_minutes: int = DEFAULT_SWEEP_INTERVAL_MINUTES
 
     def due(self, received: datetime, priority: str) -> datetime:
-        return received + timedelta(days=self.deadlines.get(priority.upper(),
-                                                             self.deadlines.get("R", 14)))
+        """The deadline to be scheduled of a referral of `priority` received at `received`."""
+        deadlines, wanted = self.deadlines, priority.upper()
+        days = deadlines[wanted] if wanted in deadlines else deadlines.get("R", 14)
+        return received + timedelta(days)  # positional: the keyword costs a dict

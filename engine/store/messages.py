@@ -50,8 +50,9 @@ def plan_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Stored]
     fresh: list[dict[str, Any]] = []
     for row in rows:
         key = row["dedupe_key"]
-        earlier = known.get(key, []) if key else []
-        original = next((e for e in earlier if e["digest"] == row["digest"]), None)
+        earlier: Sequence[dict[str, Any]] = known.get(key, ()) if key else ()
+        original = next((e for e in earlier if e["digest"] == row["digest"]), None
+                        ) if earlier else None
         originals.append(original)
         if original is None:
             row["control_id_reused"] = bool(earlier)
@@ -62,8 +63,8 @@ def plan_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Stored]
         conn, {"messages": len(fresh)})["messages"]
     for row, message_id in zip(fresh, ids, strict=True):
         row["id"] = message_id
-    return [Stored(row["id"], reused=row["control_id_reused"]) if o is None else
-            Stored(int(o["id"]), retransmission=True, original=_outcome(conn, o))
+    return [Stored(row["id"], False, row["control_id_reused"]) if o is None else
+            Stored(int(o["id"]), True, False, _outcome(conn, o))
             for row, o in zip(rows, originals, strict=True)]
 
 

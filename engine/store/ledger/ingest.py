@@ -160,8 +160,8 @@ def _orphans(conn: Connection, keys: list[str], found: dict[int, Appointment],
 def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
     """Write what the rules changed, one statement per table and kind; the ids given to the rows
     created in memory (provisional id → stored id)."""
-    new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_id)
-    new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_id)
+    new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_ID)
+    new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_ID)
     given = sql.new_ids(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
     ids = dict(zip([r.id for r in new_refs], given["referrals"], strict=True))
     ids.update(zip([a.id for a in new_appts], given["appointments"], strict=True))
@@ -184,33 +184,39 @@ _REFERRAL_AT = APPOINTMENT.index("referral_id")
 _CANDIDATES_AT = APPOINTMENT.index("candidates")
 
 
-def _id(row: Referral | Appointment) -> int:
-    return row.id
+_ID = operator.attrgetter("id")  # the sort key of referrals and appointments
 
 
-def _values(table: str, row: dict[str, Any], ids: dict[int, int]) -> list[Any]:
+def _values(table: str, row: dict[str, Any], ids: dict[int, int]) -> tuple[Any, ...]:
     """A row's columns in order, the defaults filled in; an appointment's referral id and
     candidates (a list: JSON) with stored ids."""
-    out = list(_COLUMNS[table]({**_DEFAULTS[table], **row}))
-    if table == "appointments":
-        out[_REFERRAL_AT] = ids.get(out[_REFERRAL_AT], out[_REFERRAL_AT])
-        if isinstance(out[_CANDIDATES_AT], list):
-            out[_CANDIDATES_AT] = json.dumps([ids.get(c, c) for c in out[_CANDIDATES_AT]],
-                                             separators=(",", ":"))
-    return out
+    out: tuple[Any, ...] = _COLUMNS[table]({**_DEFAULTS[table], **row})
+    if table != "appointments":
+        return out
+    values = list(out)
+    values[_REFERRAL_AT] = ids.get(values[_REFERRAL_AT], values[_REFERRAL_AT])
+    if isinstance(values[_CANDIDATES_AT], list):
+        values[_CANDIDATES_AT] = json.dumps([ids.get(c, c) for c in values[_CANDIDATES_AT]],
+                                            separators=(",", ":"))
+    return tuple(values)
 
 
 def _upsert(conn: Connection, table: str, columns: tuple[str, ...],
             rows: list[tuple[int, dict[str, Any]]], ids: dict[int, int]) -> None:
     """Insert the new rows (provisional ids) and update the changed stored ones."""
-    sql.insert_rows(conn, table, ("id", *columns), [
-        [ids[rid], *_values(table, row, ids)] for rid, row in rows if is_new(rid)])
-    sql.update_rows(conn, table, columns, [
-        [*_values(table, row, ids), rid] for rid, row in rows if not is_new(rid)])
+    new: list[tuple[Any, ...]] = []
+    changed: list[tuple[Any, ...]] = []
+    for rid, row in rows:
+        if is_new(rid):
+            new.append((ids[rid], *_values(table, row, ids)))
+        else:
+            changed.append((*_values(table, row, ids), rid))
+    sql.insert_rows(conn, table, ("id", *columns), new)
+    sql.update_rows(conn, table, columns, changed)
 
 
 def _save_referrals(conn: Connection, refs: Iterable[Referral], ids: dict[int, int]) -> None:
-    refs = sorted(refs, key=_id)
+    refs = sorted(refs, key=_ID)
     _upsert(conn, "referrals", REFERRAL, [(r.id, r.row) for r in refs if r.dirty], ids)
     sql.insert_rows(conn, "referral_keys", _KEY, [
         (ids.get(r.id, r.id), kind, k.id, k.authority) for r in refs for kind, k in r.new_keys])
@@ -227,7 +233,7 @@ _PATIENT = ("referral_id", "patient_id", "authority", "authority_oid")
 
 
 def _save_appointments(conn: Connection, appts: Iterable[Appointment], ids: dict[int, int]) -> None:
-    appts = sorted(appts, key=_id)
+    appts = sorted(appts, key=_ID)
     _upsert(conn, "appointments", APPOINTMENT, [(a.id, a.row) for a in appts if a.dirty], ids)
     replaced = [a for a in appts if a.keys_replaced]
     sql.many(conn, "DELETE FROM appointment_keys WHERE appointment_id = ?",
