@@ -205,7 +205,7 @@ def _unique(keys: list[tuple[str, EI]]) -> list[tuple[str, EI]]:
 
 
 def _extra_keys(ch: ReferralChange) -> list[tuple[str, EI]]:
-    keys = [("RF1-11", k) for k in ch.external_ids]
+    keys = [("RF1-11", k) for k in ch.external_ids] if ch.external_ids else []
     if ch.filler_order_number is not None:
         keys.append(("ORC-3", ch.filler_order_number))
     return keys

@@ -105,14 +105,17 @@ class Ledger:
 
     def referral_ids_for(self, key: EI, kinds: Iterable[str] | None = None) -> list[int]:
         """Referrals with a key matching `key` (EI equality), oldest first."""
+        near = self._by_key.get(key.id)
+        if not near:  # a new key: no set to build
+            return []
         wanted = set(kinds) if kinds is not None else None
-        return sorted({r.id for r in self._by_key.get(key.id, ()) for kind, k in r.keys
+        return sorted({r.id for r in near for kind, k in r.keys
                        if key.matches(k) and (wanted is None or kind in wanted)})
 
     def key_kinds_for(self, key: EI) -> set[str]:
         """The kinds (RF1-6, RF1-11, ORC-2, ORC-3) under which some referral has `key`."""
-        return {kind for r in self._by_key.get(key.id, ()) for kind, k in r.keys
-                if key.matches(k)}
+        near = self._by_key.get(key.id)
+        return {kind for r in near for kind, k in r.keys if key.matches(k)} if near else set()
 
     def add_referral(self, row: dict[str, Any], keys: list[tuple[str, EI]],
                      patients: list[PatientId]) -> Referral:

@@ -34,24 +34,20 @@ def _format(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-def _sqlite_datetime(value: datetime) -> str:
-    return value.isoformat(" ", "microseconds")  # as SQLAlchemy stores it
-
-
 _TEXTS_KEPT = 4096  # naive datetimes remembered before the memory starts again
 
 
 class _DatetimeTexts(dict[datetime, str]):
-    """`_sqlite_datetime`, remembered for naive datetimes: a batch writes its `now` (and the
-    deadlines computed from it) into several rows and columns, and a hit is a look-up in C
-    where a miss is a Python call.  Aware datetimes are never kept: two equal instants in
+    """A datetime's text as SQLAlchemy stores it (`isoformat(" ", "microseconds")`), remembered
+    for naive datetimes: a batch writes its `now` (and the deadlines computed from it) into
+    several rows and columns, and a hit is a look-up in C where a miss is a Python call.  Aware datetimes are never kept: two equal instants in
     different offsets are equal keys but not the same text.  The adapter is the dict itself:
     calling it is a look-up."""
 
     __call__ = dict.__getitem__
 
     def __missing__(self, value: datetime) -> str:
-        text = _sqlite_datetime(value)
+        text = value.isoformat(" ", "microseconds")
         if value.tzinfo is None:
             if len(self) >= _TEXTS_KEPT:
                 self.clear()
