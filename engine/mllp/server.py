@@ -67,16 +67,14 @@ def send(transport: Any, data: bytes) -> None:
 
 def _nothing_queued(transport: tcp.Server) -> bool:
     """An open connection whose write buffers are empty (bytes sent now go out in order).
-    These are Twisted's own attributes: should a release rename one, the answer is False and
-    every write goes through `transport.write`, as it did before."""
+    Twisted's own attributes (the class's checked once, below): should a release rename one,
+    the answer is False and every write goes through `transport.write`, as it did before."""
     return (_WRITE_STATE_KNOWN and getattr(transport, "_tempDataBuffer", None) == []
             and not transport.dataBuffer and bool(transport.connected)
             and not transport.disconnecting and not transport.TLS
             and not transport._writeDisconnected)
 
 
-# Class attributes of Twisted's TCP connection (`_tempDataBuffer`, the list of writes not yet
-# joined into `dataBuffer`, is an instance attribute, read with a default above).
 _WRITE_STATE_KNOWN = all(hasattr(tcp.Server, name) for name in (
     "connected", "disconnecting", "TLS", "_writeDisconnected", "dataBuffer"))
 
