@@ -5,6 +5,7 @@ frames so that one commit serves them all."""
 from __future__ import annotations
 
 import threading
+import time
 
 from engine.store.writer import GroupCommitWriter
 
@@ -83,3 +84,21 @@ def test_frames_arriving_during_a_commit_form_the_next_batch_and_wait_for_the_re
         assert rec.batches == [[1], list(range(2, 10)), list(range(10, 18))]
     finally:
         w.stop(timeout=10)
+
+
+def test_stop_while_waiting_for_a_batch_to_fill_commits_the_jobs_in_hand() -> None:
+    """Under load the writer waits for a full batch; `stop` ends that wait at once, and the
+    jobs already submitted are committed and answered before the thread ends."""
+    rec = _Recorder()
+    w = writer(rec)
+    w.start()
+    w.submit(1, rec.done)
+    assert rec.started.wait(10)
+    for job in range(2, 7):
+        w.submit(job, rec.done)
+    rec.release.set()
+    started = time.monotonic()
+    w.stop(timeout=10)
+    assert time.monotonic() - started < 5, "stop waited for a batch that would not fill"
+    assert rec.batches == [[1], list(range(2, 7))]
+    assert rec.answered == list(range(1, 7))

@@ -67,19 +67,16 @@ def send(transport: Any, data: bytes) -> None:
 
 def _nothing_queued(transport: tcp.Server) -> bool:
     """An open connection whose write buffers are empty (bytes sent now go out in order).
-    These are Twisted's own attributes: should a release rename one, the answer is False and
-    every write goes through `transport.write`, as it did before."""
-    state = [getattr(transport, name, _MISSING) for name in _WRITE_STATE]
-    if _MISSING in state:
-        return False
-    connected, disconnecting, tls, write_closed, buffered, pending = state
-    return (bool(connected) and not disconnecting and not tls and not write_closed
-            and not buffered and not pending)
+    Twisted's own attributes (the class's checked once, below): should a release rename one,
+    the answer is False and every write goes through `transport.write`, as it did before."""
+    return (_WRITE_STATE_KNOWN and getattr(transport, "_tempDataBuffer", None) == []
+            and not transport.dataBuffer and bool(transport.connected)
+            and not transport.disconnecting and not transport.TLS
+            and not transport._writeDisconnected)
 
 
-_MISSING = object()
-_WRITE_STATE = ("connected", "disconnecting", "TLS", "_writeDisconnected", "dataBuffer",
-                "_tempDataBuffer")
+_WRITE_STATE_KNOWN = all(hasattr(tcp.Server, name) for name in (
+    "connected", "disconnecting", "TLS", "_writeDisconnected", "dataBuffer"))
 
 
 def peer_text(address: IAddress) -> str:

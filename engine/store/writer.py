@@ -8,6 +8,7 @@ and `deliver` runs a callable on the caller's thread (the reactor's `callFromThr
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ R = TypeVar("R")
 log = structlog.get_logger("engine.writer")
 _STOP = object()
 _IDLE_S = 1.0  # an idle writer still beats this often (readiness checks read `beat`)
+_NEVER = sys.maxsize  # `_enough` while the writer waits for no batch to fill
 
 
 class GroupCommitWriter(Generic[J, R]):
@@ -58,6 +60,10 @@ class GroupCommitWriter(Generic[J, R]):
         self.jobs = 0
         self.beat = time.monotonic()  # the loop's last sign of life (at least every _IDLE_S)
         self._loaded = False  # the last batch held more than half the expected jobs
+        # While the writer waits for a batch to fill: how many queued jobs fill it; `submit`
+        # sets `_filled` once that many are queued (one wake per batch, not one per job).
+        self._enough = _NEVER
+        self._filled = threading.Event()
 
     @property
     def alive(self) -> bool:
@@ -79,12 +85,15 @@ class GroupCommitWriter(Generic[J, R]):
 
     def submit(self, job: J, done: Callable[[R], None]) -> None:
         self._queue.put((job, done))
+        if self._queue.qsize() >= self._enough:
+            self._filled.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish every job already submitted, then end the thread."""
         if self._thread is None:
             return
         self._queue.put(_STOP)
+        self._filled.set()
         self._thread.join(timeout)
         self._thread = None
 
@@ -130,7 +139,8 @@ class GroupCommitWriter(Generic[J, R]):
         """Every job waiting; then, like PostgreSQL's commit_delay, wait up to `commit_delay_s`
         for the rest of `expected()` (the open connections, each of which has at most one
         frame in work) when that is worth it (`_worth_waiting`).  Otherwise the jobs in hand
-        are committed at once, and frames that arrive meanwhile form the next batch."""
+        are committed at once, and frames that arrive meanwhile form the next batch.  While it
+        waits, the jobs queue up without waking the writer one by one (`_await`)."""
         batch: list[object] = [first]
         deadline = 0.0
         while len(batch) < self._max_batch:
@@ -143,15 +153,23 @@ class GroupCommitWriter(Generic[J, R]):
                 deadline = deadline or now + self._commit_delay_s
                 if now >= deadline:
                     break
-                try:
-                    item = self._queue.get(timeout=deadline - now)
-                except queue.Empty:
-                    break
+                self._await(min(self._expected(), self._max_batch) - len(batch), deadline - now)
+                continue
             if item is _STOP:
                 return batch, True  # type: ignore[return-value]
             batch.append(item)
         self._loaded = 2 * len(batch) > self._expected()
         return batch, False  # type: ignore[return-value]
+
+    def _await(self, missing: int, timeout: float) -> None:
+        """Sleep until `missing` more jobs (or `stop`) are queued, or for `timeout` seconds."""
+        self._filled.clear()
+        self._enough = missing
+        try:
+            if self._queue.qsize() < missing:  # jobs queued meanwhile count
+                self._filled.wait(timeout)
+        finally:
+            self._enough = _NEVER
 
     def _worth_waiting(self, in_hand: int) -> bool:
         """Fewer jobs in hand than expected, and either more than half of them (the rest are on

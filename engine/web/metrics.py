@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,6 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from engine.config import Channel, Config
@@ -90,20 +92,30 @@ class Metrics:
         self.deliveries = Counter(
             PREFIX + "deliveries", "Delivery attempts by outcome (delivered, retry, dead)",
             ["destination", "outcome"], registry=r)
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
 
     def message(self, channel: Channel, message_type: str, acks: Iterable[bytes],
                 seconds: float) -> None:
         """One frame answered (on the reactor)."""
-        self.messages.labels(channel.name, type_label(channel, message_type),
-                             ack_code(acks)).inc()
-        self.ack_latency.labels(channel.name).observe(seconds)
+        self._child(self.messages, channel.name, type_label(channel, message_type),
+                    ack_code(acks)).inc()
+        self._child(self.ack_latency, channel.name).observe(seconds)
+
+    def _child(self, parent: MetricWrapperBase, *labels: str) -> Any:
+        """`parent.labels(*labels)`, looked up once per label values: the same child, without
+        `labels`' argument checks and lock on every frame (label values are bounded)."""
+        key = (parent, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = parent.labels(*labels)
+        return child
 
     def oversize(self, channel: Channel, answer: Oversize) -> Oversize:
         """The listener's answer to an oversized frame (engine.ack.AckBuilder.too_large), with
         the frame counted: its type `unknown` (its body was never read)."""
         def counted(head: bytes, size: int, limit: int) -> tuple[list[bytes], dict[str, str]]:
             acks, about = answer(head, size, limit)
-            self.messages.labels(channel.name, "unknown", ack_code(acks)).inc()
+            self._child(self.messages, channel.name, "unknown", ack_code(acks)).inc()
             return acks, about
 
         return counted
