@@ -41,28 +41,25 @@ def read_header(msh: tuple[str, ...], d: Delimiters, charset: str) -> Header:
     """The header of an MSH segment tuple (`msh[n]` is MSH-n)."""
     rep, comp = d.repetition, d.component
     fields = [(f.split(rep, 1)[0] if rep in f else f) for f in msh[:19]]
-    fields += [""] * (19 - len(fields))
+    if len(fields) < 19:
+        fields += [""] * (19 - len(fields))
     msh9 = fields[9].split(comp)
     trigger_raw = msh9[1] if len(msh9) > 1 else ""
-    return Header(
-        sending_application=fields[3],
-        sending_facility=fields[4],
-        receiving_application=fields[5],
-        receiving_facility=fields[6],
-        message_type=_leaf(msh9[0], d, charset),
-        trigger=_leaf(trigger_raw, d, charset),
-        trigger_raw=trigger_raw,
-        control_id=_leaf(fields[10], d, charset),
-        control_id_raw=fields[10],
-        processing_id=_leaf(fields[11], d, charset),
-        processing_raw=fields[11],
-        version=_leaf(fields[12], d, charset),
-        version_raw=fields[12],
-        accept_ack=_leaf(fields[15], d, charset),
-        application_ack=_leaf(fields[16], d, charset),
+    # Positional, through `tuple.__new__`: a NamedTuple's keyword constructor costs seven times
+    # this, and one header is read for every message.  The order is `Header`'s.
+    return _new(Header, (
+        fields[3], fields[4], fields[5], fields[6],  # sending, receiving application/facility
+        _leaf(msh9[0], d, charset), _leaf(trigger_raw, d, charset), trigger_raw,
+        _leaf(fields[10], d, charset), fields[10],  # control_id, control_id_raw
+        _leaf(fields[11], d, charset), fields[11],  # processing_id, processing_raw
+        _leaf(fields[12], d, charset), fields[12],  # version, version_raw
+        _leaf(fields[15], d, charset), _leaf(fields[16], d, charset),  # accept, application ack
         # Blank as the parser reads it (no charset named) is no MSH-18 to echo.
-        charset_raw=fields[18] if fields[18] and charset_name(fields[18], d) else "",
-    )
+        fields[18] if fields[18] and charset_name(fields[18], d) else "",
+    ))
+
+
+_new = tuple.__new__
 
 
 def _leaf(text: str, d: Delimiters, charset: str) -> str:
