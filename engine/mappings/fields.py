@@ -224,8 +224,7 @@ def person_name(msg: InboundMessage, wire: str, family: int) -> str:
 def diagnoses(msg: InboundMessage, seqs: Iterable[int]) -> tuple[str, ...]:
     """DG1-3.1 of the given DG1 segments (1-based sequence numbers), empty codes skipped."""
     dg1 = msg.segments_named("DG1")
-    codes = [leaf(msg, dg1[n - 1], 3) for n in seqs if 0 < n <= len(dg1)]
-    return tuple(code for code in codes if code)
+    return tuple([code for n in seqs if 0 < n <= len(dg1) and (code := leaf(msg, dg1[n - 1], 3))])
 
 
 def _name(where: Location) -> str:
