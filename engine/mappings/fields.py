@@ -196,17 +196,17 @@ def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
     CX.1 carry no identifier and are skipped.
     """
     ids: list[PatientId] = []
+    sub = msg.delimiters.subcomponent
     for wire in msg.field_repetitions(msg.segment("PID"), 3):
         ident = component(msg, wire, 1)
-        if ident:
-            ids.append(PatientId(ident, component(msg, wire, 4, 1), _oid(msg, wire)))
+        if ident:  # without a subcomponent, no CX.4.2 (most feeds send CX.4.1 alone)
+            ids.append(PatientId(ident, component(msg, wire, 4, 1),
+                                 _oid(msg, wire) if sub in wire else ""))
     return tuple(ids)
 
 
 def _oid(msg: InboundMessage, wire: str) -> str:
     """CX.4.2 when it is an ISO OID (CX.4.3 ISO or empty), else empty."""
-    if msg.delimiters.subcomponent not in wire:  # no CX.4.2 (most feeds send CX.4.1 alone)
-        return ""
     oid = component(msg, wire, 4, 2)
     kind = component(msg, wire, 4, 3)
     return oid if kind.upper() in ("", "ISO") and _OID.fullmatch(oid) else ""
