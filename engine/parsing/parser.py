@@ -132,23 +132,11 @@ def _decode(data: bytes, charset: str) -> tuple[str, str]:
 
 
 def _split(text: str, delims: Delimiters) -> tuple[tuple[str, ...], ...]:
-    """The segments of a frame's text, each as its fields (MSH-1 the field separator itself)."""
-    fs = delims.field
-    if "\n" in text or "\rMSH" in text or not text.startswith("MSH" + fs):
-        return _split_lines(text, fs)
-    # The usual frame: CR-ended segments and one MSH, the first: no LF to drop, and every other
-    # line a plain segment (one comprehension, no per-line tests beyond the blank ones).
-    lines = text.split("\r")
-    return (("MSH", fs, *lines[0].split(fs)[1:]),
-            *[tuple(line.split(fs)) for line in lines[1:] if line and not line.isspace()])
-
-
-def _split_lines(text: str, fs: str) -> tuple[tuple[str, ...], ...]:
-    """`_split` of any frame: LFs, blank lines, later MSH segments."""
     # With any CR present, CR ends segments and one LF right after it is dropped; a lone LF is data.
     # The LF of a CR LF starts the next line, and leading LFs are dropped below (no replace: a
     # two-character search costs more than the split).
     lines = text.split("\r") if "\r" in text else text.split("\n")
+    fs = delims.field
     segments: list[tuple[str, ...]] = []
     for line in lines:
         if not line.strip():
