@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -176,36 +176,26 @@ class AckBuilder:
              code: str) -> bytes:
         version = (h.version if h else "") or GARBAGE_VERSION
         modern = _modern(version)
-        erring = code not in ("AA", "CA")
-        segments = [self._msh(msg, h, version)]
-        msa = ["MSA", code, _wire(msg, h.control_id_raw) if h else ""]
-        if erring and not modern:
-            msa.append(_esc(_describe(verdict)))
-        segments.append("|".join(msa))
-        if erring:
-            segments.append(_err(verdict, modern))
-        text = "\r".join(segments) + "\r"
+        msh = self._msh(msg, h, version)
+        msa = f"MSA|{code}|{_wire(msg, h.control_id_raw) if h else ''}"
+        if code in ("AA", "CA"):
+            text = f"{msh}\r{msa}\r"
+        elif modern:
+            text = f"{msh}\r{msa}\r{_err(verdict, modern)}\r"
+        else:
+            text = f"{msh}\r{msa}|{_esc(_describe(verdict))}\r{_err(verdict, modern)}\r"
         charset = msg.charset if msg else "ascii"
         return text.encode(charset, errors="replace")
 
     def _msh(self, msg: InboundMessage | None, h: Header | None, version: str) -> str:
-        v23 = version in ("2.3", "2.3.0")
         w = _echoed(msg, h)
-        msg_type = f"ACK^{w.trigger}" + ("" if v23 else "^ACK") if w.trigger else (
-            "ACK" if v23 else "ACK^^ACK")
-        fields = [
-            "MSH", "^~\\&",
-            _esc_once(self.application) if self.application else w.receiving_application,
-            _esc_once(self.facility) if self.facility else w.receiving_facility,
-            w.sending_application, w.sending_facility,
-            _stamp(self.clock().replace(microsecond=0)), "", msg_type,
-            _esc(self.control_ids()),
-            w.processing if h else "P",
-            w.version if h else GARBAGE_VERSION,
-        ]
-        if w.charset:
-            fields += [""] * 5 + [w.charset]
-        return "|".join(fields)
+        application = _esc_once(self.application) if self.application else w.receiving_application
+        facility = _esc_once(self.facility) if self.facility else w.receiving_facility
+        msh = (f"MSH|^~\\&|{application}|{facility}|{w.sending_application}|"
+               f"{w.sending_facility}|{_stamp(self.clock())}||"
+               f"{_ack_type(w.trigger, version in ('2.3', '2.3.0'))}|{_esc(self.control_ids())}|"
+               f"{w.processing}|{w.version}")
+        return f"{msh}||||||{w.charset}" if w.charset else msh  # MSH-18 after 13-17
 
 
 class _Echoed(NamedTuple):
@@ -221,7 +211,8 @@ class _Echoed(NamedTuple):
     charset: str
 
 
-_NOTHING_ECHOED = _Echoed("", "", "", "", "", "", "", "")
+# Without an MSH to echo: processing id P, and the version of our own ACKs.
+_NOTHING_ECHOED = _Echoed("", "", "", "", "", "P", GARBAGE_VERSION, "")
 
 
 def _echoed(msg: InboundMessage | None, h: Header | None) -> _Echoed:
@@ -229,12 +220,23 @@ def _echoed(msg: InboundMessage | None, h: Header | None) -> _Echoed:
     else re-encoded (`_wire`)."""
     if h is None:
         return _NOTHING_ECHOED
-    values = _Echoed(h.receiving_application, h.receiving_facility, h.sending_application,
-                     h.sending_facility, h.trigger_raw, h.processing_raw, h.version_raw,
-                     h.charset_raw)
-    if msg is None or msg.delimiters is STANDARD:
-        return values
-    return _Echoed(*(_wire(msg, v) for v in values))
+    # Positional, through `tuple.__new__`: a NamedTuple's own constructor costs several times it.
+    values = (h.receiving_application, h.receiving_facility, h.sending_application,
+              h.sending_facility, h.trigger_raw, h.processing_raw, h.version_raw, h.charset_raw)
+    if msg is not None and msg.delimiters is not STANDARD:
+        return _new(_Echoed, [_wire(msg, v) for v in values])
+    return _new(_Echoed, values)
+
+
+_new = tuple.__new__
+
+
+@lru_cache(maxsize=64)
+def _ack_type(trigger: str, v23: bool) -> str:
+    """The ACK's MSH-9: `ACK^<trigger>^ACK`, without the message structure for v2.3."""
+    if trigger:
+        return f"ACK^{trigger}" if v23 else f"ACK^{trigger}^ACK"
+    return "ACK" if v23 else "ACK^^ACK"
 
 
 @lru_cache(maxsize=64)
@@ -243,9 +245,22 @@ def _modern(version: str) -> bool:
     return _version_tuple(version) >= (2, 5)
 
 
-@lru_cache(maxsize=4)
 def _stamp(now: datetime) -> str:
-    return now.strftime("%Y%m%d%H%M%S%z")
+    """MSH-7: `now` to the second.  A UTC clock's (the default) is formatted once a second."""
+    utc = now.tzinfo is UTC
+    if utc:
+        second, text = _last_stamp[0]
+        if second <= now and now - second < _SECOND:
+            return text
+    second = now.replace(microsecond=0)
+    text = second.strftime("%Y%m%d%H%M%S%z")
+    if utc:
+        _last_stamp[0] = (second, text)  # one tuple, replaced whole: safe across threads
+    return text
+
+
+_SECOND = timedelta(seconds=1)
+_last_stamp = [(datetime.min.replace(tzinfo=UTC), "")]
 
 
 def _err(verdict: Verdict, modern: bool) -> str:

@@ -18,6 +18,7 @@ from engine.errors import ContentError, HeaderValueTooLong, HL7Error, InternalEr
 from engine.mappings.changes import AppointmentChange, Change
 from engine.mappings.dispatch import map_message
 from engine.parsing import InboundMessage, parse
+from engine.parsing.header import Header
 from engine.strict import check as check_structure
 from engine.validate import check_header
 
@@ -117,38 +118,55 @@ def _warn_conflicts(changes: list[Change], msg: InboundMessage) -> None:
 def row_of(p: Prepared) -> dict[str, Any]:
     v, job = p.verdict, p.job
     h = p.msg.header if p.msg is not None else None
-    control_id = _fit(h.control_id_raw, 199) if h else ""
-    sender = (_fit(h.sending_application, 227), _fit(h.sending_facility, 227)) if h else ("", "")
-    msg_type = ""
-    if h is not None:
-        msg_type = f"{h.message_type}^{h.trigger}" if h.trigger else h.message_type
+    if h is None:
+        sender, facility, control_id, msg_type, version, processing = _NO_COLUMNS
+        codes = ack_codes(v, "", "")
+    else:
+        sender, facility, control_id, msg_type, version, processing = _columns(h)
+        codes = ack_codes(v, h.accept_ack, h.application_ack)
     whole = v.code != HeaderValueTooLong.code  # a cut sender or id must never match another's
     return {
         "channel": job.channel.name,
         "received_at": _naive(job.received_at),
         "peer": job.peer,
-        "sending_application": sender[0],
-        "sending_facility": sender[1],
+        "sending_application": sender,
+        "sending_facility": facility,
         "control_id": control_id,
-        "dedupe_key": "|".join((*sender, control_id)) if control_id and whole else None,
-        "message_type": _fit(msg_type, 40),
-        "version": _fit(h.version, 16) if h else "",
-        "processing_id": _fit(h.processing_id, 8) if h else "",
+        "dedupe_key": f"{sender}|{facility}|{control_id}" if control_id and whole else None,
+        "message_type": msg_type,
+        "version": version,
+        "processing_id": processing,
         "size": len(job.raw),
         "digest": hashlib.sha256(job.raw).hexdigest(),
         "raw": job.raw,
-        "status": v.disposition.value,
-        "stage": v.stage.value,
+        # `_value_`, the member's own attribute: `.value` is a property, two Python calls
+        "status": v.disposition._value_,
+        "stage": v.stage._value_,
         "error_code": v.code,
         "error_location": str(v.location) if v.location else "",
         "error_text": v.text,
-        "ack_codes": " ".join(ack_codes(v, h.accept_ack, h.application_ack) if h
-                              else ack_codes(v, "", "")),
+        "ack_codes": " ".join(codes),
         "control_id_reused": False,
         "retransmissions": 0,
         "last_retransmission_at": None,
         "ledger_effect": "",
     }
+
+
+# The columns of MSH-3, MSH-4, MSH-10, MSH-9.1^MSH-9.2, MSH-12 and MSH-11, and their sizes.
+_COLUMN_SIZES = (227, 227, 199, 40, 16, 8)
+_NO_COLUMNS = ("", "", "", "", "", "")
+
+
+def _columns(h: Header) -> tuple[str, ...]:
+    """The header values the message row keeps, each as its column holds it (`_fit`): the
+    usual header, short and without NUL, in one test."""
+    values = (h.sending_application, h.sending_facility, h.control_id_raw,
+              f"{h.message_type}^{h.trigger}" if h.trigger else h.message_type,
+              h.version, h.processing_id)
+    if "\x00" in "".join(values) or not all(map(int.__ge__, _COLUMN_SIZES, map(len, values))):
+        return tuple(map(_fit, values, _COLUMN_SIZES))
+    return values
 
 
 def _naive(when: datetime) -> datetime:

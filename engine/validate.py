@@ -21,6 +21,7 @@ from engine.errors import (
     shown,
 )
 from engine.parsing import InboundMessage
+from engine.parsing.header import Header
 
 
 def check_header(msg: InboundMessage, channel: Channel) -> Verdict | None:
@@ -39,13 +40,10 @@ _MSH_9 = Location("MSH", 1, 9)
 
 def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
     h = msg.header
-    for field, name, limit, value in (
-            (3, "sending application", SENDER_MAX, h.sending_application),
-            (4, "sending facility", SENDER_MAX, h.sending_facility),
-            (10, "message control id", CONTROL_ID_MAX, h.control_id_raw)):
-        if len(value) > limit or "\x00" in value:
-            return HeaderValueTooLong(f"MSH-{field} {name} is longer than {limit} characters "
-                                      "or holds a NUL", Location("MSH", 1, field))
+    sender, facility, control_id = h.sending_application, h.sending_facility, h.control_id_raw
+    if (len(sender) > SENDER_MAX or len(facility) > SENDER_MAX or len(control_id) > CONTROL_ID_MAX
+            or "\x00" in sender or "\x00" in facility or "\x00" in control_id):
+        return _not_kept_whole(h)
     msh9 = _MSH_9
     msg_type, trigger = h.message_type, h.trigger
     if not msg_type:
@@ -67,4 +65,16 @@ def _first_problem(msg: InboundMessage, channel: Channel) -> HL7Error | None:
         return UnsupportedVersion(f"MSH-12 version {shown(h.version)} is not accepted "
                                   f"(accepted: {', '.join(channel.versions)})",
                                   Location("MSH", 1, 12))
+    return None
+
+
+def _not_kept_whole(h: Header) -> HL7Error | None:
+    """The first of MSH-3, MSH-4 and MSH-10 the store could not keep whole (104), or None."""
+    for field, name, limit, value in (
+            (3, "sending application", SENDER_MAX, h.sending_application),
+            (4, "sending facility", SENDER_MAX, h.sending_facility),
+            (10, "message control id", CONTROL_ID_MAX, h.control_id_raw)):
+        if len(value) > limit or "\x00" in value:
+            return HeaderValueTooLong(f"MSH-{field} {name} is longer than {limit} characters "
+                                      "or holds a NUL", Location("MSH", 1, field))
     return None

@@ -196,17 +196,17 @@ def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
     CX.1 carry no identifier and are skipped.
     """
     ids: list[PatientId] = []
+    sub = msg.delimiters.subcomponent
     for wire in msg.field_repetitions(msg.segment("PID"), 3):
         ident = component(msg, wire, 1)
-        if ident:
-            ids.append(PatientId(ident, component(msg, wire, 4, 1), _oid(msg, wire)))
+        if ident:  # without a subcomponent, no CX.4.2 (most feeds send CX.4.1 alone)
+            ids.append(PatientId(ident, component(msg, wire, 4, 1),
+                                 _oid(msg, wire) if sub in wire else ""))
     return tuple(ids)
 
 
 def _oid(msg: InboundMessage, wire: str) -> str:
     """CX.4.2 when it is an ISO OID (CX.4.3 ISO or empty), else empty."""
-    if msg.delimiters.subcomponent not in wire:  # no CX.4.2 (most feeds send CX.4.1 alone)
-        return ""
     oid = component(msg, wire, 4, 2)
     kind = component(msg, wire, 4, 3)
     return oid if kind.upper() in ("", "ISO") and _OID.fullmatch(oid) else ""
@@ -224,8 +224,7 @@ def person_name(msg: InboundMessage, wire: str, family: int) -> str:
 def diagnoses(msg: InboundMessage, seqs: Iterable[int]) -> tuple[str, ...]:
     """DG1-3.1 of the given DG1 segments (1-based sequence numbers), empty codes skipped."""
     dg1 = msg.segments_named("DG1")
-    codes = [leaf(msg, dg1[n - 1], 3) for n in seqs if 0 < n <= len(dg1)]
-    return tuple(code for code in codes if code)
+    return tuple([code for n in seqs if 0 < n <= len(dg1) and (code := leaf(msg, dg1[n - 1], 3))])
 
 
 def _name(where: Location) -> str:

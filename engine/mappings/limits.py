@@ -30,18 +30,47 @@ def bounded(change: Change) -> Change:
     """`change` with its descriptive codes cut to their columns; BadValue (102) for an
     identifier longer than its column."""
     if isinstance(change, ReferralChange):
-        _referral_ids(change)
+        if not _referral_fits(change):
+            _referral_ids(change)
         priority = _code(change.priority, PRIORITY_MAX)
         specialty = _code(change.specialty, SPECIALTY_MAX)
         if (priority, specialty) == (change.priority, change.specialty):
             return change
         return replace(change, priority=priority, specialty=specialty)
+    if not _appointment_fits(change):
+        _appointment_ids(change)
+    return _appointment_cut(change)
+
+
+def _referral_fits(change: ReferralChange) -> bool:
+    """Does every identifier fit (the usual case, one test for all; `_referral_ids` then
+    finds nothing)?"""
+    parts = [change.key.id, change.key.authority]
+    for ei in change.external_ids:
+        parts += (ei.id, ei.authority)
+    if change.filler_order_number is not None:
+        parts += (change.filler_order_number.id, change.filler_order_number.authority)
+    for p in change.patient_ids:
+        parts += (p.id, p.authority, p.oid)
+    return (_all_fit(parts) and len(change.owner) <= OWNER_MAX and NUL not in change.owner)
+
+
+def _appointment_fits(change: AppointmentChange) -> bool:
+    """`_referral_fits` of an appointment's keys."""
+    parts = [change.key.id, change.key.authority]
+    for keys in (change.placer_order_numbers, change.filler_order_numbers,
+                 *(keys for _, keys in change.other_keys)):
+        for ei in keys:
+            parts += (ei.id, ei.authority)
+    return _all_fit(parts)
+
+
+def _appointment_ids(change: AppointmentChange) -> None:
     _ids(_SCH_2, [change.key])
     _ids(_SCH_26, change.placer_order_numbers)
     _ids(_SCH_27, change.filler_order_numbers)
     for name, keys in change.other_keys:
         _ids(_location(name), keys)
-    return _appointment_cut(change)
 
 
 def _referral_ids(change: ReferralChange) -> None:
@@ -76,6 +105,11 @@ def _ids(where: Location, keys: Iterable[EI]) -> None:
 
 def _fits(part: str) -> bool:
     return len(part) <= ID_MAX and NUL not in part
+
+
+def _all_fit(parts: list[str]) -> bool:
+    """`_fits` of every part, in three C-level calls."""
+    return max(map(len, parts)) <= ID_MAX and NUL not in "".join(parts)
 
 
 def _code(value: str, limit: int) -> str:

@@ -8,6 +8,7 @@ answer (table 0283).  Either carrying a final consult note closes the loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from engine.errors import Location
 from engine.mappings.changes import (
@@ -39,7 +40,7 @@ from engine.mappings.fields import (
     trigger,
 )
 from engine.mappings.rules import MappingRules
-from engine.parsing.message import InboundMessage
+from engine.parsing.message import STANDARD, InboundMessage
 
 KEY_LOCATION = Location("RF1", 1, 6)
 _WINDOW_START, _WINDOW_END = Location("RF1", 1, 7), Location("RF1", 1, 8)
@@ -145,7 +146,25 @@ def has_final_note(msg: InboundMessage, rules: MappingRules) -> bool:
 
 
 def _providers(msg: InboundMessage, prds: Sequence[tuple[str, ...]]) -> tuple[Provider, ...]:
-    """Every PRD: PRD-1.1 role (table 0286), PRD-7.1 id, PRD-2 name, PRD-4.1 point of care."""
-    return tuple([Provider(role=leaf(msg, prd, 1), id=leaf(msg, prd, 7),
-                           name=person_name(msg, msg.field_wire(prd, 2), 1),
-                           location=leaf(msg, prd, 4)) for prd in prds])
+    """Every PRD: PRD-1.1 role (table 0286), PRD-7.1 id, PRD-2 name, PRD-4.1 point of care.
+    A sender names the same few providers again and again: a short PRD in the standard
+    delimiters is read once per text and charset (`_seen_provider`)."""
+    standard, charset = msg.delimiters is STANDARD, msg.charset
+    return tuple([_seen_provider(prd, charset) if standard and sum(map(len, prd)) <= SEEN_PRD_MAX
+                  else _provider(msg, prd) for prd in prds])
+
+
+# The longest PRD (its fields' characters) `_seen_provider` keeps: the cache holds at most
+# 256 of these, whatever a sender sends.
+SEEN_PRD_MAX = 1024
+
+
+@lru_cache(maxsize=256)
+def _seen_provider(prd: tuple[str, ...], charset: str) -> Provider:
+    """`_provider` of a PRD in the standard delimiters (a Provider is immutable: shared)."""
+    return _provider(InboundMessage((prd,), STANDARD, charset), prd)
+
+
+def _provider(msg: InboundMessage, prd: tuple[str, ...]) -> Provider:
+    return Provider(leaf(msg, prd, 1), leaf(msg, prd, 7),  # role, id: positional, keywords
+                    person_name(msg, msg.field_wire(prd, 2), 1), leaf(msg, prd, 4))  # cost more

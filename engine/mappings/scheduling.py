@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 from engine.errors import Location
@@ -25,6 +26,7 @@ from engine.mappings.changes import (
     RequiredSegmentMissing,
 )
 from engine.mappings.fields import (
+    NM_MAX_CHARS,
     dtm_value,
     ei_from_wire,
     eis_of,
@@ -106,7 +108,7 @@ def map_siu(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         placer_order_numbers=eis_of(msg, msg.field_repetitions(sch, 26)),
         filler_order_numbers=eis_of(msg, msg.field_repetitions(sch, 27)),
         other_keys=tuple((link_name(p), keys) for p in rules.link_fields
-                         if (keys := read_eis(msg, p))),
+                         if (keys := read_eis(msg, p))) if rules.link_fields else (),
         patient_ids=patient_ids(msg) if msg.segment("PID") else (),
         cleared=_cleared(msg) if event == "S14" else frozenset(),
     )]
@@ -183,7 +185,15 @@ def durations(msg: InboundMessage) -> Duration:
 
 
 def _with_units(amount_text: str, units: str, where: Location) -> int | None:
-    """An NM duration in whole minutes; None when empty or in units we do not know."""
+    """An NM duration in whole minutes; None when empty or in units we do not know.  A feed
+    repeats its few durations (`30^min`): short ones are read once (`_seen_minutes`)."""
+    if len(amount_text) <= NM_MAX_CHARS and len(units) <= NM_MAX_CHARS:
+        return _seen_minutes(amount_text, units, where)
+    return _minutes(amount_text, units, where)
+
+
+def _minutes(amount_text: str, units: str, where: Location) -> int | None:
+    """`_with_units`' work (an unreadable value raises, and is never cached)."""
     amount = nm_value(amount_text, where)
     factor = UNIT_MINUTES.get(units.upper())
     if amount is None or factor is None:
@@ -195,6 +205,9 @@ def _with_units(amount_text: str, units: str, where: Location) -> int | None:
         raise BadValue(f"{where.segment}-{where.field} is not a plausible duration "
                        f"(more than {MAX_DURATION_MIN} minutes)", where)
     return minutes
+
+
+_seen_minutes = lru_cache(maxsize=256)(_minutes)
 
 
 def _sch_duration(msg: InboundMessage) -> int | None:

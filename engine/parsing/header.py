@@ -40,29 +40,32 @@ class Header(NamedTuple):
 def read_header(msh: tuple[str, ...], d: Delimiters, charset: str) -> Header:
     """The header of an MSH segment tuple (`msh[n]` is MSH-n)."""
     rep, comp = d.repetition, d.component
-    fields = [(f.split(rep, 1)[0] if rep in f else f) for f in msh[:19]]
-    fields += [""] * (19 - len(fields))
+    fields = list(msh[:19])
+    if len(fields) < 19:
+        fields += [""] * (19 - len(fields))
+    values = "".join(fields[3:])
+    if rep in values:
+        fields = [(f.split(rep, 1)[0] if rep in f else f) for f in fields]
     msh9 = fields[9].split(comp)
     trigger_raw = msh9[1] if len(msh9) > 1 else ""
-    return Header(
-        sending_application=fields[3],
-        sending_facility=fields[4],
-        receiving_application=fields[5],
-        receiving_facility=fields[6],
-        message_type=_leaf(msh9[0], d, charset),
-        trigger=_leaf(trigger_raw, d, charset),
-        trigger_raw=trigger_raw,
-        control_id=_leaf(fields[10], d, charset),
-        control_id_raw=fields[10],
-        processing_id=_leaf(fields[11], d, charset),
-        processing_raw=fields[11],
-        version=_leaf(fields[12], d, charset),
-        version_raw=fields[12],
-        accept_ack=_leaf(fields[15], d, charset),
-        application_ack=_leaf(fields[16], d, charset),
+    # MSH-9.1, MSH-9.2, MSH-10, MSH-11, MSH-12, MSH-15, MSH-16: decoded only when one could
+    # change (most headers have no subcomponent, escape or component there).
+    coded = [msh9[0], trigger_raw, fields[10], fields[11], fields[12], fields[15], fields[16]]
+    if d.subcomponent in values or d.escape in values or comp in "".join(coded[2:]):
+        coded = [_leaf(value, d, charset) for value in coded]
+    # Positional, through `tuple.__new__`: a NamedTuple's keyword constructor costs seven times
+    # this, and one header is read for every message.  The order is `Header`'s.
+    return _new(Header, (
+        fields[3], fields[4], fields[5], fields[6],  # sending, receiving application/facility
+        coded[0], coded[1], trigger_raw,  # message_type, trigger, trigger_raw
+        coded[2], fields[10], coded[3], fields[11],  # control id, processing id, decoded and raw
+        coded[4], fields[12], coded[5], coded[6],  # version (and raw), accept and application ack
         # Blank as the parser reads it (no charset named) is no MSH-18 to echo.
-        charset_raw=fields[18] if fields[18] and charset_name(fields[18], d) else "",
-    )
+        fields[18] if fields[18] and charset_name(fields[18], d) else "",
+    ))
+
+
+_new = tuple.__new__
 
 
 def _leaf(text: str, d: Delimiters, charset: str) -> str:
