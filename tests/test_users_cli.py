@@ -89,6 +89,21 @@ def test_errors_name_taken_unknown_role_empty_password_no_user(config: Path) -> 
                                  "disabled": False}]
 
 
+def test_no_token_starts_with_a_dash(tmp_path: Path) -> None:
+    """A token's prefix is given to `token revoke PREFIX`: one starting with `-` would be taken
+    for an option.  URL-safe base64 starts with `-` once in 64 tokens; of 640, none may."""
+    from datetime import datetime
+
+    db = open_database(f"sqlite:///{tmp_path / 'tokens.db'}")
+    now = datetime(2026, 12, 5, 8, 0, 0)
+    with db.begin() as conn:
+        add_user(conn, "ops", "operator", "pw", now)
+        tokens = [create_token(conn, "ops", now) for _ in range(640)]
+    db.dispose()
+    assert all(t and len(t) == 43 for t in tokens)
+    assert [t for t in tokens if t and t.startswith("-")] == []
+
+
 def test_token_create_and_revoke_by_prefix_or_name(config: Path) -> None:
     """`token create` prints the token as its last line and stores only its sha256; `token
     revoke PREFIX` revokes that token alone, `token revoke NAME` every live one of the user."""

@@ -169,10 +169,19 @@ def create_token(conn: Connection, name: str, now: datetime) -> str | None:
     user_id = _user_id(conn, name)
     if user_id is None:
         return None
-    token = base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).decode("ascii").rstrip("=")
+    token = _new_token()
     conn.execute(api_tokens.insert().values(user_id=user_id, prefix=token[:PREFIX_CHARS],
                                             token_hash=token_digest(token), created_at=now))
     return token
+
+
+def _new_token() -> str:
+    """A random token that does not start with `-`: its prefix, given to `token revoke`, would
+    be taken for an option (one draw in 64 is drawn again)."""
+    while True:
+        token = base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).decode("ascii")
+        if not token.startswith("-"):
+            return token.rstrip("=")
 
 
 def revoke_tokens(conn: Connection, which: str, now: datetime) -> int:
