@@ -40,9 +40,9 @@ _TEXTS_KEPT = 4096  # naive datetimes remembered before the memory starts again
 class _DatetimeTexts(dict[datetime, str]):
     """A datetime's text as SQLAlchemy stores it (`isoformat(" ", "microseconds")`), remembered
     for naive datetimes: a batch writes its `now` (and the deadlines computed from it) into
-    several rows and columns, and a hit is a look-up in C where a miss is a Python call.  Aware datetimes are never kept: two equal instants in
-    different offsets are equal keys but not the same text.  The adapter is the dict itself:
-    calling it is a look-up."""
+    several rows and columns, and a hit is a look-up in C where a miss is a Python call.
+    Aware datetimes are never kept: two equal instants in different offsets are equal keys but
+    not the same text.  The adapter is the dict itself: calling it is a look-up."""
 
     __call__ = dict.__getitem__
 
