@@ -1,6 +1,7 @@
 """The engine's reactor side alone, this tree against another revision in one run.
 
     python -m bench.reactor_side [--baseline DIR] [--messages 20000] [--rounds 3] [--rate 0]
+    python -m bench.reactor_side --callgrind [--baseline DIR] [--messages 3000] [--rounds 3]
 
 Each engine runs its real listener, handler, `message.stored` line and writer thread, but the
 writer's batch is a stub that answers every frame AA at once (no parse, no database, no fsync):
@@ -8,18 +9,27 @@ what is left is the reactor's own work per message (framing, the hand-off to the
 back, the log line, the ACK write, the kernel's share), measured as the reactor thread's CPU
 without the real writer's load on the GIL.  Lines as `bench.compare` prints them (the CPU of
 every thread, then of the reactor thread alone).  `--serve --port N` is the stub engine itself.
+
+`--callgrind` runs each stub engine under valgrind's callgrind instead and prints the
+instructions per message of each timed load (counters zeroed after the warm-up, dumped after the
+load), of every thread and of the reactor thread alone: figures the machine's load does not move.
+Under valgrind a message takes milliseconds, so what is cached per millisecond (the log's `ts`)
+is worked out for nearly every message, and batches are as large as the connections allow.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench.compare import one_run, summary
-from bench.loadgen import parse_mix
+from bench.loadgen import drive, parse_mix
 from bench.measure import HOST
 from bench.procs import ServerProcess, free_port, scratch_dir
 from bench.synth import Synth
@@ -75,6 +85,37 @@ def stub_server(tmp: Path, name: str, code: Path | None) -> ServerProcess:
                          env={**os.environ, "PYTHONPATH": path})
 
 
+def counted(tmp: Path, name: str, code: Path | None, synth: Synth, a: argparse.Namespace
+            ) -> list[tuple[float, float]]:
+    """The stub engine under callgrind: for each of `a.rounds` timed loads, the instructions
+    per message of every thread and of the reactor thread (callgrind's thread 1)."""
+    server = stub_server(tmp, name, code)
+    out = server.log.parent / "callgrind.out"
+    server.argv[:0] = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                       f"--callgrind-out-file={out}"]
+    server.start_timeout = 600.0
+    server.env = {**(server.env or os.environ), "PYTHONHASHSEED": "0"}
+    figures = []
+    with server:
+        drive(HOST, server.port, synth, a.warmup, a.connections, timeout=120.0)
+        for dump in range(1, a.rounds + 1):
+            subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            drive(HOST, server.port, synth, a.messages, a.connections, timeout=120.0)
+            subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            threads = [_instructions(f) for f in sorted(out.parent.glob(f"{out.name}.{dump}-*"))]
+            figures.append((sum(threads) / a.messages, threads[0] / a.messages))
+    return figures
+
+
+def _instructions(dump: Path) -> int:
+    found = re.search(r"^summary: (\d+)", dump.read_text(), re.M)
+    if found is None:
+        raise RuntimeError(f"no instruction total in {dump}")
+    return int(found[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.reactor_side", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--rate", type=float, default=0.0, help="offered msg/s (0: closed loop)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--callgrind", action="store_true",
+                   help="instructions per message, under valgrind")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--log", default="", help=argparse.SUPPRESS)
@@ -95,17 +138,33 @@ def main(argv: list[str] | None = None) -> int:
     trees: list[tuple[str, Path | None]] = [("this", None)]
     if a.baseline:
         trees.insert(0, ("base", Path(a.baseline).resolve()))
-    results: dict[str, list[dict[str, float]]] = {}
     with scratch_dir("hl7-reactor-") as tmp:
-        for r in range(a.rounds):
-            for name, code in trees:
-                with stub_server(tmp, name, code) as server:
-                    results.setdefault(name, []).append(one_run(server, synth, a))
-            print(f"round {r + 1}: " + "; ".join(
-                f"{k} reactor {runs[-1]['reactor_us']:.1f} us/msg" for k, runs in results.items()),
-                flush=True)
-    summary(f"{a.messages} REF over {a.connections} connections, stub batch", a, results)
+        (instructions if a.callgrind else timed)(tmp, trees, synth, a)
     return 0
+
+
+def timed(tmp: Path, trees: list[tuple[str, Path | None]], synth: Synth,
+          a: argparse.Namespace) -> None:
+    """Each stub engine's CPU, round by round, then the medians."""
+    results: dict[str, list[dict[str, float]]] = {}
+    for r in range(a.rounds):
+        for name, code in trees:
+            with stub_server(tmp, name, code) as server:
+                results.setdefault(name, []).append(one_run(server, synth, a))
+        print(f"round {r + 1}: " + "; ".join(
+            f"{k} reactor {runs[-1]['reactor_us']:.1f} us/msg" for k, runs in results.items()),
+            flush=True)
+    summary(f"{a.messages} REF over {a.connections} connections, stub batch", a, results)
+
+
+def instructions(tmp: Path, trees: list[tuple[str, Path | None]], synth: Synth,
+                 a: argparse.Namespace) -> None:
+    """Each stub engine's instructions per message under callgrind, one line each."""
+    for name, code in trees:
+        runs = counted(tmp, name, code, synth, a)
+        print(f"{name:<5} {statistics.median(r[0] for r in runs):9,.0f} instructions/message, "
+              f"reactor thread {statistics.median(r[1] for r in runs):9,.0f} (median of "
+              f"{len(runs)}; reactor: {', '.join(f'{r[1]:,.0f}' for r in runs)})", flush=True)
 
 
 if __name__ == "__main__":
