@@ -61,9 +61,11 @@ class GroupCommitWriter(Generic[J, R]):
         self.beat = time.monotonic()  # the loop's last sign of life (at least every _IDLE_S)
         self._loaded = False  # the last batch held more than half the expected jobs
         # While the writer waits for a batch to fill: how many queued jobs fill it; `submit`
-        # sets `_filled` once that many are queued (one wake per batch, not one per job).
+        # puts a wake-up in `_filled` once that many are queued (one wake per batch, not one per
+        # job).  A SimpleQueue, not an Event: its `put` is one C call, where Event.set runs a
+        # Condition's Python (lock, notify_all) on the reactor for every batch.
         self._enough = _NEVER
-        self._filled = threading.Event()
+        self._filled: queue.SimpleQueue[None] = queue.SimpleQueue()
 
     @property
     def alive(self) -> bool:
@@ -86,14 +88,14 @@ class GroupCommitWriter(Generic[J, R]):
     def submit(self, job: J, done: Callable[[R], None]) -> None:
         self._queue.put((job, done))
         if self._queue.qsize() >= self._enough:
-            self._filled.set()
+            self._filled.put(None)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish every job already submitted, then end the thread."""
         if self._thread is None:
             return
         self._queue.put(_STOP)
-        self._filled.set()
+        self._filled.put(None)
         self._thread.join(timeout)
         self._thread = None
 
@@ -144,9 +146,7 @@ class GroupCommitWriter(Generic[J, R]):
         batch: list[object] = [first]
         deadline = 0.0
         while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+            if not self._queue.qsize():  # this thread alone takes jobs: no Empty to raise
                 if not self._worth_waiting(len(batch)):
                     break
                 now = time.monotonic()
@@ -155,6 +155,7 @@ class GroupCommitWriter(Generic[J, R]):
                     break
                 self._await(min(self._expected(), self._max_batch) - len(batch), deadline - now)
                 continue
+            item = self._queue.get_nowait()
             if item is _STOP:
                 return batch, True  # type: ignore[return-value]
             batch.append(item)
@@ -163,11 +164,14 @@ class GroupCommitWriter(Generic[J, R]):
 
     def _await(self, missing: int, timeout: float) -> None:
         """Sleep until `missing` more jobs (or `stop`) are queued, or for `timeout` seconds."""
-        self._filled.clear()
+        while not self._filled.empty():  # wake-ups left from the last wait (this thread alone
+            self._filled.get_nowait()  # takes them, so get_nowait finds what empty() saw)
         self._enough = missing
         try:
             if self._queue.qsize() < missing:  # jobs queued meanwhile count
-                self._filled.wait(timeout)
+                self._filled.get(timeout=timeout)
+        except queue.Empty:
+            pass  # the time is up: commit what is in hand
         finally:
             self._enough = _NEVER
 
