@@ -39,7 +39,14 @@ ACK_HEAD = (b"MSH|^~\\&|REFTRACK|HUB|PCPEHR|NORTH|20260101120001||ACK^I12^ACK|AC
 
 
 def serve(port: int, log_file: str) -> None:
-    """The stub engine: one channel on `port`, its log in `log_file`, until SIGTERM."""
+    """The stub engine: one channel on `port`, its log in `log_file`, until SIGTERM; on the
+    reactor `hl7-engine run` installs, where the engine tree has one of its own."""
+    try:
+        from engine.mllp.reactor import install
+    except ImportError:  # an older tree: Twisted's default reactor, as its `run` had
+        pass
+    else:
+        install()
     from twisted.internet import reactor, task
 
     from engine.ack import ACCEPTED

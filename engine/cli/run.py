@@ -2,8 +2,8 @@
 reloads its config) and its pid file.  What the process runs is the service tree of
 `engine.service.make_service` (listeners, writer, delivery, web, the sweep and purge timers).
 
-Both run loops (`run`, `worker`) are `task.react`; with `send` the only modules that run the
-global reactor.
+Both run loops (`run`, `worker`) are `task.react` on the engine's reactor (engine/mllp/reactor.py);
+with `send` the only modules that run the global reactor.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 def cmd_run(args: argparse.Namespace) -> int:
     """The engine: its service tree on the reactor until SIGTERM/SIGINT; SIGHUP reloads the
     config; the pid file beside the config says which process to signal."""
+    from engine.mllp.reactor import install
+
+    install()
     from twisted.internet import reactor
 
     from engine.control import pid_file, reload_on_sighup, remove_pid, write_pid
@@ -134,6 +137,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """An ingest worker (engine/workers.py): started by `run` with one end of a socket pair."""
     import socket
 
+    from engine.mllp.reactor import install
+
+    install()
     from twisted.internet import reactor
 
     from engine.logs import configure_logging
