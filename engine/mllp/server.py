@@ -190,10 +190,9 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
         self.transport.loseConnection()
 
     def _cancel_frame_timer(self) -> None:
-        if self._frame_timer is not None:
-            if self._frame_timer.active():
-                self._frame_timer.cancel()
-            self._frame_timer = None
+        timer, self._frame_timer = self._frame_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _too_large(self, exc: FrameTooLarge) -> None:
         """Answer the oversized frame after the frames before it (AR/CR, ERR-3 100, MSA-2 from
@@ -253,14 +252,16 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             self._failed(acks)
             return
         if self.transport is not None and acks:
-            send(self.transport, b"".join([frame(ack) for ack in acks]))
+            send(self.transport, START + acks[0] + END if len(acks) == 1
+                 else b"".join([frame(ack) for ack in acks]))
         self._served()
 
     def _served(self) -> None:
         self.busy = False
-        if len(self.queue) <= self.options.max_queued_frames // 2:
-            self._release("queue")
-        self._next()
+        if self._holds and len(self.queue) <= self.options.max_queued_frames // 2:
+            self._release("queue")  # (a hold is only lifted there: none held, none to lift)
+        if self.queue:
+            self._next()
         self._close_if_retired()
 
     def retire(self) -> None:
@@ -307,8 +308,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             self.transport.write(frame(COMMIT_ACK if stored else COMMIT_NAK))
 
     def _failed(self, failure: Failure) -> None:
-        # The handler answers every frame itself; reaching here is a bug, and the connection
-        # must not hang on it.
+        """A bug (the handler answers every frame itself): logged; the connection goes on."""
         self.log.error("mllp.handler_failed", error=failure.type.__name__ if failure.type else "?")
         self._served()
 
