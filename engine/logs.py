@@ -130,19 +130,34 @@ def open_log(file: str) -> int:
 
 class _Stamp:
     """The events' `ts`: now, UTC, ISO 8601 to the millisecond, formatted once per millisecond
-    (a batch's `message.stored` lines come in one burst and mostly share their stamp)."""
+    (a batch's `message.stored` lines come in one burst and mostly share their stamp), its
+    date and time of day once per second."""
 
     def __init__(self) -> None:
         self._last: tuple[int, str] = (-1, "")  # one tuple: threads swap it whole
+        self._second: tuple[int, str] = (-1, "")  # the same, for the date and time of day
 
     def __call__(self) -> str:
         now = time.time()  # the clock datetime.now reads
         millisecond = int(now * 1000)
         last, text = self._last
         if millisecond != last:
-            text = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+            text = self.text(now)
             self._last = (millisecond, text)
         return text
+
+    def text(self, now: float) -> str:
+        """`datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")`: the
+        microseconds rounded half to even as `fromtimestamp` rounds them, then cut to ms."""
+        second = int(now)
+        micro = round((now - second) * 1e6)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        at, day_time = self._second
+        if second != at:
+            day_time = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+            self._second = (second, day_time)
+        return f"{day_time}.{micro // 1000:03d}+00:00"
 
 
 stamp = _Stamp()

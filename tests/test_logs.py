@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.logs import TeeLogger, open_log
+from engine.logs import TeeLogger, _Stamp, open_log
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -60,3 +62,19 @@ def test_an_unchanged_file_is_not_reopened(tmp_path: Path) -> None:
         log.msg({"event": "tick", "level": "info", "n": n})
         log.flush()
     assert [e["event"] for e in _lines(path)] == ["tick", "tick", "tick"]
+
+
+def test_the_stamp_is_what_datetime_writes() -> None:
+    """`ts` as `datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")` writes it,
+    at the roundings' edges too (a microsecond rounded up into the next millisecond or second)
+    and for stamps in and out of order."""
+    stamp = _Stamp()
+    draw = random.Random(7)
+    edges = [second + fraction for second in (1_764_547_199, 1_798_761_599, 1_000_000_000)
+             for fraction in (0.0, 0.0004995, 0.0005, 0.000999, 0.9994995, 0.9995, 0.999999,
+                              0.9999994, 0.9999995, 0.9999996)]
+    times = edges + [draw.uniform(1e9, 4e9) for _ in range(20000)]
+    times += [t + draw.choice((-1, 1)) * draw.random() / 100 for t in times[-2000:]]
+    for now in times:
+        assert stamp.text(now) == datetime.fromtimestamp(now, UTC).isoformat(
+            timespec="milliseconds"), repr(now)
