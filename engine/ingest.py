@@ -61,7 +61,8 @@ def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
     sender's ACK is the relayed answer, logged as `ack.relayed` when it comes."""
     event = ("message.retransmission" if r.retransmission
              else "message.stored" if r.committed else "message.not_stored")
-    ack = ack or " ".join(map(_msa1, r.acks))
+    acks = r.acks
+    ack = ack or (_msa1(acks[0]) if len(acks) == 1 else " ".join(map(_msa1, acks)))
     if r.committed and not r.reused and emit_rendered(event, _members(
             channel, r, peer, size, ack, round(seconds * 1000, 2))):
         return
@@ -83,7 +84,7 @@ def _log_result(channel: str, r: Result, peer: str, size: int, seconds: float,
 
 def _members(channel: str, r: Result, peer: str, size: int, ack: str, ms: float) -> str:
     """The fields of `_log_result`'s info event as JSON object members, in its order, as the
-    log's JSONEncoder writes them."""
+    log's JSONEncoder writes them (the status from `_value_`: `.value` is a property)."""
     v = r.verdict
     error = (f',"error_code":{quote(v.code)},"error_location":{quote(str(v.location or ""))}'
              if v.code else "")
@@ -91,7 +92,7 @@ def _members(channel: str, r: Result, peer: str, size: int, ack: str, ms: float)
             f'"id":{"null" if r.message_id is None else int(r.message_id)},'
             f'"control_id":{quote(r.control_id)},"type":{quote(r.message_type)},'
             f'"size":{int(size)},"digest":{quote(r.digest[:16])},"ack":{quote(ack)},'
-            f'"status":{quote(v.disposition.value)},"ms":{float(ms)!r}{error}')
+            f'"status":{quote(v.disposition._value_)},"ms":{float(ms)!r}{error}')
 
 
 def _msa1(ack: bytes) -> str:
