@@ -186,6 +186,7 @@ class AppointmentChange:
 
 
 Change = ReferralChange | AppointmentChange
+NOTHING_CLEARED: frozenset[str] = frozenset()  # `cleared` of a change that deletes nothing
 
 
 # --- content errors (answered AE) ------------------------------------------------------------

@@ -162,9 +162,18 @@ def nm_value(value: str, where: Location) -> Decimal | None:
 
 
 def ei_from_wire(msg: InboundMessage, wire: str) -> EI | None:
-    """An EI (or a CWE's code^text) from one repetition's wire text; None without EI.1."""
-    ident = component(msg, wire, 1)
-    return EI(ident, component(msg, wire, 2)) if ident else None
+    """An EI (or a CWE's code^text) from one repetition's wire text; None without EI.1.
+    Without a subcomponent or escape (most ids), both parts come from one split."""
+    d = msg.delimiters
+    if d.subcomponent in wire or d.escape in wire:
+        ident = component(msg, wire, 1)
+        return EI(ident, component(msg, wire, 2)) if ident else None
+    parts = wire.split(d.component, 2)
+    ident = parts[0].strip()
+    if not ident or ident == NULL:
+        return None
+    authority = parts[1].strip() if len(parts) > 1 else ""
+    return EI(ident, "" if authority == NULL else authority)
 
 
 def read_ei(msg: InboundMessage, path: str) -> EI | None:
@@ -196,12 +205,21 @@ def patient_ids(msg: InboundMessage) -> tuple[PatientId, ...]:
     CX.1 carry no identifier and are skipped.
     """
     ids: list[PatientId] = []
-    sub = msg.delimiters.subcomponent
+    d = msg.delimiters
+    sub, esc, comp = d.subcomponent, d.escape, d.component
     for wire in msg.field_repetitions(msg.segment("PID"), 3):
-        ident = component(msg, wire, 1)
-        if ident:  # without a subcomponent, no CX.4.2 (most feeds send CX.4.1 alone)
-            ids.append(PatientId(ident, component(msg, wire, 4, 1),
-                                 _oid(msg, wire) if sub in wire else ""))
+        if sub in wire or esc in wire:
+            ident = component(msg, wire, 1)
+            if ident:
+                ids.append(PatientId(ident, component(msg, wire, 4, 1),
+                                     _oid(msg, wire) if sub in wire else ""))
+            continue
+        # Without a subcomponent or escape (most feeds send CX.4.1 alone): one split, no CX.4.2.
+        parts = wire.split(comp, 4)
+        ident = parts[0].strip()
+        if ident and ident != NULL:
+            namespace = parts[3].strip() if len(parts) > 3 else ""
+            ids.append(PatientId(ident, "" if namespace == NULL else namespace, ""))
     return tuple(ids)
 
 

@@ -108,8 +108,10 @@ def _fits(part: str) -> bool:
 
 
 def _all_fit(parts: list[str]) -> bool:
-    """`_fits` of every part, in three C-level calls."""
-    return max(map(len, parts)) <= ID_MAX and NUL not in "".join(parts)
+    """`_fits` of every part, in a few C-level calls: when all of them together are no longer
+    than one may be (the usual ids), no part's length needs a look of its own."""
+    joined = "".join(parts)
+    return NUL not in joined and (len(joined) <= ID_MAX or max(map(len, parts)) <= ID_MAX)
 
 
 def _code(value: str, limit: int) -> str:
