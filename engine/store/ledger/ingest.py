@@ -157,12 +157,13 @@ def _orphans(conn: Connection, keys: list[str], found: dict[int, Appointment],
 # --- writing back ----------------------------------------------------------------------------
 
 
-def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
+def save(conn: Connection, ledger: Ledger, tops: dict[str, int] | None = None) -> dict[int, int]:
     """Write what the rules changed, one statement per table and kind; the ids given to the rows
-    created in memory (provisional id → stored id)."""
+    created in memory (provisional id → stored id), on SQLite past the largest ids in `tops`
+    when given (`sql.new_ids`; `IDS` names the tables)."""
     new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_ID)
     new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_ID)
-    given = sql.new_ids(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
+    given = sql.new_ids(conn, {"referrals": len(new_refs), "appointments": len(new_appts)}, tops)
     ids = dict(zip([r.id for r in new_refs], given["referrals"], strict=True))
     ids.update(zip([a.id for a in new_appts], given["appointments"], strict=True))
     _save_referrals(conn, ledger.referrals.values(), ids)
@@ -174,6 +175,7 @@ def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
     return ids
 
 
+IDS = ("referrals", "appointments")  # the tables whose rows `save` gives ids
 # A history row (engine.ledger.state.event_row): its two row ids, then the rest as it is.
 _EVENT = ("referral_id", "appointment_id", "message_id", "control_id", "at", "event",
           "status_before", "status_after", "rule")
