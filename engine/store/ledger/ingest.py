@@ -53,16 +53,21 @@ def load_for(conn: Connection, keys: set[str], appointment_keys: set[str],
              patients: list[PatientId]) -> Ledger:
     """The referrals with these keys or a patient id matching one of `patients`, the
     appointments with these keys (EI.1) or waiting for one of `keys`, and those referrals'
-    appointments: two statements, and three more when some referral is found."""
-    found: dict[int, Appointment] = {}
-    lock = _FOR_UPDATE if conn.dialect.name == "postgresql" else ""
-    _appointments(conn, "key_id", sorted(appointment_keys), found, lock)
-    _orphans(conn, sorted(keys), found, lock and f"{lock} OF a")
-    linked = sorted({int(a.row["referral_id"]) for a in found.values() if a.row["referral_id"]})
-    refs = _referrals(conn, sorted(keys), sorted({p.id for p in patients
-                                                  if p.authority or p.oid}), linked, lock)
-    _appointments(conn, "referral_id", sorted(r.id for r in refs), found)
-    return Ledger(refs, found.values())
+    appointments: on SQLite one statement (`_at_once`), on PostgreSQL three that lock the rows
+    in turn; then two more when some referral is found."""
+    patient_ids = sorted({p.id for p in patients if p.authority or p.oid})
+    if conn.dialect.name == "sqlite":
+        found, refs = _at_once(conn, sorted(keys), sorted(appointment_keys), patient_ids)
+    else:
+        found = {}
+        _appointments(conn, "key_id", sorted(appointment_keys), found, _FOR_UPDATE)
+        _orphans(conn, sorted(keys), found, f"{_FOR_UPDATE} OF a")
+        linked = sorted({int(a.row["referral_id"]) for a in found.values()
+                         if a.row["referral_id"]})
+        refs = _referrals(conn, sorted(keys), patient_ids, linked, _FOR_UPDATE)
+    _details(conn, refs)
+    _appointments(conn, "referral_id", sorted(refs), found)
+    return Ledger(refs.values(), found.values())
 
 
 _FOR_UPDATE = " FOR UPDATE"  # PostgreSQL: the rows a batch reads stay its own until it commits
@@ -90,27 +95,82 @@ def _row(columns: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
+def _referral(values: Sequence[Any]) -> Referral:
+    """A referral read as its id, then its columns."""
+    ref = Referral(int(values[0]), _row(REFERRAL, values[1:]))
+    for flag in ("review", "ever_seen", "ever_no_show"):
+        ref.row[flag] = bool(ref.row[flag])
+    return ref
+
+
 def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: list[int],
-               lock: str = "") -> list[Referral]:
+               lock: str = "") -> dict[int, Referral]:
     """The referrals with a key among `keys` (EI.1), a patient id among `patient_ids` (CX.1;
-    the rules compare the authorities) or an id among `ids`, with their keys, patient ids and
-    overdue marks; `lock`: their rows locked in id order."""
-    parts: list[tuple[str, list[Any]]] = [(f"SELECT referral_id FROM referral_keys WHERE key_id IN ({_marks(keys)})", keys),
-             (f"SELECT referral_id FROM referral_patients WHERE patient_id IN "
-              f"({_marks(patient_ids)})", patient_ids),
-             (f"SELECT id FROM referrals WHERE id IN ({_marks(ids)})", ids)]
-    wanted = [(q, v) for q, v in parts if v]
+    the rules compare the authorities) or an id among `ids`, by id; `lock`: their rows locked
+    in id order."""
+    wanted = _referral_ids(keys, patient_ids, [(f"SELECT id FROM referrals WHERE id IN "
+                                                f"({_marks(ids)})", ids)] if ids else [])
     if not wanted:
-        return []
+        return {}
     rows = sql.rows(conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id IN ("
                           + " UNION ".join(q for q, _ in wanted) + ") ORDER BY id" + lock,
                     [v for _, values in wanted for v in values])
-    refs = {int(r[0]): Referral(int(r[0]), _row(REFERRAL, r[1:])) for r in rows}
-    for r in refs.values():
-        for flag in ("review", "ever_seen", "ever_no_show"):
-            r.row[flag] = bool(r.row[flag])
-    _details(conn, refs)
-    return list(refs.values())
+    return {int(r[0]): _referral(r) for r in rows}
+
+
+def _referral_ids(keys: list[str], patient_ids: list[str], linked: list[tuple[str, list[Any]]]
+                  ) -> list[tuple[str, list[Any]]]:
+    """The queries (and their values) of the ids of the referrals with a key among `keys` or a
+    patient id among `patient_ids`, then the `linked` ones."""
+    parts = [(f"SELECT referral_id FROM referral_keys WHERE key_id IN ({_marks(keys)})", keys),
+             (f"SELECT referral_id FROM referral_patients WHERE patient_id IN "
+              f"({_marks(patient_ids)})", patient_ids)]
+    return [(q, v) for q, v in parts if v] + linked
+
+
+_A_COLUMNS = ", ".join(f"a.{c}" for c in APPOINTMENT)
+_PAD = ", NULL" * (len(REFERRAL) - len(APPOINTMENT))  # an appointment row as wide as a referral
+_BY_KEY = "FROM appointments a WHERE a.key_id IN ({})"
+_WAITING = ("FROM appointment_keys k JOIN appointments a ON a.id = k.appointment_id "
+            "WHERE a.match = 'unmatched' AND k.key_id IN ({})")
+
+
+def _at_once(conn: Connection, keys: list[str], appointment_keys: list[str],
+             patient_ids: list[str]) -> tuple[dict[int, Appointment], dict[int, Referral]]:
+    """SQLite: what `_appointments` by key, `_orphans` and `_referrals` (of those keys and
+    patient ids, and linked to those appointments) read, in one statement: each row tagged
+    with its query, then the appointment's id and key's id (`_orphans`' order)."""
+    parts: list[tuple[str, list[Any]]] = []
+    linked: list[tuple[str, list[Any]]] = []
+    if appointment_keys:
+        by_key = _BY_KEY.format(_marks(appointment_keys))
+        parts.append((f"SELECT 0, a.id, 0, NULL, NULL, NULL, {_A_COLUMNS}{_PAD} {by_key}",
+                      appointment_keys))
+        linked.append((f"SELECT a.referral_id {by_key}", appointment_keys))
+    if keys:
+        waiting = _WAITING.format(_marks(keys))
+        parts.append((f"SELECT 1, a.id, k.id, k.kind, k.key_id, k.key_authority, {_A_COLUMNS}"
+                      f"{_PAD} {waiting}", keys))
+        linked.append((f"SELECT a.referral_id {waiting}", keys))
+    wanted = _referral_ids(keys, patient_ids, linked)
+    if wanted:
+        parts.append((f"SELECT 2, id, 0, NULL, NULL, NULL, {', '.join(REFERRAL)} FROM referrals "
+                      "WHERE id IN (" + " UNION ".join(q for q, _ in wanted) + ")",
+                      [v for _, values in wanted for v in values]))
+    found: dict[int, Appointment] = {}
+    refs: dict[int, Referral] = {}
+    if not parts:
+        return found, refs
+    for r in sql.rows(conn, " UNION ALL ".join(q for q, _ in parts) + " ORDER BY 1, 2, 3",
+                      [v for _, values in parts for v in values]):
+        if r[0] == 2:
+            refs[int(r[1])] = _referral(r[1:2] + r[6:])
+            continue
+        appt = found.setdefault(int(r[1]), Appointment(int(r[1]), _row(
+            APPOINTMENT, r[6:6 + len(APPOINTMENT)])))
+        if r[0] == 1:
+            appt.keys.append((str(r[3]), EI(r[4], r[5] or "")))
+    return found, refs
 
 
 def _details(conn: Connection, refs: dict[int, Referral]) -> None:
