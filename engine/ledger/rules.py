@@ -125,7 +125,7 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
     before = str(ref.row["status"])
     added = ctx.ledger.add_keys(ref, _extra_keys(ch))
     ctx.ledger.add_patients(ref, ch.patient_ids)
-    details = _details(ch) if ch.event == c.MODIFY else {}
+    details = _details(ch, {}) if ch.event == c.MODIFY else {}
     if details.get("priority") and details["priority"] != ref.row["priority"]:
         details["due_at"] = ctx.settings.due(ref.row["received_at"], details["priority"])
     after, rule = lc.referral_transition(before, ch.event)
@@ -153,8 +153,10 @@ def _open(ctx: Context, ch: ReferralChange) -> None:
         "key_id": ch.key.id, "key_authority": ch.key.authority, "source": ch.source,
         "owner": ch.owner, "status": status, "received_at": ctx.now, "updated_at": ctx.now,
         "due_at": due, "providers": "[]", "diagnoses": "[]", "priority": "", "specialty": "",
+        "review": False, "window_start": None, "window_end": None, "first_scheduled_at": None,
+        "ever_seen": False, "ever_no_show": False,  # every column: the store writes the row as is
     }
-    values.update(_details(ch))
+    _details(ch, values)
     ref = ctx.ledger.add_referral(values, keys, state.distinct_patients(ch.patient_ids))
     ctx.record(referral_id=ref.id, event=f"{ch.trigger} open", before=None, after=status,
                rule=rule)
@@ -209,9 +211,8 @@ def _extra_keys(ch: ReferralChange) -> list[tuple[str, EI]]:
     return keys
 
 
-def _details(ch: ReferralChange) -> dict[str, Any]:
-    """The descriptive fields a message carries (empty ones leave the stored value)."""
-    out: dict[str, Any] = {}
+def _details(ch: ReferralChange, out: dict[str, Any]) -> dict[str, Any]:
+    """`out` with the descriptive fields a message carries (empty ones leave the stored value)."""
     if ch.priority:
         out["priority"] = ch.priority
     if ch.specialty:

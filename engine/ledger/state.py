@@ -113,15 +113,16 @@ class Ledger:
         return sorted({r.id for r in near for kind, k in r.keys
                        if key.matches(k) and (wanted is None or kind in wanted)})
 
-    def key_kinds_for(self, key: EI) -> set[str]:
+    def key_kinds_for(self, key: EI) -> frozenset[str]:
         """The kinds (RF1-6, RF1-11, ORC-2, ORC-3) under which some referral has `key`."""
         near = self._by_key.get(key.id)
-        return {kind for r in near for kind, k in r.keys if key.matches(k)} if near else set()
+        return frozenset({kind for r in near for kind, k in r.keys if key.matches(k)}
+                         ) if near else _NO_KINDS
 
     def add_referral(self, row: dict[str, Any], keys: list[tuple[str, EI]],
                      patients: list[PatientId]) -> Referral:
-        r = Referral(self._new_id(), row, list(keys), [(None, p) for p in patients],
-                     dirty=True, new_keys=list(keys))
+        r = Referral(self._new_id(), row, list(keys), [(None, p) for p in patients], False, True,
+                     list(keys))  # positional: keywords are matched by name on every call
         self._add_referral(r)
         return r
 
@@ -223,6 +224,9 @@ def distinct_patients(ids: tuple[PatientId, ...]) -> list[PatientId]:
 
 
 _CX1 = attrgetter("id")
+
+
+_NO_KINDS: frozenset[str] = frozenset()  # a key no referral has (the usual new key)
 
 
 def _index(index: dict[Any, list[Any]], key: Any, row: Any) -> None:

@@ -32,13 +32,10 @@ REFERRAL = tuple(c.name for c in referrals.c if c.name != "id")
 APPOINTMENT = tuple(c.name for c in appointments.c if c.name != "id")
 _WHEN = {"window_start", "window_end", "received_at", "updated_at", "due_at", "start",
          "created_at", "first_scheduled_at"}
-# What a row created in memory holds when the rules did not set it (the columns' defaults).
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "referrals": {"review": False, "window_start": None, "window_end": None,
-                  "first_scheduled_at": None, "ever_seen": False, "ever_no_show": False},
-    "appointments": {"start": None, "duration_min": None, "specialty": "", "via": None,
-                     "referral_id": None},
-}
+# What an appointment created in memory holds when the rules did not set it (the columns'
+# defaults); a new referral's row has every column (engine.ledger.rules._open).
+_DEFAULTS: dict[str, Any] = {"start": None, "duration_min": None, "specialty": "", "via": None,
+                             "referral_id": None}
 
 
 def load(conn: Connection, changes: Sequence[Change]) -> Ledger:
@@ -250,12 +247,12 @@ _ID = operator.attrgetter("id")  # the sort key of referrals and appointments
 
 
 def _values(table: str, row: dict[str, Any], ids: dict[int, int]) -> tuple[Any, ...]:
-    """A row's columns in order, the defaults filled in; an appointment's referral id and
-    candidates (a list: JSON) with stored ids."""
-    out: tuple[Any, ...] = _COLUMNS[table]({**_DEFAULTS[table], **row})
+    """A row's columns in order (an appointment's with the defaults filled in, its referral id
+    and candidates, a list: JSON, with stored ids)."""
     if table != "appointments":
+        out: tuple[Any, ...] = _COLUMNS[table](row)
         return out
-    values = list(out)
+    values = list(_COLUMNS[table]({**_DEFAULTS, **row}))
     values[_REFERRAL_AT] = ids.get(values[_REFERRAL_AT], values[_REFERRAL_AT])
     if isinstance(values[_CANDIDATES_AT], list):
         values[_CANDIDATES_AT] = json.dumps([ids.get(c, c) for c in values[_CANDIDATES_AT]],
