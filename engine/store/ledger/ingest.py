@@ -1,6 +1,7 @@
 """What ingest reads and writes of the ledger: the state a batch of changes can reach, loaded
 with a few `IN (...)` queries for the whole batch, and what the rules changed in it, written
-back with one statement per table (engine.ledger.state, engine.ledger.rules).
+back with one statement per table (engine.ledger.state, engine.ledger.rules).  On SQLite the
+state is read in one statement, its rows tagged with the query they answer (`_at_once`).
 
 The state holds every referral whose key a change names or whose patient an appointment's
 fallback could match, every appointment a change names or that waits (unmatched) for one of
