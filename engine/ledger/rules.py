@@ -311,7 +311,8 @@ def _match(ctx: Context, appt: Appointment, ch: AppointmentChange, effect: str
     of the patient."""
     links = _links(ch)
     for via, keys in links:
-        found = sorted({rid for k in keys for rid in ctx.ledger.referral_ids_for(k)})
+        found = ctx.ledger.referral_ids_for(keys[0]) if len(keys) == 1 else sorted(
+            {rid for k in keys for rid in ctx.ledger.referral_ids_for(k)})  # one: sorted, unique
         if len(found) == 1:
             return _link(ctx, appt, found[0], via), f"{effect}, matched via {via}"
         if len(found) > 1:
