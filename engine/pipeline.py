@@ -171,7 +171,8 @@ class Pipeline:
         its ledger outcome and effect; with them, the rows go in first (an event message reads
         the message that opened its referral) and are amended after."""
         rows = [p.row for p in prepared]
-        stored = plan_batch(conn, rows)
+        tops = dict.fromkeys(ingest.IDS, 0)  # SQLite: the largest ids, read by plan_batch
+        stored = plan_batch(conn, rows, tops)
         todo = [(i, p, s.message_id) for i, (p, s) in enumerate(zip(prepared, stored, strict=True))
                 if p.changes and not s.retransmission]
         events: list[dict[str, Any]] = []  # outbound rows of `on:` routes
@@ -179,11 +180,11 @@ class Pipeline:
             state = ingest.load(conn, [ch for _, p, _ in todo for ch in p.changes])
             self._each(todo, lambda p, message_id: self._to_ledger(state, p, message_id, now))
             insert_batch(conn, rows, stored, now)
-            ingest.save(conn, state)
+            ingest.save(conn, state, tops)
         else:  # each message's events are built from the ledger as that message left it
             insert_batch(conn, rows, stored, now)
             self._each(todo, lambda p, message_id: events.extend(
-                self._with_events(conn, p, message_id, now)))
+                self._with_events(conn, p, message_id, now, tops)))
             amend(conn, [p.row for _, p, _ in todo])
         waiting = self._enqueue.queue(conn, [
             Routed(p.job.channel.name, p.msg, p.verdict.accepted, p.row["control_id"],
@@ -204,13 +205,13 @@ class Pipeline:
                     raise
                 raise _LedgerBug(i, type(exc).__name__) from exc
 
-    def _with_events(self, conn: Connection, p: Prepared, message_id: int, now: datetime
-                     ) -> list[dict[str, Any]]:
-        """One message through the ledger on its own state, written back at once, then the
-        outbound rows of the referral events it caused."""
+    def _with_events(self, conn: Connection, p: Prepared, message_id: int, now: datetime,
+                     tops: dict[str, int]) -> list[dict[str, Any]]:
+        """One message through the ledger on its own state, written back at once (its new rows'
+        ids past `tops`, ingest.save), then the outbound rows of the referral events it caused."""
         state = ingest.load(conn, p.changes)
         context = self._to_ledger(state, p, message_id, now)
-        ids = ingest.save(conn, state)
+        ids = ingest.save(conn, state, tops)
         if self._events is None or context is None or not context.events:
             return []
         return self._events.rows(conn, [(ids.get(rid, rid), event)

@@ -19,7 +19,7 @@ from typing import Any
 from engine.ledger import lifecycle as lc
 from engine.ledger import state
 from engine.ledger.settings import LedgerSettings
-from engine.ledger.state import OVERDUE_MARK, Appointment, Ledger, Referral, dumps, event_row
+from engine.ledger.state import OVERDUE_MARK, Appointment, Ledger, Referral, event_row
 from engine.mappings import changes as c
 from engine.mappings.changes import EI, AppointmentChange, Change, ReferralChange
 
@@ -50,10 +50,8 @@ class Context:
     def record(self, *, event: str, rule: str = "", referral_id: int | None = None,
                appointment_id: int | None = None, before: str | None = None,
                after: str | None = None) -> None:
-        self.ledger.history.append(event_row(
-            at=self.now, event=event, message_id=self.message_id, control_id=self.control_id,
-            referral_id=referral_id, appointment_id=appointment_id, before=before, after=after,
-            rule=rule))
+        self.ledger.history.append(event_row(self.now, event, self.message_id, self.control_id,
+                                             referral_id, appointment_id, before, after, rule))
         referral = self.ledger.referrals.get(referral_id or 0) if after is not None else None
         if referral is not None:
             marked(referral, after, self.now)
@@ -127,7 +125,7 @@ def _referral(ctx: Context, ch: ReferralChange) -> None:
     before = str(ref.row["status"])
     added = ctx.ledger.add_keys(ref, _extra_keys(ch))
     ctx.ledger.add_patients(ref, ch.patient_ids)
-    details = _details(ch) if ch.event == c.MODIFY else {}
+    details = _details(ch, {}) if ch.event == c.MODIFY else {}
     if details.get("priority") and details["priority"] != ref.row["priority"]:
         details["due_at"] = ctx.settings.due(ref.row["received_at"], details["priority"])
     after, rule = lc.referral_transition(before, ch.event)
@@ -155,9 +153,11 @@ def _open(ctx: Context, ch: ReferralChange) -> None:
         "key_id": ch.key.id, "key_authority": ch.key.authority, "source": ch.source,
         "owner": ch.owner, "status": status, "received_at": ctx.now, "updated_at": ctx.now,
         "due_at": due, "providers": "[]", "diagnoses": "[]", "priority": "", "specialty": "",
+        "review": False, "window_start": None, "window_end": None, "first_scheduled_at": None,
+        "ever_seen": False, "ever_no_show": False,  # every column: the store writes the row as is
     }
-    values.update(_details(ch))
-    ref = ctx.ledger.add_referral(values, keys, c.merge_patient_ids(sorted(set(ch.patient_ids))))
+    _details(ch, values)
+    ref = ctx.ledger.add_referral(values, keys, state.distinct_patients(ch.patient_ids))
     ctx.record(referral_id=ref.id, event=f"{ch.trigger} open", before=None, after=status,
                rule=rule)
     ctx.effects.append(f"referral {ch.key.text} new→{status}"
@@ -211,17 +211,20 @@ def _extra_keys(ch: ReferralChange) -> list[tuple[str, EI]]:
     return keys
 
 
-def _details(ch: ReferralChange) -> dict[str, Any]:
-    """The descriptive fields a message carries (empty ones leave the stored value)."""
-    out: dict[str, Any] = {}
-    for name in ("priority", "specialty", "window_start", "window_end"):
-        value = getattr(ch, name)
-        if value:
-            out[name] = value
+def _details(ch: ReferralChange, out: dict[str, Any]) -> dict[str, Any]:
+    """`out` with the descriptive fields a message carries (empty ones leave the stored value)."""
+    if ch.priority:
+        out["priority"] = ch.priority
+    if ch.specialty:
+        out["specialty"] = ch.specialty
+    if ch.window_start:
+        out["window_start"] = ch.window_start
+    if ch.window_end:
+        out["window_end"] = ch.window_end
     if ch.providers:
         out["providers"] = state.providers_json(ch.providers)
     if ch.diagnoses:
-        out["diagnoses"] = dumps(ch.diagnoses)  # a tuple: a JSON array
+        out["diagnoses"] = state.strings_json(ch.diagnoses)  # a JSON array
     for name in ch.cleared:  # `""` in an I13: deleted (README "The HL7 null")
         out[name] = None if name.startswith("window") else ""
     return out
@@ -271,7 +274,7 @@ def _appointment_values(ctx: Context, ch: AppointmentChange, status: str) -> dic
     """The columns an SIU sets (empty fields leave the stored value; `""` deletes it)."""
     values: dict[str, Any] = {
         "status": status, "filler_status": ch.filler_status, "updated_at": ctx.now,
-        "patient_ids": dumps([p.text for p in ch.patient_ids]),
+        "patient_ids": state.strings_json([p.text for p in ch.patient_ids]),
     }
     if ch.start is not None:
         values["start"] = ch.start
@@ -291,10 +294,6 @@ def _links(ch: AppointmentChange) -> list[tuple[str, tuple[EI, ...]]]:
             *ch.other_keys]
 
 
-def _links_named(links: list[tuple[str, tuple[EI, ...]]]) -> str:
-    return "/".join(via for via, keys in links if keys)
-
-
 def _duration_note(ch: AppointmentChange) -> str:
     """The duration's source field, and the sources when they disagree."""
     if not ch.duration_source:
@@ -312,14 +311,16 @@ def _match(ctx: Context, appt: Appointment, ch: AppointmentChange, effect: str
     of the patient."""
     links = _links(ch)
     for via, keys in links:
-        found = sorted({rid for k in keys for rid in ctx.ledger.referral_ids_for(k)})
+        found = ctx.ledger.referral_ids_for(keys[0]) if len(keys) == 1 else sorted(
+            {rid for k in keys for rid in ctx.ledger.referral_ids_for(k)})  # one: sorted, unique
         if len(found) == 1:
             return _link(ctx, appt, found[0], via), f"{effect}, matched via {via}"
         if len(found) > 1:
             _ambiguous(ctx, appt, found)
             return None, f"{effect}, ambiguous"
     if any(keys for _via, keys in links):
-        return None, f"{effect}, unmatched (waits for the referral its {_links_named(links)} names)"
+        named = "/".join(via for via, keys in links if keys)
+        return None, f"{effect}, unmatched (waits for the referral its {named} names)"
     if ch.patient_ids and ch.specialty and ch.start is not None:
         found = sorted(r.id for r in ctx.ledger.referrals_of_patients(
             ch.patient_ids, lc.MATCHABLE) if _fallback_fits(ctx, r.row, ch))

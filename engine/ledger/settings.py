@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 # Days to reach `scheduled`, by priority (RF1-2 / ORC-7): STAT, ASAP, routine; any other
 # priority, or none, gets routine's.
@@ -26,5 +27,11 @@ class LedgerSettings:
     def due(self, received: datetime, priority: str) -> datetime:
         """The deadline to be scheduled of a referral of `priority` received at `received`."""
         deadlines, wanted = self.deadlines, priority.upper()
-        days = deadlines[wanted] if wanted in deadlines else deadlines.get("R", 14)
-        return received + timedelta(days)  # positional: the keyword costs a dict
+        return received + _span(deadlines[wanted] if wanted in deadlines
+                                else deadlines.get("R", 14))
+
+
+@lru_cache(maxsize=64)
+def _span(days: float) -> timedelta:
+    """So many days as a timedelta, built once (from a float it costs several times the sum)."""
+    return timedelta(days)

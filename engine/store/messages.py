@@ -10,6 +10,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, Select, func, select, update
@@ -38,14 +39,18 @@ def record_batch(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime
     return stored
 
 
-def plan_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Stored]:
+def plan_batch(conn: Connection, rows: Sequence[dict[str, Any]],
+               tops: dict[str, int] | None = None) -> list[Stored]:
     """What the store will make of each row, nothing written yet: a new row gets its id
     (`row["id"]`, the one `insert_batch` inserts it with); a row whose dedupe key and digest
     match a stored row (or one earlier in this batch) is a retransmission (a resend of the same
     message by the same sender): it is not inserted, and the stored row's counter goes up.
     On SQLite the ids are the next past the largest, as SQLite itself would give them: the
-    batch holds the write lock until it commits (engine.store.lock)."""
-    known, top = _known(conn, sorted({r["dedupe_key"] for r in rows if r["dedupe_key"]}))
+    batch holds the write lock until it commits (engine.store.lock); the largest ids of the
+    tables `tops` names are read in the same statement, for `sql.new_ids` to give theirs
+    without another (PostgreSQL: `tops` is left as it is, sequences give the ids)."""
+    known, top = _known(conn, sorted({r["dedupe_key"] for r in rows if r["dedupe_key"]}),
+                        tops if tops is not None else {})
     originals: list[dict[str, Any] | None] = []
     fresh: list[dict[str, Any]] = []
     for row in rows:
@@ -88,20 +93,23 @@ _SQLITE_INSERT = (f"INSERT INTO messages ({', '.join(_INSERTED)}) "
                   f"VALUES ({', '.join('?' * len(_INSERTED))})")
 
 
-def _known(conn: Connection, keys: list[str]
+def _known(conn: Connection, keys: list[str], tops: dict[str, int]
            ) -> tuple[dict[str, list[dict[str, Any]]], int | None]:
     """Stored (id, digest) by dedupe key, for every key of the batch; on SQLite, in the same
-    statement, the largest id (None: PostgreSQL, whose sequence gives the ids)."""
+    statement, the largest id (None: PostgreSQL, whose sequence gives the ids) and those of
+    the tables `tops` names (into `tops`)."""
     known: dict[str, list[dict[str, Any]]] = {}
     top: int | None = None
     if conn.dialect.name == "sqlite":
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute("SELECT COALESCE(MAX(id), 0), NULL, NULL FROM messages" + (
-            f" UNION ALL SELECT id, dedupe_key, digest FROM messages "
+        cursor.execute(_top_sql(tuple(tops)) + (
+            f" UNION ALL SELECT id, dedupe_key, digest{', NULL' * len(tops)} FROM messages "
             f"WHERE dedupe_key IN ({', '.join('?' * len(keys))})" if keys else ""), keys)
         found = cursor.fetchall()
-        top = int(next(i for i, key, _ in found if key is None))
-        found = [f for f in found if f[1] is not None]
+        first = next(f for f in found if f[1] is None)
+        top = int(first[0])
+        tops.update(zip(tops, map(int, first[3:]), strict=True))
+        found = [f[:3] for f in found if f[1] is not None]
     elif keys:
         query = select(messages.c.id, messages.c.dedupe_key, messages.c.digest).where(
             messages.c.dedupe_key.in_(keys))
@@ -111,6 +119,13 @@ def _known(conn: Connection, keys: list[str]
     for message_id, key, digest in found:
         known.setdefault(key, []).append({"id": message_id, "digest": digest})
     return known, top
+
+
+@lru_cache(maxsize=8)
+def _top_sql(tables: tuple[str, ...]) -> str:
+    """The row of the largest ids: the messages' (with two NULLs), then each table's."""
+    return f"SELECT {sql.largest_ids(('messages',))}, NULL, NULL" + (
+        f", {sql.largest_ids(tables)}" if tables else "")
 
 
 def _outcome(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:

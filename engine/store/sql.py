@@ -142,19 +142,32 @@ def update(conn: Connection, table: str, row_id: int, values: dict[str, Any]) ->
         rows(conn, _update_sql(table, columns), [*(values[c] for c in columns), row_id])
 
 
-def new_ids(conn: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
+@lru_cache(maxsize=16)
+def largest_ids(tables: tuple[str, ...]) -> str:
+    """A select list of each table's largest id (0 when it is empty)."""
+    return ", ".join(f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in tables)
+
+
+def new_ids(conn: Connection, counts: dict[str, int], tops: dict[str, int] | None = None
+            ) -> dict[str, list[int]]:
     """So many new ids for each table: from its sequence (PostgreSQL), or past its largest id
     (SQLite, whose single writer holds the write lock until the batch commits,
-    engine.store.lock; one statement for all the tables)."""
+    engine.store.lock): the largest ids in `tops` when it names the table (read when the batch
+    began, engine.store.messages.plan_batch; advanced past the ids given), else read in one
+    statement for all the tables."""
     wanted = {table: n for table, n in counts.items() if n}
     out: dict[str, list[int]] = {table: [] for table in counts}
     if not wanted:
         return out
     if conn.dialect.name == "sqlite":
-        tops = rows(conn, "SELECT " + ", ".join(
-            f"(SELECT COALESCE(MAX(id), 0) FROM {table})" for table in wanted))[0]
-        for (table, n), top in zip(wanted.items(), tops, strict=True):
-            out[table] = list(range(int(top) + 1, int(top) + 1 + n))
+        tops = tops if tops is not None else {}
+        unread = [table for table in wanted if table not in tops]
+        if unread:
+            tops.update(zip(unread, map(int, rows(
+                conn, "SELECT " + largest_ids(tuple(unread)))[0]), strict=True))
+        for table, n in wanted.items():
+            out[table] = list(range(tops[table] + 1, tops[table] + 1 + n))
+            tops[table] += n
         return out
     for table, n in wanted.items():
         out[table] = sorted(int(r[0]) for r in rows(

@@ -1,6 +1,7 @@
 """What ingest reads and writes of the ledger: the state a batch of changes can reach, loaded
 with a few `IN (...)` queries for the whole batch, and what the rules changed in it, written
-back with one statement per table (engine.ledger.state, engine.ledger.rules).
+back with one statement per table (engine.ledger.state, engine.ledger.rules).  On SQLite the
+state is read in one statement, its rows tagged with the query they answer (`_at_once`).
 
 The state holds every referral whose key a change names or whose patient an appointment's
 fallback could match, every appointment a change names or that waits (unmatched) for one of
@@ -32,13 +33,10 @@ REFERRAL = tuple(c.name for c in referrals.c if c.name != "id")
 APPOINTMENT = tuple(c.name for c in appointments.c if c.name != "id")
 _WHEN = {"window_start", "window_end", "received_at", "updated_at", "due_at", "start",
          "created_at", "first_scheduled_at"}
-# What a row created in memory holds when the rules did not set it (the columns' defaults).
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "referrals": {"review": False, "window_start": None, "window_end": None,
-                  "first_scheduled_at": None, "ever_seen": False, "ever_no_show": False},
-    "appointments": {"start": None, "duration_min": None, "specialty": "", "via": None,
-                     "referral_id": None},
-}
+# What an appointment created in memory holds when the rules did not set it (the columns'
+# defaults); a new referral's row has every column (engine.ledger.rules._open).
+_DEFAULTS: dict[str, Any] = {"start": None, "duration_min": None, "specialty": "", "via": None,
+                             "referral_id": None}
 
 
 def load(conn: Connection, changes: Sequence[Change]) -> Ledger:
@@ -53,16 +51,21 @@ def load_for(conn: Connection, keys: set[str], appointment_keys: set[str],
              patients: list[PatientId]) -> Ledger:
     """The referrals with these keys or a patient id matching one of `patients`, the
     appointments with these keys (EI.1) or waiting for one of `keys`, and those referrals'
-    appointments: two statements, and three more when some referral is found."""
-    found: dict[int, Appointment] = {}
-    lock = _FOR_UPDATE if conn.dialect.name == "postgresql" else ""
-    _appointments(conn, "key_id", sorted(appointment_keys), found, lock)
-    _orphans(conn, sorted(keys), found, lock and f"{lock} OF a")
-    linked = sorted({int(a.row["referral_id"]) for a in found.values() if a.row["referral_id"]})
-    refs = _referrals(conn, sorted(keys), sorted({p.id for p in patients
-                                                  if p.authority or p.oid}), linked, lock)
-    _appointments(conn, "referral_id", sorted(r.id for r in refs), found)
-    return Ledger(refs, found.values())
+    appointments: on SQLite one statement (`_at_once`), on PostgreSQL three that lock the rows
+    in turn; then two more when some referral is found."""
+    patient_ids = sorted({p.id for p in patients if p.authority or p.oid})
+    if conn.dialect.name == "sqlite":
+        found, refs = _at_once(conn, sorted(keys), sorted(appointment_keys), patient_ids)
+    else:
+        found = {}
+        _appointments(conn, "key_id", sorted(appointment_keys), found, _FOR_UPDATE)
+        _orphans(conn, sorted(keys), found, f"{_FOR_UPDATE} OF a")
+        linked = sorted({int(a.row["referral_id"]) for a in found.values()
+                         if a.row["referral_id"]})
+        refs = _referrals(conn, sorted(keys), patient_ids, linked, _FOR_UPDATE)
+    _details(conn, refs)
+    _appointments(conn, "referral_id", sorted(refs), found)
+    return Ledger(refs.values(), found.values())
 
 
 _FOR_UPDATE = " FOR UPDATE"  # PostgreSQL: the rows a batch reads stay its own until it commits
@@ -90,27 +93,82 @@ def _row(columns: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
+def _referral(values: Sequence[Any]) -> Referral:
+    """A referral read as its id, then its columns."""
+    ref = Referral(int(values[0]), _row(REFERRAL, values[1:]))
+    for flag in ("review", "ever_seen", "ever_no_show"):
+        ref.row[flag] = bool(ref.row[flag])
+    return ref
+
+
 def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: list[int],
-               lock: str = "") -> list[Referral]:
+               lock: str = "") -> dict[int, Referral]:
     """The referrals with a key among `keys` (EI.1), a patient id among `patient_ids` (CX.1;
-    the rules compare the authorities) or an id among `ids`, with their keys, patient ids and
-    overdue marks; `lock`: their rows locked in id order."""
-    parts: list[tuple[str, list[Any]]] = [(f"SELECT referral_id FROM referral_keys WHERE key_id IN ({_marks(keys)})", keys),
-             (f"SELECT referral_id FROM referral_patients WHERE patient_id IN "
-              f"({_marks(patient_ids)})", patient_ids),
-             (f"SELECT id FROM referrals WHERE id IN ({_marks(ids)})", ids)]
-    wanted = [(q, v) for q, v in parts if v]
+    the rules compare the authorities) or an id among `ids`, by id; `lock`: their rows locked
+    in id order."""
+    wanted = _referral_ids(keys, patient_ids, [(f"SELECT id FROM referrals WHERE id IN "
+                                                f"({_marks(ids)})", ids)] if ids else [])
     if not wanted:
-        return []
+        return {}
     rows = sql.rows(conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id IN ("
                           + " UNION ".join(q for q, _ in wanted) + ") ORDER BY id" + lock,
                     [v for _, values in wanted for v in values])
-    refs = {int(r[0]): Referral(int(r[0]), _row(REFERRAL, r[1:])) for r in rows}
-    for r in refs.values():
-        for flag in ("review", "ever_seen", "ever_no_show"):
-            r.row[flag] = bool(r.row[flag])
-    _details(conn, refs)
-    return list(refs.values())
+    return {int(r[0]): _referral(r) for r in rows}
+
+
+def _referral_ids(keys: list[str], patient_ids: list[str], linked: list[tuple[str, list[Any]]]
+                  ) -> list[tuple[str, list[Any]]]:
+    """The queries (and their values) of the ids of the referrals with a key among `keys` or a
+    patient id among `patient_ids`, then the `linked` ones."""
+    parts = [(f"SELECT referral_id FROM referral_keys WHERE key_id IN ({_marks(keys)})", keys),
+             (f"SELECT referral_id FROM referral_patients WHERE patient_id IN "
+              f"({_marks(patient_ids)})", patient_ids)]
+    return [(q, v) for q, v in parts if v] + linked
+
+
+_A_COLUMNS = ", ".join(f"a.{c}" for c in APPOINTMENT)
+_PAD = ", NULL" * (len(REFERRAL) - len(APPOINTMENT))  # an appointment row as wide as a referral
+_BY_KEY = "FROM appointments a WHERE a.key_id IN ({})"
+_WAITING = ("FROM appointment_keys k JOIN appointments a ON a.id = k.appointment_id "
+            "WHERE a.match = 'unmatched' AND k.key_id IN ({})")
+
+
+def _at_once(conn: Connection, keys: list[str], appointment_keys: list[str],
+             patient_ids: list[str]) -> tuple[dict[int, Appointment], dict[int, Referral]]:
+    """SQLite: what `_appointments` by key, `_orphans` and `_referrals` (of those keys and
+    patient ids, and linked to those appointments) read, in one statement: each row tagged
+    with its query, then the appointment's id and key's id (`_orphans`' order)."""
+    parts: list[tuple[str, list[Any]]] = []
+    linked: list[tuple[str, list[Any]]] = []
+    if appointment_keys:
+        by_key = _BY_KEY.format(_marks(appointment_keys))
+        parts.append((f"SELECT 0, a.id, 0, NULL, NULL, NULL, {_A_COLUMNS}{_PAD} {by_key}",
+                      appointment_keys))
+        linked.append((f"SELECT a.referral_id {by_key}", appointment_keys))
+    if keys:
+        waiting = _WAITING.format(_marks(keys))
+        parts.append((f"SELECT 1, a.id, k.id, k.kind, k.key_id, k.key_authority, {_A_COLUMNS}"
+                      f"{_PAD} {waiting}", keys))
+        linked.append((f"SELECT a.referral_id {waiting}", keys))
+    wanted = _referral_ids(keys, patient_ids, linked)
+    if wanted:
+        parts.append((f"SELECT 2, id, 0, NULL, NULL, NULL, {', '.join(REFERRAL)} FROM referrals "
+                      "WHERE id IN (" + " UNION ".join(q for q, _ in wanted) + ")",
+                      [v for _, values in wanted for v in values]))
+    found: dict[int, Appointment] = {}
+    refs: dict[int, Referral] = {}
+    if not parts:
+        return found, refs
+    for r in sql.rows(conn, " UNION ALL ".join(q for q, _ in parts) + " ORDER BY 1, 2, 3",
+                      [v for _, values in parts for v in values]):
+        if r[0] == 2:
+            refs[int(r[1])] = _referral(r[1:2] + r[6:])
+            continue
+        appt = found.setdefault(int(r[1]), Appointment(int(r[1]), _row(
+            APPOINTMENT, r[6:6 + len(APPOINTMENT)])))
+        if r[0] == 1:
+            appt.keys.append((str(r[3]), EI(r[4], r[5] or "")))
+    return found, refs
 
 
 def _details(conn: Connection, refs: dict[int, Referral]) -> None:
@@ -157,12 +215,13 @@ def _orphans(conn: Connection, keys: list[str], found: dict[int, Appointment],
 # --- writing back ----------------------------------------------------------------------------
 
 
-def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
+def save(conn: Connection, ledger: Ledger, tops: dict[str, int] | None = None) -> dict[int, int]:
     """Write what the rules changed, one statement per table and kind; the ids given to the rows
-    created in memory (provisional id → stored id)."""
+    created in memory (provisional id → stored id), on SQLite past the largest ids in `tops`
+    when given (`sql.new_ids`; `IDS` names the tables)."""
     new_refs = sorted((r for r in ledger.referrals.values() if is_new(r.id)), key=_ID)
     new_appts = sorted((a for a in ledger.appointments.values() if is_new(a.id)), key=_ID)
-    given = sql.new_ids(conn, {"referrals": len(new_refs), "appointments": len(new_appts)})
+    given = sql.new_ids(conn, {"referrals": len(new_refs), "appointments": len(new_appts)}, tops)
     ids = dict(zip([r.id for r in new_refs], given["referrals"], strict=True))
     ids.update(zip([a.id for a in new_appts], given["appointments"], strict=True))
     _save_referrals(conn, ledger.referrals.values(), ids)
@@ -174,6 +233,7 @@ def save(conn: Connection, ledger: Ledger) -> dict[int, int]:
     return ids
 
 
+IDS = ("referrals", "appointments")  # the tables whose rows `save` gives ids
 # A history row (engine.ledger.state.event_row): its two row ids, then the rest as it is.
 _EVENT = ("referral_id", "appointment_id", "message_id", "control_id", "at", "event",
           "status_before", "status_after", "rule")
@@ -188,12 +248,12 @@ _ID = operator.attrgetter("id")  # the sort key of referrals and appointments
 
 
 def _values(table: str, row: dict[str, Any], ids: dict[int, int]) -> tuple[Any, ...]:
-    """A row's columns in order, the defaults filled in; an appointment's referral id and
-    candidates (a list: JSON) with stored ids."""
-    out: tuple[Any, ...] = _COLUMNS[table]({**_DEFAULTS[table], **row})
+    """A row's columns in order (an appointment's with the defaults filled in, its referral id
+    and candidates, a list: JSON, with stored ids)."""
     if table != "appointments":
+        out: tuple[Any, ...] = _COLUMNS[table](row)
         return out
-    values = list(out)
+    values = list(_COLUMNS[table]({**_DEFAULTS, **row}))
     values[_REFERRAL_AT] = ids.get(values[_REFERRAL_AT], values[_REFERRAL_AT])
     if isinstance(values[_CANDIDATES_AT], list):
         values[_CANDIDATES_AT] = json.dumps([ids.get(c, c) for c in values[_CANDIDATES_AT]],
