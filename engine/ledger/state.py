@@ -121,8 +121,8 @@ class Ledger:
 
     def add_referral(self, row: dict[str, Any], keys: list[tuple[str, EI]],
                      patients: list[PatientId]) -> Referral:
-        r = Referral(self._new_id(), row, list(keys), [(None, p) for p in patients], False, True,
-                     list(keys))  # positional: keywords are matched by name on every call
+        r = Referral(self._new_id(), row, list(keys), [(None, p) for p in patients],
+                     dirty=True, new_keys=list(keys))
         self._add_referral(r)
         return r
 
