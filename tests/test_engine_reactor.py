@@ -4,6 +4,7 @@ log context, serving real sockets, logging an event that raises and going on wit
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from typing import Any
 
@@ -116,3 +117,17 @@ def test_an_event_that_raises_is_logged_and_the_poll_goes_on() -> None:
 def test_install_leaves_a_reactor_already_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "twisted.internet.reactor", object())
     assert engine_reactor.install() is False
+
+
+def test_the_cli_leaves_run_free_to_install_it() -> None:
+    """`hl7-engine run` imports the CLI before `install`: if any of it imported Twisted's global
+    reactor first, the engine would silently run on the default one."""
+    script = ("import sys, engine.cli, engine.cli.run\n"
+              "from engine.mllp.reactor import EngineReactor, install\n"
+              "assert install(), 'a reactor was installed before run'\n"
+              "from twisted.internet import reactor\n"
+              "print(type(reactor) is EngineReactor)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
