@@ -252,8 +252,7 @@ class MLLPServerProtocol(Protocol, TimeoutMixin):
             self._failed(acks)
             return
         if self.transport is not None and acks:
-            send(self.transport, START + acks[0] + END if len(acks) == 1
-                 else b"".join([frame(ack) for ack in acks]))
+            send(self.transport, b"".join(map(frame, acks)))
         self._served()
 
     def _served(self) -> None:

@@ -74,8 +74,7 @@ def keys_named(changes: Iterable[Change]) -> set[str]:
     for ch in changes:
         if isinstance(ch, ReferralChange):
             out.add(ch.key.id)
-            if ch.external_ids:
-                out.update(k.id for k in ch.external_ids)
+            out.update(k.id for k in ch.external_ids)
             if ch.filler_order_number is not None:
                 out.add(ch.filler_order_number.id)
         else:

@@ -110,10 +110,15 @@ def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: l
                                                 f"({_marks(ids)})", ids)] if ids else [])
     if not wanted:
         return {}
+    union, values = _joined(wanted, " UNION ")
     rows = sql.rows(conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id IN ("
-                          + " UNION ".join(q for q, _ in wanted) + ") ORDER BY id" + lock,
-                    [v for _, values in wanted for v in values])
+                          f"{union}) ORDER BY id{lock}", values)
     return {int(r[0]): _referral(r) for r in rows}
+
+
+def _joined(queries: list[tuple[str, list[Any]]], glue: str) -> tuple[str, list[Any]]:
+    """Queries joined by `glue` (a UNION), and their values in the same order."""
+    return glue.join(q for q, _ in queries), [v for _, values in queries for v in values]
 
 
 def _referral_ids(keys: list[str], patient_ids: list[str], linked: list[tuple[str, list[Any]]]
@@ -152,20 +157,19 @@ def _at_once(conn: Connection, keys: list[str], appointment_keys: list[str],
         linked.append((f"SELECT a.referral_id {waiting}", keys))
     wanted = _referral_ids(keys, patient_ids, linked)
     if wanted:
+        union, values = _joined(wanted, " UNION ")
         parts.append((f"SELECT 2, id, 0, NULL, NULL, NULL, {', '.join(REFERRAL)} FROM referrals "
-                      "WHERE id IN (" + " UNION ".join(q for q, _ in wanted) + ")",
-                      [v for _, values in wanted for v in values]))
+                      f"WHERE id IN ({union})", values))
     found: dict[int, Appointment] = {}
     refs: dict[int, Referral] = {}
     if not parts:
         return found, refs
-    for r in sql.rows(conn, " UNION ALL ".join(q for q, _ in parts) + " ORDER BY 1, 2, 3",
-                      [v for _, values in parts for v in values]):
+    statement, values = _joined(parts, " UNION ALL ")
+    for r in sql.rows(conn, f"{statement} ORDER BY 1, 2, 3", values):
         if r[0] == 2:
             refs[int(r[1])] = _referral(r[1:2] + r[6:])
             continue
-        appt = found.setdefault(int(r[1]), Appointment(int(r[1]), _row(
-            APPOINTMENT, r[6:6 + len(APPOINTMENT)])))
+        appt = _appointment(found, r[1], r[6:6 + len(APPOINTMENT)])
         if r[0] == 1:
             appt.keys.append((str(r[3]), EI(r[4], r[5] or "")))
     return found, refs
@@ -198,18 +202,27 @@ def _appointments(conn: Connection, column: str, values: list[Any],
                   found: dict[int, Appointment], lock: str = "") -> None:
     for r in _in(conn, f"SELECT id, {', '.join(APPOINTMENT)} FROM appointments WHERE {column}",
                  values, f" ORDER BY id{lock}" if lock else ""):
-        found.setdefault(int(r[0]), Appointment(int(r[0]), _row(APPOINTMENT, r[1:])))
+        _appointment(found, r[0], r[1:])
+
+
+def _appointment(found: dict[int, Appointment], row_id: Any, values: Sequence[Any]
+                 ) -> Appointment:
+    """The appointment with this id in `found`, read from `values` the first time (one comes
+    once per key it waits under)."""
+    appt = found.get(int(row_id))
+    if appt is None:
+        appt = found[int(row_id)] = Appointment(int(row_id), _row(APPOINTMENT, values))
+    return appt
 
 
 def _orphans(conn: Connection, keys: list[str], found: dict[int, Appointment],
              lock: str = "") -> None:
     """Unmatched appointments with a link key among `keys`, with those keys."""
-    columns = ", ".join(f"a.{c}" for c in APPOINTMENT)
-    for r in _in(conn, f"SELECT a.id, k.kind, k.key_id, k.key_authority, {columns} "
-                       "FROM appointment_keys k JOIN appointments a ON a.id = k.appointment_id "
-                       "WHERE a.match = 'unmatched' AND k.key_id", keys, " ORDER BY a.id, k.id" + lock):
-        appt = found.setdefault(int(r[0]), Appointment(int(r[0]), _row(APPOINTMENT, r[4:])))
-        appt.keys.append((str(r[1]), EI(r[2], r[3] or "")))
+    if not keys:
+        return
+    for r in sql.rows(conn, f"SELECT a.id, k.kind, k.key_id, k.key_authority, {_A_COLUMNS} "
+                            f"{_WAITING.format(_marks(keys))} ORDER BY a.id, k.id{lock}", keys):
+        _appointment(found, r[0], r[4:]).keys.append((str(r[1]), EI(r[2], r[3] or "")))
 
 
 # --- writing back ----------------------------------------------------------------------------
