@@ -105,7 +105,11 @@ def _specialty(msg: InboundMessage, providers: tuple[Provider, ...], rules: Mapp
     """The referred-to provider's PRD-4.1 (point of care) through `ledger.specialties`, or
     as sent; without one, the first of OBR-4.1, PR1-3.1 and the RT provider's id (PRD-7.1)
     that `ledger.specialties` maps."""
-    referred_to = next((p for p in providers if p.role.upper() == "RT"), None)
+    referred_to = None
+    for provider in providers:  # a loop, not next() over a generator: one frame less
+        if provider.role.upper() == "RT":
+            referred_to = provider
+            break
     location = referred_to.location if referred_to else ""
     if location:
         return rules.specialty(location) or location
