@@ -31,4 +31,4 @@ def map_message(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     """The ledger changes a message carries; [] for a message type no mapper reads (e.g. ACK).
     Each fits the ledger's columns (`engine.mappings.limits`): 102 for an over-long id."""
     mapper = MAPPERS.get(msg.header.message_type)
-    return [bounded(change) for change in mapper(msg, rules)] if mapper is not None else []
+    return list(map(bounded, mapper(msg, rules))) if mapper is not None else []

@@ -51,6 +51,26 @@ def leaf(msg: InboundMessage, seg: tuple[str, ...] | None, n: int, comp: int = 1
     return "" if value == NULL else value
 
 
+def leaves(msg: InboundMessage, seg: tuple[str, ...] | None, *ns: int) -> list[str]:
+    """`leaf` of several fields of one segment in one call: a field without a repetition,
+    subcomponent or escape (most) is its text up to the first component separator, stripped,
+    the HL7 null read as empty; any other field is read by `leaf`."""
+    if seg is None or seg[0] == "MSH":  # MSH-1/2 are leaves of their own
+        return [leaf(msg, seg, n) for n in ns]
+    d = msg.delimiters
+    rep, sub, esc, comp = d.repetition, d.subcomponent, d.escape, d.component
+    size = len(seg)
+    out = []
+    for n in ns:
+        text = seg[n] if n < size else ""
+        if rep in text or sub in text or esc in text:
+            out.append(leaf(msg, seg, n))
+            continue
+        value = (text.split(comp, 1)[0] if comp in text else text).strip()
+        out.append("" if value == NULL else value)
+    return out
+
+
 def nulled(msg: InboundMessage, *paths: str) -> bool:
     """Does an update delete this value?  One of its source fields holds the HL7 null `""` and
     none holds a value (`""` deletes, an empty field changes nothing)."""
@@ -239,9 +259,12 @@ def person_name(msg: InboundMessage, wire: str, family: int) -> str:
     return f"{surname}^{given}"
 
 
-def diagnoses(msg: InboundMessage, seqs: Iterable[int]) -> tuple[str, ...]:
-    """DG1-3.1 of the given DG1 segments (1-based sequence numbers), empty codes skipped."""
+def diagnoses(msg: InboundMessage, seqs: Iterable[int] | None = None) -> tuple[str, ...]:
+    """DG1-3.1 of the given DG1 segments (1-based sequence numbers; None: every DG1), empty
+    codes skipped."""
     dg1 = msg.segments_named("DG1")
+    if seqs is None:
+        return tuple([code for seg in dg1 if (code := leaf(msg, seg, 3))])
     return tuple([code for n in seqs if 0 < n <= len(dg1) and (code := leaf(msg, dg1[n - 1], 3))])
 
 

@@ -34,6 +34,7 @@ from engine.mappings.fields import (
     ei_from_wire,
     eis_of,
     leaf,
+    leaves,
     nulled,
     patient_ids,
     person_name,
@@ -72,9 +73,9 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
     if key is None:
         raise RequiredFieldMissing("RF1-6 (originating referral identifier) is empty",
                                    KEY_LOCATION)
-    window_start = dtm_value(leaf(msg, rf1, 7), _WINDOW_START)
-    window_end = dtm_value(leaf(msg, rf1, 8), _WINDOW_END)
-    status = leaf(msg, rf1, 1)
+    status, priority, start, end = leaves(msg, rf1, 1, 2, 7, 8)
+    window_start = dtm_value(start, _WINDOW_START)
+    window_end = dtm_value(end, _WINDOW_END)
     if status and status.upper() not in TABLE_0283 and (kind == "RRI" or event_code in ("I12",
                                                                                          "I13")):
         raise UnknownCode("RF1-1 (referral status) is not a table 0283 code (A, E, P, R)",
@@ -90,12 +91,12 @@ def map_ref(msg: InboundMessage, rules: MappingRules) -> list[Change]:
         status_code=status,
         patient_ids=patient_ids(msg),
         external_ids=eis_of(msg, msg.field_repetitions(rf1, 11)),
-        priority=leaf(msg, rf1, 2),
+        priority=priority,
         specialty=_specialty(msg, providers, rules),
         window_start=window_start,
         window_end=window_end,
         providers=providers,
-        diagnoses=diagnoses(msg, range(1, len(msg.segments_named("DG1")) + 1)),
+        diagnoses=diagnoses(msg),
         cleared=_cleared(msg) if kind == "REF" and event_code == "I13" else NOTHING_CLEARED,
     )]
 
@@ -104,7 +105,11 @@ def _specialty(msg: InboundMessage, providers: tuple[Provider, ...], rules: Mapp
     """The referred-to provider's PRD-4.1 (point of care) through `ledger.specialties`, or
     as sent; without one, the first of OBR-4.1, PR1-3.1 and the RT provider's id (PRD-7.1)
     that `ledger.specialties` maps."""
-    referred_to = next((p for p in providers if p.role.upper() == "RT"), None)
+    referred_to = None
+    for provider in providers:  # a loop, not next() over a generator: one frame less
+        if provider.role.upper() == "RT":
+            referred_to = provider
+            break
     location = referred_to.location if referred_to else ""
     if location:
         return rules.specialty(location) or location

@@ -32,6 +32,7 @@ from engine.mappings.fields import (
     ei_from_wire,
     eis_of,
     leaf,
+    leaves,
     nm_value,
     nulled,
     patient_ids,
@@ -187,9 +188,13 @@ def durations(msg: InboundMessage) -> Duration:
 
 def _with_units(amount_text: str, units: str, where: Location) -> int | None:
     """An NM duration in whole minutes; None when empty or in units we do not know.  A feed
-    repeats its few durations (`30^min`): short ones are read once (`_seen_minutes`)."""
+    repeats its few durations (`30^min`): short readable ones are read once (`_seen_minutes`,
+    keyed on the text alone: a `Location`'s hash is a Python call); an unreadable one raises
+    at `where`."""
     if len(amount_text) <= NM_MAX_CHARS and len(units) <= NM_MAX_CHARS:
-        return _seen_minutes(amount_text, units, where)
+        minutes = _seen_minutes(amount_text, units)
+        if minutes != _UNREADABLE:
+            return minutes
     return _minutes(amount_text, units, where)
 
 
@@ -208,17 +213,29 @@ def _minutes(amount_text: str, units: str, where: Location) -> int | None:
     return minutes
 
 
-_seen_minutes = lru_cache(maxsize=256)(_minutes)
+_UNREADABLE = -1  # `_seen_minutes` of a value `_minutes` refuses (never a duration: none is negative)
+_NOWHERE = Location("SCH", 1, 9)  # the location `_seen_minutes` reads at; its errors are dropped
+
+
+@lru_cache(maxsize=256)
+def _seen_minutes(amount_text: str, units: str) -> int | None:
+    """`_minutes`, or `_UNREADABLE` where it raises (read again at its own field, to raise)."""
+    try:
+        return _minutes(amount_text, units, _NOWHERE)
+    except BadValue:
+        return _UNREADABLE
 
 
 def _sch_duration(msg: InboundMessage) -> int | None:
     sch = msg.segment("SCH")
-    return _with_units(leaf(msg, sch, 9), leaf(msg, sch, 10), _SCH_9)
+    amount, units = leaves(msg, sch, 9, 10)
+    return _with_units(amount, units, _SCH_9)
 
 
 def _ais_duration(msg: InboundMessage) -> int | None:
     ais = msg.segment("AIS")
-    return _with_units(leaf(msg, ais, 7), leaf(msg, ais, 8), _AIS_7)
+    amount, units = leaves(msg, ais, 7, 8)
+    return _with_units(amount, units, _AIS_7)
 
 
 def _tq1_span(msg: InboundMessage) -> int | None:
@@ -228,8 +245,9 @@ def _tq1_span(msg: InboundMessage) -> int | None:
     tq1 = msg.segment("TQ1")
     if tq1 is None:
         return None
-    start = dtm_value(leaf(msg, tq1, 7), _TQ1_7)
-    end = dtm_value(leaf(msg, tq1, 8), _TQ1_8)
+    start_text, end_text = leaves(msg, tq1, 7, 8)
+    start = dtm_value(start_text, _TQ1_7)
+    end = dtm_value(end_text, _TQ1_8)
     if start is None or end is None or end < start:
         return None
     minutes = round((end - start).total_seconds() / 60)

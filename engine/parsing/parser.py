@@ -139,7 +139,7 @@ def _split(text: str, delims: Delimiters) -> tuple[tuple[str, ...], ...]:
     fs = delims.field
     segments: list[tuple[str, ...]] = []
     for line in lines:
-        if not line.strip():
+        if not line or line.isspace():  # `not line.strip()`, without a copy of the line
             continue
         if line[0] == "\n":  # CR LF, CR LF LF: never data before a segment name
             line = line.lstrip("\n")
