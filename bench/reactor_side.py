@@ -20,11 +20,13 @@ is worked out for nearly every message, and batches are as large as the connecti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,8 @@ ACK_HEAD = (b"MSH|^~\\&|REFTRACK|HUB|PCPEHR|NORTH|20260101120001||ACK^I12^ACK|AC
 
 def serve(port: int, log_file: str) -> None:
     """The stub engine: one channel on `port`, its log in `log_file`, until SIGTERM; on the
-    reactor `hl7-engine run` installs, where the engine tree has one of its own."""
+    reactor `hl7-engine run` installs and with the writer's hand-over after each poll, where
+    the engine tree has them (as `make_service` wires them)."""
     try:
         from engine.mllp.reactor import install
     except ImportError:  # an older tree: Twisted's default reactor, as its `run` had
@@ -71,6 +74,10 @@ def serve(port: int, log_file: str) -> None:
         work, r.callFromThread, lambda job, _exc: work([job])[0])
     factory = MLLPServerFactory(listener_options(channel), frame_handler(channel, writer), r)
     writer.expect(lambda: factory.connections)
+    with contextlib.suppress(ImportError):  # an older tree hands each job over at once
+        from engine.mllp.reactor import around_polls
+
+        writer.hand_over_after_polls(partial(around_polls, r))
     writer.start()
     r.listenTCP(port, factory, interface=HOST)
     task.LoopingCall(flush_logs).start(0.5)
