@@ -3,6 +3,9 @@
     python -m bench.reactor_side [--baseline DIR] [--messages 20000] [--rounds 3] [--rate 0]
     python -m bench.reactor_side --callgrind [--baseline DIR] [--messages 3000] [--rounds 3]
 
+With `--metrics` the stub engines also feed `/metrics`'s per-frame instruments, as an engine with
+`http:` does (bench.compare's engine has no `http:`).
+
 Each engine runs its real listener, handler, `message.stored` line and writer thread, but the
 writer's batch is a stub that answers every frame AA at once (no parse, no database, no fsync):
 what is left is the reactor's own work per message (framing, the hand-off to the writer and
@@ -20,11 +23,13 @@ is worked out for nearly every message, and batches are as large as the connecti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +43,10 @@ ACK_HEAD = (b"MSH|^~\\&|REFTRACK|HUB|PCPEHR|NORTH|20260101120001||ACK^I12^ACK|AC
             b"MSA|AA|")
 
 
-def serve(port: int, log_file: str) -> None:
+def serve(port: int, log_file: str, *, metrics: bool = False) -> None:
     """The stub engine: one channel on `port`, its log in `log_file`, until SIGTERM; on the
-    reactor `hl7-engine run` installs, where the engine tree has one of its own."""
+    reactor `hl7-engine run` installs and with the writer's hand-over after each poll, where
+    the engine tree has them (as `make_service` wires them)."""
     try:
         from engine.mllp.reactor import install
     except ImportError:  # an older tree: Twisted's default reactor, as its `run` had
@@ -57,6 +63,7 @@ def serve(port: int, log_file: str) -> None:
     from engine.pipeline import Result
     from engine.service import listener_options
     from engine.store.writer import GroupCommitWriter
+    from engine.web.metrics import Metrics
 
     def work(jobs: list[Any]) -> list[Result]:
         controls = [job.raw.split(b"|", 10)[9] for job in jobs]
@@ -69,21 +76,27 @@ def serve(port: int, log_file: str) -> None:
     r: Any = reactor
     writer: GroupCommitWriter[Any, Result] = GroupCommitWriter(
         work, r.callFromThread, lambda job, _exc: work([job])[0])
-    factory = MLLPServerFactory(listener_options(channel), frame_handler(channel, writer), r)
+    handler = frame_handler(channel, writer, metrics=Metrics() if metrics else None)
+    factory = MLLPServerFactory(listener_options(channel), handler, r)
     writer.expect(lambda: factory.connections)
+    with contextlib.suppress(ImportError):  # an older tree hands each job over at once
+        from engine.mllp.reactor import around_polls
+
+        writer.hand_over_after_polls(partial(around_polls, r))
     writer.start()
     r.listenTCP(port, factory, interface=HOST)
     task.LoopingCall(flush_logs).start(0.5)
     r.run()
 
 
-def stub_server(tmp: Path, name: str, code: Path | None) -> ServerProcess:
+def stub_server(tmp: Path, name: str, code: Path | None, *, metrics: bool = False
+                ) -> ServerProcess:
     """The stub engine as a subprocess, with the engine package of `code` (None: this tree)."""
     port = free_port(HOST)
     folder = tmp / f"{name}-{len(list(tmp.iterdir()))}"
     folder.mkdir()
     argv = [sys.executable, "-m", "bench.reactor_side", "--serve", "--port", str(port),
-            "--log", str(folder / "engine.log")]
+            "--log", str(folder / "engine.log"), *(["--metrics"] if metrics else [])]
     # Run from the scratch folder: `-m` puts the working directory first on the path, and
     # `engine` must come from `code` when given.
     root = str(Path(__file__).resolve().parent.parent)
@@ -96,7 +109,7 @@ def counted(tmp: Path, name: str, code: Path | None, synth: Synth, a: argparse.N
             ) -> list[tuple[float, float]]:
     """The stub engine under callgrind: for each of `a.rounds` timed loads, the instructions
     per message of every thread and of the reactor thread (callgrind's thread 1)."""
-    server = stub_server(tmp, name, code)
+    server = stub_server(tmp, name, code, metrics=a.metrics)
     out = server.log.parent / "callgrind.out"
     server.argv[:0] = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
                        f"--callgrind-out-file={out}"]
@@ -134,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--callgrind", action="store_true",
                    help="instructions per message, under valgrind")
+    p.add_argument("--metrics", action="store_true",
+                   help="feed /metrics's per-frame instruments, as with `http:`")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--log", default="", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.serve:
-        serve(a.port, a.log)
+        serve(a.port, a.log, metrics=a.metrics)
         return 0
     synth = Synth(parse_mix("ref"))
     trees: list[tuple[str, Path | None]] = [("this", None)]
@@ -156,7 +171,7 @@ def timed(tmp: Path, trees: list[tuple[str, Path | None]], synth: Synth,
     results: dict[str, list[dict[str, float]]] = {}
     for r in range(a.rounds):
         for name, code in trees:
-            with stub_server(tmp, name, code) as server:
+            with stub_server(tmp, name, code, metrics=a.metrics) as server:
                 results.setdefault(name, []).append(one_run(server, synth, a))
         print(f"round {r + 1}: " + "; ".join(
             f"{k} reactor {runs[-1]['reactor_us']:.1f} us/msg" for k, runs in results.items()),

@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ from engine.housekeeping import PurgeService, SweepService
 from engine.ingest import frame_handler
 from engine.logs import emit
 from engine.mllp.options import ListenerOptions
+from engine.mllp.reactor import around_polls
 from engine.mllp.server import MLLPServerFactory, listening_factory
 from engine.outbound.passthrough import Relay, Waiters
 from engine.outbound.queue import Delivered, QueueWorker
@@ -330,6 +332,7 @@ def make_service(config: Config, reactor: Any, db: Database, worker_argv: Sequen
     top.metrics = metrics
     factories = [top.factory(ch) for ch in config.channels]
     writer.expect(lambda: top.connections)
+    writer.hand_over_after_polls(partial(around_polls, reactor))
     WriterService(writer).setServiceParent(top)
     if link is not None:
         LinkService(link, {ch.name: f for ch, f in zip(config.channels, factories, strict=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -131,3 +132,83 @@ def test_the_cli_leaves_run_free_to_install_it() -> None:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+def test_around_polls_runs_before_each_poll_and_after_its_events() -> None:
+    reactor: Any = EngineReactor()  # type: ignore[no-untyped-call]
+    assert engine_reactor.around_polls(object(), lambda: None) is False
+    left, right = socket.socketpair()
+    reads: list[int] = []
+    seen: list[int] = []
+    try:
+        from twisted.internet.abstract import FileDescriptor
+
+        class Reader(FileDescriptor):
+            def fileno(self) -> int:
+                return left.fileno()
+
+            def doRead(self) -> None:  # noqa: N802 - Twisted's interface
+                left.recv(10)
+                reads.append(1)
+
+        reactor.addReader(Reader(reactor))  # type: ignore[no-untyped-call]
+        assert engine_reactor.around_polls(reactor, lambda: seen.append(len(reads))) is True
+        right.send(b"x")
+        reactor.doPoll(1.0)
+        assert seen == [0, 1]  # before the poll, then after its event
+    finally:
+        left.close()
+        right.close()
+
+
+def test_frames_of_several_connections_go_to_the_writer_after_each_poll() -> None:
+    """The listener, handler and writer as the engine wires them on this reactor: each frame
+    is held until its poll's events are handled, then answered in order on its connection."""
+    from engine.ack import ACCEPTED
+    from engine.config import parse_config
+    from engine.ingest import frame_handler
+    from engine.mllp.server import MLLPServerFactory
+    from engine.pipeline import Job, Result
+    from engine.service import listener_options
+    from engine.store.writer import GroupCommitWriter
+
+    def work(jobs: list[Job]) -> list[Result]:
+        return [Result([b"MSA|AA|" + job.raw], ACCEPTED, 1, "", "REF^I12", "0" * 64)
+                for job in jobs]
+
+    reactor: Any = EngineReactor()  # type: ignore[no-untyped-call]
+    channel = parse_config({"channels": [{"name": "held", "listen": {"port": 1},
+                                          "accept": ["REF^I12"]}]}).channels[0]
+    writer: GroupCommitWriter[Job, Result] = GroupCommitWriter(
+        work, reactor.callFromThread, lambda job, _exc: work([job])[0])
+    writer.hand_over_after_polls(lambda call: engine_reactor.around_polls(reactor, call))
+    factory = MLLPServerFactory(listener_options(channel), frame_handler(channel, writer),
+                                reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    answers: dict[int, list[bytes]] = {}
+
+    def client(n: int) -> None:
+        with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5) as sock:
+            got = b""
+            for k in range(3):
+                sock.sendall(START + b"MSH|%d.%d" % (n, k) + END)
+                while not got.endswith(END):
+                    got += sock.recv(100)
+                answers.setdefault(n, []).append(got)
+                got = b""
+
+    def clients() -> None:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        reactor.callFromThread(reactor.stop)
+
+    writer.start()
+    try:
+        _run(reactor, lambda: reactor.callInThread(clients))
+    finally:
+        writer.stop(timeout=10)
+    assert answers == {n: [START + b"MSA|AA|MSH|%d.%d" % (n, k) + END for k in range(3)]
+                       for n in range(4)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from engine.store.writer import GroupCommitWriter
 
@@ -102,3 +103,59 @@ def test_stop_while_waiting_for_a_batch_to_fill_commits_the_jobs_in_hand() -> No
     assert time.monotonic() - started < 5, "stop waited for a batch that would not fill"
     assert rec.batches == [[1], list(range(2, 7))]
     assert rec.answered == list(range(1, 7))
+
+
+def _holding(rec: _Recorder) -> tuple[GroupCommitWriter[int, int], list[Callable[[], None]]]:
+    """A writer that holds its jobs until the registered `hand_over` runs (as the engine's
+    reactor runs it after each poll), and that registered call."""
+    registered: list[Callable[[], None]] = []
+    w = writer(rec)
+    w.hand_over_after_polls(lambda call: registered.append(call) is None)
+    return w, registered
+
+
+def test_held_jobs_reach_the_writer_together_at_the_hand_over() -> None:
+    rec = _Recorder()
+    rec.release.set()
+    w, [hand_over] = _holding(rec)
+    w.start()
+    try:
+        for job in range(1, 9):
+            w.submit(job, rec.done)
+        time.sleep(0.05)
+        assert rec.batches == [], "a held job reached the writer before the hand-over"
+        hand_over()
+        assert rec.wait_for(8)
+        assert rec.batches == [list(range(1, 9))]
+        hand_over()  # nothing held: nothing to do
+        for job in range(9, 17):
+            w.submit(job, rec.done)
+        hand_over()
+        assert rec.wait_for(16)
+        assert rec.batches == [list(range(1, 9)), list(range(9, 17))]
+    finally:
+        w.stop(timeout=10)
+
+
+def test_stop_hands_over_the_held_jobs_first() -> None:
+    rec = _Recorder()
+    rec.release.set()
+    w, _ = _holding(rec)
+    w.start()
+    for job in (1, 2):
+        w.submit(job, rec.done)
+    w.stop(timeout=10)
+    assert rec.answered == [1, 2]
+
+
+def test_without_an_event_loop_to_hand_over_each_job_goes_at_once() -> None:
+    rec = _Recorder()
+    rec.release.set()
+    w = writer(rec)
+    w.hand_over_after_polls(lambda _call: False)
+    w.start()
+    try:
+        w.submit(1, rec.done)
+        assert rec.wait_for(1)
+    finally:
+        w.stop(timeout=10)

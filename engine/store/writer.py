@@ -66,6 +66,8 @@ class GroupCommitWriter(Generic[J, R]):
         # Condition's Python (lock, notify_all) on the reactor for every batch.
         self._enough = _NEVER
         self._filled: queue.SimpleQueue[None] = queue.SimpleQueue()
+        # Jobs submitted since the last `hand_over` (`hand_over_after_polls`), else None.
+        self._held: list[tuple[J, Callable[[R], None]]] | None = None
 
     @property
     def alive(self) -> bool:
@@ -85,15 +87,44 @@ class GroupCommitWriter(Generic[J, R]):
         self._thread = threading.Thread(target=self._run, name="engine-writer", daemon=True)
         self._thread.start()
 
+    def hand_over_after_polls(self, each_poll: Callable[[Callable[[], None]], bool]) -> None:
+        """Hold what `submit` is given and hand it to the writer thread in one go, by
+        `hand_over`, when `each_poll` has the caller's event loop run that after each poll
+        (it returns True): the writer wakes once per poll, not at each frame's `submit`
+        while the reactor still reads the poll's other frames.  Otherwise `submit` queues
+        each job at once."""
+        if each_poll(self.hand_over):
+            self._held = []
+
     def submit(self, job: J, done: Callable[[R], None]) -> None:
+        """Queue `job`; `done(result)` is delivered once its batch is committed."""
+        if self._held is not None:
+            self._held.append((job, done))
+            return
         self._queue.put((job, done))
+        self._wake_if_filled()
+
+    def hand_over(self) -> None:
+        """Queue the jobs held since the last hand-over (on the thread that submits them), and
+        wake a writer waiting for that many."""
+        held = self._held
+        if held:
+            self._held = []
+            put = self._queue.put
+            for item in held:
+                put(item)
+            self._wake_if_filled()
+
+    def _wake_if_filled(self) -> None:
+        """Wake the writer when it waits for the batch to fill and enough jobs are queued."""
         if self._queue.qsize() >= self._enough:
             self._filled.put(None)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish every job already submitted, then end the thread."""
+        """Finish every job already submitted (held ones too), then end the thread."""
         if self._thread is None:
             return
+        self.hand_over()
         self._queue.put(_STOP)
         self._filled.put(None)
         self._thread.join(timeout)

@@ -6,15 +6,18 @@ destination names, message types, ACK codes, statuses and priority codes: never 
 Label values stay bounded: a message type outside the channel's accept list is `other`, one that
 could not be read is `unknown`; a priority code the ledger has no deadline for is `other`.
 prometheus_client's instruments are thread-safe: the writer thread and the delivery thread pool
-update them directly.  With ingest workers, each worker process keeps the same instruments and
+update them directly.  The per-frame ones are plain counts (`FrameCounts`), updated and read
+on the reactor thread (frames are answered there, scrapes and worker reports run there).
+With ingest workers, each worker process keeps the same instruments and
 the main process adds their values to its own (engine.web.workers).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import accumulate
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,9 +26,14 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from engine.config import Channel, Config
 from engine.ledger.lifecycle import STATUSES
@@ -77,12 +85,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.workers = WorkerSamples()  # the ingest workers' values (engine.web.workers)
         r = self.registry
-        self.messages = Counter(
-            PREFIX + "messages", "Frames received, by the first ACK code they got (none: no "
-            "reply was due); retransmissions count", ["channel", "type", "ack"], registry=r)
-        self.ack_latency = Histogram(
-            PREFIX + "ack_latency_seconds", "From a frame handed to the writer to its ACK "
-            "handed to the connection", ["channel"], buckets=LATENCY_BUCKETS, registry=r)
+        self.frames = FrameCounts()
+        r.register(self.frames)
         self.batch_size = Histogram(
             PREFIX + "commit_batch_size", "Frames per group commit", buckets=BATCH_BUCKETS,
             registry=r)
@@ -92,30 +96,19 @@ class Metrics:
         self.deliveries = Counter(
             PREFIX + "deliveries", "Delivery attempts by outcome (delivered, retry, dead)",
             ["destination", "outcome"], registry=r)
-        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
 
     def message(self, channel: Channel, message_type: str, acks: Iterable[bytes],
                 seconds: float) -> None:
         """One frame answered (on the reactor)."""
-        self._child(self.messages, channel.name, type_label(channel, message_type),
-                    ack_code(acks)).inc()
-        self._child(self.ack_latency, channel.name).observe(seconds)
-
-    def _child(self, parent: MetricWrapperBase, *labels: str) -> Any:
-        """`parent.labels(*labels)`, looked up once per label values: the same child, without
-        `labels`' argument checks and lock on every frame (label values are bounded)."""
-        key = (parent, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = parent.labels(*labels)
-        return child
+        self.frames.count(channel.name, type_label(channel, message_type), ack_code(acks))
+        self.frames.observe(channel.name, seconds)
 
     def oversize(self, channel: Channel, answer: Oversize) -> Oversize:
         """The listener's answer to an oversized frame (engine.ack.AckBuilder.too_large), with
         the frame counted: its type `unknown` (its body was never read)."""
         def counted(head: bytes, size: int, limit: int) -> tuple[list[bytes], dict[str, str]]:
             acks, about = answer(head, size, limit)
-            self._child(self.messages, channel.name, "unknown", ack_code(acks)).inc()
+            self.frames.count(channel.name, "unknown", ack_code(acks))
             return acks, about
 
         return counted
@@ -141,6 +134,53 @@ class Metrics:
     def worker_datagrams(self) -> list[bytes]:
         """In a worker process: this process's counters and histograms, for the main one."""
         return list(encode(samples_of(self.registry.collect())))
+
+
+class FrameCounts(Collector):
+    """The instruments fed once per frame, on the reactor: `messages` (by channel, type and
+    ACK code) and `ack_latency_seconds` (by channel), counted in plain dicts and lists (an
+    addition per frame, and a C bisect for the latency's bucket, where prometheus_client's
+    children take a lock per update and its Histogram finds the bucket in Python), and
+    exposed at scrape time as the Counter and Histogram of the same names, help, labels and
+    buckets, their series in the order first seen."""
+
+    def __init__(self) -> None:
+        self.messages: dict[tuple[str, str, str], float] = {}
+        self.buckets: dict[str, list[float]] = {}  # per channel: frames per bucket, +Inf last
+        self.sums: dict[str, float] = {}  # per channel: the latencies' sum
+
+    def count(self, channel: str, type_label: str, ack: str) -> None:
+        key = (channel, type_label, ack)
+        self.messages[key] = self.messages.get(key, 0.0) + 1.0
+
+    def observe(self, channel: str, seconds: float) -> None:
+        buckets = self.buckets.get(channel)
+        if buckets is None:
+            buckets = self.buckets[channel] = [0.0] * (len(LATENCY_BUCKETS) + 1)
+        buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1.0  # `le`: the bound included
+        self.sums[channel] = self.sums.get(channel, 0.0) + seconds
+
+    def collect(self) -> Iterator[Metric]:
+        messages = CounterMetricFamily(
+            PREFIX + "messages", "Frames received, by the first ACK code they got (none: no "
+            "reply was due); retransmissions count", labels=["channel", "type", "ack"])
+        for labels, value in list(self.messages.items()):
+            messages.add_metric(list(labels), value)
+        yield messages
+        latency = HistogramMetricFamily(
+            PREFIX + "ack_latency_seconds", "From a frame handed to the writer to its ACK "
+            "handed to the connection", labels=["channel"])
+        for channel, buckets in list(self.buckets.items()):
+            latency.add_metric([channel], _cumulative(buckets), self.sums[channel])
+        yield latency
+
+
+def _cumulative(buckets: list[float]) -> list[tuple[str, float]]:
+    """Per-bucket counts as the text format's `le` buckets: each bound with its running total."""
+    return list(zip(_LE, accumulate(buckets), strict=True))
+
+
+_LE = (*map(floatToGoString, LATENCY_BUCKETS), "+Inf")
 
 
 class _WithWorkers(Collector):
