@@ -27,10 +27,10 @@ from engine.mappings.changes import EI, AppointmentChange, Change, PatientId
 from engine.store import Connection, keylocks, sql
 from engine.store.keylocks import keys_named as keys_named  # where the batch's keys are named
 from engine.store.ledger.repository import as_datetime
-from engine.store.schema import appointments, referrals
+from engine.store.schema import appointments, column_names, referrals
 
-REFERRAL = tuple(c.name for c in referrals.c if c.name != "id")
-APPOINTMENT = tuple(c.name for c in appointments.c if c.name != "id")
+REFERRAL = column_names(referrals, ("id",))
+APPOINTMENT = column_names(appointments, ("id",))
 _WHEN = {"window_start", "window_end", "received_at", "updated_at", "due_at", "start",
          "created_at", "first_scheduled_at"}
 # What an appointment created in memory holds when the rules did not set it (the columns'
