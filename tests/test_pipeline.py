@@ -17,7 +17,7 @@ from engine.config import parse_config
 from engine.parsing import parse
 from engine.pipeline import Job, Pipeline, failed
 from engine.store.database import open_database
-from engine.store.schema import messages
+from engine.store.schema import column_names, messages
 
 CHANNEL = parse_config({"channels": [{
     "name": "referrals", "listen": {"port": 0}, "accept": ["REF^I12-I15", "SIU^S12-S26", "ORM^O01"],
@@ -266,3 +266,12 @@ def test_importing_the_engine_leaves_the_sqlite3_module_as_it_was() -> None:
                          check=True).stdout.split()
     assert out[0] != "engine.store.sql"
     assert out[1] == "engine.store.sql"
+
+
+def test_column_names_are_plain_strings_in_table_order() -> None:
+    """The rows the hot path writes are keyed by the columns' names as plain `str` (SQLAlchemy's
+    `quoted_name` is a subclass whose dict look-ups take the slow path), in the table's order,
+    without the columns left out."""
+    names = column_names(messages, ("id", "purged_at"))
+    assert names == tuple(c.name for c in messages.c if c.name not in ("id", "purged_at"))
+    assert {type(n) for n in names} == {str}

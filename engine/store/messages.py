@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Row, Select, func, select, update
 
 from engine.store import sql
-from engine.store.schema import messages
+from engine.store.schema import column_names, messages
 from engine.timestamps import utc_text
 
 LOG_COLUMNS = [c for c in messages.c if c.name != "raw"]
@@ -83,7 +83,7 @@ def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]], stored: Seque
 
 _OUTCOME = ("id", "dedupe_key", "digest", "status", "stage", "error_code", "error_location",
             "error_text", "ack_codes")
-_INSERTED = ["id", *(c.name for c in messages.c if c.name not in ("id", "purged_at"))]  # NULL: kept
+_INSERTED = ["id", *column_names(messages, ("id", "purged_at"))]  # purged_at NULL: kept
 
 # The hot path (one SELECT and one INSERT per batch) talks to SQLite's driver directly: through
 # SQLAlchemy Core the same two statements cost about three times as much CPU per message.  The

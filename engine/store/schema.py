@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -247,3 +249,10 @@ api_tokens = Table(
     Column("revoked_at", DateTime()),
     Index("ix_api_tokens_user", "user_id"),
 )
+
+
+def column_names(table: Table, without: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The table's column names in order (but `without`), as plain interned `str`: SQLAlchemy
+    names them with `quoted_name`, a `str` subclass, and a dict look-up by one compares through
+    the slow path (an `itemgetter` of a message row's 24 columns took 1.6 us instead of 0.5)."""
+    return tuple(sys.intern(str(c.name)) for c in table.c if c.name not in without)
