@@ -122,10 +122,18 @@ class TeeLogger:
 
 
 def open_log(file: str) -> int:
-    """The log file's descriptor: created 0600 (and its folder), every write appended."""
+    """The log file's descriptor: created 0600 (and its folder), every write appended.  A file
+    that ends inside a line (a process killed while it wrote) gets a newline first, so this
+    process's first line is not glued to the torn one."""
     path = Path(file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with contextlib.suppress(OSError), path.open("rb") as f:  # unreadable: nothing to check
+        if f.seek(0, os.SEEK_END):  # not empty: is its last byte a newline?
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                os.write(fd, b"\n")
+    return fd
 
 
 class _Stamp:

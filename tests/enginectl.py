@@ -77,12 +77,16 @@ class Engine:
         raise RuntimeError("engine did not start listening in time")
 
     def events(self, offset: int = 0) -> list[dict[str, Any]]:
-        """Every JSON event in the log file after `offset` bytes."""
+        """Every JSON event in the log file after `offset` bytes, up to its last newline: a
+        read can meet a write still under way (a process writes its buffered lines in one
+        `write`, which a reader may see half done), whose last line is not whole yet."""
         if not self.log_file.exists():
             return []
         with self.log_file.open("rb") as f:
             f.seek(offset)
-            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+            data = f.read()
+        whole = data[:data.rfind(b"\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def wait_for(self, event: str, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The log's events named `event`, waiting until at least one is written (the log

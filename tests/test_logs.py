@@ -29,6 +29,21 @@ def test_lines_are_buffered_until_flush_and_the_file_is_private(tmp_path: Path) 
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
+def test_a_torn_last_line_is_closed_before_the_first_new_line(tmp_path: Path) -> None:
+    """A process killed while it wrote leaves half a line: the next process starts on a line
+    of its own (one newline added, only when the file does not end with one)."""
+    path = tmp_path / "engine.log"
+    path.write_bytes(b'{"event":"whole"}\n{"event":"to')
+    log = _logger(path)
+    log.msg({"event": "next", "level": "info"})
+    log.flush()
+    assert path.read_text().splitlines()[1:] == ['{"event":"to', '{"event":"next","level":"info"}']
+    again = _logger(path)  # the file ends with a newline now: nothing is added
+    again.msg({"event": "third", "level": "info"})
+    again.flush()
+    assert path.read_text().count("\n") == 4
+
+
 def test_a_rotated_file_is_followed_by_a_new_one(tmp_path: Path) -> None:
     """logrotate renames the file: at the next flush the path is opened anew; the new file
     starts with `log.reopened`, then what was still buffered."""
