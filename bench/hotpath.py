@@ -14,6 +14,9 @@ prints the difference per message: the instructions of one message, free of star
 `--baseline DIR` it does the same for the engine package in DIR first (another revision), so two
 versions are compared on a figure the machine's load does not move.  `HOTPATH_GC_FREEZE=1`
 calls `gc.freeze()` after set-up (to see what the collector costs this path).
+
+Without `--callgrind` it prints the CPU time per message of what it ran (`all`: the pipeline and
+the log line apart), a noisy figure: run it a few times.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,22 +57,36 @@ def work(stage: str, mix: tuple[str, ...], messages: int, folder: Path) -> None:
             for _ in range(messages if stage in ("all", "prepare") else SAMPLE)]
     if os.environ.get("HOTPATH_GC_FREEZE"):
         gc.freeze()
+    started = time.process_time()
     if stage == "prepare":
         for job in jobs:
             prepare(job)
+        _cpu("prepare (parse, header, mapping, row)", started, messages)
         return
     if stage == "ack":
         ready = [prepare(job) for job in jobs]
+        started = time.process_time()
         for i in range(messages):
             builder.build(ready[i % SAMPLE].msg, ready[i % SAMPLE].verdict)
+        _cpu("ack", started, messages)
         return
     pipeline = Pipeline(open_database(f"sqlite:///{folder / 'hot.db'}", "OFF"),
                         {channel.name: builder})
+    started = time.process_time()
     results = [r for i in range(0, len(jobs), 8) for r in pipeline.process_batch(jobs[i:i + 8])]
+    if stage == "all":
+        _cpu("pipeline (prepare, ledger, statements, commit at OFF, ACKs)", started, len(jobs))
     pipeline.close()
+    started = time.process_time()
     for i in range(messages if stage == "log" else len(jobs)):
         job, r = jobs[i % len(jobs)], results[i % len(jobs)]
         _log_result(channel.name, r, job.peer, len(job.raw), 0.00123)
+    _cpu("log line", started, messages if stage == "log" else len(jobs))
+
+
+def _cpu(what: str, started: float, messages: int) -> None:
+    """Print the CPU time per message since `started`."""
+    print(f"{what:<62} {(time.process_time() - started) / messages * 1e6:7.1f} us CPU/message")
 
 
 SAMPLE = 64  # `ack` and `log`: messages prepared once, then answered or logged over and over
