@@ -110,20 +110,17 @@ def _referrals(conn: Connection, keys: list[str], patient_ids: list[str], ids: l
                                                 f"({_marks(ids)})", ids)] if ids else [])
     if not wanted:
         return {}
-    union, values = _joined(wanted, _ANY_OF)
+    union, values = _joined(wanted)
     rows = sql.rows(conn, f"SELECT id, {', '.join(REFERRAL)} FROM referrals WHERE id IN ("
                           f"{union}) ORDER BY id{lock}", values)
     return {int(r[0]): _referral(r) for r in rows}
 
 
-# The referral ids' queries feed an `id IN (...)`, which takes each id once anyway: joined without
-# UNION's own distinct step (SQLite builds a temporary table for it; 3.4k instructions per REF).
-_ANY_OF = " UNION ALL "
-
-
-def _joined(queries: list[tuple[str, list[Any]]], glue: str) -> tuple[str, list[Any]]:
-    """Queries joined by `glue` (a UNION ALL), and their values in the same order."""
-    return glue.join(q for q, _ in queries), [v for _, values in queries for v in values]
+def _joined(queries: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """Queries joined by UNION ALL, and their values in the same order.  Where they feed an
+    `id IN (...)`, which takes each id once anyway, UNION's own distinct step would only cost
+    (SQLite builds a temporary table for it)."""
+    return " UNION ALL ".join(q for q, _ in queries), [v for _, values in queries for v in values]
 
 
 def _referral_ids(keys: list[str], patient_ids: list[str], linked: list[tuple[str, list[Any]]]
@@ -162,14 +159,14 @@ def _at_once(conn: Connection, keys: list[str], appointment_keys: list[str],
         linked.append((f"SELECT a.referral_id {waiting}", keys))
     wanted = _referral_ids(keys, patient_ids, linked)
     if wanted:
-        union, values = _joined(wanted, _ANY_OF)
+        union, values = _joined(wanted)
         parts.append((f"SELECT 2, id, 0, NULL, NULL, NULL, {', '.join(REFERRAL)} FROM referrals "
                       f"WHERE id IN ({union})", values))
     found: dict[int, Appointment] = {}
     refs: dict[int, Referral] = {}
     if not parts:
         return found, refs
-    statement, values = _joined(parts, " UNION ALL ")
+    statement, values = _joined(parts)
     for r in sql.rows(conn, f"{statement} ORDER BY 1, 2, 3", values):
         if r[0] == 2:
             refs[int(r[1])] = _referral(r[1:2] + r[6:])
