@@ -10,6 +10,7 @@ links and are ignored."""
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,12 @@ def anchors(text: str) -> set[str]:
     return out
 
 
+@cache
+def _page_anchors(page: Path) -> set[str]:
+    """`anchors` of a page, read once however many links name it."""
+    return anchors(page.read_text(encoding="utf-8"))
+
+
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 _NOT_SLUG = re.compile(r"[^\w\- ]")
 
@@ -68,7 +75,7 @@ def broken_links(doc: Path) -> list[str]:
         path, _, anchor = target.partition("#")
         page = doc.parent / path if path else doc
         if not page.exists() or (anchor and page.suffix == ".md"
-                                 and anchor not in anchors(page.read_text(encoding="utf-8"))):
+                                 and anchor not in _page_anchors(page.resolve())):
             broken.append(target)
     return broken
 
